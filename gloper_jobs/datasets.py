@@ -1,0 +1,65 @@
+"""Scanning a folder tree of photos into items, with species and labels.
+
+Species is the first folder under the dataset root (``Zebra/x.jpg`` -> Zebra),
+or the root's own name for photos directly in it. ``label``/``labels`` folders
+are not photos. Items come out sorted by relative path, so a scan is
+deterministic and can be resumed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from gloper_jobs import defaults
+from gloper_jobs.exceptions import DatasetError
+from gloper_jobs.labels import LABEL_DIRNAMES, base_key, index_label_dir
+
+
+@dataclass(frozen=True)
+class DatasetItem:
+    """One photo of a dataset: where it is, its species, and its label if any."""
+
+    rel_path: str  # POSIX path relative to the dataset root: the item's identity
+    path: Path
+    species: str
+    label_path: Path | None
+
+
+def _is_photo(name: str) -> bool:
+    return not name.startswith(".") and name.lower().endswith(defaults.IMAGE_EXTENSIONS)
+
+
+def iter_dataset(root: Path, with_labels: bool = True) -> Iterator[DatasetItem]:
+    """Yield the photos under ``root`` in sorted order (see module docstring)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"dataset folder {root} does not exist or is not a folder")
+    root_name = root.resolve().name
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(
+            d for d in dirnames if d.lower() not in LABEL_DIRNAMES and not d.startswith(".")
+        )
+        folder = Path(dirpath)
+        photos = sorted(f for f in filenames if _is_photo(f))
+        if not photos:
+            continue
+        labels = index_label_dir(folder) if with_labels else {}
+        for name in photos:
+            path = folder / name
+            rel = path.relative_to(root)
+            species = rel.parts[0] if len(rel.parts) > 1 else root_name
+            yield DatasetItem(rel.as_posix(), path, species, labels.get(base_key(name)))
+
+
+def scan_dataset(root: Path, with_labels: bool = True) -> list[DatasetItem]:
+    """All photos under ``root``; raises :class:`DatasetError` if there are none."""
+    items = list(iter_dataset(root, with_labels))
+    if not items:
+        raise DatasetError(
+            f"no photos under {root} (looked for {', '.join(defaults.IMAGE_EXTENSIONS)}, "
+            "skipping label/ and labels/ folders)"
+        )
+    return items

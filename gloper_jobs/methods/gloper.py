@@ -1,0 +1,179 @@
+"""GloPER: one small UNet trained per photo and per local size (METHOD.md).
+
+:func:`train_local_size` trains one model and returns the pattern weight map;
+:class:`GloperSegmenter` runs it for every local size and reads out the masks.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, cast
+
+import numpy as np
+import torch
+
+from gloper_jobs.exceptions import DeviceOutOfMemoryError, InvalidParameterError
+from gloper_jobs.images import resize_mask, resize_rgb
+from gloper_jobs.methods.base import (
+    MethodParams,
+    Segmentation,
+    SegmentContext,
+    Segmenter,
+    check_inputs,
+    check_size,
+)
+from gloper_jobs.methods.gloper_model import (
+    GloperNet,
+    hard_gumbel_softmax,
+    pattern_weight,
+    reconstruct,
+)
+
+PAPER_LOCAL_SIZES = (4, 8, 16, 32, 64, 128, 256)
+
+
+@dataclass(frozen=True)
+class GloperParams(MethodParams):
+    """GloPER's settings; defaults are the CPU profile, ``profile=paper`` the paper's."""
+
+    size: int = 128
+    local_sizes: tuple[int, ...] = (8, 16)
+    steps: int = 60
+    tau: float = 0.1
+    rho: float = 0.5
+    lr: float = 1e-3
+    seed: int = 41
+    choice: str = "fused"
+    device: str = field(default="auto", metadata={"identity": False})
+
+    def validate(self) -> None:
+        check_size(self.size, 16)
+        if not self.local_sizes:
+            raise InvalidParameterError("local_sizes must name at least one size, e.g. 8,16")
+        for ls in self.local_sizes:
+            if ls < 1 or self.size % (2 * ls):
+                raise InvalidParameterError(
+                    f"local size {ls} must be >= 1 and 2*{ls} must divide size={self.size}"
+                )
+        if len(set(self.local_sizes)) != len(self.local_sizes):
+            raise InvalidParameterError(f"local_sizes {self.local_sizes} has duplicates")
+        if self.steps < 1:
+            raise InvalidParameterError(f"steps={self.steps} must be >= 1")
+        if self.tau <= 0:
+            raise InvalidParameterError(f"tau={self.tau} must be > 0")
+        if not 0 <= self.rho <= 1:
+            raise InvalidParameterError(f"rho={self.rho} must be in [0, 1]")
+        if self.lr <= 0:
+            raise InvalidParameterError(f"lr={self.lr} must be > 0")
+        valid_choices = ["fused"] + [f"local_{ls}" for ls in self.local_sizes]
+        if self.choice not in valid_choices:
+            raise InvalidParameterError(f"choice={self.choice!r}: use one of {', '.join(valid_choices)}")
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise InvalidParameterError(f"device={self.device!r}: use auto, cpu, cuda or cuda:N")
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> the (first visible) CUDA device when there is one, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise InvalidParameterError(f"device={name!r} but CUDA is not available here; use device=cpu")
+    return torch.device(name)
+
+
+def train_local_size(
+    image: torch.Tensor,
+    foreground: torch.Tensor,
+    local_size: int,
+    params: GloperParams,
+    device: torch.device,
+    readout_steps: tuple[int, ...] = (),
+) -> tuple[torch.Tensor, list[float], dict[int, torch.Tensor]]:
+    """Train one GloPER model on one image; return its pattern weight map and losses.
+
+    ``image``: ``1x3xSxS float32`` in [0, 1] on ``device``; ``foreground``: ``1xSxS
+    float32`` (1 = animal). Returns ``SxS float32`` weights in [0, 1] (on CPU),
+    the loss of every step, and the weight maps read out after each step in
+    ``readout_steps`` (for calibration sweeps over the number of steps).
+    Deterministic for a fixed seed on CPU.
+    """
+    torch.manual_seed(params.seed)
+    gen = torch.Generator(device=device)
+    gen.manual_seed(params.seed)
+    model = GloperNet(local_size).to(device)
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=params.lr)
+    losses: list[float] = []
+    snapshots: dict[int, torch.Tensor] = {}
+    for _ in range(params.steps):
+        opt.zero_grad(set_to_none=True)
+        logits, cen_a, cen_b = model(image)
+        assign = hard_gumbel_softmax(logits, params.tau, gen)
+        rec_a = reconstruct(assign, cen_a, local_size)
+        rec_b = reconstruct(assign, cen_b, 2 * local_size)
+        loss = (torch.linalg.vector_norm(image - rec_a, dim=1) * foreground).mean() + (
+            torch.linalg.vector_norm(image - rec_b, dim=1) * foreground
+        ).mean()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+        if len(losses) in readout_steps and len(losses) < params.steps:
+            snapshots[len(losses)] = _readout(model, image, local_size)
+    weight = _readout(model, image, local_size)
+    snapshots[params.steps] = weight
+    return weight, losses, snapshots
+
+
+def _readout(model: GloperNet, image: torch.Tensor, local_size: int) -> torch.Tensor:
+    """Pattern weights ``SxS float32`` (CPU) from head A of the model as it is now."""
+    with torch.no_grad():
+        # BatchNorm stays as in training (batch statistics of this one image).
+        _, cen_a, _ = model(image)
+        return pattern_weight(image, cen_a, local_size)[0].float().cpu()
+
+
+class GloperSegmenter(Segmenter):
+    """GloPER. Candidates ``local_<l>`` per local size, plus ``fused`` (majority vote).
+
+    The label-free choice is ``choice`` (``fused`` by default, or one local size).
+    """
+
+    name = "gloper"
+    Params = GloperParams
+    device_class = "gpu"
+    profiles: ClassVar[dict[str, dict[str, Any]]] = {
+        "cpu": {},
+        "paper": {"size": 1024, "local_sizes": PAPER_LOCAL_SIZES, "steps": 1000},
+    }
+
+    def segment(self, image: np.ndarray, foreground: np.ndarray, context: SegmentContext | None = None) -> Segmentation:
+        check_inputs(image, foreground)
+        p = cast(GloperParams, self.params)
+        device = resolve_device(p.device)
+        s = p.size
+        rgb = torch.from_numpy(resize_rgb(image, (s, s))).permute(2, 0, 1).unsqueeze(0).contiguous()
+        fg_np = resize_mask(foreground, (s, s))
+        fg = torch.from_numpy(fg_np.astype(np.float32)).unsqueeze(0)
+        masks: dict[str, np.ndarray] = {}
+        info: dict[str, Any] = {"device": str(device), "seconds": {}, "final_loss": {}}
+        try:
+            rgb, fg = rgb.to(device), fg.to(device)
+            for ls in p.local_sizes:
+                t0 = time.perf_counter()
+                weight, losses, _ = train_local_size(rgb, fg, ls, p, device)
+                masks[f"local_{ls}"] = (weight.numpy() > p.rho) & fg_np
+                info["seconds"][f"local_{ls}"] = round(time.perf_counter() - t0, 3)
+                info["final_loss"][f"local_{ls}"] = round(losses[-1], 6)
+        except torch.cuda.OutOfMemoryError as exc:
+            raise DeviceOutOfMemoryError(
+                f"out of GPU memory on {device} at size={s}: lower the GloPER size parameter "
+                "(e.g. --param size=512) or run fewer workers per card"
+            ) from exc
+        derived: frozenset[str] = frozenset()
+        if len(p.local_sizes) > 1:
+            votes = np.sum([m for m in masks.values()], axis=0)
+            masks["fused"] = votes * 2 > len(p.local_sizes)
+            derived = frozenset({"fused"})
+        choice = p.choice if p.choice in masks else next(iter(masks))
+        return Segmentation(masks, choice, derived=derived, info=info)

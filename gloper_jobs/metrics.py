@@ -1,0 +1,55 @@
+"""Pattern Dice, IoU, precision and recall of binary masks.
+
+Both masks are ``HxW bool`` of the same shape (see :func:`scores_at`, which
+brings a prediction and a label to the evaluation size first).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from gloper_jobs.images import resize_mask
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Overlap of a predicted pattern mask with its label, each in [0, 1]."""
+
+    dice: float
+    iou: float
+    precision: float
+    recall: float
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def scores(pred: np.ndarray, label: np.ndarray) -> Scores:
+    """Dice = 2|P&L|/(|P|+|L|), IoU, precision, recall over the whole frame.
+
+    Two empty masks agree perfectly (all 1.0); an empty prediction of a
+    non-empty label scores 0.
+    """
+    if pred.shape != label.shape:
+        raise ValueError(f"mask shapes differ: {pred.shape} vs {label.shape}")
+    p = pred.astype(bool)
+    lab = label.astype(bool)
+    tp = float(np.count_nonzero(p & lab))
+    np_ = float(np.count_nonzero(p))
+    nl = float(np.count_nonzero(lab))
+    union = float(np.count_nonzero(p | lab))
+    if np_ == 0 and nl == 0:
+        return Scores(1.0, 1.0, 1.0, 1.0)
+    return Scores(
+        dice=2 * tp / (np_ + nl),
+        iou=tp / union if union else 0.0,
+        precision=tp / np_ if np_ else 0.0,
+        recall=tp / nl if nl else 0.0,
+    )
+
+
+def scores_at(pred: np.ndarray, label: np.ndarray, size: int) -> Scores:
+    """:func:`scores` after resizing both ``HxW bool`` masks to ``size x size`` (nearest)."""
+    return scores(resize_mask(pred, (size, size)), resize_mask(label, (size, size)))

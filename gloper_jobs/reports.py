@@ -1,0 +1,96 @@
+"""Per-item, per-species and overall Dice, and the list of failed photos."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlmodel import Session
+
+from gloper_jobs.store.models import Candidate, Item, Job
+from gloper_jobs.store.repository import item_candidates, latest_errors, status_counts
+
+
+@dataclass(frozen=True)
+class ItemScore:
+    """Dice of one labelled photo: the oracle's best candidate and the label-free choice."""
+
+    rel_path: str
+    species: str
+    oracle: str
+    oracle_dice: float
+    choice: str
+    choice_dice: float
+
+
+@dataclass(frozen=True)
+class SpeciesRow:
+    species: str
+    n: int
+    oracle_dice: float
+    choice_dice: float
+
+
+def item_scores(pairs: Sequence[tuple[Item, Candidate]]) -> list[ItemScore]:
+    """Collapse (item, candidate) rows to one :class:`ItemScore` per scored item."""
+    by_item: dict[int, list[tuple[Item, Candidate]]] = defaultdict(list)
+    for item, cand in pairs:
+        if cand.dice is not None and item.id is not None:
+            by_item[item.id].append((item, cand))
+    out: list[ItemScore] = []
+    for rows in by_item.values():
+        item = rows[0][0]
+        raw = [c for _, c in rows if not c.derived] or [c for _, c in rows]
+        best = max(raw, key=lambda c: c.dice or 0.0)
+        chosen = next((c for _, c in rows if c.is_choice), best)
+        out.append(ItemScore(item.rel_path, item.species, best.name, float(best.dice or 0.0),
+                             chosen.name, float(chosen.dice or 0.0)))
+    return sorted(out, key=lambda s: s.rel_path)
+
+
+def species_rows(scores: Sequence[ItemScore]) -> list[SpeciesRow]:
+    """Mean Dice per species, sorted by name, then an ``ALL`` row (mean over photos)."""
+    groups: dict[str, list[ItemScore]] = defaultdict(list)
+    for s in scores:
+        groups[s.species].append(s)
+    rows = [
+        SpeciesRow(sp, len(g), sum(x.oracle_dice for x in g) / len(g), sum(x.choice_dice for x in g) / len(g))
+        for sp, g in sorted(groups.items())
+    ]
+    if scores:
+        rows.append(SpeciesRow("ALL", len(scores), sum(x.oracle_dice for x in scores) / len(scores),
+                               sum(x.choice_dice for x in scores) / len(scores)))
+    return rows
+
+
+def format_species_table(rows: Sequence[SpeciesRow], title: str) -> str:
+    """A plain-text table: species, photos, oracle Dice, label-free Dice."""
+    if not rows:
+        return f"{title}\n(no labelled photos: nothing to score)"
+    width = max(12, *(len(r.species) for r in rows))
+    lines = [title, f"{'species':<{width}}  {'photos':>6}  {'oracle Dice':>11}  {'label-free Dice':>15}"]
+    lines.append("-" * len(lines[-1]))
+    for r in rows:
+        if r.species == "ALL":
+            lines.append("-" * len(lines[1]))
+        lines.append(f"{r.species:<{width}}  {r.n:>6}  {r.oracle_dice:>11.3f}  {r.choice_dice:>15.3f}")
+    return "\n".join(lines)
+
+
+def job_report(session: Session, job: Job) -> str:
+    """The Dice table, status counts and failed photos of ``job`` as text."""
+    assert job.id is not None  # noqa: S101 - a stored job always has an id
+    scores = item_scores(item_candidates(session, job.id))
+    params = ", ".join(f"{k}={v}" for k, v in job.params.items())
+    title = (f"Job {job.id} · {job.method} ({params}) · foreground {job.foreground_model} · "
+             f"Dice at {job.eval_size}x{job.eval_size}")
+    parts = [format_species_table(species_rows(scores), title)]
+    counts = status_counts(session, job.id)
+    parts.append("items: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    failed = latest_errors(session, job.id)
+    if failed:
+        parts.append(f"failed photos ({len(failed)}):")
+        parts.extend(f"  {it.rel_path}: {it.error}" for it in failed)
+    parts.append(f"masks: {job.results_dir}")
+    return "\n".join(parts)

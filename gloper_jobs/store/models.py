@@ -1,0 +1,122 @@
+"""The result store's tables (SQLModel), the same on SQLite and PostgreSQL.
+
+One row per job, per item (photo of a job) and per candidate mask of an item.
+Uniqueness makes every write idempotent: ``job.key`` (kind, dataset, method,
+settings), ``(item.job_id, item.rel_path)`` and ``(candidate.item_id, candidate.name)``.
+The schema is created by Alembic migrations (``store/migrations``), never by
+``create_all``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, Column, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class JobKind(StrEnum):
+    """What a job does with its items."""
+
+    extract = "extract"
+    evaluate = "evaluate"
+    train = "train"
+
+
+class JobStatus(StrEnum):
+    """A job's state; ``done`` means no item is pending or running."""
+
+    pending = "pending"
+    running = "running"
+    done = "done"
+    cancelled = "cancelled"
+
+
+class ItemStatus(StrEnum):
+    """An item's state. ``failed`` keeps the error and traceback."""
+
+    pending = "pending"
+    queued = "queued"
+    running = "running"
+    done = "done"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+class Job(SQLModel, table=True):
+    """A dataset-wide run of one method with one set of settings."""
+
+    __tablename__ = "job"
+
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(index=True, unique=True, max_length=64)
+    kind: str = Field(default=JobKind.extract.value, max_length=16)
+    dataset: str = Field(sa_column=Column(Text, nullable=False))
+    method: str = Field(max_length=64)
+    profile: str | None = Field(default=None, max_length=32)
+    params: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    foreground_model: str = Field(default="u2netp", max_length=32)
+    eval_size: int = 256
+    status: str = Field(default=JobStatus.pending.value, max_length=16, index=True)
+    results_dir: str = Field(sa_column=Column(Text, nullable=False))
+    n_items: int = 0
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class Item(SQLModel, table=True):
+    """One photo of a job, its state and (once done) how it was made."""
+
+    __tablename__ = "item"
+    __table_args__ = (UniqueConstraint("job_id", "rel_path", name="uq_item_job_rel_path"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: int = Field(foreign_key="job.id", index=True)
+    rel_path: str = Field(sa_column=Column(Text, nullable=False))
+    path: str = Field(sa_column=Column(Text, nullable=False))
+    species: str = Field(max_length=128, index=True)
+    label_path: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    status: str = Field(default=ItemStatus.pending.value, max_length=16, index=True)
+    error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    traceback: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    note: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    attempts: int = 0
+    deliveries: int = 0
+    width: int | None = None
+    height: int | None = None
+    foreground_fraction: float | None = None
+    foreground_fallback: bool | None = None
+    choice: str | None = Field(default=None, max_length=64)
+    seconds: float | None = None
+    host: str | None = Field(default=None, max_length=255)
+    device: str | None = Field(default=None, max_length=64)
+    worker: str | None = Field(default=None, max_length=255)
+    created_at: datetime = Field(default_factory=utcnow)
+    started_at: datetime | None = None
+    heartbeat_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+class Candidate(SQLModel, table=True):
+    """One named mask of an item, where it was written, and its scores if labelled."""
+
+    __tablename__ = "candidate"
+    __table_args__ = (UniqueConstraint("item_id", "name", name="uq_candidate_item_name"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    item_id: int = Field(foreign_key="item.id", index=True)
+    name: str = Field(max_length=64)
+    mask_path: str = Field(sa_column=Column(Text, nullable=False))
+    is_choice: bool = False
+    derived: bool = False
+    pattern_fraction: float = 0.0
+    dice: float | None = None
+    iou: float | None = None
+    precision: float | None = None
+    recall: float | None = None

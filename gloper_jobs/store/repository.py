@@ -1,0 +1,240 @@
+"""Operations on the store: jobs, items, results and failures, all idempotent.
+
+Writes use the database's own upsert (``INSERT .. ON CONFLICT``) on the unique
+keys, so a repeated write (a resumed run, a redelivered task) never makes a
+second row. Works on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import Session, col, select
+
+from gloper_jobs.datasets import DatasetItem
+from gloper_jobs.exceptions import JobNotFoundError
+from gloper_jobs.store.models import Candidate, Item, ItemStatus, Job, JobStatus, utcnow
+
+
+def _insert(session: Session, model: Any) -> Any:
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        return postgresql.insert(model)
+    if dialect == "sqlite":
+        return sqlite.insert(model)
+    raise NotImplementedError(f"upserts are implemented for SQLite and PostgreSQL, not {dialect}")
+
+
+def job_key(kind: str, dataset: str, identity: dict[str, Any]) -> str:
+    """Stable 64-hex key of a job: kind, dataset path and result-determining settings."""
+    blob = json.dumps({"kind": kind, "dataset": dataset, **identity}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """Everything that identifies a job; :func:`job_key` hashes it."""
+
+    kind: str
+    dataset: str
+    method: str
+    params: dict[str, Any]
+    profile: str | None
+    foreground_model: str
+    eval_size: int
+    results_root: str
+
+    @property
+    def key(self) -> str:
+        return job_key(self.kind, self.dataset, {
+            "method": self.method, "params": self.params,
+            "foreground_model": self.foreground_model, "eval_size": self.eval_size,
+        })
+
+
+def get_or_create_job(session: Session, spec: JobSpec) -> tuple[Job, bool]:
+    """The job with ``spec.key``, created if absent; returns ``(job, created)``."""
+    key = spec.key
+    stmt = _insert(session, Job).values(
+        key=key, kind=spec.kind, dataset=spec.dataset, method=spec.method, profile=spec.profile,
+        params=spec.params, foreground_model=spec.foreground_model, eval_size=spec.eval_size,
+        status=JobStatus.pending.value, results_dir="", n_items=0,
+        created_at=utcnow(), updated_at=utcnow(),
+    ).on_conflict_do_nothing(index_elements=["key"])
+    created = session.execute(stmt).rowcount == 1
+    job = session.exec(select(Job).where(Job.key == key)).one()
+    if not job.results_dir:
+        job.results_dir = f"{spec.results_root.rstrip('/')}/job-{job.id:05d}-{spec.method}"
+        session.add(job)
+        session.flush()
+    return job, created
+
+
+def add_items(session: Session, job: Job, items: Iterable[DatasetItem], batch: int = 2000) -> int:
+    """Insert the job's items, skipping those already there; returns how many are new."""
+    if job.id is None:
+        raise ValueError("job has no id; flush it first")
+    added = 0
+    rows: list[dict[str, Any]] = []
+    now = utcnow()
+
+    def flush_rows() -> int:
+        if not rows:
+            return 0
+        stmt = _insert(session, Item).values(rows).on_conflict_do_nothing(
+            index_elements=["job_id", "rel_path"]
+        )
+        n = session.execute(stmt).rowcount or 0
+        rows.clear()
+        return max(n, 0)
+
+    for it in items:
+        rows.append({
+            "job_id": job.id, "rel_path": it.rel_path, "path": str(it.path), "species": it.species,
+            "label_path": str(it.label_path) if it.label_path else None,
+            "status": ItemStatus.pending.value, "attempts": 0, "deliveries": 0, "created_at": now,
+        })
+        if len(rows) >= batch:
+            added += flush_rows()
+    added += flush_rows()
+    job.n_items = session.exec(select(func.count()).select_from(Item).where(Item.job_id == job.id)).one()
+    job.updated_at = utcnow()
+    session.add(job)
+    return added
+
+
+def get_job(session: Session, job_id: int | None = None) -> Job:
+    """Job ``job_id``, or the newest job when None; :class:`JobNotFoundError` otherwise."""
+    if job_id is None:
+        job = session.exec(select(Job).order_by(col(Job.id).desc()).limit(1)).first()
+        if job is None:
+            raise JobNotFoundError("the store has no jobs yet; start one with `gloper run DATASET`")
+        return job
+    job = session.get(Job, job_id)
+    if job is None:
+        raise JobNotFoundError(f"no job {job_id} in the store; `gloper jobs` lists them")
+    return job
+
+
+def list_jobs(session: Session) -> Sequence[Job]:
+    return session.exec(select(Job).order_by(col(Job.id))).all()
+
+
+def items_with_status(session: Session, job_id: int, statuses: Sequence[str]) -> Sequence[Item]:
+    return session.exec(
+        select(Item).where(Item.job_id == job_id, col(Item.status).in_(list(statuses))).order_by(col(Item.rel_path))
+    ).all()
+
+
+def status_counts(session: Session, job_id: int) -> dict[str, int]:
+    rows = session.exec(
+        select(Item.status, func.count()).where(Item.job_id == job_id).group_by(Item.status)
+    ).all()
+    return {status: int(n) for status, n in rows}
+
+
+def mark_running(session: Session, item_id: int, host: str | None = None, device: str | None = None,
+                 worker: str | None = None) -> None:
+    now = utcnow()
+    session.execute(
+        update(Item).where(col(Item.id) == item_id).values(
+            status=ItemStatus.running.value, started_at=now, heartbeat_at=now,
+            attempts=Item.attempts + 1, host=host, device=device, worker=worker,
+        )
+    )
+
+
+@dataclass(frozen=True)
+class CandidateRecord:
+    """One candidate's row as the pipeline produces it."""
+
+    name: str
+    mask_path: str
+    is_choice: bool
+    derived: bool
+    pattern_fraction: float
+    scores: dict[str, float] | None
+
+
+def record_success(session: Session, item_id: int, candidates: Sequence[CandidateRecord], *,
+                   choice: str, seconds: float, width: int, height: int,
+                   foreground_fraction: float | None, foreground_fallback: bool | None,
+                   note: str | None, host: str | None, device: str | None) -> None:
+    """Write an item's candidates (upsert) and mark it done, in the caller's transaction."""
+    for c in candidates:
+        s = c.scores or {}
+        values = {
+            "item_id": item_id, "name": c.name, "mask_path": c.mask_path, "is_choice": c.is_choice,
+            "derived": c.derived, "pattern_fraction": c.pattern_fraction, "dice": s.get("dice"),
+            "iou": s.get("iou"), "precision": s.get("precision"), "recall": s.get("recall"),
+        }
+        stmt = _insert(session, Candidate).values(**values)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["item_id", "name"],
+            set_={k: stmt.excluded[k] for k in values if k not in ("item_id", "name")},
+        )
+        session.execute(stmt)
+    session.execute(
+        update(Item).where(col(Item.id) == item_id).values(
+            status=ItemStatus.done.value, choice=choice, seconds=seconds, width=width, height=height,
+            foreground_fraction=foreground_fraction, foreground_fallback=foreground_fallback,
+            note=note, error=None, traceback=None, finished_at=utcnow(), heartbeat_at=utcnow(),
+            host=host, device=device,
+        )
+    )
+
+
+def record_failure(session: Session, item_id: int, error: str, traceback_text: str | None,
+                   status: str = ItemStatus.failed.value) -> None:
+    """Mark an item failed (or back to pending) with its message and traceback."""
+    session.execute(
+        update(Item).where(col(Item.id) == item_id).values(
+            status=status, error=error, traceback=traceback_text, finished_at=utcnow(),
+        )
+    )
+
+
+def reset_items(session: Session, job_id: int, statuses: Sequence[str]) -> int:
+    """Put the job's items in ``statuses`` back to pending; returns how many."""
+    result = session.execute(
+        update(Item).where(col(Item.job_id) == job_id, col(Item.status).in_(list(statuses))).values(
+            status=ItemStatus.pending.value, started_at=None, heartbeat_at=None,
+        )
+    )
+    return int(result.rowcount or 0)
+
+
+def set_job_status(session: Session, job: Job, status: str) -> None:
+    job.status = status
+    job.updated_at = utcnow()
+    session.add(job)
+
+
+def item_candidates(session: Session, job_id: int) -> list[tuple[Item, Candidate]]:
+    """Every (item, candidate) pair of a job's done items, ordered by path."""
+    rows = session.exec(
+        select(Item, Candidate).join(Candidate, col(Candidate.item_id) == col(Item.id))
+        .where(Item.job_id == job_id, Item.status == ItemStatus.done.value)
+        .order_by(col(Item.rel_path), col(Candidate.name))
+    ).all()
+    return [(i, c) for i, c in rows]
+
+
+def latest_errors(session: Session, job_id: int, limit: int | None = None) -> Sequence[Item]:
+    stmt = select(Item).where(Item.job_id == job_id, Item.status == ItemStatus.failed.value).order_by(
+        col(Item.finished_at).desc(), col(Item.rel_path)
+    )
+    if limit:
+        stmt = stmt.limit(limit)
+    return session.exec(stmt).all()
+
+
+def touch(session: Session, item_id: int, when: datetime | None = None) -> None:
+    session.execute(update(Item).where(col(Item.id) == item_id).values(heartbeat_at=when or utcnow()))
