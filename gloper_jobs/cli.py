@@ -190,5 +190,36 @@ def make_synthetic(folder: Path, per_species: int | None, seed: int | None) -> N
     click.echo(f"wrote {len(paths)} labelled photos under {folder}")
 
 
+def _load_plugins() -> None:
+    """Add command groups other packages declare under the ``gloper.commands`` entry point.
+
+    The distributed path (``schedulers``/``workers``) registers its commands this
+    way, so this library never imports Celery itself.
+    """
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group="gloper.commands"):
+        try:
+            command = ep.load()
+        except ImportError as exc:  # e.g. the [queue] extra is not installed
+            hint = f"`pip install 'gloper-jobs[queue]'` for the {ep.name!r} commands ({exc})"
+
+            @main.command(ep.name, help=f"Unavailable: {hint}.")
+            def _missing(hint: str = hint) -> None:
+                raise click.ClickException(hint)
+
+            continue
+        if isinstance(command, click.Group) and not command.name:
+            command.name = ep.name
+        if isinstance(command, click.Group) and command.name == "__root__":
+            for sub in command.commands.values():
+                main.add_command(sub)
+        else:
+            main.add_command(command)
+
+
+_load_plugins()
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -19,7 +19,7 @@ from gloper_jobs.datasets import scan_dataset
 from gloper_jobs.exceptions import GloperError, TransientError
 from gloper_jobs.foreground import ForegroundExtractor
 from gloper_jobs.methods.base import Segmenter
-from gloper_jobs.methods.registry import create_segmenter
+from gloper_jobs.methods.registry import create_segmenter, get_segmenter_class
 from gloper_jobs.pipeline import ForegroundFn, item_output_dir, process_photo
 from gloper_jobs.reports import job_report
 from gloper_jobs.settings import Settings
@@ -41,12 +41,8 @@ class RunSummary:
 
 def build_segmenter(method: str, settings: Settings, profile: str | None = None,
                     params: dict[str, Any] | None = None) -> Segmenter:
-    """Create the method, passing ``GLOPER_DEVICE`` to methods that take a device."""
-    merged = dict(params or {})
-    from gloper_jobs.methods.registry import get_segmenter_class
-
-    if "device" in get_segmenter_class(method).Params.field_names():
-        merged.setdefault("device", settings.device)
+    """Create the method; settings supply defaults (device, weights) that ``params`` override."""
+    merged = {**get_segmenter_class(method).settings_defaults(settings), **(params or {})}
     return create_segmenter(method, profile, **merged)
 
 

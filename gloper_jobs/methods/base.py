@@ -140,6 +140,16 @@ class Segmenter(ABC):
     def __init__(self, params: MethodParams) -> None:
         self.params = params
 
+    @classmethod
+    def settings_defaults(cls, settings: Any) -> dict[str, Any]:
+        """Parameter defaults taken from :class:`~gloper_jobs.settings.Settings`
+        (device, weight paths); explicit parameters win. Override per method."""
+        return {}
+
+    def close(self) -> None:
+        """Release heavy state (weights, GPU memory). The cache calls it on eviction."""
+        return None
+
     @abstractmethod
     def segment(
         self, image: np.ndarray, foreground: np.ndarray, context: SegmentContext | None = None

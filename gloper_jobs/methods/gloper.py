@@ -147,6 +147,10 @@ class GloperSegmenter(Segmenter):
         "paper": {"size": 1024, "local_sizes": PAPER_LOCAL_SIZES, "steps": 1000},
     }
 
+    @classmethod
+    def settings_defaults(cls, settings: Any) -> dict[str, Any]:
+        return {"device": settings.device}
+
     def segment(self, image: np.ndarray, foreground: np.ndarray, context: SegmentContext | None = None) -> Segmentation:
         check_inputs(image, foreground)
         p = cast(GloperParams, self.params)
