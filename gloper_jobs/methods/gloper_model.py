@@ -85,7 +85,8 @@ class GloperNet(nn.Module):
 def hard_gumbel_softmax(logits: torch.Tensor, tau: float, generator: torch.Generator | None) -> torch.Tensor:
     """Straight-through hard Gumbel-softmax over dim 1: one-hot forward, soft gradient backward."""
     u = torch.rand(logits.shape, generator=generator, device=logits.device, dtype=logits.dtype)
-    gumbel = -torch.log(-torch.log(u.clamp_min(1e-10)).clamp_min(1e-10))
+    exponential = (-torch.log(u.clamp_min(1e-10))).clamp_min(1e-10)  # Exp(1) samples, > 0
+    gumbel = -torch.log(exponential)
     soft = F.softmax((logits + gumbel) / tau, dim=1)
     hard = F.one_hot(soft.argmax(dim=1), soft.shape[1]).permute(0, 3, 1, 2).to(soft.dtype)
     return hard - soft.detach() + soft
