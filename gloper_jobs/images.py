@@ -27,19 +27,23 @@ def _to_rgb(img: Image.Image) -> Image.Image:
         return img
     if mode.startswith("I;16") or mode in ("I", "F"):
         arr = np.asarray(img, dtype=np.float64)
-        if mode.startswith("I;16"):
-            scale = 65535.0
-        else:  # 32-bit int or float: stretch what is there
-            lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
+        arr = np.nan_to_num(arr)
+        lo, hi = float(arr.min()), float(arr.max())
+        if mode.startswith("I;16") or (0 <= lo and 255 < hi <= 65535):
+            scale = 65535.0  # 16-bit data
+        elif mode == "F" and 0 <= lo and hi <= 1.0:
+            scale = 1.0  # float image in [0, 1]
+        elif 0 <= lo and hi <= 255:
+            scale = 255.0  # 8-bit data stored wide
+        else:  # anything else: stretch what is there
             arr = arr - lo
             scale = hi - lo if hi > lo else 1.0
-        gray = np.clip(np.nan_to_num(arr) / scale * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        gray = np.clip(arr / scale * 255.0 + 0.5, 0, 255).astype(np.uint8)
         return Image.fromarray(gray, mode="L").convert("RGB")
     if mode == "P" and "transparency" in img.info:
         img = img.convert("RGBA")
-    if mode in ("1", "L", "LA", "P", "PA", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "LAB", "HSV", "La"):
-        return img.convert("RGB")
-    # Rare modes (e.g. "BGR;16"): let Pillow try, and say so if it cannot.
+    # 1, L, LA, P, PA, RGBA, CMYK, YCbCr, LAB, HSV: Pillow converts (alpha dropped);
+    # a mode it cannot convert raises ValueError, reported by load_image.
     return img.convert("RGB")
 
 
