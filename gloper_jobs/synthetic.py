@@ -40,8 +40,8 @@ def _pattern(kind: str, h: int, w: int, rng: np.random.Generator) -> np.ndarray:
     return mask
 
 
-def make_photo(kind: str, size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """One synthetic photo ``HxWx3 uint8 RGB`` and its label ``HxW bool`` (True = pattern)."""
+def make_photo(kind: str, size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One synthetic photo ``HxWx3 uint8 RGB``, its label and the animal's body (``HxW bool`` each)."""
     h, w = size, int(size * 1.25)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     body = ((yy - h / 2) / (h * 0.36)) ** 2 + ((xx - w / 2) / (w * 0.38)) ** 2 < 1.0
@@ -57,7 +57,7 @@ def make_photo(kind: str, size: int, rng: np.random.Generator) -> tuple[np.ndarr
     img *= shade[..., None]
     img += rng.normal(0, 9, img.shape)
     photo = Image.fromarray(img.clip(0, 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(0.8))
-    return np.asarray(photo), pattern
+    return np.asarray(photo), pattern, body
 
 
 def make_dataset(root: Path, per_species: int = 2, size: int = 192, seed: int = 7) -> list[Path]:
@@ -68,7 +68,7 @@ def make_dataset(root: Path, per_species: int = 2, size: int = 192, seed: int = 
         folder = Path(root) / kind
         (folder / "label").mkdir(parents=True, exist_ok=True)
         for i in range(per_species):
-            photo, label = make_photo(kind, size, rng)
+            photo, label, _ = make_photo(kind, size, rng)
             p = folder / f"{kind.lower()}_{i:02d}.jpg"
             Image.fromarray(photo).save(p, quality=92)
             Image.fromarray(np.where(label, 0, 255).astype(np.uint8)).save(folder / "label" / f"{p.stem}.png")

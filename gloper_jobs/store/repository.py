@@ -67,8 +67,8 @@ def get_or_create_job(session: Session, spec: JobSpec) -> tuple[Job, bool]:
         params=spec.params, foreground_model=spec.foreground_model, eval_size=spec.eval_size,
         status=JobStatus.pending.value, results_dir="", n_items=0,
         created_at=utcnow(), updated_at=utcnow(),
-    ).on_conflict_do_nothing(index_elements=["key"])
-    created = session.execute(stmt).rowcount == 1
+    ).on_conflict_do_nothing(index_elements=["key"]).returning(Job.id)
+    created = session.execute(stmt).first() is not None
     job = session.exec(select(Job).where(Job.key == key)).one()
     if not job.results_dir:
         job.results_dir = f"{spec.results_root.rstrip('/')}/job-{job.id:05d}-{spec.method}"
@@ -90,10 +90,10 @@ def add_items(session: Session, job: Job, items: Iterable[DatasetItem], batch: i
             return 0
         stmt = _insert(session, Item).values(rows).on_conflict_do_nothing(
             index_elements=["job_id", "rel_path"]
-        )
-        n = session.execute(stmt).rowcount or 0
+        ).returning(Item.id)
+        n = len(session.execute(stmt).all())
         rows.clear()
-        return max(n, 0)
+        return n
 
     for it in items:
         rows.append({

@@ -1,0 +1,103 @@
+"""The store: migrations and idempotent writes, on SQLite and (when reachable) PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, inspect, text
+from sqlmodel import func, select
+
+from gloper_jobs.datasets import DatasetItem
+from gloper_jobs.exceptions import ConfigurationError, StoreUnavailableError
+from gloper_jobs.store import Candidate, Item, ItemStatus, Job, Store
+from gloper_jobs.store import repository as repo
+from gloper_jobs.store.db import head_revision, normalise_url
+
+
+def _pg_admin_url() -> str:
+    return os.environ.get("GLOPER_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 's.db'}"
+        return
+    admin = normalise_url(_pg_admin_url())
+    name = f"gloper_test_{uuid.uuid4().hex[:10]}"
+    try:
+        engine = create_engine(admin, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3})
+        with engine.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:  # noqa: BLE001 - any failure means no server to test against
+        pytest.skip(f"no PostgreSQL at {admin} ({str(exc).splitlines()[0]}); set GLOPER_TEST_DATABASE_URL")
+    base = admin.rsplit("/", 1)[0]
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with engine.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        engine.dispose()
+
+
+def _spec(tmp: str = "/tmp/r", **params: object) -> repo.JobSpec:
+    return repo.JobSpec(kind="extract", dataset="/data/archive", method="kmeans", params={"size": 64, **params},
+                        profile=None, foreground_model="u2netp", eval_size=256, results_root=tmp)
+
+
+def _items(n: int) -> list[DatasetItem]:
+    return [DatasetItem(f"Zebra/{i:05d}.jpg", Path(f"/data/archive/Zebra/{i:05d}.jpg"), "Zebra", None) for i in range(n)]
+
+
+def test_migrations_create_the_schema(store_url: str) -> None:
+    store = Store(store_url)
+    names = set(inspect(store.engine).get_table_names())
+    assert {"job", "item", "candidate", "alembic_version"} <= names
+    Store(store_url)  # migrating again is a no-op
+    with store.engine.connect() as conn:
+        assert conn.execute(text("select version_num from alembic_version")).scalar() == head_revision()
+    store.dispose()
+
+
+def test_writes_are_idempotent(store_url: str) -> None:
+    store = Store(store_url)
+    with store.session() as s:
+        job, created = repo.get_or_create_job(s, _spec())
+        assert created and job.results_dir.endswith(f"job-{job.id:05d}-kmeans")
+        assert repo.add_items(s, job, _items(5)) == 5
+    with store.session() as s:
+        again, created = repo.get_or_create_job(s, _spec())
+        assert not created and again.id == job.id
+        assert repo.add_items(s, again, _items(7)) == 2
+        other, created = repo.get_or_create_job(s, _spec(size=128))  # other settings, other job
+        assert created and other.id != job.id
+    with store.session() as s:
+        item = s.exec(select(Item).where(Item.job_id == job.id)).first()
+        cands = [repo.CandidateRecord("cluster_0", "/r/a.png", True, False, 0.3, {"dice": 0.5, "iou": 0.3,
+                                                                                   "precision": 0.4, "recall": 0.6}),
+                 repo.CandidateRecord("cluster_1", "/r/b.png", False, False, 0.7, None)]
+        for _ in range(3):  # a redelivered task writes the same result again
+            repo.record_success(s, item.id, cands, choice="cluster_0", seconds=1.0, width=10, height=8,
+                                foreground_fraction=0.5, foreground_fallback=False, note=None, host="h", device="cpu")
+    with store.session() as s:
+        assert s.exec(select(func.count()).select_from(Job)).one() == 2
+        assert s.exec(select(func.count()).select_from(Item).where(Item.job_id == job.id)).one() == 7
+        rows = s.exec(select(Candidate).where(Candidate.item_id == item.id)).all()
+        assert sorted(c.name for c in rows) == ["cluster_0", "cluster_1"]
+        assert repo.status_counts(s, job.id) == {ItemStatus.done.value: 1, ItemStatus.pending.value: 6}
+        repo.record_failure(s, item.id + 1, "bad photo", "Traceback ...")
+        failed = repo.latest_errors(s, job.id)
+        assert [f.error for f in failed] == ["bad photo"]
+        assert repo.reset_items(s, job.id, [ItemStatus.failed.value]) == 1
+    store.dispose()
+
+
+def test_unreachable_store_says_how_to_fix() -> None:
+    with pytest.raises(StoreUnavailableError, match="GLOPER_DATABASE_URL"):
+        Store("postgresql://nobody@127.0.0.1:1/none")
+    with pytest.raises(ConfigurationError, match="not a database URL"):
+        Store("definitely not a url")
