@@ -8,7 +8,12 @@ import torch
 
 from gloper_jobs.methods import create_segmenter
 from gloper_jobs.methods.gloper import PAPER_LOCAL_SIZES, GloperParams, train_local_size
-from gloper_jobs.methods.gloper_model import GloperNet, hard_gumbel_softmax, pattern_weight, reconstruct
+from gloper_jobs.methods.gloper_model import (
+    GloperNet,
+    hard_gumbel_softmax,
+    pattern_weight,
+    reconstruct,
+)
 from gloper_jobs.metrics import scores
 from gloper_jobs.synthetic import make_photo
 

@@ -1,0 +1,132 @@
+"""Quality and speed of every registered method on a labelled folder tree.
+
+    python bench/quality.py --dataset ../shared/datasets/gloper-examples [--out FILE.json]
+        [--methods gloper,kmeans] [--profile cpu|paper] [--param gloper.steps=50 ...]
+
+Each method runs at its defaults (the ``cpu`` profile, GloPER's CPU profile
+included) on the same u2netp foreground. Writes JSON with, per image, the Dice of
+every candidate, the oracle (best non-derived candidate), the label-free choice
+and the seconds; prints a per-species table per method. Methods whose weights are
+missing are reported as skipped, not failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from gloper_jobs.datasets import scan_dataset  # noqa: E402
+from gloper_jobs.exceptions import WeightsMissingError  # noqa: E402
+from gloper_jobs.foreground import ForegroundExtractor  # noqa: E402
+from gloper_jobs.images import load_image  # noqa: E402
+from gloper_jobs.labels import load_label  # noqa: E402
+from gloper_jobs.methods import SegmentContext, list_segmenters  # noqa: E402
+from gloper_jobs.metrics import scores_at  # noqa: E402
+from gloper_jobs.reports import ItemScore, format_species_table, species_rows  # noqa: E402
+from gloper_jobs.runner import build_segmenter, configure_torch  # noqa: E402
+from gloper_jobs.settings import Settings  # noqa: E402
+
+
+def parse_params(pairs: list[str]) -> dict[str, dict[str, str]]:
+    out: dict[str, dict[str, str]] = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        method, _, name = key.partition(".")
+        if not name or not _:
+            raise SystemExit(f"--param {pair!r}: use METHOD.NAME=VALUE, e.g. gloper.steps=50")
+        out.setdefault(method, {})[name] = value
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dataset", required=True, type=Path)
+    ap.add_argument("--out", type=Path, default=None, help="JSON file (default bench/out/quality-<time>.json)")
+    ap.add_argument("--methods", default=None, help="comma-separated subset (default: all registered)")
+    ap.add_argument("--profile", default=None, help="parameter profile for every method (default cpu)")
+    ap.add_argument("--param", action="append", default=[], metavar="METHOD.NAME=VALUE")
+    args = ap.parse_args(argv)
+
+    settings = Settings.from_env()
+    configure_torch(settings)
+    methods = args.methods.split(",") if args.methods else list_segmenters()
+    overrides = parse_params(args.param)
+    items = [it for it in scan_dataset(args.dataset) if it.label_path is not None]
+    if not items:
+        raise SystemExit(f"no labelled photos under {args.dataset}")
+    fg_fn = ForegroundExtractor(settings.models_dir, settings.foreground_model)
+
+    prepared = []
+    for it in items:
+        img = load_image(it.path, settings.max_image_pixels)
+        t0 = time.perf_counter()
+        fg = fg_fn(img)
+        prepared.append((it, img, fg, load_label(it.label_path), time.perf_counter() - t0))
+
+    import torch
+
+    report: dict[str, Any] = {
+        "dataset": str(args.dataset.resolve()), "eval_size": settings.eval_size,
+        "foreground_model": settings.foreground_model, "profile": args.profile or "cpu",
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
+                    "torch_threads": torch.get_num_threads(), "cuda": torch.cuda.is_available()},
+        "foreground": {it.rel_path: {"seconds": round(sec, 3), "fraction": round(fg.fraction, 4),
+                                     "fallback": fg.fallback} for it, _, fg, _, sec in prepared},
+        "methods": {},
+    }
+    for name in methods:
+        try:
+            seg = build_segmenter(name, settings, args.profile, overrides.get(name, {}))
+        except WeightsMissingError as exc:
+            report["methods"][name] = {"skipped": str(exc)}
+            print(f"\n{name}: skipped ({exc})")
+            continue
+        rows, scores = [], []
+        for it, img, fg, lab, _ in prepared:
+            t0 = time.perf_counter()
+            try:
+                out = seg.segment(img, fg.mask, SegmentContext(species=it.species, name=it.path.name))
+            except WeightsMissingError as exc:
+                report["methods"][name] = {"skipped": str(exc)}
+                break
+            sec = time.perf_counter() - t0
+            dice = {c: round(scores_at(m, lab, settings.eval_size).dice, 4) for c, m in out.candidates.items()}
+            oracle = max(out.oracle_names(), key=lambda c: dice[c])
+            rows.append({"rel_path": it.rel_path, "species": it.species, "dice": dice, "oracle": oracle,
+                         "oracle_dice": dice[oracle], "choice": out.choice, "choice_dice": dice[out.choice],
+                         "seconds": round(sec, 3)})
+            scores.append(ItemScore(it.rel_path, it.species, oracle, dice[oracle], out.choice, dice[out.choice]))
+            print(f"  {name:<10} {it.rel_path:<45} oracle {dice[oracle]:.3f} ({oracle})  "
+                  f"choice {dice[out.choice]:.3f}  {sec:.2f}s", flush=True)
+        if "skipped" in report["methods"].get(name, {}):
+            continue
+        seg.close()
+        n = len(rows)
+        report["methods"][name] = {
+            "params": seg.params.identity(), "images": rows,
+            "mean_oracle_dice": round(sum(r["oracle_dice"] for r in rows) / n, 4),
+            "mean_choice_dice": round(sum(r["choice_dice"] for r in rows) / n, 4),
+            "mean_seconds": round(sum(r["seconds"] for r in rows) / n, 3),
+            "species": [r.__dict__ for r in species_rows(scores)],
+        }
+        print(format_species_table(species_rows(scores),
+                                   f"\n{name} ({report['methods'][name]['mean_seconds']} s/photo) · "
+                                   f"Dice at {settings.eval_size}x{settings.eval_size}"))
+    out_path = args.out or REPO / "bench" / "out" / f"quality-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(json.dumps(report, indent=2))
+    print(f"\nwrote {out_path}")
+    return report
+
+
+if __name__ == "__main__":
+    main()
