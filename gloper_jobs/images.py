@@ -80,7 +80,7 @@ def load_image(path: str | Path, max_pixels: int = defaults.MAX_IMAGE_PIXELS) ->
                         "GLOPER_MAX_IMAGE_PIXELS",
                     )
                 img.load()
-                img = ImageOps.exif_transpose(img)
+                img = ImageOps.exif_transpose(img)  # type: ignore[assignment]
                 rgb = _to_rgb(img)
                 arr = np.asarray(rgb, dtype=np.uint8).copy()
     except ImageLoadError:

@@ -59,7 +59,7 @@ def load_label(path: Path) -> np.ndarray:
     try:
         with Image.open(path) as img:
             img.load()
-            img = ImageOps.exif_transpose(img)
+            img = ImageOps.exif_transpose(img)  # type: ignore[assignment]
             has_alpha = img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info)
             if has_alpha:
                 rgba = np.asarray(img.convert("RGBA"))

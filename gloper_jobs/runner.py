@@ -90,11 +90,12 @@ def run_dataset(
     )
     with store.session() as s:
         job, created = repo.get_or_create_job(s, spec)
+        job_id = _id(job.id)
         repo.add_items(s, job, items)
         # Nothing else runs this job in the embedded mode: in-flight items are stale.
         stale = [ItemStatus.running.value, ItemStatus.queued.value]
-        repo.reset_items(s, job.id, stale + ([ItemStatus.failed.value] if retry_failed else []))
-        todo = repo.items_with_status(s, job.id, [ItemStatus.pending.value])
+        repo.reset_items(s, job_id, stale + ([ItemStatus.failed.value] if retry_failed else []))
+        todo = repo.items_with_status(s, job_id, [ItemStatus.pending.value])
         repo.set_job_status(s, job, JobStatus.running.value)
     summary = RunSummary(job=job, created=created, skipped=job.n_items - len(todo))
     if limit is not None:
@@ -103,10 +104,10 @@ def run_dataset(
     bar = _progress(len(todo), f"{method} on {Path(dataset).name}", progress)
     try:
         for item in todo:
-            assert item.id is not None  # noqa: S101 - items from the store have ids
+            item_id = _id(item.id)
             bar.set_postfix_str(item.rel_path[-40:], refresh=False)
             with store.session() as s:
-                repo.mark_running(s, item.id, host=host)
+                repo.mark_running(s, item_id, host=host)
             try:
                 outcome = process_photo(
                     Path(item.path), segmenter, item_output_dir(Path(job.results_dir), item.rel_path),
@@ -115,20 +116,20 @@ def run_dataset(
                 )
             except TransientError:
                 with store.session() as s:
-                    repo.record_failure(s, item.id, "interrupted by a transient error", traceback.format_exc(),
+                    repo.record_failure(s, item_id, "interrupted by a transient error", traceback.format_exc(),
                                         status=ItemStatus.pending.value)
                 raise
             except (GloperError, Exception) as exc:  # isolate a bad photo, keep going
                 message = str(exc) if isinstance(exc, GloperError) else f"{type(exc).__name__}: {exc}"
                 with store.session() as s:
-                    repo.record_failure(s, item.id, message, traceback.format_exc())
+                    repo.record_failure(s, item_id, message, traceback.format_exc())
                 summary.failed.append((item.rel_path, message))
                 if on_item:
                     on_item(item.rel_path, ItemStatus.failed.value)
             else:
                 with store.session() as s:
                     repo.record_success(
-                        s, item.id, outcome.candidates, choice=outcome.choice, seconds=outcome.seconds,
+                        s, item_id, outcome.candidates, choice=outcome.choice, seconds=outcome.seconds,
                         width=outcome.width, height=outcome.height,
                         foreground_fraction=outcome.foreground.fraction,
                         foreground_fallback=outcome.foreground.fallback, note=outcome.note,
@@ -140,18 +141,25 @@ def run_dataset(
             bar.update(1)
     except KeyboardInterrupt:
         with store.session() as s:
-            repo.reset_items(s, job.id, [ItemStatus.running.value])
+            repo.reset_items(s, job_id, [ItemStatus.running.value])
         raise
     finally:
         bar.close()
     with store.session() as s:
-        job = repo.get_job(s, job.id)
-        counts = repo.status_counts(s, job.id)
+        job = repo.get_job(s, job_id)
+        counts = repo.status_counts(s, job_id)
         if not counts.get(ItemStatus.pending.value) and not counts.get(ItemStatus.running.value):
             repo.set_job_status(s, job, JobStatus.done.value)
         summary.job = job
         summary.report = job_report(s, job)
     return summary
+
+
+def _id(value: int | None) -> int:
+    """A stored row's primary key (always set once flushed)."""
+    if value is None:
+        raise RuntimeError("row has no primary key; it was not flushed to the store")
+    return value
 
 
 def _progress(total: int, desc: str, enabled: bool) -> Any:

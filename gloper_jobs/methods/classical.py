@@ -73,11 +73,13 @@ class KMeansSegmenter(Segmenter):
         pixels = img[fg].astype(np.float32)
         empty = np.zeros((s, s), dtype=bool)
         if len(pixels) < p.k:
-            masks = {f"cluster_{i}": empty.copy() for i in range(p.k)}
-            return Segmentation(masks, "cluster_0", info={"note": "foreground too small"})
+            blank = {f"cluster_{i}": empty.copy() for i in range(p.k)}
+            return Segmentation(blank, "cluster_0", info={"note": "foreground too small"})
         cv2.setRNGSeed(p.seed)
         criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, p.max_iter, p.epsilon)
-        _, labels, centres = cv2.kmeans(pixels, p.k, None, criteria, p.attempts, cv2.KMEANS_RANDOM_CENTERS)
+        _, labels, centres = cv2.kmeans(  # type: ignore[call-overload]
+            pixels, p.k, None, criteria, p.attempts, cv2.KMEANS_RANDOM_CENTERS
+        )
         order = np.argsort(centres.sum(axis=1), kind="stable")  # darkest first
         labels = labels.ravel()
         masks: dict[str, np.ndarray] = {}

@@ -206,9 +206,9 @@ def reset_items(session: Session, job_id: int, statuses: Sequence[str]) -> int:
     result = session.execute(
         update(Item).where(col(Item.job_id) == job_id, col(Item.status).in_(list(statuses))).values(
             status=ItemStatus.pending.value, started_at=None, heartbeat_at=None,
-        )
+        ).returning(col(Item.id))
     )
-    return int(result.rowcount or 0)
+    return len(result.all())
 
 
 def set_job_status(session: Session, job: Job, status: str) -> None:

@@ -1,0 +1,1 @@
+"""Submitting side of gloper-jobs: scanning, fan-out, resume, sweeps ([queue])."""
