@@ -119,7 +119,7 @@ def run_dataset(
                     repo.record_failure(s, item_id, "interrupted by a transient error", traceback.format_exc(),
                                         status=ItemStatus.pending.value)
                 raise
-            except (GloperError, Exception) as exc:  # isolate a bad photo, keep going
+            except Exception as exc:  # isolate a bad photo (permanent or unexpected), keep going
                 message = str(exc) if isinstance(exc, GloperError) else f"{type(exc).__name__}: {exc}"
                 with store.session() as s:
                     repo.record_failure(s, item_id, message, traceback.format_exc())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -14,8 +13,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 def examples_path() -> Path | None:
     """The shared example photos: $GLOPER_EXAMPLES_DIR or ../shared/datasets/gloper-examples."""
-    env = os.environ.get("GLOPER_EXAMPLES_DIR")
-    for cand in ([Path(env)] if env else []) + [REPO.parent / "shared" / "datasets" / "gloper-examples"]:
+    configured = Settings.from_env().examples_dir
+    for cand in ([configured] if configured else []) + [REPO.parent / "shared" / "datasets" / "gloper-examples"]:
         if cand.is_dir():
             return cand
     return None
