@@ -54,18 +54,7 @@ def segment(name: str, photo: tuple[np.ndarray, np.ndarray], species: str | None
     return seg, seg.segment(*photo, SegmentContext(species=species))
 
 
-# --- import hygiene and routing ----------------------------------------------------
-
-def test_importing_gloper_jobs_loads_no_deep_library() -> None:
-    code = (
-        "import importlib, pkgutil, sys, gloper_jobs\n"
-        "for m in pkgutil.walk_packages(gloper_jobs.__path__, 'gloper_jobs.'):\n"
-        "    if '.migrations' not in m.name: importlib.import_module(m.name)\n"
-        "print(sorted(k for k in ('torchvision', 'transformers', 'segment_anything') if k in sys.modules))\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
-    assert out.stdout.strip() == "[]", out.stdout + out.stderr
-
+# --- routing and profiles (import hygiene: tests/test_imports.py) ----------------------------------------------------
 
 def test_pretrained_baselines_route_to_gpu_and_keep_weight_paths_out_of_identity() -> None:
     for name in DEEP:
@@ -230,6 +219,10 @@ def test_missing_weights_name_the_file_the_source_and_the_variable(tmp_path) -> 
     with pytest.raises(WeightsMissingError) as info:
         create_segmenter("dino", weights=str(empty), device="cpu").load()
     for part in ("dinov2_vitg14_reg4_pretrain.pth", "GLOPER_DINO_WEIGHTS", "dl.fbaipublicfiles.com/dinov2"):
+        assert part in str(info.value)
+    with pytest.raises(WeightsMissingError) as info:  # unset: the weights folder, then the caches
+        create_segmenter("dino", weights_dir=str(empty), device="cpu").load()
+    for part in (str(empty / "dinov2_vitg14_reg4_pretrain.pth"), "Hugging Face cache", "GLOPER_DINO_WEIGHTS"):
         assert part in str(info.value)
     with pytest.raises(WeightsMissingError, match="GLOPER_SAM_CHECKPOINT=.*does not exist"):
         create_segmenter("sam", weights=str(tmp_path / "nope.pth"), device="cpu").load()

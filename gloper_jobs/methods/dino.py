@@ -186,15 +186,15 @@ class DinoSegmenter(PretrainedSegmenter):
                                     "transformers", device)
             file = resolve_file(DINO_SOURCE, p.weights, p.weights_dir, p.allow_downloads)
             return self._finish(load_hub_checkpoint(file), "torch hub", device)
-        file, looked = find_file(DINO_SOURCE, "", p.weights_dir)
-        if file is None:
+        found, looked = find_file(DINO_SOURCE, "", p.weights_dir)
+        if found is None:
             try:
                 return self._finish(load_pretrained(DINO_SOURCE, auto, "", False), "transformers", device)
             except WeightsMissingError:
                 if not p.allow_downloads:
                     raise DINO_SOURCE.missing(looked + [Path("the Hugging Face cache")]) from None
-            file = resolve_file(DINO_SOURCE, "", p.weights_dir, True)
-        return self._finish(load_hub_checkpoint(file), "torch hub", device)
+            found = resolve_file(DINO_SOURCE, "", p.weights_dir, True)
+        return self._finish(load_hub_checkpoint(found), "torch hub", device)
 
     def _finish(self, model: Any, weights_format: str, device: torch.device) -> Any:
         p = cast(DinoParams, self.params)

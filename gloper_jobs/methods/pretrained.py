@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import numpy as np
 
+from gloper_jobs import defaults
 from gloper_jobs.exceptions import (
     ConfigurationError,
     DeviceOutOfMemoryError,
@@ -204,7 +205,7 @@ class PretrainedParams(MethodParams):
     size: int = 256
     device: str = field(default="auto", metadata={"identity": False})
     weights: str = field(default="", metadata={"identity": False})
-    weights_dir: str = field(default=str(Path("~/.cache/gloper-jobs")), metadata={"identity": False})
+    weights_dir: str = field(default=str(defaults.WEIGHTS_DIR), metadata={"identity": False})
     allow_downloads: bool = field(default=False, metadata={"identity": False})
 
     def validate(self) -> None:

@@ -68,7 +68,7 @@ class SamParams(PretrainedParams):
     """
 
     model_type: str = "vit_b"
-    points_per_side: int = 32
+    points_per_side: int = 16
     crop_n_layers: int = 0
     pred_iou_thresh: float = 0.88
     stability_score_thresh: float = 0.95
