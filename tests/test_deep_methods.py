@@ -409,3 +409,23 @@ def test_weight_settings_are_documented() -> None:
                 "GLOPER_WEIGHTS_DIR", "GLOPER_ALLOW_DOWNLOADS"):
         assert var in doc
     assert json.loads(json.dumps(Settings.from_env().model_dump(mode="json")))["allow_downloads"] is False
+
+
+# --- benchmark --------------------------------------------------------------------------
+
+def test_bench_writes_dice_and_seconds_per_method(examples_dir, models_dir, tmp_path) -> None:
+    from bench import deep_baselines
+
+    out = tmp_path / "deep.json"
+    deep_baselines.main(["--dataset", str(examples_dir), "--tiny", "--limit", "1", "--out", str(out)])
+    report = json.loads(out.read_text())
+    assert report["weights"].startswith("tiny random models")
+    names = {"sam": {"largest", "second_largest", "rest", "rest_complement"}, "clipseg": {"pattern"},
+             "dino": {"mask", "inverse"}}
+    for name, candidates in names.items():
+        result = report["methods"][name]
+        assert result["load_seconds"] > 0 and result["mean_seconds"] > 0
+        (row,) = result["images"]
+        assert set(row["dice"]) == candidates and 0 <= row["oracle_dice"] <= 1
+        assert row["oracle_dice"] == max(row["dice"].values()) and row["choice"] in candidates
+    assert report["methods"]["clipseg"]["images"][0]["info"]["prompt"] == f"pattern of {row['species']}"
