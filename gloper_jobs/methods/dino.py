@@ -173,6 +173,10 @@ class DinoSegmenter(PretrainedSegmenter):
     weights_setting = "dino_weights"
     profiles: ClassVar[dict[str, dict[str, Any]]] = {"cpu": {"input_size": 448}, "paper": {"size": 1024}}
 
+    def __init__(self, params: DinoParams) -> None:
+        super().__init__(params)
+        self.weights_format: str | None = None  # "torch hub" or "transformers", once loaded
+
     def _load(self, device: torch.device) -> Any:
         """Torch hub ``.pth`` (a file, or a folder holding it) or the transformers format
         (a ``save_pretrained`` folder or a hub cache folder); unset: ``weights_dir``, torch

@@ -148,6 +148,11 @@ class SamSegmenter(PretrainedSegmenter):
         "paper": {"size": 1024, "model_type": "vit_h", "points_per_side": 64, "crop_n_layers": 2},
     }
 
+    def __init__(self, params: SamParams) -> None:
+        super().__init__(params)
+        self.architecture: str | None = None  # "vit_h", ... or "custom(...)", once loaded
+        self.checkpoint: Path | None = None
+
     def _load(self, device: torch.device) -> Any:
         p = cast(SamParams, self.params)
         from gloper_jobs.methods import torchvision_fallback
