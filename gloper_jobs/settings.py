@@ -19,16 +19,17 @@ GLOPER_EVAL_SIZE           side of the square Dice is computed at (256)
 GLOPER_EXAMPLES_DIR        the shared example photos, for tests and benchmarks
 GLOPER_SAM_CHECKPOINT      SAM weights: a ``sam_vit_*.pth`` file, or a folder holding
                            the published files (``sam_vit_h_4b8939.pth`` ...)
-                           (unset: looked for in ``GLOPER_WEIGHTS_DIR``)
+                           (unset: ``GLOPER_WEIGHTS_DIR``, then torch hub's cache)
 GLOPER_CLIPSEG_WEIGHTS     CLIPSeg: a ``save_pretrained`` folder of
                            ``CIDAS/clipseg-rd64-refined``, or a Hugging Face hub
-                           cache folder (unset: the Hugging Face default cache)
+                           cache folder (unset: ``GLOPER_WEIGHTS_DIR`` as a hub
+                           cache, then the Hugging Face default cache)
 GLOPER_DINO_WEIGHTS        DINOv2: torch hub's ``dinov2_vitg14_reg4_pretrain.pth``
                            (or a folder holding it), a ``save_pretrained`` folder,
                            or a hub cache folder holding
                            ``facebook/dinov2-with-registers-giant``
                            (unset: ``GLOPER_WEIGHTS_DIR``, torch hub's cache, then
-                           the Hugging Face default cache)
+                           the Hugging Face caches as for CLIPSeg)
 GLOPER_WEIGHTS_DIR         where downloads go and unset weights are looked for
                            (``~/.cache/gloper-jobs``)
 GLOPER_ALLOW_DOWNLOADS     ``1`` lets the pretrained baselines fetch missing

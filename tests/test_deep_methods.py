@@ -222,7 +222,8 @@ def test_missing_weights_name_the_file_the_source_and_the_variable(tmp_path) -> 
         assert part in str(info.value)
     with pytest.raises(WeightsMissingError) as info:  # unset: the weights folder, then the caches
         create_segmenter("dino", weights_dir=str(empty), device="cpu").load()
-    for part in (str(empty / "dinov2_vitg14_reg4_pretrain.pth"), "Hugging Face cache", "GLOPER_DINO_WEIGHTS"):
+    for part in (str(empty / "dinov2_vitg14_reg4_pretrain.pth"), str(empty / "models--facebook--dinov2-with-registers-giant"),
+                 "Hugging Face cache", "GLOPER_DINO_WEIGHTS"):
         assert part in str(info.value)
     with pytest.raises(WeightsMissingError, match="GLOPER_SAM_CHECKPOINT=.*does not exist"):
         create_segmenter("sam", weights=str(tmp_path / "nope.pth"), device="cpu").load()
@@ -294,6 +295,9 @@ def test_clipseg_loads_from_a_hub_cache_folder(tmp_path, photo) -> None:
     _, from_cache = segment("clipseg", photo, weights=str(cache))
     _, from_folder = segment("clipseg", photo)
     assert np.array_equal(from_cache.candidates["pattern"], from_folder.candidates["pattern"])
+    # unset: the weights folder is searched as a hub cache too
+    _, from_weights_dir = segment("clipseg", photo, weights="", weights_dir=str(cache))
+    assert np.array_equal(from_weights_dir.candidates["pattern"], from_folder.candidates["pattern"])
 
 
 # --- DINOv2 -------------------------------------------------------------------------

@@ -78,8 +78,9 @@ class ClipSegSegmenter(PretrainedSegmenter):
     def _load(self, device: torch.device) -> Any:
         p = cast(ClipSegParams, self.params)
         tf = require("transformers")
-        model = load_pretrained(CLIPSEG_SOURCE, tf.CLIPSegForImageSegmentation, p.weights, p.allow_downloads)
-        processor = load_pretrained(CLIPSEG_SOURCE, tf.CLIPSegProcessor, p.weights, p.allow_downloads)
+        args = (p.weights, p.weights_dir, p.allow_downloads)
+        model = load_pretrained(CLIPSEG_SOURCE, tf.CLIPSegForImageSegmentation, *args)
+        processor = load_pretrained(CLIPSEG_SOURCE, tf.CLIPSegProcessor, *args)
         model.eval().to(device)
         return model, processor
 

@@ -38,6 +38,7 @@ from gloper_jobs.methods.pretrained import (
     darker_of,
     find_file,
     gpu_memory_guard,
+    hub_cache_folder,
     load_pretrained,
     require,
     resolve_file,
@@ -186,17 +187,19 @@ class DinoSegmenter(PretrainedSegmenter):
         if p.weights:
             path = Path(p.weights).expanduser()
             if path.is_dir() and not _holds_checkpoint(path):
-                return self._finish(load_pretrained(DINO_SOURCE, auto, p.weights, p.allow_downloads),
-                                    "transformers", device)
+                model = load_pretrained(DINO_SOURCE, auto, p.weights, p.weights_dir, p.allow_downloads)
+                return self._finish(model, "transformers", device)
             file = resolve_file(DINO_SOURCE, p.weights, p.weights_dir, p.allow_downloads)
             return self._finish(load_hub_checkpoint(file), "torch hub", device)
         found, looked = find_file(DINO_SOURCE, "", p.weights_dir)
         if found is None:
             try:
-                return self._finish(load_pretrained(DINO_SOURCE, auto, "", False), "transformers", device)
+                model = load_pretrained(DINO_SOURCE, auto, "", p.weights_dir, False)
+                return self._finish(model, "transformers", device)
             except WeightsMissingError:
                 if not p.allow_downloads:
-                    raise DINO_SOURCE.missing(looked + [Path("the Hugging Face cache")]) from None
+                    also = [hub_cache_folder(DINO_SOURCE, Path(p.weights_dir)), Path("the Hugging Face cache")]
+                    raise DINO_SOURCE.missing(looked + also) from None
             found = resolve_file(DINO_SOURCE, "", p.weights_dir, True)
         return self._finish(load_hub_checkpoint(found), "torch hub", device)
 

@@ -143,34 +143,51 @@ def resolve_file(source: WeightSource, configured: str, weights_dir: str, allow_
     raise source.missing(looked)
 
 
-def hub_location(source: WeightSource, configured: str, allow_downloads: bool) -> tuple[str, dict[str, Any]]:
-    """``(name_or_path, kwargs)`` for ``from_pretrained``.
+def hub_cache_folder(source: WeightSource, cache: Path) -> Path:
+    """Where a hub cache folder keeps ``source``'s repository (``models--<org>--<name>``)."""
+    return cache / ("models--" + str(source.hub_id).replace("/", "--"))
+
+
+def hub_locations(source: WeightSource, configured: str, weights_dir: str,
+                  allow_downloads: bool) -> list[tuple[str, dict[str, Any]]]:
+    """``(name_or_path, kwargs)`` for ``from_pretrained``, to try in order.
 
     ``configured`` may be a ``save_pretrained`` folder (has ``config.json``) or a
-    hub cache folder (holds ``models--<org>--<name>``); empty means the Hugging
-    Face default cache. Files are read locally unless downloads are allowed.
+    hub cache folder (holds ``models--<org>--<name>``). Unset: the hub cache layout
+    in ``weights_dir``, then the Hugging Face default cache, then (only if
+    downloads are allowed) a download into ``weights_dir``.
     """
+    hub_id = str(source.hub_id)
     if configured:
         path = Path(configured).expanduser()
         if not path.is_dir():
             raise WeightsMissingError(
                 f"{source.variable}={configured} is not a folder; point it at a save_pretrained "
-                f"folder of {source.hub_id} or at a Hugging Face hub cache folder"
+                f"folder of {hub_id} or at a Hugging Face hub cache folder"
             )
         if (path / "config.json").is_file():
-            return str(path), {"local_files_only": True}
-        return str(source.hub_id), {"cache_dir": str(path), "local_files_only": not allow_downloads}
-    return str(source.hub_id), {"local_files_only": not allow_downloads}
+            return [(str(path), {"local_files_only": True})]
+        return [(hub_id, {"cache_dir": str(path), "local_files_only": not allow_downloads})]
+    folder = str(Path(weights_dir).expanduser())
+    tries: list[tuple[str, dict[str, Any]]] = [
+        (hub_id, {"cache_dir": folder, "local_files_only": True}), (hub_id, {"local_files_only": True})]
+    if allow_downloads:
+        tries.append((hub_id, {"cache_dir": folder, "local_files_only": False}))
+    return tries
 
 
-def load_pretrained(source: WeightSource, cls: Any, configured: str, allow_downloads: bool) -> Any:
-    """``cls.from_pretrained`` at :func:`hub_location`, with a missing-weights error that helps."""
-    name, kwargs = hub_location(source, configured, allow_downloads)
-    try:
-        return cls.from_pretrained(name, **kwargs)
-    except OSError as exc:  # transformers reports absent files as OSError
-        where = [Path(kwargs["cache_dir"])] if "cache_dir" in kwargs else None
-        raise source.missing(where, str(exc).splitlines()[0] if str(exc) else "") from exc
+def load_pretrained(source: WeightSource, cls: Any, configured: str, weights_dir: str,
+                    allow_downloads: bool) -> Any:
+    """``cls.from_pretrained`` at the first of :func:`hub_locations` that has the files;
+    a missing-weights error that helps when none has."""
+    problems = []
+    for name, kwargs in hub_locations(source, configured, weights_dir, allow_downloads):
+        try:
+            return cls.from_pretrained(name, **kwargs)
+        except OSError as exc:  # transformers reports absent files as OSError
+            where = kwargs.get("cache_dir", name if name != source.hub_id else "the Hugging Face cache")
+            problems.append(f"{where}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+    raise source.missing(detail="; ".join(problems))
 
 
 def resolve_device(name: str) -> torch.device:
