@@ -38,6 +38,21 @@ MODEL_SOURCES = {
     "u2net": "https://github.com/danielgatis/rembg/releases/download/v0.0.0/u2net.onnx",
 }
 
+# --- pretrained baselines (SAM, CLIPSeg, DINOv2) ---------------------------
+# Where downloaded checkpoints go and where a checkpoint is looked for when its own
+# variable is unset. Downloads happen only with GLOPER_ALLOW_DOWNLOADS=1.
+WEIGHTS_DIR = Path("~/.cache/gloper-jobs")
+SAM_CHECKPOINTS = {
+    "vit_h": "sam_vit_h_4b8939.pth",
+    "vit_l": "sam_vit_l_0b3195.pth",
+    "vit_b": "sam_vit_b_01ec64.pth",
+}
+SAM_URL = "https://dl.fbaipublicfiles.com/segment_anything/{filename}"
+CLIPSEG_HUB_ID = "CIDAS/clipseg-rd64-refined"
+DINO_CHECKPOINT = "dinov2_vitg14_reg4_pretrain.pth"  # torch hub's dinov2_vitg14_reg
+DINO_URL = "https://dl.fbaipublicfiles.com/dinov2/dinov2_vitg14/{filename}"
+DINO_HUB_ID = "facebook/dinov2-with-registers-giant"  # the same weights, transformers format
+
 # --- evaluation -------------------------------------------------------------
 EVAL_SIZE = 256  # Dice is computed at EVAL_SIZE x EVAL_SIZE over the whole frame
 

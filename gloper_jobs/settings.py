@@ -17,6 +17,23 @@ GLOPER_TORCH_THREADS       CPU threads for torch (all cores)
 GLOPER_MAX_IMAGE_PIXELS    photos larger than this are refused (100,000,000)
 GLOPER_EVAL_SIZE           side of the square Dice is computed at (256)
 GLOPER_EXAMPLES_DIR        the shared example photos, for tests and benchmarks
+GLOPER_SAM_CHECKPOINT      SAM weights: a ``sam_vit_*.pth`` file, or a folder holding
+                           the published files (``sam_vit_h_4b8939.pth`` ...)
+                           (unset: ``GLOPER_WEIGHTS_DIR``, then torch hub's cache)
+GLOPER_CLIPSEG_WEIGHTS     CLIPSeg: a ``save_pretrained`` folder of
+                           ``CIDAS/clipseg-rd64-refined``, or a Hugging Face hub
+                           cache folder (unset: ``GLOPER_WEIGHTS_DIR`` as a hub
+                           cache, then the Hugging Face default cache)
+GLOPER_DINO_WEIGHTS        DINOv2: torch hub's ``dinov2_vitg14_reg4_pretrain.pth``
+                           (or a folder holding it), a ``save_pretrained`` folder,
+                           or a hub cache folder holding
+                           ``facebook/dinov2-with-registers-giant``
+                           (unset: ``GLOPER_WEIGHTS_DIR``, torch hub's cache, then
+                           the Hugging Face caches as for CLIPSeg)
+GLOPER_WEIGHTS_DIR         where downloads go and unset weights are looked for
+                           (``~/.cache/gloper-jobs``)
+GLOPER_ALLOW_DOWNLOADS     ``1`` lets the pretrained baselines fetch missing
+                           weights from where they are published (off)
 =========================  =====================================================
 """
 
@@ -56,11 +73,21 @@ class Settings(BaseSettings):
     max_image_pixels: int = defaults.MAX_IMAGE_PIXELS
     eval_size: int = defaults.EVAL_SIZE
     examples_dir: Path | None = None
+    sam_checkpoint: Path | None = None
+    clipseg_weights: Path | None = None
+    dino_weights: Path | None = None
+    weights_dir: Path = defaults.WEIGHTS_DIR
+    allow_downloads: bool = False
 
-    @field_validator("models_dir", "results_dir", mode="after")
+    @field_validator("models_dir", "results_dir", "weights_dir", mode="after")
     @classmethod
     def _expand(cls, value: Path) -> Path:
         return value.expanduser()
+
+    @field_validator("sam_checkpoint", "clipseg_weights", "dino_weights", mode="after")
+    @classmethod
+    def _expand_optional(cls, value: Path | None) -> Path | None:
+        return value.expanduser() if value is not None else None
 
     @field_validator("foreground_model")
     @classmethod

@@ -1,4 +1,7 @@
-"""Importing the library stays light: no Celery, no torchvision, no CUDA, no weights."""
+"""Importing the library stays light: no Celery, no torchvision, no CUDA, no weights.
+
+The pretrained baselines import transformers and segment_anything only when their
+weights load, so those stay out too."""
 
 from __future__ import annotations
 
@@ -12,7 +15,8 @@ for mod in pkgutil.walk_packages(gloper_jobs.__path__, "gloper_jobs."):
     if ".migrations" in mod.name:
         continue
     importlib.import_module(mod.name)
-bad = sorted(m for m in sys.modules if m.split(".")[0] in ("celery", "kombu", "torchvision"))
+bad = sorted(m for m in sys.modules if m.split(".")[0] in (
+    "celery", "kombu", "torchvision", "transformers", "segment_anything"))
 print("BAD", bad)
 import torch
 print("CUDA_INIT", torch.cuda.is_initialized())

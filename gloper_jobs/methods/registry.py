@@ -10,13 +10,19 @@ from typing import Any
 from gloper_jobs.exceptions import InvalidParameterError, UnknownMethodError
 from gloper_jobs.methods.base import Segmenter
 from gloper_jobs.methods.classical import KMeansSegmenter, WatershedSegmenter
+from gloper_jobs.methods.clipseg import ClipSegSegmenter
+from gloper_jobs.methods.dino import DinoSegmenter
 from gloper_jobs.methods.gloper import GloperSegmenter
+from gloper_jobs.methods.sam import SamSegmenter
 
 #: method name -> Segmenter class (a builder taking validated params)
 REGISTRY: dict[str, type[Segmenter]] = {
     GloperSegmenter.name: GloperSegmenter,
     KMeansSegmenter.name: KMeansSegmenter,
     WatershedSegmenter.name: WatershedSegmenter,
+    SamSegmenter.name: SamSegmenter,
+    ClipSegSegmenter.name: ClipSegSegmenter,
+    DinoSegmenter.name: DinoSegmenter,
 }
 
 
