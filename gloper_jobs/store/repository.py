@@ -67,8 +67,9 @@ def get_or_create_job(session: Session, spec: JobSpec) -> tuple[Job, bool]:
         params=spec.params, foreground_model=spec.foreground_model, eval_size=spec.eval_size,
         status=JobStatus.pending.value, results_dir="", n_items=0,
         created_at=utcnow(), updated_at=utcnow(),
-    ).on_conflict_do_nothing(index_elements=["key"])
-    created = session.execute(stmt).rowcount == 1
+    ).on_conflict_do_nothing(index_elements=["key"]).returning(col(Job.id))
+    # RETURNING, not rowcount: psycopg reports -1 for these inserts.
+    created = session.execute(stmt).first() is not None
     job = session.exec(select(Job).where(Job.key == key)).one()
     if not job.results_dir:
         job.results_dir = f"{spec.results_root.rstrip('/')}/job-{job.id:05d}-{spec.method}"
@@ -90,10 +91,10 @@ def add_items(session: Session, job: Job, items: Iterable[DatasetItem], batch: i
             return 0
         stmt = _insert(session, Item).values(rows).on_conflict_do_nothing(
             index_elements=["job_id", "rel_path"]
-        )
-        n = session.execute(stmt).rowcount or 0
+        ).returning(col(Item.id))
+        n = len(session.execute(stmt).all())  # RETURNING: psycopg's rowcount is -1 here
         rows.clear()
-        return max(n, 0)
+        return n
 
     for it in items:
         rows.append({

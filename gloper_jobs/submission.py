@@ -1,0 +1,125 @@
+"""Recording a job and its items for the queue, and handing out the ids to enqueue.
+
+The broker-facing half (publishing task messages) lives in ``schedulers``; this
+half only talks to the store, so it is the same whoever enqueues. A job is keyed
+by kind, dataset, method and result-determining settings (as in the embedded
+run): submitting the same thing again finds the same job and adds no rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gloper_jobs.datasets import iter_dataset
+from gloper_jobs.exceptions import DatasetError
+from gloper_jobs.methods.registry import get_segmenter_class
+from gloper_jobs.queues import queue_name
+from gloper_jobs.runner import build_segmenter
+from gloper_jobs.settings import Settings
+from gloper_jobs.store import Job, JobKind, Store
+from gloper_jobs.store import deliveries as dl
+from gloper_jobs.store import repository as repo
+
+
+@dataclass
+class Submission:
+    """A recorded job: whether it is new, how many items it has and how many were enqueued."""
+
+    job: Job
+    created: bool
+    added: int
+    enqueued: int = 0
+    reset_stale: int = 0
+
+
+#: publishes one batch of item ids for a job; returns how many were published
+Publisher = Callable[[Job, Sequence[int]], int]
+
+
+def device_class(method: str) -> str:
+    """``cpu`` or ``gpu``: which queues a method's items go to by default."""
+    return get_segmenter_class(method).device_class
+
+
+def record_extract_job(store: Store, settings: Settings, dataset: Path, method: str,
+                       profile: str | None = None, params: dict[str, Any] | None = None,
+                       foreground: bool = True, on_device: str | None = None) -> Submission:
+    """Scan ``dataset`` and record the extract job and its items (idempotent).
+
+    Its items go to ``extract.<device class>``: the method's own class, or
+    ``on_device`` (``cpu`` sends GloPER to CPU workers).
+    The method is built once here to validate its parameters and compute the job's
+    identity; it loads no weights. Raises :class:`DatasetError` for an empty folder.
+    """
+    segmenter = build_segmenter(method, settings, profile, params)
+    spec = repo.JobSpec(
+        kind=JobKind.extract.value, dataset=str(Path(dataset).resolve()), method=method,
+        params=segmenter.params.identity(), profile=profile,
+        foreground_model=settings.foreground_model if foreground else "none",
+        eval_size=settings.eval_size, results_root=str(settings.results_dir.resolve()),
+    )
+    items = iter_dataset(Path(dataset))
+    with store.session() as s:
+        job, created = repo.get_or_create_job(s, spec)
+        added = repo.add_items(s, job, items, batch=settings.submit_batch)
+        if job.n_items == 0:
+            raise DatasetError(f"no photos under {dataset}; see `gloper run --help` for the layouts")
+        job.queue = queue_name(job.kind, on_device or device_class(method))
+        dl.reopen_job(s, job)
+    return Submission(job, created, added)
+
+
+def batches(ids: Sequence[int], size: int) -> Iterator[Sequence[int]]:
+    for start in range(0, len(ids), size):
+        yield ids[start:start + size]
+
+
+def enqueue_unfinished(store: Store, job: Job, publish: Publisher, batch: int,
+                       include_queued: bool = False) -> int:
+    """Publish every pending item of ``job`` in batches, marking each batch queued after
+    its publish; returns how many were published. ``include_queued`` also republishes
+    queued items (for a broker that lost its messages)."""
+    if job.id is None:
+        raise ValueError("job has no id")
+    with store.session() as s:
+        ids = dl.ids_to_enqueue(s, job.id, include_queued)
+    total = 0
+    for chunk in batches(ids, batch):
+        total += publish(job, chunk)
+        with store.session() as s:
+            dl.mark_queued(s, chunk)
+    return total
+
+
+def resume_job(store: Store, settings: Settings, job_id: int, publish: Publisher,
+               include_queued: bool = False) -> Submission:
+    """``gloper resume``: reset stale running items (the reconciler) and enqueue the rest."""
+    with store.session() as s:
+        job = repo.get_job(s, job_id)
+        stale = dl.reset_stale(s, job.id, settings.stale_seconds)
+        dl.reopen_job(s, job)
+    sub = Submission(job, False, 0, reset_stale=stale)
+    sub.enqueued = enqueue_unfinished(store, job, publish, settings.submit_batch, include_queued)
+    return sub
+
+
+def retry_failed(store: Store, settings: Settings, job_id: int, publish: Publisher) -> Submission:
+    """``gloper retry-failed``: failed items back to pending (delivery count reset), enqueued."""
+    with store.session() as s:
+        job = repo.get_job(s, job_id)
+        n = dl.requeue_failed(s, job.id or 0)
+        dl.reopen_job(s, job)
+    sub = Submission(job, False, 0, reset_stale=0)
+    sub.enqueued = enqueue_unfinished(store, job, publish, settings.submit_batch)
+    sub.added = n
+    return sub
+
+
+def cancel(store: Store, job_id: int) -> tuple[Job, int]:
+    """``gloper cancel``: the job and its unstarted items become cancelled; returns how many."""
+    with store.session() as s:
+        job = repo.get_job(s, job_id)
+        return job, dl.cancel_job(s, job)

@@ -1,0 +1,1 @@
+"""The submitting side of gloper-jobs: ``gloper submit``, ``status``, ``resume`` and friends."""

@@ -1,0 +1,95 @@
+"""Per-process state of a worker, and the checks a worker runs before it takes any task.
+
+- :class:`BootCheck` (a worker bootstep) validates settings, the Redis visibility
+  timeout, the store's schema, the methods' registry and the foreground weights in
+  the worker's main process, and refuses to start when one is wrong. It never
+  touches CUDA: the main process forks the pool's children.
+- ``worker_process_init`` builds a :class:`~gloper_jobs.execution.WorkerContext`
+  in each child (after the fork): models load there, once, and stay cached.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+from typing import TYPE_CHECKING, Any
+
+from celery import Celery, bootsteps
+from celery.signals import worker_process_init, worker_process_shutdown
+
+from gloper_jobs.exceptions import ConfigurationError
+from gloper_jobs.settings import Settings
+
+if TYPE_CHECKING:
+    from gloper_jobs.execution import WorkerContext
+
+log = logging.getLogger(__name__)
+
+_context: WorkerContext | None = None
+_node: str | None = None
+
+
+def import_plugins(settings: Settings) -> None:
+    """Import ``GLOPER_PLUGINS`` (modules that register extra methods)."""
+    for name in settings.plugin_modules:
+        importlib.import_module(name)
+
+
+def boot_checks(settings: Settings) -> None:
+    """Everything a worker must know is right before its first task; raises GloperError."""
+    from gloper_jobs.store.db import Store
+    from gloper_jobs.weights import locate_model
+
+    settings.check_visibility_timeout()
+    for name in settings.plugin_modules:  # imported in the children; here only found
+        if importlib.util.find_spec(name) is None:
+            raise ConfigurationError(f"GLOPER_PLUGINS names {name!r}, which is not importable here")
+    store = Store(settings.database_url)  # migrates (one worker at a time on PostgreSQL)
+    store.dispose()  # no connection may cross the fork
+    if settings.foreground_model != "none":
+        locate_model(settings.models_dir, settings.foreground_model)
+
+
+class BootCheck(bootsteps.StartStopStep):
+    """Runs :func:`boot_checks` when the worker starts; an error stops the worker."""
+
+    def __init__(self, worker: Any, **kwargs: Any) -> None:
+        global _node
+        super().__init__(worker, **kwargs)
+        _node = getattr(worker, "hostname", None)
+        boot_checks(worker.app.conf.gloper_settings)
+
+
+def install(app: Celery) -> None:
+    """Add the boot check to ``app``'s workers."""
+    app.steps["worker"].add(BootCheck)
+
+
+def context() -> WorkerContext:
+    """This process's context; built here if ``worker_process_init`` could not (store down)."""
+    global _context
+    if _context is None:
+        from gloper_jobs.execution import WorkerContext
+        from workers.app import app
+
+        settings: Settings = app.conf.gloper_settings
+        import_plugins(settings)
+        _context = WorkerContext.boot(settings, _node)
+    return _context
+
+
+@worker_process_init.connect
+def _init_child(**_: Any) -> None:
+    try:
+        context()
+    except Exception:  # noqa: BLE001 - logged; the first task builds it again and reports
+        log.exception("worker process could not load its models; the first task will retry")
+
+
+@worker_process_shutdown.connect
+def _close_child(**_: Any) -> None:
+    global _context
+    if _context is not None:
+        _context.close()
+        _context = None
