@@ -60,5 +60,8 @@ MAX_DELIVERIES = 3  # deliveries that end without a result (dead worker) before 
 HEARTBEAT_SECONDS = 10.0
 STALE_SECONDS = 120.0
 SUBMIT_BATCH = 1000
+# A worker's pool process loads torch, rembg and its models before taking a task;
+# Celery would kill it after 4 s (worker_proc_alive_timeout) without this.
+WORKER_BOOT_TIMEOUT = 300.0
 FLOWER_USER = "gloper"
 FLOWER_PORT = 5555

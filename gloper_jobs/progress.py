@@ -55,7 +55,7 @@ def _aware(t: datetime) -> datetime:
 
 def job_progress(session: Session, job: Job, stale_seconds: float, n_errors: int = 5,
                  now: datetime | None = None) -> JobProgress:
-    """Read one job's progress; ``stale_seconds`` as in :func:`deliveries.reset_stale`."""
+    """Read one job's progress; ``stale_seconds`` as in :func:`deliveries.lock_stale`."""
     if job.id is None:
         raise ValueError("job has no id")
     now = now or utcnow()

@@ -44,6 +44,8 @@ GLOPER_HEARTBEAT_SECONDS         how often a running item's heartbeat is written
 GLOPER_STALE_SECONDS             a running item whose heartbeat is older is stale:
                                  ``gloper resume`` re-enqueues it (120)
 GLOPER_SUBMIT_BATCH              items recorded and enqueued per batch (1000)
+GLOPER_WORKER_BOOT_TIMEOUT       seconds a new pool process may take to load its
+                                 models before Celery gives up on it (300)
 GLOPER_WORKER_DEVICE             the device a worker records (``gloper worker``
                                  sets ``cuda:<k>`` per card; else what ran)
 GLOPER_PLUGINS                   comma-separated modules imported by workers and
@@ -110,6 +112,7 @@ class Settings(BaseSettings):
     heartbeat_seconds: float = defaults.HEARTBEAT_SECONDS
     stale_seconds: float = defaults.STALE_SECONDS
     submit_batch: int = defaults.SUBMIT_BATCH
+    worker_boot_timeout: float = defaults.WORKER_BOOT_TIMEOUT
     worker_device: str | None = None
     plugins: str = ""
     flower_user: str = defaults.FLOWER_USER
@@ -143,6 +146,7 @@ class Settings(BaseSettings):
         "evaluate_soft_time_limit", "evaluate_time_limit", "train_soft_time_limit",
         "train_time_limit", "retry_backoff", "retry_backoff_max", "visibility_timeout",
         "max_deliveries", "heartbeat_seconds", "stale_seconds", "submit_batch", "flower_port",
+        "worker_boot_timeout",
     )
     @classmethod
     def _positive(cls, value: int) -> int:

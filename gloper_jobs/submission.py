@@ -32,7 +32,7 @@ class Submission:
     created: bool
     added: int
     enqueued: int = 0
-    reset_stale: int = 0
+    requeued_stale: int = 0
 
 
 #: publishes one batch of item ids for a job; returns how many were published
@@ -94,14 +94,35 @@ def enqueue_unfinished(store: Store, job: Job, publish: Publisher, batch: int,
     return total
 
 
+def reconcile(store: Store, settings: Settings, publish: Publisher, job_id: int | None = None) -> int:
+    """The reconciler: publish again the running items whose heartbeat stopped.
+
+    Every worker runs it periodically, and ``gloper resume`` once. The items are
+    locked while their tasks are published, then marked queued; if publishing
+    fails nothing changes and the next pass tries again. Returns how many.
+    """
+    from itertools import groupby
+
+    total = 0
+    with store.session() as s:
+        stale = dl.lock_stale(s, job_id, settings.stale_seconds)
+        for jid, group in groupby(stale, key=lambda it: it.job_id):
+            ids = [it.id for it in group if it.id is not None]
+            job = repo.get_job(s, jid)
+            publish(job, ids)
+            total += dl.requeue_stale(s, ids)
+    return total
+
+
 def resume_job(store: Store, settings: Settings, job_id: int, publish: Publisher,
                include_queued: bool = False) -> Submission:
-    """``gloper resume``: reset stale running items (the reconciler) and enqueue the rest."""
+    """``gloper resume``: reopen the job, re-enqueue its stale items (the reconciler) and
+    its pending ones (and queued ones with ``include_queued``)."""
     with store.session() as s:
         job = repo.get_job(s, job_id)
-        stale = dl.reset_stale(s, job.id, settings.stale_seconds)
         dl.reopen_job(s, job)
-    sub = Submission(job, False, 0, reset_stale=stale)
+    sub = Submission(job, False, 0)
+    sub.requeued_stale = reconcile(store, settings, publish, job_id)
     sub.enqueued = enqueue_unfinished(store, job, publish, settings.submit_batch, include_queued)
     return sub
 
@@ -112,7 +133,7 @@ def retry_failed(store: Store, settings: Settings, job_id: int, publish: Publish
         job = repo.get_job(s, job_id)
         n = dl.requeue_failed(s, job.id or 0)
         dl.reopen_job(s, job)
-    sub = Submission(job, False, 0, reset_stale=0)
+    sub = Submission(job, False, 0)
     sub.enqueued = enqueue_unfinished(store, job, publish, settings.submit_batch)
     sub.added = n
     return sub

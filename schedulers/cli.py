@@ -90,7 +90,7 @@ def resume(job_id: int, include_queued: bool) -> None:
 
     settings = _settings()
     sub = resume_job(_store(settings), settings, job_id, _publisher(settings), include_queued)
-    click.echo(f"job {job_id}: {sub.reset_stale} stale items reset, {sub.enqueued} enqueued on {sub.job.queue}")
+    click.echo(f"job {job_id}: {sub.requeued_stale} stale items re-enqueued, {sub.enqueued} enqueued on {sub.job.queue}")
 
 
 @commands.command("retry-failed")

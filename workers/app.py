@@ -44,6 +44,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
+        # The pool process loads its models in worker_process_init before saying "up".
+        "worker_proc_alive_timeout": settings.worker_boot_timeout,
         "worker_cancel_long_running_tasks_on_connection_loss": True,
         "task_annotations": annotations,
         "task_queues": None,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import logging
+import threading
 from typing import TYPE_CHECKING, Any
 
 from celery import Celery, bootsteps
@@ -61,9 +62,55 @@ class BootCheck(bootsteps.StartStopStep):
         boot_checks(worker.app.conf.gloper_settings)
 
 
+class Reconciler(bootsteps.StartStopStep):
+    """Every ``stale_seconds / 2`` s, re-enqueue running items whose heartbeat stopped.
+
+    A task cancelled when the broker connection dropped, or whose worker died
+    with its whole node, stays unacknowledged in Redis until the visibility
+    timeout (hours): this brings it back within ``stale_seconds``. Runs in the
+    worker's main process (a thread; it touches only the store and the broker).
+    """
+
+    requires = (BootCheck,)
+
+    def __init__(self, worker: Any, **kwargs: Any) -> None:
+        super().__init__(worker, **kwargs)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self, worker: Any) -> None:
+        self._thread = threading.Thread(target=self._run, args=(worker.app,), name="gloper-reconciler",
+                                        daemon=True)
+        self._thread.start()
+
+    def stop(self, worker: Any) -> None:
+        self._stop.set()
+
+    def _run(self, app: Celery) -> None:
+        from gloper_jobs.store.db import Store
+        from gloper_jobs.submission import reconcile
+        from schedulers.publish import CeleryPublisher
+
+        settings: Settings = app.conf.gloper_settings
+        publish = CeleryPublisher(app)
+        while not self._stop.wait(settings.stale_seconds / 2):
+            store = None
+            try:
+                store = Store(settings.database_url, migrate=False)
+                n = reconcile(store, settings, publish)
+                if n:
+                    log.warning("re-enqueued %d stale item(s) (their worker stopped heartbeating)", n)
+            except Exception as exc:  # noqa: BLE001 - store or broker down: next pass
+                log.warning("reconciler pass failed: %s", exc)
+            finally:
+                if store is not None:
+                    store.dispose()  # hold no connection across the pool's forks
+
+
 def install(app: Celery) -> None:
-    """Add the boot check to ``app``'s workers."""
+    """Add the boot check and the reconciler to ``app``'s workers."""
     app.steps["worker"].add(BootCheck)
+    app.steps["worker"].add(Reconciler)
 
 
 def context() -> WorkerContext:

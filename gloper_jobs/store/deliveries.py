@@ -9,9 +9,10 @@ here, in the item row, so it survives any worker:
   the cap allows without finishing. With ``acks_late`` and
   ``reject_on_worker_lost`` a photo that kills its worker comes back; the count in
   the store ends that loop.
-- :func:`beat` writes ``heartbeat_at`` while an item runs; :func:`reset_stale`
-  (the reconciler) puts running items whose heartbeat stopped (their worker is
-  gone) back to pending, for ``gloper resume`` to enqueue again.
+- :func:`beat` writes ``heartbeat_at`` while an item runs; :func:`lock_stale`
+  finds running items whose heartbeat stopped (their worker is gone, or its task
+  was cancelled when the broker connection dropped) for the reconciler
+  (:func:`gloper_jobs.submission.reconcile`) to enqueue again.
 - Results are written by :func:`gloper_jobs.store.repository.record_success`, an
   upsert on ``(item_id, name)``: a redelivered item rewrites its rows, never adds.
 """
@@ -107,13 +108,26 @@ def ids_to_enqueue(session: Session, job_id: int, include_queued: bool = False) 
     return [int(i) for i in rows.all() if i is not None]
 
 
-def reset_stale(session: Session, job_id: int | None, stale_seconds: float) -> int:
-    """The reconciler: running items whose heartbeat is older than ``stale_seconds`` (their
-    worker stopped) go back to pending; their delivery count is kept. Returns how many."""
-    stmt = update(Item).where(_stale_condition(stale_seconds))
+def lock_stale(session: Session, job_id: int | None, stale_seconds: float) -> list[Item]:
+    """Running items of running jobs (``job_id`` or all) whose heartbeat is older than
+    ``stale_seconds``: their worker stopped. Locked for this transaction (other
+    reconcilers skip them on PostgreSQL), in path order."""
+    stmt = (select(Item).join(Job, col(Job.id) == col(Item.job_id))
+            .where(_stale_condition(stale_seconds), Job.status == JobStatus.running.value))
     if job_id is not None:
         stmt = stmt.where(Item.job_id == job_id)
-    result = session.execute(stmt.values(status=ItemStatus.pending.value, heartbeat_at=None))
+    stmt = stmt.order_by(col(Item.job_id), col(Item.rel_path)).with_for_update(of=Item, skip_locked=True)
+    return list(session.exec(stmt).all())
+
+
+def requeue_stale(session: Session, item_ids: Sequence[int]) -> int:
+    """Stale running items whose task was published again become ``queued`` (deliveries kept)."""
+    if not item_ids:
+        return 0
+    result = session.execute(
+        update(Item).where(col(Item.id).in_(list(item_ids)), Item.status == ItemStatus.running.value)
+        .values(status=ItemStatus.queued.value, heartbeat_at=None),
+    )
     return int(result.rowcount or 0)
 
 
