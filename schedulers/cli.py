@@ -14,7 +14,8 @@ from typing import Any
 
 import click
 
-from gloper_jobs.cli import _params, method_option, param_option, profile_option
+from gloper_jobs.cli_options import method_option, param_option, profile_option
+from gloper_jobs.cli_options import parse_params as _params
 
 
 @click.group(name="__root__")
