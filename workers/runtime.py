@@ -13,7 +13,6 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import logging
-import threading
 from typing import TYPE_CHECKING, Any
 
 from celery import Celery, bootsteps
@@ -67,50 +66,52 @@ class Reconciler(bootsteps.StartStopStep):
 
     A task cancelled when the broker connection dropped, or whose worker died
     with its whole node, stays unacknowledged in Redis until the visibility
-    timeout (hours): this brings it back within ``stale_seconds``. Runs in the
-    worker's main process (a thread; it touches only the store and the broker).
+    timeout (hours): this brings it back within ``stale_seconds``. It runs on the
+    consumer's timer in the main thread: a thread of its own could hold a lock
+    (the import lock, a connection) at the moment the pool forks, and the new
+    pool process would hang on it.
     """
 
-    requires = (BootCheck,)
+    requires = ("celery.worker.consumer.connection:Connection",)
 
-    def __init__(self, worker: Any, **kwargs: Any) -> None:
-        super().__init__(worker, **kwargs)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+    def __init__(self, consumer: Any, **kwargs: Any) -> None:
+        super().__init__(consumer, **kwargs)
+        self._timer_ref: Any = None
+        self._store: Any = None
 
-    def start(self, worker: Any) -> None:
-        self._thread = threading.Thread(target=self._run, args=(worker.app,), name="gloper-reconciler",
-                                        daemon=True)
-        self._thread.start()
+    def start(self, consumer: Any) -> None:
+        settings: Settings = consumer.app.conf.gloper_settings
+        self._timer_ref = consumer.timer.call_repeatedly(settings.stale_seconds / 2, self._pass,
+                                                         (consumer.app,), priority=10)
 
-    def stop(self, worker: Any) -> None:
-        self._stop.set()
+    def stop(self, consumer: Any) -> None:
+        if self._timer_ref is not None:
+            self._timer_ref.cancel()
+            self._timer_ref = None
 
-    def _run(self, app: Celery) -> None:
+    def _pass(self, app: Celery) -> None:
         from gloper_jobs.store.db import Store
         from gloper_jobs.submission import reconcile
         from schedulers.publish import CeleryPublisher
 
         settings: Settings = app.conf.gloper_settings
-        publish = CeleryPublisher(app)
-        while not self._stop.wait(settings.stale_seconds / 2):
-            store = None
-            try:
-                store = Store(settings.database_url, migrate=False)
-                n = reconcile(store, settings, publish)
-                if n:
-                    log.warning("re-enqueued %d stale item(s) (their worker stopped heartbeating)", n)
-            except Exception as exc:  # noqa: BLE001 - store or broker down: next pass
-                log.warning("reconciler pass failed: %s", exc)
-            finally:
-                if store is not None:
-                    store.dispose()  # hold no connection across the pool's forks
+        try:
+            if self._store is None:
+                self._store = Store(settings.database_url, migrate=False)
+            n = reconcile(self._store, settings, CeleryPublisher(app))
+            if n:
+                log.warning("re-enqueued %d stale item(s) (their worker stopped heartbeating)", n)
+        except Exception as exc:  # noqa: BLE001 - store or broker down: the next pass retries
+            log.warning("reconciler pass failed: %s", exc)
+        finally:
+            if self._store is not None:
+                self._store.dispose()  # hold no connection across the pool's forks
 
 
 def install(app: Celery) -> None:
     """Add the boot check and the reconciler to ``app``'s workers."""
     app.steps["worker"].add(BootCheck)
-    app.steps["worker"].add(Reconciler)
+    app.steps["consumer"].add(Reconciler)
 
 
 def context() -> WorkerContext:
