@@ -72,7 +72,7 @@ def test_celery_config_is_json_only_late_ack_one_prefetch() -> None:
     assert conf["task_acks_late"] and conf["task_reject_on_worker_lost"]
     assert conf["worker_prefetch_multiplier"] == 1
     assert conf["worker_cancel_long_running_tasks_on_connection_loss"] is True
-    assert conf["worker_send_task_events"] and conf["task_send_sent_event"]
+    assert conf["worker_send_task_events"] and not conf["task_send_sent_event"]
     assert conf["broker_transport_options"]["visibility_timeout"] == 9999
     assert conf["task_annotations"]["gloper.extract"] == {"soft_time_limit": 10, "time_limit": 20}
 
