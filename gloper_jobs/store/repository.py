@@ -89,10 +89,12 @@ def add_items(session: Session, job: Job, items: Iterable[DatasetItem], batch: i
     def flush_rows() -> int:
         if not rows:
             return 0
-        stmt = _insert(session, Item).values(rows).on_conflict_do_nothing(
+        # executemany with a statement compiled once (SQLAlchemy's "insertmanyvalues"):
+        # compiling one 2,000-row VALUES clause per batch cost ~0.2 ms per item.
+        stmt = _insert(session, Item.__table__).on_conflict_do_nothing(
             index_elements=["job_id", "rel_path"]
-        ).returning(col(Item.id))
-        n = len(session.execute(stmt).all())  # RETURNING: psycopg's rowcount is -1 here
+        ).returning(Item.__table__.c.id)
+        n = len(session.connection().execute(stmt, rows).all())  # RETURNING: psycopg's rowcount is -1
         rows.clear()
         return n
 
