@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from gloper_jobs.cache import SegmenterCache
+from gloper_jobs.evaluation import score_item
 from gloper_jobs.exceptions import GloperError, PermanentError, TransientError
 from gloper_jobs.pipeline import ForegroundFn, item_output_dir, process_photo
 from gloper_jobs.runner import build_foreground, build_segmenter, configure_torch
 from gloper_jobs.settings import Settings
-from gloper_jobs.store import ItemStatus, Store
+from gloper_jobs.store import Item, ItemStatus, Job, JobKind, Store
 from gloper_jobs.store import deliveries as dl
 from gloper_jobs.store import repository as repo
 
@@ -125,7 +126,8 @@ class ItemResult:
 def execute_item(ctx: WorkerContext, item_id: int, retries: int = 0) -> ItemResult:
     """Claim item ``item_id``, segment its photo and record the result in the store.
 
-    ``retries`` is how many times the task was retried after a transient error
+    Extract items are segmented; evaluate items only score the masks their source
+    extract job stored. ``retries`` is how many times the task was retried after a transient error
     (those deliveries ended cleanly and do not count against the delivery cap).
     A bad photo or any other error becomes a failed item with its message and
     traceback. A :class:`TransientError` puts the item back to ``queued`` and is
@@ -139,6 +141,8 @@ def execute_item(ctx: WorkerContext, item_id: int, retries: int = 0) -> ItemResu
     item, job = claim.item, claim.job
     try:
         with Heartbeat(ctx.store, item_id, ctx.settings.heartbeat_seconds):
+            if job.kind == JobKind.evaluate.value:
+                return _record_scores(ctx, job, item)
             segmenter = ctx.segmenters.get(job.method, job.profile, dict(job.params))
             outcome = process_photo(
                 Path(item.path), segmenter, item_output_dir(Path(job.results_dir), item.rel_path),
@@ -168,3 +172,17 @@ def execute_item(ctx: WorkerContext, item_id: int, retries: int = 0) -> ItemResu
         )
         dl.finish_job_if_drained(s, job.id or 0)
     return ItemResult(item_id, ItemStatus.done.value)
+
+
+def _record_scores(ctx: WorkerContext, job: Job, item: Item) -> ItemResult:
+    """An evaluate item: score the source's stored masks, record them (no segmentation)."""
+    with ctx.store.session() as s:
+        scored = score_item(s, job, item)
+        src = scored.source
+        repo.record_success(
+            s, item.id or 0, scored.candidates, choice=src.choice or "", seconds=scored.seconds,
+            width=src.width or 0, height=src.height or 0, foreground_fraction=src.foreground_fraction,
+            foreground_fallback=src.foreground_fallback, note=src.note, host=ctx.host, device="cpu",
+        )
+        dl.finish_job_if_drained(s, job.id or 0)
+    return ItemResult(item.id or 0, ItemStatus.done.value)

@@ -9,12 +9,14 @@ run): submitting the same thing again finds the same job and adds no rows.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from sqlmodel import select
+
 from gloper_jobs.datasets import iter_dataset
-from gloper_jobs.exceptions import DatasetError
+from gloper_jobs.exceptions import DatasetError, JobNotFoundError
 from gloper_jobs.methods.registry import get_segmenter_class
 from gloper_jobs.queues import queue_name
 from gloper_jobs.runner import build_segmenter
@@ -54,13 +56,7 @@ def record_extract_job(store: Store, settings: Settings, dataset: Path, method: 
     The method is built once here to validate its parameters and compute the job's
     identity; it loads no weights. Raises :class:`DatasetError` for an empty folder.
     """
-    segmenter = build_segmenter(method, settings, profile, params)
-    spec = repo.JobSpec(
-        kind=JobKind.extract.value, dataset=str(Path(dataset).resolve()), method=method,
-        params=segmenter.params.identity(), profile=profile,
-        foreground_model=settings.foreground_model if foreground else "none",
-        eval_size=settings.eval_size, results_root=str(settings.results_dir.resolve()),
-    )
+    spec = _extract_spec(settings, dataset, method, profile, params, foreground)
     items = iter_dataset(Path(dataset))
     with store.session() as s:
         job, created = repo.get_or_create_job(s, spec)
@@ -70,6 +66,46 @@ def record_extract_job(store: Store, settings: Settings, dataset: Path, method: 
         job.queue = queue_name(job.kind, on_device or device_class(method))
         dl.reopen_job(s, job)
     return Submission(job, created, added)
+
+
+def record_evaluate_job(store: Store, settings: Settings, dataset: Path, method: str,
+                        profile: str | None = None, params: dict[str, Any] | None = None,
+                        foreground: bool = True) -> Submission:
+    """Record an evaluate job over the extract job with these settings (idempotent).
+
+    Its items are the extract job's labelled, finished photos; they go to
+    ``evaluate.cpu``. Raises :class:`JobNotFoundError` when no such extract job exists.
+    """
+    from gloper_jobs.datasets import DatasetItem
+    from gloper_jobs.evaluation import labelled_done_items
+
+    extract = _extract_spec(settings, dataset, method, profile, params, foreground)
+    with store.session() as s:
+        source = s.exec(select(Job).where(Job.key == extract.key)).first()
+        if source is None or source.id is None:
+            raise JobNotFoundError(
+                f"no extract job of {method} with these settings on {dataset}: submit it first with "
+                "`gloper submit extract` (same --method, --profile and --param)")
+        spec = replace(extract, kind=JobKind.evaluate.value, params={**extract.params, "source_job": source.id})
+        job, created = repo.get_or_create_job(s, spec)
+        todo = [DatasetItem(i.rel_path, Path(i.path), i.species, Path(i.label_path) if i.label_path else None)
+                for i in labelled_done_items(s, source.id)]
+        added = repo.add_items(s, job, todo, batch=settings.submit_batch)
+        job.results_dir = source.results_dir  # the masks it scores
+        job.queue = queue_name(job.kind, "cpu")
+        dl.reopen_job(s, job)
+    return Submission(job, created, added)
+
+
+def _extract_spec(settings: Settings, dataset: Path, method: str, profile: str | None,
+                  params: dict[str, Any] | None, foreground: bool) -> repo.JobSpec:
+    segmenter = build_segmenter(method, settings, profile, params)
+    return repo.JobSpec(
+        kind=JobKind.extract.value, dataset=str(Path(dataset).resolve()), method=method,
+        params=segmenter.params.identity(), profile=profile,
+        foreground_model=settings.foreground_model if foreground else "none",
+        eval_size=settings.eval_size, results_root=str(settings.results_dir.resolve()),
+    )
 
 
 def batches(ids: Sequence[int], size: int) -> Iterator[Sequence[int]]:

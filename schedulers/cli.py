@@ -50,7 +50,7 @@ def _plugins(settings: Any) -> None:
 
 
 @commands.command()
-@click.argument("kind", type=click.Choice(["extract"]))
+@click.argument("kind", type=click.Choice(["extract", "evaluate"]))
 @click.argument("dataset", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @method_option
 @profile_option
@@ -62,18 +62,25 @@ def submit(kind: str, dataset: Path, method: str | None, profile: str | None, pa
            no_foreground: bool, device_class: str | None) -> None:
     """Record a job over DATASET and enqueue its unfinished items; prints the job id.
 
-    Submitting the same dataset and settings again adds no rows and enqueues only
-    what is unfinished. (Only KIND=extract is implemented so far.)
+    KIND is extract (segment every photo) or evaluate (score the masks the extract
+    job with the same settings stored, against the labels). Submitting the same
+    dataset and settings again adds no rows and enqueues only what is unfinished.
+    (Training/calibration jobs are not implemented yet.)
     """
     from gloper_jobs import defaults
-    from gloper_jobs.submission import enqueue_unfinished, record_extract_job
+    from gloper_jobs.submission import enqueue_unfinished, record_evaluate_job, record_extract_job
 
     settings = _settings()
     _plugins(settings)
     store = _store(settings)
     t0 = time.perf_counter()
-    sub = record_extract_job(store, settings, dataset, method or defaults.DEFAULT_METHOD, profile,
-                             _params(params), foreground=not no_foreground, on_device=device_class)
+    method = method or defaults.DEFAULT_METHOD
+    if kind == "evaluate":
+        sub = record_evaluate_job(store, settings, dataset, method, profile, _params(params),
+                                  foreground=not no_foreground)
+    else:
+        sub = record_extract_job(store, settings, dataset, method, profile, _params(params),
+                                 foreground=not no_foreground, on_device=device_class)
     sub.enqueued = enqueue_unfinished(store, sub.job, _publisher(settings), settings.submit_batch)
     state = "new job" if sub.created else "existing job"
     click.echo(f"job {sub.job.id} ({state}): {sub.job.n_items} items, {sub.added} new, {sub.enqueued} enqueued "

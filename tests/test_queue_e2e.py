@@ -57,6 +57,11 @@ def test_two_workers_drain_kmeans_and_gloper_like_the_embedded_run(
         cluster.start_worker("cpu1")
         cluster.start_worker("cpu2")
         cluster.wait_for(lambda: drained(store, km_job) and drained(store, gl_job), 600, "both jobs to finish")
+        # An evaluate job scores the stored k-means masks on the same workers (evaluate.cpu).
+        ev = cluster.gloper("submit", "evaluate", str(dataset), "--method", "kmeans")
+        ev_job = _job_id(ev.stdout)
+        assert f"{n_photos - 1} enqueued on evaluate.cpu" in ev.stdout  # labelled and done
+        cluster.wait_for(lambda: drained(store, ev_job), 300, "the evaluate job to finish")
         # The same submission again: no new rows, nothing enqueued (everything is finished).
         again = cluster.gloper("submit", "extract", str(dataset), "--method", "kmeans")
         assert _job_id(again.stdout) == km_job
@@ -77,6 +82,12 @@ def test_two_workers_drain_kmeans_and_gloper_like_the_embedded_run(
         assert all(i.deliveries == 1 for i in done)
         # exactly one row per (item, candidate)
         assert all(n == 1 for _, _, n in candidate_rows(store, job_id))
+    assert counts(store, ev_job) == {"done": n_photos - 1}
+    extracted = {r[0]: r for r in _table(store, km_job)[1]}
+    evaluated = {r[0]: r for r in _table(store, ev_job)[1]}
+    assert evaluated.keys() == extracted.keys()
+    for path, row in evaluated.items():  # stored (photo-size) masks rescored: close, same choice
+        assert row[3] == extracted[path][3] and abs(row[4] - extracted[path][4]) < 0.02
     workers = {i.worker.split("@")[0] for i in items(store, km_job).values() if i.worker}
     assert workers <= {"cpu1", "cpu2"} and workers, workers
     assert "done 10" in status and "per worker" in status

@@ -197,3 +197,34 @@ def test_reconciler_requeues_only_items_whose_heartbeat_stopped(settings: Settin
     with store.session() as s:  # still running and stale: the next pass tries again
         assert s.get(Item, ids[0]).status == "running"
     assert reconcile(store, settings, Recorder()) == 1
+
+
+def test_evaluate_job_scores_the_stored_masks_without_segmenting(settings: Settings, dataset: Path) -> None:
+    from gloper_jobs.execution import WorkerContext, execute_item
+    from gloper_jobs.reports import item_scores
+    from gloper_jobs.runner import run_dataset
+    from gloper_jobs.store import repository as repo
+    from gloper_jobs.submission import record_evaluate_job
+
+    with pytest.raises(Exception, match="submit it first"):
+        record_evaluate_job(Store(settings.database_url), settings, dataset, "kmeans", foreground=False)
+    summary = run_dataset(dataset, "kmeans", settings, foreground=False, progress=False)
+    store = Store(settings.database_url)
+    sub = record_evaluate_job(store, settings, dataset, "kmeans", foreground=False)
+    assert sub.job.kind == "evaluate" and sub.job.queue == "evaluate.cpu"
+    assert sub.added == summary.job.n_items and sub.job.params["source_job"] == summary.job.id
+    assert record_evaluate_job(store, settings, dataset, "kmeans", foreground=False).added == 0
+    ctx = WorkerContext.boot(settings, "test", preload=False)
+    pub = Recorder()
+    enqueue_unfinished(store, sub.job, pub, batch=100)
+    results = [execute_item(ctx, i) for i in pub.ids]
+    assert {r.status for r in results} == {"done"}
+    assert ctx.segmenters.builds == 0  # nothing was segmented
+    with store.session() as s:
+        extracted = {x.rel_path: x for x in item_scores(repo.item_candidates(s, summary.job.id))}
+        evaluated = {x.rel_path: x for x in item_scores(repo.item_candidates(s, sub.job.id))}
+        assert repo.get_job(s, sub.job.id).status == "done"
+    assert evaluated.keys() == extracted.keys() and evaluated
+    for path, ev in evaluated.items():
+        assert ev.choice == extracted[path].choice
+        assert ev.oracle_dice == pytest.approx(extracted[path].oracle_dice, abs=0.02)

@@ -38,3 +38,11 @@ def extract(self: Task, item_id: int) -> dict[str, Any]:
     from gloper_jobs.execution import execute_item  # torch loads in the child, not at import
 
     return execute_item(runtime.context(), item_id, retries=self.request.retries).as_dict()
+
+
+@app.task(name=TASK_NAMES["evaluate"], **_retry_options)
+def evaluate(self: Task, item_id: int) -> dict[str, Any]:
+    """Score the stored masks of one photo against its label and record the scores."""
+    from gloper_jobs.execution import execute_item
+
+    return execute_item(runtime.context(), item_id, retries=self.request.retries).as_dict()
