@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import func
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from gloper_jobs.store import deliveries as dl
@@ -62,7 +63,7 @@ def job_progress(session: Session, job: Job, stale_seconds: float, n_errors: int
     counts = status_counts(session, job.id)
     finished = [ItemStatus.done.value, ItemStatus.failed.value]
     span = session.exec(select(func.min(Item.finished_at), func.max(Item.finished_at), func.count()).where(
-        Item.job_id == job.id, col(Item.status).in_(finished), col(Item.finished_at) >= now - RATE_WINDOW,
+        col(Item.job_id) == job.id, col(Item.status).in_(finished), col(Item.finished_at) >= now - RATE_WINDOW,
     )).one()
     per_hour: float | None = None
     first, last, n = span
@@ -74,10 +75,10 @@ def job_progress(session: Session, job: Job, stale_seconds: float, n_errors: int
     progress = JobProgress(job, counts, per_hour, None, len(dl.stale_items(session, job.id, stale_seconds)))
     if per_hour and progress.remaining:
         progress.eta = timedelta(hours=progress.remaining / per_hour)
-    rows = session.exec(
-        select(Item.host, Item.device, Item.worker, func.count(), func.avg(Item.seconds))
-        .where(Item.job_id == job.id, Item.status == ItemStatus.done.value)
-        .group_by(Item.host, Item.device, Item.worker).order_by(col(Item.worker))
+    rows = session.execute(  # five columns: SQLAlchemy's select (sqlmodel's stops at four)
+        sa_select(col(Item.host), col(Item.device), col(Item.worker), func.count(), func.avg(col(Item.seconds)))
+        .where(col(Item.job_id) == job.id, col(Item.status) == ItemStatus.done.value)
+        .group_by(col(Item.host), col(Item.device), col(Item.worker)).order_by(col(Item.worker))
     ).all()
     progress.workers = [WorkerRow(h or "?", d or "?", w or "?", int(c), float(s or 0.0)) for h, d, w, c, s in rows]
     progress.errors = [(it.rel_path, it.error or "") for it in latest_errors(session, job.id, n_errors)]

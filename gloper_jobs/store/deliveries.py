@@ -22,11 +22,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import ColumnElement, and_, or_, update
 from sqlmodel import Session, col, select
 
 from gloper_jobs.store.models import Item, ItemStatus, Job, JobStatus, utcnow
+
+
+def _rowcount(result: Any) -> int:
+    """Rows an UPDATE changed (a CursorResult's rowcount; typed loosely by SQLAlchemy)."""
+    return int(result.rowcount or 0)
+
 
 #: statuses a delivered task may start from
 STARTABLE = (ItemStatus.pending.value, ItemStatus.queued.value, ItemStatus.running.value)
@@ -89,13 +96,13 @@ def claim(session: Session, item_id: int, *, cap: int, host: str | None, worker:
 
 def release(session: Session, item_id: int, error: str, traceback_text: str | None) -> None:
     """Put a running item back to ``queued`` after a transient error (a retry follows)."""
-    session.execute(update(Item).where(col(Item.id) == item_id, Item.status == ItemStatus.running.value)
+    session.execute(update(Item).where(col(Item.id) == item_id, col(Item.status) == ItemStatus.running.value)
                     .values(status=ItemStatus.queued.value, error=error, traceback=traceback_text))
 
 
 def beat(session: Session, item_id: int) -> None:
     """Write a running item's heartbeat."""
-    session.execute(update(Item).where(col(Item.id) == item_id, Item.status == ItemStatus.running.value)
+    session.execute(update(Item).where(col(Item.id) == item_id, col(Item.status) == ItemStatus.running.value)
                     .values(heartbeat_at=utcnow()))
 
 
@@ -103,7 +110,7 @@ def ids_to_enqueue(session: Session, job_id: int, include_queued: bool = False) 
     """Ids of the job's pending items (and queued ones, whose messages the broker may have
     lost, when ``include_queued``), in path order."""
     statuses = list(UNFINISHED) if include_queued else [ItemStatus.pending.value]
-    rows = session.exec(select(Item.id).where(Item.job_id == job_id, col(Item.status).in_(statuses))
+    rows = session.exec(select(Item.id).where(col(Item.job_id) == job_id, col(Item.status).in_(statuses))
                         .order_by(col(Item.rel_path)))
     return [int(i) for i in rows.all() if i is not None]
 
@@ -113,9 +120,9 @@ def lock_stale(session: Session, job_id: int | None, stale_seconds: float) -> li
     ``stale_seconds``: their worker stopped. Locked for this transaction (other
     reconcilers skip them on PostgreSQL), in path order."""
     stmt = (select(Item).join(Job, col(Job.id) == col(Item.job_id))
-            .where(_stale_condition(stale_seconds), Job.status == JobStatus.running.value))
+            .where(_stale_condition(stale_seconds), col(Job.status) == JobStatus.running.value))
     if job_id is not None:
-        stmt = stmt.where(Item.job_id == job_id)
+        stmt = stmt.where(col(Item.job_id) == job_id)
     stmt = stmt.order_by(col(Item.job_id), col(Item.rel_path)).with_for_update(of=Item, skip_locked=True)
     return list(session.exec(stmt).all())
 
@@ -125,15 +132,15 @@ def requeue_stale(session: Session, item_ids: Sequence[int]) -> int:
     if not item_ids:
         return 0
     result = session.execute(
-        update(Item).where(col(Item.id).in_(list(item_ids)), Item.status == ItemStatus.running.value)
+        update(Item).where(col(Item.id).in_(list(item_ids)), col(Item.status) == ItemStatus.running.value)
         .values(status=ItemStatus.queued.value, heartbeat_at=None),
     )
-    return int(result.rowcount or 0)
+    return _rowcount(result)
 
 
 def _stale_condition(stale_seconds: float) -> ColumnElement[bool]:
     cutoff = utcnow() - timedelta(seconds=stale_seconds)
-    return and_(Item.status == ItemStatus.running.value,
+    return and_(col(Item.status) == ItemStatus.running.value,
                 or_(col(Item.heartbeat_at).is_(None), col(Item.heartbeat_at) < cutoff))
 
 
@@ -141,7 +148,7 @@ def stale_items(session: Session, job_id: int | None, stale_seconds: float) -> S
     """Running items (of ``job_id``, or of every job) whose heartbeat stopped."""
     stmt = select(Item).where(_stale_condition(stale_seconds))
     if job_id is not None:
-        stmt = stmt.where(Item.job_id == job_id)
+        stmt = stmt.where(col(Item.job_id) == job_id)
     return session.exec(stmt.order_by(col(Item.id))).all()
 
 
@@ -154,21 +161,21 @@ def mark_queued(session: Session, item_ids: Sequence[int]) -> int:
     if not item_ids:
         return 0
     result = session.execute(
-        update(Item).where(col(Item.id).in_(list(item_ids)), Item.status == ItemStatus.pending.value)
+        update(Item).where(col(Item.id).in_(list(item_ids)), col(Item.status) == ItemStatus.pending.value)
         .values(status=ItemStatus.queued.value),
     )
-    return int(result.rowcount or 0)
+    return _rowcount(result)
 
 
 def requeue_failed(session: Session, job_id: int) -> int:
     """Failed items back to pending with their delivery count reset; returns how many."""
     result = session.execute(
-        update(Item).where(Item.job_id == job_id, Item.status == ItemStatus.failed.value).values(
+        update(Item).where(col(Item.job_id) == job_id, col(Item.status) == ItemStatus.failed.value).values(
             status=ItemStatus.pending.value, deliveries=0, error=None, traceback=None,
             started_at=None, heartbeat_at=None, finished_at=None,
         )
     )
-    return int(result.rowcount or 0)
+    return _rowcount(result)
 
 
 def cancel_job(session: Session, job: Job) -> int:
@@ -177,10 +184,10 @@ def cancel_job(session: Session, job: Job) -> int:
     job.updated_at = utcnow()
     session.add(job)
     result = session.execute(
-        update(Item).where(Item.job_id == job.id, col(Item.status).in_(UNFINISHED))
+        update(Item).where(col(Item.job_id) == job.id, col(Item.status).in_(UNFINISHED))
         .values(status=ItemStatus.cancelled.value, finished_at=utcnow())
     )
-    return int(result.rowcount or 0)
+    return _rowcount(result)
 
 
 def reopen_job(session: Session, job: Job) -> None:
@@ -189,16 +196,16 @@ def reopen_job(session: Session, job: Job) -> None:
         job.status = JobStatus.running.value
         job.updated_at = utcnow()
         session.add(job)
-    session.execute(update(Item).where(Item.job_id == job.id, Item.status == ItemStatus.cancelled.value)
+    session.execute(update(Item).where(col(Item.job_id) == job.id, col(Item.status) == ItemStatus.cancelled.value)
                     .values(status=ItemStatus.pending.value, finished_at=None))
 
 
 def finish_job_if_drained(session: Session, job_id: int) -> bool:
     """Mark the job done when no item is pending, queued or running; returns whether it is."""
     busy = session.exec(select(Item.id).where(
-        Item.job_id == job_id, col(Item.status).in_(STARTABLE)).limit(1)).first()
+        col(Item.job_id) == job_id, col(Item.status).in_(STARTABLE)).limit(1)).first()
     if busy is not None:
         return False
-    session.execute(update(Job).where(col(Job.id) == job_id, Job.status == JobStatus.running.value)
+    session.execute(update(Job).where(col(Job.id) == job_id, col(Job.status) == JobStatus.running.value)
                     .values(status=JobStatus.done.value, updated_at=utcnow()))
     return True
