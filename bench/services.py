@@ -32,6 +32,9 @@ def services(workdir: Path, **extra_env: str) -> Iterator[Cluster]:
         cluster.stop()
         redis.stop()
         pg.stop()
+        import shutil
+
+        shutil.rmtree(redis.workdir, ignore_errors=True)
 
 
 def wait_drained(cluster: Cluster, job_id: int, timeout: float = 1800) -> float:

@@ -160,6 +160,7 @@ def resume_job(store: Store, settings: Settings, job_id: int, publish: Publisher
     sub = Submission(job, False, 0)
     sub.requeued_stale = reconcile(store, settings, publish, job_id)
     sub.enqueued = enqueue_unfinished(store, job, publish, settings.submit_batch, include_queued)
+    _close_if_drained(store, job)
     return sub
 
 
@@ -172,7 +173,15 @@ def retry_failed(store: Store, settings: Settings, job_id: int, publish: Publish
     sub = Submission(job, False, 0)
     sub.enqueued = enqueue_unfinished(store, job, publish, settings.submit_batch)
     sub.added = n
+    _close_if_drained(store, job)
     return sub
+
+
+def _close_if_drained(store: Store, job: Job) -> None:
+    """A reopened job with nothing left to run is done again (no worker would close it)."""
+    with store.session() as s:
+        if dl.finish_job_if_drained(s, job.id or 0):
+            job.status = repo.get_job(s, job.id).status
 
 
 def cancel(store: Store, job_id: int) -> tuple[Job, int]:

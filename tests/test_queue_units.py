@@ -10,6 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from sqlmodel import select
 
 from gloper_jobs.exceptions import ConfigurationError
 from gloper_jobs.settings import Settings
@@ -118,6 +119,16 @@ def test_submitting_twice_adds_no_rows_and_enqueues_only_unfinished(settings: Se
     again = record_extract_job(store, settings, dataset, "kmeans")
     assert not again.created and again.added == 0 and again.job.id == first.job.id
     assert enqueue_unfinished(store, again.job, Recorder(), batch=3) == 0  # all queued or done
+    from gloper_jobs.submission import resume_job
+
+    with store.session() as s:  # everything finished: a resume enqueues nothing and closes the job
+        for it in s.exec(select(Item).where(Item.job_id == first.job.id)).all():
+            it.status = "done"
+    resumed = resume_job(store, settings, first.job.id, Recorder())
+    assert resumed.enqueued == 0 and resumed.job.status == "done"
+    with store.session() as s:
+        for it in s.exec(select(Item).where(Item.job_id == first.job.id, Item.id != done_id)).all():
+            it.status = "queued"
     pub2 = Recorder()
     assert enqueue_unfinished(store, again.job, pub2, batch=100, include_queued=True) == first.job.n_items - 1
     assert done_id not in pub2.ids
