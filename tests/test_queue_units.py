@@ -103,6 +103,10 @@ def test_gpu_workers_are_one_process_per_card_with_its_device() -> None:
     cpu = plan_workers("cpu", available=[], concurrency=2)
     assert len(cpu) == 1 and cpu[0].concurrency == 2 and cpu[0].env["CUDA_VISIBLE_DEVICES"] == ""
     assert cpu[0].queues == ["extract.cpu", "evaluate.cpu", "train.cpu"]
+    both = plan_workers("cpu", available=[], queues=["extract.cpu", "extract.gpu"])
+    assert both[0].queues == ["extract.cpu", "extract.gpu"]
+    with pytest.raises(ConfigurationError, match="unknown queue"):
+        plan_workers("cpu", available=[], queues=["extract.tpu"])
 
 
 def test_submitting_twice_adds_no_rows_and_enqueues_only_unfinished(settings: Settings, dataset: Path) -> None:

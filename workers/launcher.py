@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 
 from gloper_jobs.exceptions import ConfigurationError
-from gloper_jobs.queues import queues_for
+from gloper_jobs.queues import all_queues, queues_for
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,9 @@ def plan_workers(gpus: str, available: list[str], concurrency: int | None = None
     threads unless ``torch_threads`` is given. Raises :class:`ConfigurationError`.
     """
     host = "%h"
+    unknown = sorted(set(queues or []) - set(all_queues()))
+    if unknown:
+        raise ConfigurationError(f"unknown queue(s) {', '.join(unknown)}; valid: {', '.join(all_queues())}")
     if gpus == "cpu":
         n = concurrency or 1
         threads = torch_threads or max(1, (os.cpu_count() or 1) // n)
