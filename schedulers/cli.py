@@ -36,8 +36,8 @@ def _store(settings: Any) -> Any:
 
 
 def _publisher(settings: Any) -> Any:
-    from schedulers.publish import CeleryPublisher
     from workers.app import make_app
+    from workers.publish import CeleryPublisher
 
     return CeleryPublisher(make_app(settings))
 

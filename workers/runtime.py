@@ -92,7 +92,7 @@ class Reconciler(bootsteps.StartStopStep):
     def _pass(self, app: Celery) -> None:
         from gloper_jobs.store.db import Store
         from gloper_jobs.submission import reconcile
-        from schedulers.publish import CeleryPublisher
+        from workers.publish import CeleryPublisher
 
         settings: Settings = app.conf.gloper_settings
         try:
