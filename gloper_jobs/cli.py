@@ -11,17 +11,9 @@ from typing import Any
 
 import click
 
+from gloper_jobs.cli_options import method_option, param_option, profile_option
+from gloper_jobs.cli_options import parse_params as _params
 from gloper_jobs.exceptions import GloperError
-
-
-def _params(pairs: tuple[str, ...]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for pair in pairs:
-        if "=" not in pair:
-            raise click.BadParameter(f"{pair!r} is not KEY=VALUE (e.g. --param steps=50)", param_hint="--param")
-        k, v = pair.split("=", 1)
-        out[k.strip()] = v.strip()
-    return out
 
 
 def _settings(**overrides: Any) -> Any:
@@ -45,12 +37,6 @@ class _Group(click.Group):
 @click.version_option(package_name="gloper-jobs")
 def main() -> None:
     """gloper: extract animal coat patterns (GloPER and baselines) from photo archives."""
-
-
-method_option = click.option("--method", "-m", default=None, help="Method name (see `gloper methods`); default gloper.")
-profile_option = click.option("--profile", "-p", default=None, help="Parameter profile: cpu (default) or paper.")
-param_option = click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
-                            help="Override one method parameter, e.g. --param steps=50 --param local_sizes=8,16.")
 
 
 @main.command()

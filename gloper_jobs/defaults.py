@@ -58,3 +58,25 @@ EVAL_SIZE = 256  # Dice is computed at EVAL_SIZE x EVAL_SIZE over the whole fram
 
 # --- runs -------------------------------------------------------------------
 DEFAULT_METHOD = "gloper"
+
+# --- distributed path (workers/, schedulers/) --------------------------------
+BROKER_URL = "redis://127.0.0.1:6379/0"
+JOB_KINDS = ("extract", "evaluate", "train")
+# (soft, hard) seconds per task of each job kind. GloPER's paper profile on one
+# large photo takes minutes on a GPU; evaluation only reads PNGs.
+TIME_LIMITS = {"extract": (1800, 1860), "evaluate": (120, 150), "train": (1800, 1860)}
+RETRY_BACKOFF = 5  # s, first retry delay after a transient error; doubles each time
+RETRY_BACKOFF_MAX = 300  # s
+MAX_RETRIES = 8
+# Redis re-delivers an unacknowledged task after this long: above every hard limit
+# plus the longest retry delay (Settings.check_visibility_timeout enforces it).
+VISIBILITY_TIMEOUT = 7200
+MAX_DELIVERIES = 3  # deliveries that end without a result (dead worker) before failing
+HEARTBEAT_SECONDS = 10.0
+STALE_SECONDS = 120.0
+SUBMIT_BATCH = 1000
+# A worker's pool process loads torch, rembg and its models before taking a task;
+# Celery would kill it after 4 s (worker_proc_alive_timeout) without this.
+WORKER_BOOT_TIMEOUT = 300.0
+FLOWER_USER = "gloper"
+FLOWER_PORT = 5555

@@ -35,13 +35,52 @@ GLOPER_WEIGHTS_DIR         where downloads go and unset weights are looked for
 GLOPER_ALLOW_DOWNLOADS     ``1`` lets the pretrained baselines fetch missing
                            weights from where they are published (off)
 =========================  =====================================================
+
+The distributed path (``workers``/``schedulers``, the ``[queue]`` extra) adds:
+
+===============================  ===============================================
+variable                         meaning (default)
+===============================  ===============================================
+GLOPER_BROKER_URL                Redis broker (``redis://127.0.0.1:6379/0``)
+GLOPER_EXTRACT_SOFT_TIME_LIMIT   seconds before an extract task is told to stop
+                                 and its item fails (1800)
+GLOPER_EXTRACT_TIME_LIMIT        seconds before its process is killed (1860)
+GLOPER_EVALUATE_SOFT_TIME_LIMIT  the same for evaluate tasks (120)
+GLOPER_EVALUATE_TIME_LIMIT       (150)
+GLOPER_TRAIN_SOFT_TIME_LIMIT     the same for one calibration task (1800)
+GLOPER_TRAIN_TIME_LIMIT          (1860)
+GLOPER_RETRY_BACKOFF             first retry delay of a transient error, s (5)
+GLOPER_RETRY_BACKOFF_MAX         longest retry delay, s (300)
+GLOPER_MAX_RETRIES               retries of a transient error per delivery (8)
+GLOPER_VISIBILITY_TIMEOUT        Redis redelivers an unacknowledged task after
+                                 this many s; must exceed the longest hard limit
+                                 plus GLOPER_RETRY_BACKOFF_MAX (7200)
+GLOPER_MAX_DELIVERIES            deliveries of one item that end without a result
+                                 (its worker died) before it is failed (3)
+GLOPER_HEARTBEAT_SECONDS         how often a running item's heartbeat is written (10)
+GLOPER_STALE_SECONDS             a running item whose heartbeat is older is stale:
+                                 ``gloper resume`` re-enqueues it (120)
+GLOPER_SUBMIT_BATCH              items recorded and enqueued per batch (1000)
+GLOPER_WORKER_BOOT_TIMEOUT       seconds a new pool process may take to load its
+                                 models before Celery gives up on it (300)
+GLOPER_WORKER_DEVICE             the device a worker records (``gloper worker``
+                                 sets ``cuda:<k>`` per card; else what ran)
+GLOPER_PLUGINS                   comma-separated modules imported by workers and
+                                 the submitter before use (extra methods)
+GLOPER_FLOWER_USER               Flower basic-auth user (``gloper``)
+GLOPER_FLOWER_PASSWORD           Flower basic-auth password (required by
+                                 ``gloper flower``)
+GLOPER_FLOWER_PORT               Flower's port (5555)
+CUDA_VISIBLE_DEVICES             the cards ``gloper worker --gpus all`` may use
+                                 (else every card ``nvidia-smi`` lists)
+===============================  ===============================================
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from gloper_jobs import defaults
@@ -79,6 +118,30 @@ class Settings(BaseSettings):
     weights_dir: Path = defaults.WEIGHTS_DIR
     allow_downloads: bool = False
 
+    # --- distributed path (workers/, schedulers/) ---------------------------
+    broker_url: str = defaults.BROKER_URL
+    extract_soft_time_limit: int = defaults.TIME_LIMITS["extract"][0]
+    extract_time_limit: int = defaults.TIME_LIMITS["extract"][1]
+    evaluate_soft_time_limit: int = defaults.TIME_LIMITS["evaluate"][0]
+    evaluate_time_limit: int = defaults.TIME_LIMITS["evaluate"][1]
+    train_soft_time_limit: int = defaults.TIME_LIMITS["train"][0]
+    train_time_limit: int = defaults.TIME_LIMITS["train"][1]
+    retry_backoff: int = defaults.RETRY_BACKOFF
+    retry_backoff_max: int = defaults.RETRY_BACKOFF_MAX
+    max_retries: int = defaults.MAX_RETRIES
+    visibility_timeout: int = defaults.VISIBILITY_TIMEOUT
+    max_deliveries: int = defaults.MAX_DELIVERIES
+    heartbeat_seconds: float = defaults.HEARTBEAT_SECONDS
+    stale_seconds: float = defaults.STALE_SECONDS
+    submit_batch: int = defaults.SUBMIT_BATCH
+    worker_boot_timeout: float = defaults.WORKER_BOOT_TIMEOUT
+    worker_device: str | None = None
+    plugins: str = ""
+    flower_user: str = defaults.FLOWER_USER
+    flower_password: str | None = None
+    flower_port: int = defaults.FLOWER_PORT
+    visible_devices: str | None = Field(default=None, validation_alias="CUDA_VISIBLE_DEVICES")
+
     @field_validator("models_dir", "results_dir", "weights_dir", mode="after")
     @classmethod
     def _expand(cls, value: Path) -> Path:
@@ -105,12 +168,59 @@ class Settings(BaseSettings):
             raise ValueError("use auto, cpu, cuda or cuda:N")
         return value
 
-    @field_validator("max_image_pixels", "eval_size")
+    @field_validator(
+        "max_image_pixels", "eval_size", "extract_soft_time_limit", "extract_time_limit",
+        "evaluate_soft_time_limit", "evaluate_time_limit", "train_soft_time_limit",
+        "train_time_limit", "retry_backoff", "retry_backoff_max", "visibility_timeout",
+        "max_deliveries", "heartbeat_seconds", "stale_seconds", "submit_batch", "flower_port",
+        "worker_boot_timeout",
+    )
     @classmethod
     def _positive(cls, value: int) -> int:
         if value <= 0:
             raise ValueError("must be a positive integer")
         return value
+
+    @model_validator(mode="after")
+    def _limits_ordered(self) -> Settings:
+        for kind in defaults.JOB_KINDS:
+            soft, hard = self.time_limits(kind)
+            if soft >= hard:
+                raise ValueError(
+                    f"{kind}_soft_time_limit ({soft}) must be below {kind}_time_limit ({hard})"
+                )
+        if self.stale_seconds <= 2 * self.heartbeat_seconds:
+            raise ValueError(f"stale_seconds ({self.stale_seconds}) must exceed twice "
+                             f"heartbeat_seconds ({self.heartbeat_seconds})")
+        return self
+
+    def time_limits(self, kind: str) -> tuple[int, int]:
+        """``(soft, hard)`` seconds for one task of job kind ``kind``."""
+        soft = getattr(self, f"{kind}_soft_time_limit", None)
+        hard = getattr(self, f"{kind}_time_limit", None)
+        if soft is None or hard is None:
+            raise ConfigurationError(f"unknown job kind {kind!r}; use one of {', '.join(defaults.JOB_KINDS)}")
+        return int(soft), int(hard)
+
+    def check_visibility_timeout(self) -> None:
+        """Refuse a Redis visibility timeout that could redeliver a task still running.
+
+        Redis hands an unacknowledged task to another worker after
+        ``visibility_timeout`` seconds (celery#5935): it must exceed the longest hard
+        time limit plus the longest retry delay. Raises :class:`ConfigurationError`.
+        """
+        longest = max(self.time_limits(k)[1] for k in defaults.JOB_KINDS) + self.retry_backoff_max
+        if self.visibility_timeout <= longest:
+            raise ConfigurationError(
+                f"GLOPER_VISIBILITY_TIMEOUT={self.visibility_timeout} s must exceed the longest hard "
+                f"time limit plus GLOPER_RETRY_BACKOFF_MAX ({longest} s), or Redis would hand running "
+                f"tasks to a second worker; set GLOPER_VISIBILITY_TIMEOUT={longest * 2}"
+            )
+
+    @property
+    def plugin_modules(self) -> list[str]:
+        """``GLOPER_PLUGINS`` as a list of module names."""
+        return [m.strip() for m in self.plugins.split(",") if m.strip()]
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:

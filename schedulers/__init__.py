@@ -1,1 +1,1 @@
-"""Submitting side of gloper-jobs: scanning, fan-out, resume, sweeps ([queue])."""
+"""The submitting side of gloper-jobs: ``gloper submit``, ``status``, ``resume`` and friends."""

@@ -1,14 +1,23 @@
-"""Shared fixtures: the shared example photos, installed u2netp weights, a throwaway store."""
+"""Shared fixtures: example photos, u2netp weights, throwaway stores, and real Redis / PostgreSQL
+servers (started from the installed binaries) for the queue tests."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from gloper_jobs.settings import Settings
+from tests import queue_services as qs
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def _env(name: str) -> str | None:
+    # Tests read their own switches (GLOPER_TEST_*) here; the library reads only gloper_jobs.settings.
+    return os.environ.get(name) or None
 
 
 def examples_path() -> Path | None:
@@ -63,3 +72,59 @@ def synthetic_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("synthetic")
     make_dataset(root, per_species=1, size=96)
     return root
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url() -> Iterator[str]:
+    """A PostgreSQL server the tests may create databases on (their own unless told otherwise)."""
+    external = _env("GLOPER_TEST_DATABASE_URL")
+    if external:
+        yield external
+        return
+    try:
+        server = qs.start_postgres()
+    except (RuntimeError, OSError, KeyError) as exc:
+        pytest.skip(f"cannot start PostgreSQL: {exc}")
+    try:
+        yield server.admin_url
+    finally:
+        server.stop()
+
+
+@pytest.fixture()
+def database_url(pg_admin_url: str) -> Iterator[str]:
+    """A fresh, uniquely named database, dropped afterwards."""
+    url, name = qs.create_database(pg_admin_url)
+    try:
+        yield url
+    finally:
+        qs.drop_database(pg_admin_url, name)
+
+
+@pytest.fixture()
+def redis_server() -> Iterator[qs.RedisServer]:
+    """An own redis-server on a free port (append-only file), stopped and deleted afterwards."""
+    try:
+        server = qs.start_redis()
+    except (RuntimeError, OSError) as exc:
+        pytest.skip(f"cannot start redis-server: {exc}")
+    try:
+        yield server
+    finally:
+        server.stop()
+        import shutil
+
+        shutil.rmtree(server.workdir, ignore_errors=True)
+
+
+@pytest.fixture()
+def broker_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """GLOPER_TEST_REDIS_URL (flushed afterwards) or an own redis-server's URL."""
+    external = _env("GLOPER_TEST_REDIS_URL")
+    if not external:
+        yield request.getfixturevalue("redis_server").url
+        return
+    yield external
+    import redis
+
+    redis.Redis.from_url(external).flushdb()

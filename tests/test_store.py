@@ -2,46 +2,27 @@
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import inspect, text
 from sqlmodel import func, select
 
 from gloper_jobs.datasets import DatasetItem
 from gloper_jobs.exceptions import ConfigurationError, StoreUnavailableError
 from gloper_jobs.store import Candidate, Item, ItemStatus, Job, Store
 from gloper_jobs.store import repository as repo
-from gloper_jobs.store.db import head_revision, normalise_url
-
-
-def _pg_admin_url() -> str:
-    return os.environ.get("GLOPER_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+from gloper_jobs.store.db import head_revision
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh store URL: a SQLite file, or a new database on the tests' own PostgreSQL."""
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 's.db'}"
-        return
-    admin = normalise_url(_pg_admin_url())
-    name = f"gloper_test_{uuid.uuid4().hex[:10]}"
-    try:
-        engine = create_engine(admin, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3})
-        with engine.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception as exc:  # noqa: BLE001 - any failure means no server to test against
-        pytest.skip(f"no PostgreSQL at {admin} ({str(exc).splitlines()[0]}); set GLOPER_TEST_DATABASE_URL")
-    base = admin.rsplit("/", 1)[0]
-    try:
-        yield f"{base}/{name}"
-    finally:
-        with engine.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        engine.dispose()
+    else:
+        yield request.getfixturevalue("database_url")
 
 
 def _spec(tmp: str = "/tmp/r", **params: object) -> repo.JobSpec:

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Column, Text, UniqueConstraint
+from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -66,6 +66,7 @@ class Job(SQLModel, table=True):
     status: str = Field(default=JobStatus.pending.value, max_length=16, index=True)
     results_dir: str = Field(sa_column=Column(Text, nullable=False))
     n_items: int = 0
+    queue: str | None = Field(default=None, max_length=64)  # the distributed run's queue
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
 
@@ -74,7 +75,10 @@ class Item(SQLModel, table=True):
     """One photo of a job, its state and (once done) how it was made."""
 
     __tablename__ = "item"
-    __table_args__ = (UniqueConstraint("job_id", "rel_path", name="uq_item_job_rel_path"),)
+    __table_args__ = (
+        UniqueConstraint("job_id", "rel_path", name="uq_item_job_rel_path"),
+        Index("ix_item_job_status", "job_id", "status"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     job_id: int = Field(foreign_key="job.id", index=True)

@@ -67,7 +67,8 @@ def get_or_create_job(session: Session, spec: JobSpec) -> tuple[Job, bool]:
         params=spec.params, foreground_model=spec.foreground_model, eval_size=spec.eval_size,
         status=JobStatus.pending.value, results_dir="", n_items=0,
         created_at=utcnow(), updated_at=utcnow(),
-    ).on_conflict_do_nothing(index_elements=["key"]).returning(Job.id)
+    ).on_conflict_do_nothing(index_elements=["key"]).returning(col(Job.id))
+    # RETURNING, not rowcount: psycopg reports -1 for these inserts.
     created = session.execute(stmt).first() is not None
     job = session.exec(select(Job).where(Job.key == key)).one()
     if not job.results_dir:
@@ -88,10 +89,13 @@ def add_items(session: Session, job: Job, items: Iterable[DatasetItem], batch: i
     def flush_rows() -> int:
         if not rows:
             return 0
-        stmt = _insert(session, Item).values(rows).on_conflict_do_nothing(
+        # executemany with a statement compiled once (SQLAlchemy's "insertmanyvalues"):
+        # compiling one 2,000-row VALUES clause per batch cost ~0.2 ms per item.
+        table = Item.__table__  # type: ignore[attr-defined]
+        stmt = _insert(session, table).on_conflict_do_nothing(
             index_elements=["job_id", "rel_path"]
-        ).returning(Item.id)
-        n = len(session.execute(stmt).all())
+        ).returning(table.c.id)
+        n = len(session.connection().execute(stmt, rows).all())  # RETURNING: psycopg's rowcount is -1
         rows.clear()
         return n
 

@@ -1,0 +1,26 @@
+"""Options shared by the ``gloper`` commands and the commands plugins add (``schedulers``).
+
+Kept apart from :mod:`gloper_jobs.cli`, which loads the plugins when imported,
+so a plugin can use them without importing the CLI back.
+"""
+
+from __future__ import annotations
+
+import click
+
+
+def parse_params(pairs: tuple[str, ...]) -> dict[str, str]:
+    """``("steps=50", "local_sizes=8,16")`` -> ``{"steps": "50", "local_sizes": "8,16"}``."""
+    out: dict[str, str] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise click.BadParameter(f"{pair!r} is not KEY=VALUE (e.g. --param steps=50)", param_hint="--param")
+        k, v = pair.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+method_option = click.option("--method", "-m", default=None, help="Method name (see `gloper methods`); default gloper.")
+profile_option = click.option("--profile", "-p", default=None, help="Parameter profile: cpu (default) or paper.")
+param_option = click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
+                            help="Override one method parameter, e.g. --param steps=50 --param local_sizes=8,16.")

@@ -1,0 +1,111 @@
+"""Running the real commands as subprocesses: `gloper submit`, `gloper worker --gpus cpu`.
+
+:class:`Cluster` holds the environment of one test's services (store, broker,
+results folder) and starts workers that drain the queue; the test then asserts
+on the store.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gloper_jobs.settings import Settings
+from gloper_jobs.store import Store
+
+REPO = Path(__file__).resolve().parents[1]
+#: the `gloper` command, as the console script runs it
+GLOPER = [sys.executable, "-c", "from gloper_jobs.cli import main; main()"]
+
+
+@dataclass
+class Cluster:
+    """The services and worker processes of one test."""
+
+    database_url: str
+    broker_url: str
+    workdir: Path
+    extra_env: dict[str, str] = field(default_factory=dict)
+    workers: list[tuple[str, subprocess.Popen[bytes], Path]] = field(default_factory=list)
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GLOPER_")}
+        env.update({
+            "GLOPER_DATABASE_URL": self.database_url,
+            "GLOPER_BROKER_URL": self.broker_url,
+            "GLOPER_RESULTS_DIR": str(self.workdir / "results"),
+            "GLOPER_TORCH_THREADS": "1",
+            "GLOPER_HEARTBEAT_SECONDS": "1",
+            "GLOPER_STALE_SECONDS": "10",
+            "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")]),
+        })
+        env.update(self.extra_env)
+        return env
+
+    def settings(self) -> Settings:
+        """The same settings the subprocesses see, built in this process."""
+        keys = {k[len("GLOPER_"):].lower(): v for k, v in self.env.items() if k.startswith("GLOPER_")}
+        return Settings(**keys)  # type: ignore[arg-type]
+
+    def store(self) -> Store:
+        return Store(self.database_url)
+
+    def gloper(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        """Run ``gloper ARGS`` and return it (raises on a non-zero exit, showing its output)."""
+        proc = subprocess.run([*GLOPER, *args], env=self.env, cwd=self.workdir,
+                              capture_output=True, text=True, timeout=timeout)
+        if proc.returncode != 0:
+            raise AssertionError(f"gloper {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    def start_worker(self, name: str, *extra: str) -> subprocess.Popen[bytes]:
+        log = self.workdir / f"worker-{name}.log"
+        proc = subprocess.Popen(
+            [*GLOPER, "worker", "--gpus", "cpu", "--name", name,
+             "--loglevel", "INFO", *extra],
+            env=self.env, cwd=self.workdir, stdout=log.open("wb"), stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.workers.append((name, proc, log))
+        return proc
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {name} ---\n{log.read_text(errors='replace')[-4000:]}"
+                         for name, _, log in self.workers)
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return
+            for name, proc, _ in self.workers:
+                if proc.poll() is not None:
+                    raise AssertionError(f"worker {name} exited ({proc.returncode}) while waiting for {what}\n"
+                                         + self.logs())
+            time.sleep(0.5)
+        raise AssertionError(f"timed out after {timeout} s waiting for {what}\n" + self.logs())
+
+    def stop(self) -> None:
+        """SIGTERM every worker's process group (launcher, celery, pool), then SIGKILL."""
+        for _, proc, _ in self.workers:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        for _, proc, _ in self.workers:
+            try:
+                proc.wait(timeout=max(0.5, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)  # whatever is left of its group
+            except ProcessLookupError:
+                pass
+            proc.wait()
+        self.workers.clear()

@@ -1,0 +1,245 @@
+"""Fast checks of the queue's pieces without a broker: settings, Celery config, worker plans,
+delivery claims and submission on SQLite (with a recording publisher)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Sequence
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlmodel import select
+
+from gloper_jobs.exceptions import ConfigurationError
+from gloper_jobs.settings import Settings
+from gloper_jobs.store import Item, Job, Store
+from gloper_jobs.store import deliveries as dl
+from gloper_jobs.store.models import utcnow
+from gloper_jobs.submission import enqueue_unfinished, reconcile, record_extract_job, retry_failed
+from gloper_jobs.synthetic import make_dataset
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture()
+def settings(tmp_path: Path) -> Settings:
+    return Settings.from_env(database_url=f"sqlite:///{tmp_path / 'q.db'}", results_dir=tmp_path / "res",
+                             stale_seconds=30, heartbeat_seconds=1)
+
+
+@pytest.fixture()
+def dataset(tmp_path: Path) -> Path:
+    make_dataset(tmp_path / "photos", per_species=1)
+    return tmp_path / "photos"
+
+
+class Recorder:
+    """A publisher that records (job id, item ids) instead of sending."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.sent: list[tuple[int, list[int]]] = []
+        self.fail = fail
+
+    def __call__(self, job: Job, ids: Sequence[int]) -> int:
+        if self.fail:
+            raise ConnectionError("broker down")
+        self.sent.append((job.id or 0, list(ids)))
+        return len(ids)
+
+    @property
+    def ids(self) -> list[int]:
+        return [i for _, ids in self.sent for i in ids]
+
+
+def test_visibility_timeout_must_exceed_hard_limit_plus_backoff() -> None:
+    limits = {f"{k}_{w}time_limit": v for k in ("extract", "evaluate", "train")
+              for w, v in (("soft_", 90), ("", 100))}
+    Settings.from_env(**limits, retry_backoff_max=20, visibility_timeout=121).check_visibility_timeout()
+    bad = Settings.from_env(**limits, retry_backoff_max=20, visibility_timeout=120)
+    with pytest.raises(ConfigurationError, match="GLOPER_VISIBILITY_TIMEOUT=120"):
+        bad.check_visibility_timeout()
+    with pytest.raises(ConfigurationError, match="must be below"):
+        Settings.from_env(extract_soft_time_limit=100, extract_time_limit=100)
+
+
+def test_celery_config_is_json_only_late_ack_one_prefetch() -> None:
+    from workers.app import celery_config
+
+    s = Settings.from_env(extract_soft_time_limit=10, extract_time_limit=20, visibility_timeout=9999)
+    conf = celery_config(s)
+    assert conf["accept_content"] == ["json"] and conf["task_serializer"] == "json"
+    assert conf["task_acks_late"] and conf["task_reject_on_worker_lost"]
+    assert conf["worker_prefetch_multiplier"] == 1
+    assert conf["worker_cancel_long_running_tasks_on_connection_loss"] is True
+    assert conf["worker_send_task_events"] and not conf["task_send_sent_event"]
+    assert conf["broker_transport_options"]["visibility_timeout"] == 9999
+    assert conf["task_annotations"]["gloper.extract"] == {"soft_time_limit": 10, "time_limit": 20}
+
+
+def test_importing_workers_loads_no_torch() -> None:
+    code = ("import sys, workers.app, workers.tasks, workers.runtime, workers.launcher, schedulers.cli; "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_gpu_workers_are_one_process_per_card_with_its_device() -> None:
+    from workers.launcher import plan_workers
+
+    specs = plan_workers("0,2", available=["0", "1", "2"])
+    assert [s.node for s in specs] == ["gpu0@%h", "gpu2@%h"]
+    assert [s.env["CUDA_VISIBLE_DEVICES"] for s in specs] == ["0", "2"]
+    assert [s.env["GLOPER_WORKER_DEVICE"] for s in specs] == ["cuda:0", "cuda:2"]
+    assert all(s.concurrency == 1 and s.queues == ["extract.gpu", "evaluate.gpu", "train.gpu"] for s in specs)
+    argv = specs[1].argv()
+    assert argv[argv.index("--concurrency") + 1] == "1" and argv[argv.index("--pool") + 1] == "prefork"
+    assert len(plan_workers("all", available=["0", "1"])) == 2
+    with pytest.raises(ConfigurationError, match="not visible"):
+        plan_workers("3", available=["0"])
+    with pytest.raises(ConfigurationError, match="no GPU"):
+        plan_workers("all", available=[])
+    cpu = plan_workers("cpu", available=[], concurrency=2)
+    assert len(cpu) == 1 and cpu[0].concurrency == 2 and cpu[0].env["CUDA_VISIBLE_DEVICES"] == ""
+    assert cpu[0].queues == ["extract.cpu", "evaluate.cpu", "train.cpu"]
+    both = plan_workers("cpu", available=[], queues=["extract.cpu", "extract.gpu"])
+    assert both[0].queues == ["extract.cpu", "extract.gpu"]
+    with pytest.raises(ConfigurationError, match="unknown queue"):
+        plan_workers("cpu", available=[], queues=["extract.tpu"])
+
+
+def test_submitting_twice_adds_no_rows_and_enqueues_only_unfinished(settings: Settings, dataset: Path) -> None:
+    store = Store(settings.database_url)
+    pub = Recorder()
+    first = record_extract_job(store, settings, dataset, "kmeans")
+    assert first.created and first.added == first.job.n_items > 0
+    assert first.job.queue == "extract.cpu"
+    assert enqueue_unfinished(store, first.job, pub, batch=3) == first.job.n_items
+    assert all(len(ids) <= 3 for _, ids in pub.sent)
+    with store.session() as s:  # one item finished meanwhile
+        done_id = pub.ids[0]
+        s.get(Item, done_id).status = "done"
+    again = record_extract_job(store, settings, dataset, "kmeans")
+    assert not again.created and again.added == 0 and again.job.id == first.job.id
+    assert enqueue_unfinished(store, again.job, Recorder(), batch=3) == 0  # all queued or done
+    from gloper_jobs.submission import resume_job
+
+    with store.session() as s:  # everything finished: a resume enqueues nothing and closes the job
+        for it in s.exec(select(Item).where(Item.job_id == first.job.id)).all():
+            it.status = "done"
+    resumed = resume_job(store, settings, first.job.id, Recorder())
+    assert resumed.enqueued == 0 and resumed.job.status == "done"
+    with store.session() as s:
+        for it in s.exec(select(Item).where(Item.job_id == first.job.id, Item.id != done_id)).all():
+            it.status = "queued"
+    pub2 = Recorder()
+    assert enqueue_unfinished(store, again.job, pub2, batch=100, include_queued=True) == first.job.n_items - 1
+    assert done_id not in pub2.ids
+    gl = record_extract_job(store, settings, dataset, "gloper", params={"size": 32}, on_device="cpu")
+    assert gl.job.queue == "extract.cpu" and gl.job.id != first.job.id
+    assert record_extract_job(store, settings, dataset, "gloper", params={"size": 32}).job.queue == "extract.gpu"
+
+
+def test_failed_publish_leaves_items_pending(settings: Settings, dataset: Path) -> None:
+    store = Store(settings.database_url)
+    sub = record_extract_job(store, settings, dataset, "kmeans")
+    with pytest.raises(ConnectionError):
+        enqueue_unfinished(store, sub.job, Recorder(fail=True), batch=2)
+    with store.session() as s:
+        assert dl.ids_to_enqueue(s, sub.job.id) != []  # nothing was marked queued
+
+
+def test_claim_counts_deliveries_and_fails_after_the_cap(settings: Settings, dataset: Path) -> None:
+    store = Store(settings.database_url)
+    sub = record_extract_job(store, settings, dataset, "kmeans")
+    enqueue_unfinished(store, sub.job, Recorder(), batch=100)
+    with store.session() as s:
+        item_id = dl.ids_to_enqueue(s, sub.job.id, include_queued=True)[0]
+    for n in (1, 2):  # the worker dies each time: the item stays running
+        with store.session() as s:
+            c = dl.claim(s, item_id, cap=2, host="h", worker=f"w:{n}")
+            assert c.skipped is None and c.deliveries == n and c.item.status == "running"
+    with store.session() as s:
+        c = dl.claim(s, item_id, cap=2, host="h", worker="w:3")
+    assert c.skipped == "delivery cap reached" and c.item.status == "failed"
+    assert "delivered 3 times without finishing (cap 2)" in (c.item.error or "")
+    with store.session() as s:  # a late duplicate of a failed item is skipped, not counted
+        c = dl.claim(s, item_id, cap=9, host="h", worker="w:4")
+    assert c.skipped == "item is failed" and c.item.deliveries == 3
+    pub = Recorder()
+    assert retry_failed(store, settings, sub.job.id, pub).added == 1 and item_id in pub.ids
+    with store.session() as s:
+        c = dl.claim(s, item_id, cap=2, host="h", worker="w:5")
+    assert c.skipped is None and c.deliveries == 1
+
+
+def test_cancelled_job_skips_its_queued_items(settings: Settings, dataset: Path) -> None:
+    from gloper_jobs.submission import cancel
+
+    store = Store(settings.database_url)
+    sub = record_extract_job(store, settings, dataset, "kmeans")
+    pub = Recorder()
+    enqueue_unfinished(store, sub.job, pub, batch=100)
+    _, n = cancel(store, sub.job.id)
+    assert n == sub.job.n_items
+    with store.session() as s:
+        c = dl.claim(s, pub.ids[0], cap=3, host="h", worker="w:1")
+    assert c.skipped in ("job cancelled", "item is cancelled")
+    assert c.item.deliveries == 0
+
+
+def test_reconciler_requeues_only_items_whose_heartbeat_stopped(settings: Settings, dataset: Path) -> None:
+    store = Store(settings.database_url)
+    sub = record_extract_job(store, settings, dataset, "kmeans")
+    enqueue_unfinished(store, sub.job, Recorder(), batch=100)
+    with store.session() as s:
+        ids = dl.ids_to_enqueue(s, sub.job.id, include_queued=True)
+        for i in ids[:2]:
+            dl.claim(s, i, cap=3, host="h", worker="w:1")
+        s.get(Item, ids[0]).heartbeat_at = utcnow() - timedelta(seconds=60)  # its worker died
+    pub = Recorder()
+    assert reconcile(store, settings, pub) == 1
+    assert pub.ids == [ids[0]]
+    with store.session() as s:
+        assert s.get(Item, ids[0]).status == "queued" and s.get(Item, ids[0]).deliveries == 1
+        assert s.get(Item, ids[1]).status == "running"
+    with store.session() as s:  # its worker died again, and now the broker is down too
+        dl.claim(s, ids[0], cap=3, host="h", worker="w:2")
+        s.get(Item, ids[0]).heartbeat_at = utcnow() - timedelta(seconds=60)
+    with pytest.raises(ConnectionError):
+        reconcile(store, settings, Recorder(fail=True))
+    with store.session() as s:  # still running and stale: the next pass tries again
+        assert s.get(Item, ids[0]).status == "running"
+    assert reconcile(store, settings, Recorder()) == 1
+
+
+def test_evaluate_job_scores_the_stored_masks_without_segmenting(settings: Settings, dataset: Path) -> None:
+    from gloper_jobs.execution import WorkerContext, execute_item
+    from gloper_jobs.reports import item_scores
+    from gloper_jobs.runner import run_dataset
+    from gloper_jobs.store import repository as repo
+    from gloper_jobs.submission import record_evaluate_job
+
+    with pytest.raises(Exception, match="submit it first"):
+        record_evaluate_job(Store(settings.database_url), settings, dataset, "kmeans", foreground=False)
+    summary = run_dataset(dataset, "kmeans", settings, foreground=False, progress=False)
+    store = Store(settings.database_url)
+    sub = record_evaluate_job(store, settings, dataset, "kmeans", foreground=False)
+    assert sub.job.kind == "evaluate" and sub.job.queue == "evaluate.cpu"
+    assert sub.added == summary.job.n_items and sub.job.params["source_job"] == summary.job.id
+    assert record_evaluate_job(store, settings, dataset, "kmeans", foreground=False).added == 0
+    ctx = WorkerContext.boot(settings, "test", preload=False)
+    pub = Recorder()
+    enqueue_unfinished(store, sub.job, pub, batch=100)
+    results = [execute_item(ctx, i) for i in pub.ids]
+    assert {r.status for r in results} == {"done"}
+    assert ctx.segmenters.builds == 0  # nothing was segmented
+    with store.session() as s:
+        extracted = {x.rel_path: x for x in item_scores(repo.item_candidates(s, summary.job.id))}
+        evaluated = {x.rel_path: x for x in item_scores(repo.item_candidates(s, sub.job.id))}
+        assert repo.get_job(s, sub.job.id).status == "done"
+    assert evaluated.keys() == extracted.keys() and evaluated
+    for path, ev in evaluated.items():
+        assert ev.choice == extracted[path].choice
+        assert ev.oracle_dice == pytest.approx(extracted[path].oracle_dice, abs=0.02)

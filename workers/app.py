@@ -1,0 +1,76 @@
+"""The Celery app: Redis broker, JSON only, late acks, one prefetch, time limits per job kind.
+
+Start workers with ``gloper worker`` (which runs ``celery -A workers.app worker``
+per card). Everything comes from :class:`gloper_jobs.settings.Settings`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+
+from gloper_jobs.defaults import JOB_KINDS
+from gloper_jobs.queues import TASK_NAMES, all_queues
+from gloper_jobs.settings import Settings
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """The app's configuration (a plain dict, so tests can assert on it)."""
+    annotations = {}
+    for kind in JOB_KINDS:
+        soft, hard = settings.time_limits(kind)
+        annotations[TASK_NAMES[kind]] = {"soft_time_limit": soft, "time_limit": hard}
+    return {
+        "broker_url": settings.broker_url,
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_max_retries": None,  # keep reconnecting while Redis restarts
+        "broker_transport_options": {
+            "visibility_timeout": settings.visibility_timeout,
+            # Restore tasks of dead workers as soon as they pass the timeout.
+            "unacked_restore_interval": 10,
+        },
+        # JSON only: a pickled message could run code on every node.
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "event_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        # Results live in the store; the broker only carries ids.
+        "task_ignore_result": True,
+        "result_backend": None,
+        # Ack after the item is recorded; a killed worker's item comes back (and the
+        # store's delivery cap ends a photo that kills every worker).
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        # The pool process loads its models in worker_process_init before saying "up".
+        "worker_proc_alive_timeout": settings.worker_boot_timeout,
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        "task_annotations": annotations,
+        "task_queues": None,
+        "task_default_queue": "extract.cpu",
+        "task_create_missing_queues": True,
+        # Events for Flower (which is only a live view: `gloper status` reads the store).
+        "worker_send_task_events": True,
+        # No "sent" event per task: it doubles every publish (100,000 more messages
+        # at submission); Flower still sees each task from the worker's events.
+        "task_send_sent_event": False,
+        "task_track_started": True,
+        "worker_hijack_root_logger": False,
+        "imports": ["workers.tasks"],
+    }
+
+
+def make_app(settings: Settings | None = None) -> Celery:
+    """A Celery app configured from ``settings`` (from the environment by default)."""
+    settings = settings or Settings.from_env()
+    app = Celery("gloper")
+    app.conf.update(celery_config(settings))
+    app.conf.gloper_settings = settings
+    return app
+
+
+app = make_app()
+
+__all__ = ["all_queues", "app", "make_app"]

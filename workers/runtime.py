@@ -1,0 +1,143 @@
+"""Per-process state of a worker, and the checks a worker runs before it takes any task.
+
+- :class:`BootCheck` (a worker bootstep) validates settings, the Redis visibility
+  timeout, the store's schema, the methods' registry and the foreground weights in
+  the worker's main process, and refuses to start when one is wrong. It never
+  touches CUDA: the main process forks the pool's children.
+- ``worker_process_init`` builds a :class:`~gloper_jobs.execution.WorkerContext`
+  in each child (after the fork): models load there, once, and stay cached.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+from typing import TYPE_CHECKING, Any
+
+from celery import Celery, bootsteps
+from celery.signals import worker_process_init, worker_process_shutdown
+
+from gloper_jobs.exceptions import ConfigurationError
+from gloper_jobs.settings import Settings
+
+if TYPE_CHECKING:
+    from gloper_jobs.execution import WorkerContext
+
+log = logging.getLogger(__name__)
+
+_context: WorkerContext | None = None
+_node: str | None = None
+
+
+def import_plugins(settings: Settings) -> None:
+    """Import ``GLOPER_PLUGINS`` (modules that register extra methods)."""
+    for name in settings.plugin_modules:
+        importlib.import_module(name)
+
+
+def boot_checks(settings: Settings) -> None:
+    """Everything a worker must know is right before its first task; raises GloperError."""
+    from gloper_jobs.store.db import Store
+    from gloper_jobs.weights import locate_model
+
+    settings.check_visibility_timeout()
+    for name in settings.plugin_modules:  # imported in the children; here only found
+        if importlib.util.find_spec(name) is None:
+            raise ConfigurationError(f"GLOPER_PLUGINS names {name!r}, which is not importable here")
+    store = Store(settings.database_url)  # migrates (one worker at a time on PostgreSQL)
+    store.dispose()  # no connection may cross the fork
+    if settings.foreground_model != "none":
+        locate_model(settings.models_dir, settings.foreground_model)
+
+
+class BootCheck(bootsteps.StartStopStep):
+    """Runs :func:`boot_checks` when the worker starts; an error stops the worker."""
+
+    def __init__(self, worker: Any, **kwargs: Any) -> None:
+        global _node
+        super().__init__(worker, **kwargs)
+        _node = getattr(worker, "hostname", None)
+        boot_checks(worker.app.conf.gloper_settings)
+
+
+class Reconciler(bootsteps.StartStopStep):
+    """Every ``stale_seconds / 2`` s, re-enqueue running items whose heartbeat stopped.
+
+    A task cancelled when the broker connection dropped, or whose worker died
+    with its whole node, stays unacknowledged in Redis until the visibility
+    timeout (hours): this brings it back within ``stale_seconds``. It runs on the
+    consumer's timer in the main thread: a thread of its own could hold a lock
+    (the import lock, a connection) at the moment the pool forks, and the new
+    pool process would hang on it.
+    """
+
+    requires = ("celery.worker.consumer.connection:Connection",)
+
+    def __init__(self, consumer: Any, **kwargs: Any) -> None:
+        super().__init__(consumer, **kwargs)
+        self._timer_ref: Any = None
+        self._store: Any = None
+
+    def start(self, consumer: Any) -> None:
+        settings: Settings = consumer.app.conf.gloper_settings
+        self._timer_ref = consumer.timer.call_repeatedly(settings.stale_seconds / 2, self._pass,
+                                                         (consumer.app,), priority=10)
+
+    def stop(self, consumer: Any) -> None:
+        if self._timer_ref is not None:
+            self._timer_ref.cancel()
+            self._timer_ref = None
+
+    def _pass(self, app: Celery) -> None:
+        from gloper_jobs.store.db import Store
+        from gloper_jobs.submission import reconcile
+        from workers.publish import CeleryPublisher
+
+        settings: Settings = app.conf.gloper_settings
+        try:
+            if self._store is None:
+                self._store = Store(settings.database_url, migrate=False)
+            n = reconcile(self._store, settings, CeleryPublisher(app))
+            if n:
+                log.warning("re-enqueued %d stale item(s) (their worker stopped heartbeating)", n)
+        except Exception as exc:  # noqa: BLE001 - store or broker down: the next pass retries
+            log.warning("reconciler pass failed: %s", exc)
+        finally:
+            if self._store is not None:
+                self._store.dispose()  # hold no connection across the pool's forks
+
+
+def install(app: Celery) -> None:
+    """Add the boot check and the reconciler to ``app``'s workers."""
+    app.steps["worker"].add(BootCheck)
+    app.steps["consumer"].add(Reconciler)
+
+
+def context() -> WorkerContext:
+    """This process's context; built here if ``worker_process_init`` could not (store down)."""
+    global _context
+    if _context is None:
+        from gloper_jobs.execution import WorkerContext
+        from workers.app import app
+
+        settings: Settings = app.conf.gloper_settings
+        import_plugins(settings)
+        _context = WorkerContext.boot(settings, _node)
+    return _context
+
+
+@worker_process_init.connect
+def _init_child(**_: Any) -> None:
+    try:
+        context()
+    except Exception:  # noqa: BLE001 - logged; the first task builds it again and reports
+        log.exception("worker process could not load its models; the first task will retry")
+
+
+@worker_process_shutdown.connect
+def _close_child(**_: Any) -> None:
+    global _context
+    if _context is not None:
+        _context.close()
+        _context = None
