@@ -32,16 +32,13 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.quality import parse_params  # noqa: E402
+from bench.quality import evaluate_segmenter, parse_params  # noqa: E402
 from gloper_jobs.datasets import scan_dataset  # noqa: E402
 from gloper_jobs.exceptions import WeightsMissingError  # noqa: E402
 from gloper_jobs.foreground import ForegroundExtractor  # noqa: E402
 from gloper_jobs.images import load_image  # noqa: E402
 from gloper_jobs.labels import load_label  # noqa: E402
-from gloper_jobs.methods import SegmentContext  # noqa: E402
 from gloper_jobs.methods.pretrained import PretrainedSegmenter  # noqa: E402
-from gloper_jobs.metrics import scores_at  # noqa: E402
-from gloper_jobs.reports import ItemScore, format_species_table, species_rows  # noqa: E402
 from gloper_jobs.runner import build_segmenter, configure_torch  # noqa: E402
 from gloper_jobs.settings import Settings  # noqa: E402
 
@@ -49,37 +46,14 @@ DEEP_METHODS = ("sam", "clipseg", "dino")
 
 
 def run_method(name: str, seg: PretrainedSegmenter, prepared: list, eval_size: int) -> dict[str, Any]:
-    """Load ``seg`` (timed), segment every prepared photo, score every candidate."""
+    """Load ``seg`` (timed), then score it like every method (:func:`bench.quality.evaluate_segmenter`)."""
     t0 = time.perf_counter()
     seg.load()
-    load_seconds = time.perf_counter() - t0
-    rows, scores = [], []
-    for it, img, fg, lab in prepared:
-        t0 = time.perf_counter()
-        out = seg.segment(img, fg.mask, SegmentContext(species=it.species, name=it.path.name))
-        sec = time.perf_counter() - t0
-        dice = {c: round(scores_at(m, lab, eval_size).dice, 4) for c, m in out.candidates.items()}
-        oracle = max(out.oracle_names(), key=lambda c: dice[c])
-        rows.append({"rel_path": it.rel_path, "species": it.species, "dice": dice, "oracle": oracle,
-                     "oracle_dice": dice[oracle], "choice": out.choice, "choice_dice": dice[out.choice],
-                     "seconds": round(sec, 3), "info": {k: v for k, v in out.info.items() if k != "device"}})
-        scores.append(ItemScore(it.rel_path, it.species, oracle, dice[oracle], out.choice, dice[out.choice]))
-        print(f"  {name:<8} {it.rel_path:<45} oracle {dice[oracle]:.3f} ({oracle})  "
-              f"choice {dice[out.choice]:.3f} ({out.choice})  {sec:.2f}s", flush=True)
-    n = len(rows)
-    result = {
-        "params": seg.params.identity(), "weights": str(getattr(seg.params, "weights", "")),
-        "device": str(seg._device), "load_seconds": round(load_seconds, 3), "images": rows,
-        "mean_oracle_dice": round(sum(r["oracle_dice"] for r in rows) / n, 4),
-        "mean_choice_dice": round(sum(r["choice_dice"] for r in rows) / n, 4),
-        "mean_seconds": round(sum(r["seconds"] for r in rows) / n, 3),
-        "species": [r.__dict__ for r in species_rows(scores)],
-    }
-    print(format_species_table(species_rows(scores),
-                               f"\n{name} (load {result['load_seconds']} s, {result['mean_seconds']} s/photo) · "
-                               f"Dice at {eval_size}x{eval_size}"))
-    seg.close()
-    return result
+    load_seconds = round(time.perf_counter() - t0, 3)
+    device = str(seg._device)
+    result = evaluate_segmenter(name, seg, prepared, eval_size)
+    return {"weights": str(getattr(seg.params, "weights", "")), "device": device,
+            "load_seconds": load_seconds, **result}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from gloper_jobs.exceptions import WeightsMissingError  # noqa: E402
 from gloper_jobs.foreground import ForegroundExtractor  # noqa: E402
 from gloper_jobs.images import load_image  # noqa: E402
 from gloper_jobs.labels import load_label  # noqa: E402
-from gloper_jobs.methods import SegmentContext, list_segmenters  # noqa: E402
+from gloper_jobs.methods import SegmentContext, Segmenter, list_segmenters  # noqa: E402
 from gloper_jobs.metrics import scores_at  # noqa: E402
 from gloper_jobs.reports import ItemScore, format_species_table, species_rows  # noqa: E402
 from gloper_jobs.runner import build_segmenter, configure_torch  # noqa: E402
@@ -45,6 +45,40 @@ def parse_params(pairs: list[str]) -> dict[str, dict[str, str]]:
             raise SystemExit(f"--param {pair!r}: use METHOD.NAME=VALUE, e.g. gloper.steps=50")
         out.setdefault(method, {})[name] = value
     return out
+
+
+def evaluate_segmenter(name: str, seg: Segmenter, prepared: list[tuple[Any, Any, Any, Any]],
+                       eval_size: int) -> dict[str, Any]:
+    """Segment every prepared ``(item, image, foreground, label)``, score every candidate.
+
+    Returns the method's JSON block (per photo: Dice of each candidate, oracle, choice,
+    seconds; means; per-species rows) and prints its per-species table.
+    """
+    rows, scores = [], []
+    for it, img, fg, lab in prepared:
+        t0 = time.perf_counter()
+        out = seg.segment(img, fg.mask, SegmentContext(species=it.species, name=it.path.name))
+        sec = time.perf_counter() - t0
+        dice = {c: round(scores_at(m, lab, eval_size).dice, 4) for c, m in out.candidates.items()}
+        oracle = max(out.oracle_names(), key=lambda c: dice[c])
+        rows.append({"rel_path": it.rel_path, "species": it.species, "dice": dice, "oracle": oracle,
+                     "oracle_dice": dice[oracle], "choice": out.choice, "choice_dice": dice[out.choice],
+                     "seconds": round(sec, 3), "info": {k: v for k, v in out.info.items() if k != "device"}})
+        scores.append(ItemScore(it.rel_path, it.species, oracle, dice[oracle], out.choice, dice[out.choice]))
+        print(f"  {name:<10} {it.rel_path:<45} oracle {dice[oracle]:.3f} ({oracle})  "
+              f"choice {dice[out.choice]:.3f} ({out.choice})  {sec:.2f}s", flush=True)
+    seg.close()
+    n = len(rows)
+    result = {
+        "params": seg.params.identity(), "images": rows,
+        "mean_oracle_dice": round(sum(r["oracle_dice"] for r in rows) / n, 4),
+        "mean_choice_dice": round(sum(r["choice_dice"] for r in rows) / n, 4),
+        "mean_seconds": round(sum(r["seconds"] for r in rows) / n, 3),
+        "species": [r.__dict__ for r in species_rows(scores)],
+    }
+    print(format_species_table(species_rows(scores), f"\n{name} ({result['mean_seconds']} s/photo) · "
+                                                     f"Dice at {eval_size}x{eval_size}"))
+    return result
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -90,37 +124,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             report["methods"][name] = {"skipped": str(exc)}
             print(f"\n{name}: skipped ({exc})")
             continue
-        rows, scores = [], []
-        for it, img, fg, lab, _ in prepared:
-            t0 = time.perf_counter()
-            try:
-                out = seg.segment(img, fg.mask, SegmentContext(species=it.species, name=it.path.name))
-            except WeightsMissingError as exc:
-                report["methods"][name] = {"skipped": str(exc)}
-                break
-            sec = time.perf_counter() - t0
-            dice = {c: round(scores_at(m, lab, settings.eval_size).dice, 4) for c, m in out.candidates.items()}
-            oracle = max(out.oracle_names(), key=lambda c: dice[c])
-            rows.append({"rel_path": it.rel_path, "species": it.species, "dice": dice, "oracle": oracle,
-                         "oracle_dice": dice[oracle], "choice": out.choice, "choice_dice": dice[out.choice],
-                         "seconds": round(sec, 3)})
-            scores.append(ItemScore(it.rel_path, it.species, oracle, dice[oracle], out.choice, dice[out.choice]))
-            print(f"  {name:<10} {it.rel_path:<45} oracle {dice[oracle]:.3f} ({oracle})  "
-                  f"choice {dice[out.choice]:.3f}  {sec:.2f}s", flush=True)
-        if "skipped" in report["methods"].get(name, {}):
-            continue
-        seg.close()
-        n = len(rows)
-        report["methods"][name] = {
-            "params": seg.params.identity(), "images": rows,
-            "mean_oracle_dice": round(sum(r["oracle_dice"] for r in rows) / n, 4),
-            "mean_choice_dice": round(sum(r["choice_dice"] for r in rows) / n, 4),
-            "mean_seconds": round(sum(r["seconds"] for r in rows) / n, 3),
-            "species": [r.__dict__ for r in species_rows(scores)],
-        }
-        print(format_species_table(species_rows(scores),
-                                   f"\n{name} ({report['methods'][name]['mean_seconds']} s/photo) · "
-                                   f"Dice at {settings.eval_size}x{settings.eval_size}"))
+        try:
+            report["methods"][name] = evaluate_segmenter(name, seg, [p[:4] for p in prepared], settings.eval_size)
+        except WeightsMissingError as exc:  # weights located lazily, on the first photo
+            report["methods"][name] = {"skipped": str(exc)}
+            print(f"\n{name}: skipped ({exc})")
     out_path = args.out or REPO / "bench" / "out" / f"quality-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(json.dumps(report, indent=2))
