@@ -123,7 +123,7 @@ class ItemResult:
         return {"item_id": self.item_id, "status": self.status, "message": self.message}
 
 
-def execute_item(ctx: WorkerContext, item_id: int, retries: int = 0) -> ItemResult:
+def execute_item(ctx: WorkerContext, item_id: int, retries: int = 0, last_attempt: bool = False) -> ItemResult:
     """Claim item ``item_id``, segment its photo and record the result in the store.
 
     Extract items are segmented; evaluate items only score the masks their source
@@ -131,7 +131,8 @@ def execute_item(ctx: WorkerContext, item_id: int, retries: int = 0) -> ItemResu
     (those deliveries ended cleanly and do not count against the delivery cap).
     A bad photo or any other error becomes a failed item with its message and
     traceback. A :class:`TransientError` puts the item back to ``queued`` and is
-    re-raised for the task layer to retry.
+    re-raised for the task layer to retry; on the ``last_attempt`` (the task's
+    retries are used up) it fails the item instead, with the last error.
     """
     with ctx.store.session() as s:
         claim = dl.claim(s, item_id, cap=ctx.settings.max_deliveries + retries, host=ctx.host,
@@ -151,6 +152,12 @@ def execute_item(ctx: WorkerContext, item_id: int, retries: int = 0) -> ItemResu
                 job.eval_size, ctx.settings.max_image_pixels,
             )
     except TransientError as exc:
+        if last_attempt:
+            message = f"gave up after {retries} retries of a transient error: {exc}"
+            with ctx.store.session() as s:
+                repo.record_failure(s, item_id, message, traceback.format_exc())
+                dl.finish_job_if_drained(s, job.id or 0)
+            return ItemResult(item_id, ItemStatus.failed.value, message)
         try:
             with ctx.store.session() as s:
                 dl.release(s, item_id, str(exc), traceback.format_exc())

@@ -243,3 +243,30 @@ def test_evaluate_job_scores_the_stored_masks_without_segmenting(settings: Setti
     for path, ev in evaluated.items():
         assert ev.choice == extracted[path].choice
         assert ev.oracle_dice == pytest.approx(extracted[path].oracle_dice, abs=0.02)
+
+
+def test_transient_errors_are_released_then_fail_the_item_when_retries_run_out(
+        settings: Settings, dataset: Path) -> None:
+    from gloper_jobs.exceptions import DeviceOutOfMemoryError
+    from gloper_jobs.execution import WorkerContext, execute_item
+
+    class OutOfMemory:
+        def segment(self, *args: object, **kwargs: object) -> None:
+            raise DeviceOutOfMemoryError("out of GPU memory: lower size")
+
+    store = Store(settings.database_url)
+    sub = record_extract_job(store, settings, dataset, "kmeans", foreground=False)
+    pub = Recorder()
+    enqueue_unfinished(store, sub.job, pub, batch=100)
+    ctx = WorkerContext.boot(settings, "test", preload=False)
+    ctx.segmenters.get = lambda *a, **k: OutOfMemory()  # type: ignore[method-assign]
+    first = pub.ids[0]
+    with pytest.raises(DeviceOutOfMemoryError):
+        execute_item(ctx, first, retries=0)
+    with store.session() as s:
+        assert s.get(Item, first).status == "queued"  # released for the retry
+    result = execute_item(ctx, first, retries=settings.max_retries, last_attempt=True)
+    assert result.status == "failed" and "gave up after" in (result.message or "")
+    with store.session() as s:
+        item = s.get(Item, first)
+        assert item.status == "failed" and "lower size" in item.error and item.traceback

@@ -1,8 +1,9 @@
 """Thin tasks: an item id in, one library call, the result recorded in the store.
 
 Only transient errors (store or broker unreachable, out of GPU memory) are
-retried, with exponential backoff; everything else is a failed item already
-recorded by :func:`gloper_jobs.execution.execute_item`.
+retried, with exponential backoff; when the retries are used up the item is
+failed with its last error. Everything else is a failed item already recorded
+by :func:`gloper_jobs.execution.execute_item`.
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ def extract(self: Task, item_id: int) -> dict[str, Any]:
     """Segment one photo of an extract job and record its masks and scores."""
     from gloper_jobs.execution import execute_item  # torch loads in the child, not at import
 
-    return execute_item(runtime.context(), item_id, retries=self.request.retries).as_dict()
+    return execute_item(runtime.context(), item_id, retries=self.request.retries,
+                        last_attempt=self.request.retries >= (self.max_retries or 0)).as_dict()
 
 
 @app.task(name=TASK_NAMES["evaluate"], **_retry_options)
@@ -45,4 +47,5 @@ def evaluate(self: Task, item_id: int) -> dict[str, Any]:
     """Score the stored masks of one photo against its label and record the scores."""
     from gloper_jobs.execution import execute_item
 
-    return execute_item(runtime.context(), item_id, retries=self.request.retries).as_dict()
+    return execute_item(runtime.context(), item_id, retries=self.request.retries,
+                        last_attempt=self.request.retries >= (self.max_retries or 0)).as_dict()
