@@ -116,6 +116,19 @@ def report(job_id: int | None) -> None:
 
 
 @main.command()
+@click.argument("job_id", type=int)
+def calibration(job_id: int) -> None:
+    """Print (and store) the best GloPER settings per species of training job JOB_ID."""
+    from gloper_jobs.calibration import best_settings, format_calibration
+    from gloper_jobs.store import Store
+    from gloper_jobs.store.repository import get_job
+
+    store = Store(_settings().database_url)
+    with store.session() as s:
+        click.echo(format_calibration(best_settings(s, get_job(s, job_id))))
+
+
+@main.command()
 def jobs() -> None:
     """List the jobs in the store."""
     from gloper_jobs.store import Store

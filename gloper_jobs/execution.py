@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gloper_jobs import calibration
 from gloper_jobs.cache import SegmenterCache
 from gloper_jobs.evaluation import score_item
 from gloper_jobs.exceptions import GloperError, PermanentError, TransientError
@@ -123,6 +124,12 @@ class ItemResult:
         return {"item_id": self.item_id, "status": self.status, "message": self.message}
 
 
+def _finish_if_drained(session: Any, job: Job) -> None:
+    """Close the job when nothing is left; a finished training job stores its calibration."""
+    if dl.finish_job_if_drained(session, job.id or 0) and job.kind == JobKind.train.value:
+        calibration.best_settings(session, job)
+
+
 def execute_item(ctx: WorkerContext, item_id: int, retries: int = 0, last_attempt: bool = False) -> ItemResult:
     """Claim item ``item_id``, segment its photo and record the result in the store.
 
@@ -144,9 +151,15 @@ def execute_item(ctx: WorkerContext, item_id: int, retries: int = 0, last_attemp
         with Heartbeat(ctx.store, item_id, ctx.settings.heartbeat_seconds):
             if job.kind == JobKind.evaluate.value:
                 return _record_scores(ctx, job, item)
-            segmenter = ctx.segmenters.get(job.method, job.profile, dict(job.params))
+            if job.kind == JobKind.train.value:  # one (photo, setting) of a calibration sweep
+                params, photo = calibration.setting_of(job, item)
+                out_dir = item_output_dir(Path(job.results_dir), photo) / f"setting-{item.rel_path.rpartition('=')[2]}"
+                segmenter = ctx.segmenters.get(job.method, None, params)
+            else:
+                out_dir = item_output_dir(Path(job.results_dir), item.rel_path)
+                segmenter = ctx.segmenters.get(job.method, job.profile, calibration.item_params(job, item))
             outcome = process_photo(
-                Path(item.path), segmenter, item_output_dir(Path(job.results_dir), item.rel_path),
+                Path(item.path), segmenter, out_dir,
                 ctx.foreground(job.foreground_model),
                 Path(item.label_path) if item.label_path else None, item.species,
                 job.eval_size, ctx.settings.max_image_pixels,
@@ -156,7 +169,7 @@ def execute_item(ctx: WorkerContext, item_id: int, retries: int = 0, last_attemp
             message = f"gave up after {retries} retries of a transient error: {exc}"
             with ctx.store.session() as s:
                 repo.record_failure(s, item_id, message, traceback.format_exc())
-                dl.finish_job_if_drained(s, job.id or 0)
+                _finish_if_drained(s, job)
             return ItemResult(item_id, ItemStatus.failed.value, message)
         try:
             with ctx.store.session() as s:
@@ -168,7 +181,7 @@ def execute_item(ctx: WorkerContext, item_id: int, retries: int = 0, last_attemp
         message = str(exc) if isinstance(exc, PermanentError) else f"{type(exc).__name__}: {exc}"
         with ctx.store.session() as s:
             repo.record_failure(s, item_id, message, traceback.format_exc())
-            dl.finish_job_if_drained(s, job.id or 0)
+            _finish_if_drained(s, job)
         return ItemResult(item_id, ItemStatus.failed.value, message)
     with ctx.store.session() as s:
         repo.record_success(
@@ -177,7 +190,7 @@ def execute_item(ctx: WorkerContext, item_id: int, retries: int = 0, last_attemp
             foreground_fallback=outcome.foreground.fallback, note=outcome.note, host=ctx.host,
             device=ctx.device_label(outcome.device),
         )
-        dl.finish_job_if_drained(s, job.id or 0)
+        _finish_if_drained(s, job)
     return ItemResult(item_id, ItemStatus.done.value)
 
 
@@ -191,5 +204,5 @@ def _record_scores(ctx: WorkerContext, job: Job, item: Item) -> ItemResult:
             width=src.width or 0, height=src.height or 0, foreground_fraction=src.foreground_fraction,
             foreground_fallback=src.foreground_fallback, note=src.note, host=ctx.host, device="cpu",
         )
-        dl.finish_job_if_drained(s, job.id or 0)
+        _finish_if_drained(s, job)
     return ItemResult(item.id or 0, ItemStatus.done.value)

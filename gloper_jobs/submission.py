@@ -16,7 +16,7 @@ from typing import Any
 from sqlmodel import select
 
 from gloper_jobs.datasets import iter_dataset
-from gloper_jobs.exceptions import DatasetError, JobNotFoundError
+from gloper_jobs.exceptions import DatasetError, InvalidParameterError, JobNotFoundError
 from gloper_jobs.methods.registry import get_segmenter_class
 from gloper_jobs.queues import queue_name
 from gloper_jobs.runner import build_segmenter
@@ -48,15 +48,26 @@ def device_class(method: str) -> str:
 
 def record_extract_job(store: Store, settings: Settings, dataset: Path, method: str,
                        profile: str | None = None, params: dict[str, Any] | None = None,
-                       foreground: bool = True, on_device: str | None = None) -> Submission:
+                       foreground: bool = True, on_device: str | None = None,
+                       settings_from: int | None = None) -> Submission:
     """Scan ``dataset`` and record the extract job and its items (idempotent).
 
     Its items go to ``extract.<device class>``: the method's own class, or
     ``on_device`` (``cpu`` sends GloPER to CPU workers).
     The method is built once here to validate its parameters and compute the job's
-    identity; it loads no weights. Raises :class:`DatasetError` for an empty folder.
+    identity; it loads no weights. With ``settings_from`` (a finished training job),
+    each photo runs with its species' calibrated GloPER settings. Raises
+    :class:`DatasetError` for an empty folder.
     """
     spec = _extract_spec(settings, dataset, method, profile, params, foreground)
+    if settings_from is not None:
+        from gloper_jobs.calibration import PER_SPECIES, SETTINGS_FROM, TRAIN_METHOD, calibration_of
+
+        if method != TRAIN_METHOD:
+            raise InvalidParameterError(f"--settings-from calibrates {TRAIN_METHOD} only, not {method}")
+        with store.session() as s:
+            per_species = calibration_of(s, settings_from)
+        spec = replace(spec, params={**spec.params, SETTINGS_FROM: settings_from, PER_SPECIES: per_species})
     items = iter_dataset(Path(dataset))
     with store.session() as s:
         job, created = repo.get_or_create_job(s, spec)
@@ -93,6 +104,26 @@ def record_evaluate_job(store: Store, settings: Settings, dataset: Path, method:
         added = repo.add_items(s, job, todo, batch=settings.submit_batch)
         job.results_dir = source.results_dir  # the masks it scores
         job.queue = queue_name(job.kind, "cpu")
+        dl.reopen_job(s, job)
+    return Submission(job, created, added)
+
+
+def record_train_job(store: Store, settings: Settings, dataset: Path, grid: list[dict[str, Any]],
+                     foreground: bool = True, on_device: str | None = None) -> Submission:
+    """Record a training (calibration) job: every labelled photo x every setting of ``grid``
+    (from :func:`gloper_jobs.calibration.parse_grid`), one item each (idempotent).
+
+    Its items go to ``train.<device class>`` (GloPER's ``gpu``, or ``on_device``).
+    Raises :class:`DatasetError` when the dataset has no labelled photo.
+    """
+    from gloper_jobs.calibration import TRAIN_METHOD, train_items, train_spec
+
+    spec = train_spec(_extract_spec(settings, dataset, TRAIN_METHOD, None, None, foreground), grid)
+    items = train_items(Path(dataset), len(grid))
+    with store.session() as s:
+        job, created = repo.get_or_create_job(s, spec)
+        added = repo.add_items(s, job, items, batch=settings.submit_batch)
+        job.queue = queue_name(job.kind, on_device or device_class(TRAIN_METHOD))
         dl.reopen_job(s, job)
     return Submission(job, created, added)
 
@@ -182,6 +213,10 @@ def _close_if_drained(store: Store, job: Job) -> None:
     with store.session() as s:
         if dl.finish_job_if_drained(s, job.id or 0):
             job.status = repo.get_job(s, job.id).status
+            if job.kind == JobKind.train.value:
+                from gloper_jobs.calibration import best_settings
+
+                best_settings(s, job)
 
 
 def cancel(store: Store, job_id: int) -> tuple[Job, int]:

@@ -50,37 +50,61 @@ def _plugins(settings: Any) -> None:
 
 
 @commands.command()
-@click.argument("kind", type=click.Choice(["extract", "evaluate"]))
+@click.argument("kind", type=click.Choice(["extract", "evaluate", "train"]))
 @click.argument("dataset", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @method_option
 @profile_option
 @param_option
+@click.option("--grid", "grid", multiple=True, metavar="NAME=V1,V2",
+              help="train: one axis of the GloPER settings grid, e.g. --grid size=128,256 --grid steps=25,50 "
+                   "--grid local_sizes=8,16;16,32 (local_sizes alternatives split by ';').")
+@click.option("--settings-from", type=int, default=None, metavar="JOB",
+              help="extract: run each photo with its species' best GloPER settings from training job JOB.")
 @click.option("--no-foreground", is_flag=True, help="Use the whole frame instead of rembg masks.")
 @click.option("--device-class", type=click.Choice(["cpu", "gpu"]), default=None,
               help="Send the items to cpu or gpu workers (default: the method's own class).")
 def submit(kind: str, dataset: Path, method: str | None, profile: str | None, params: tuple[str, ...],
-           no_foreground: bool, device_class: str | None) -> None:
+           grid: tuple[str, ...], settings_from: int | None, no_foreground: bool, device_class: str | None) -> None:
     """Record a job over DATASET and enqueue its unfinished items; prints the job id.
 
-    KIND is extract (segment every photo) or evaluate (score the masks the extract
-    job with the same settings stored, against the labels). Submitting the same
-    dataset and settings again adds no rows and enqueues only what is unfinished.
-    (Training/calibration jobs are not implemented yet.)
+    KIND is extract (segment every photo), evaluate (score the masks the extract job
+    with the same settings stored, against the labels) or train (a calibration sweep:
+    every --grid setting of GloPER on every labelled photo; the best settings per
+    species are stored when it finishes, for `submit extract --settings-from JOB`).
+    Submitting the same dataset and settings again adds no rows and enqueues only
+    what is unfinished.
     """
     from gloper_jobs import defaults
-    from gloper_jobs.submission import enqueue_unfinished, record_evaluate_job, record_extract_job
+    from gloper_jobs.submission import (
+        enqueue_unfinished,
+        record_evaluate_job,
+        record_extract_job,
+        record_train_job,
+    )
 
+    if grid and kind != "train":
+        raise click.UsageError("--grid belongs to `submit train`")
+    if settings_from is not None and kind != "extract":
+        raise click.UsageError("--settings-from belongs to `submit extract`")
     settings = _settings()
     _plugins(settings)
     store = _store(settings)
     t0 = time.perf_counter()
     method = method or defaults.DEFAULT_METHOD
-    if kind == "evaluate":
+    if kind == "train":
+        from gloper_jobs.calibration import TRAIN_METHOD, parse_grid
+
+        if method != TRAIN_METHOD:
+            raise click.UsageError(f"training jobs calibrate {TRAIN_METHOD} (--method {TRAIN_METHOD})")
+        sub = record_train_job(store, settings, dataset, parse_grid(grid, _params(params)),
+                               foreground=not no_foreground, on_device=device_class)
+    elif kind == "evaluate":
         sub = record_evaluate_job(store, settings, dataset, method, profile, _params(params),
                                   foreground=not no_foreground)
     else:
         sub = record_extract_job(store, settings, dataset, method, profile, _params(params),
-                                 foreground=not no_foreground, on_device=device_class)
+                                 foreground=not no_foreground, on_device=device_class,
+                                 settings_from=settings_from)
     sub.enqueued = enqueue_unfinished(store, sub.job, _publisher(settings), settings.submit_batch)
     state = "new job" if sub.created else "existing job"
     click.echo(f"job {sub.job.id} ({state}): {sub.job.n_items} items, {sub.added} new, {sub.enqueued} enqueued "

@@ -100,3 +100,32 @@ def test_two_workers_drain_kmeans_and_gloper_like_the_embedded_run(
         embedded = Store(settings.database_url)
         assert _table(embedded, summary.job.id) == _table(store, job_id)
         assert len(_table(store, job_id)[1]) == n_photos - 1
+
+
+def test_training_job_through_a_real_worker_then_extract_with_its_settings(
+        examples_dir: Path, database_url: str, broker_url: str, tmp_path: Path) -> None:
+    dataset = tmp_path / "photos"
+    shutil.copytree(examples_dir, dataset, ignore=shutil.ignore_patterns("README*"))
+    tiny = [a for k, v in {"size": "32", "steps": "2", "local_sizes": "4"}.items() for a in ("--param", f"{k}={v}")]
+    cluster = Cluster(database_url, broker_url, tmp_path)
+    store = cluster.store()
+    try:
+        tr = cluster.gloper("submit", "train", str(dataset), "--method", "gloper", "--device-class", "cpu",
+                            "--grid", "rho=0.3,0.5", *tiny)
+        tr_job = _job_id(tr.stdout)
+        assert "20 enqueued on train.cpu" in tr.stdout  # 10 labelled photos x 2 settings
+        cluster.start_worker("cpu1")
+        cluster.wait_for(lambda: drained(store, tr_job), 600, "the training job to finish")
+        table = cluster.gloper("calibration", str(tr_job)).stdout
+        assert all(sp in table for sp in ("Zebra", "Tiger", "Seal")) and "rho=" in table
+        ex = cluster.gloper("submit", "extract", str(dataset), "--method", "gloper", "--device-class", "cpu",
+                            "--settings-from", str(tr_job), *tiny)
+        ex_job = _job_id(ex.stdout)
+        cluster.wait_for(lambda: drained(store, ex_job), 600, "the calibrated extract job to finish")
+    finally:
+        cluster.stop()
+    assert counts(store, tr_job) == {"done": 20}
+    assert counts(store, ex_job) == {"done": 10}
+    with store.session() as s:
+        job = repo.get_job(s, ex_job)
+    assert job.params["settings_from"] == tr_job and len(job.params["per_species"]) == 10

@@ -49,3 +49,12 @@ def evaluate(self: Task, item_id: int) -> dict[str, Any]:
 
     return execute_item(runtime.context(), item_id, retries=self.request.retries,
                         last_attempt=self.request.retries >= (self.max_retries or 0)).as_dict()
+
+
+@app.task(name=TASK_NAMES["train"], **_retry_options)
+def train(self: Task, item_id: int) -> dict[str, Any]:
+    """Run one (photo, setting) of a calibration sweep and record its scores."""
+    from gloper_jobs.execution import execute_item
+
+    return execute_item(runtime.context(), item_id, retries=self.request.retries,
+                        last_attempt=self.request.retries >= (self.max_retries or 0)).as_dict()

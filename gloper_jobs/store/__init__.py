@@ -1,6 +1,14 @@
 """The result store: tables, migrations and the operations on them."""
 
 from gloper_jobs.store.db import Store
-from gloper_jobs.store.models import Candidate, Item, ItemStatus, Job, JobKind, JobStatus
+from gloper_jobs.store.models import (
+    Calibration,
+    Candidate,
+    Item,
+    ItemStatus,
+    Job,
+    JobKind,
+    JobStatus,
+)
 
-__all__ = ["Candidate", "Item", "ItemStatus", "Job", "JobKind", "JobStatus", "Store"]
+__all__ = ["Calibration", "Candidate", "Item", "ItemStatus", "Job", "JobKind", "JobStatus", "Store"]

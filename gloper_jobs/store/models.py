@@ -124,3 +124,19 @@ class Candidate(SQLModel, table=True):
     iou: float | None = None
     precision: float | None = None
     recall: float | None = None
+
+
+class Calibration(SQLModel, table=True):
+    """The best GloPER settings for one species, found by a training (calibration) job."""
+
+    __tablename__ = "calibration"
+    __table_args__ = (UniqueConstraint("job_id", "species", name="uq_calibration_job_species"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: int = Field(foreign_key="job.id", index=True)
+    species: str = Field(max_length=128)
+    params: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    dice: float = 0.0
+    photos: int = 0
+    settings_tried: int = 0
+    created_at: datetime = Field(default_factory=utcnow)

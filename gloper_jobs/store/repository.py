@@ -23,7 +23,7 @@ from gloper_jobs.exceptions import JobNotFoundError
 from gloper_jobs.store.models import Candidate, Item, ItemStatus, Job, JobStatus, utcnow
 
 
-def _insert(session: Session, model: Any) -> Any:
+def insert_statement(session: Session, model: Any) -> Any:
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
         return postgresql.insert(model)
@@ -62,7 +62,7 @@ class JobSpec:
 def get_or_create_job(session: Session, spec: JobSpec) -> tuple[Job, bool]:
     """The job with ``spec.key``, created if absent; returns ``(job, created)``."""
     key = spec.key
-    stmt = _insert(session, Job).values(
+    stmt = insert_statement(session, Job).values(
         key=key, kind=spec.kind, dataset=spec.dataset, method=spec.method, profile=spec.profile,
         params=spec.params, foreground_model=spec.foreground_model, eval_size=spec.eval_size,
         status=JobStatus.pending.value, results_dir="", n_items=0,
@@ -92,7 +92,7 @@ def add_items(session: Session, job: Job, items: Iterable[DatasetItem], batch: i
         # executemany with a statement compiled once (SQLAlchemy's "insertmanyvalues"):
         # compiling one 2,000-row VALUES clause per batch cost ~0.2 ms per item.
         table = Item.__table__  # type: ignore[attr-defined]
-        stmt = _insert(session, table).on_conflict_do_nothing(
+        stmt = insert_statement(session, table).on_conflict_do_nothing(
             index_elements=["job_id", "rel_path"]
         ).returning(table.c.id)
         n = len(session.connection().execute(stmt, rows).all())  # RETURNING: psycopg's rowcount is -1
@@ -179,7 +179,7 @@ def record_success(session: Session, item_id: int, candidates: Sequence[Candidat
             "derived": c.derived, "pattern_fraction": c.pattern_fraction, "dice": s.get("dice"),
             "iou": s.get("iou"), "precision": s.get("precision"), "recall": s.get("recall"),
         }
-        stmt = _insert(session, Candidate).values(**values)
+        stmt = insert_statement(session, Candidate).values(**values)
         stmt = stmt.on_conflict_do_update(
             index_elements=["item_id", "name"],
             set_={k: stmt.excluded[k] for k in values if k not in ("item_id", "name")},

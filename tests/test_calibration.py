@@ -1,0 +1,124 @@
+"""Training (calibration) jobs: the grid, one item per (photo, setting), the best settings per
+species stored, and extract jobs that use them. Runs the real execute_item on SQLite; the
+Celery task is the same thin call (tests/test_queue_e2e.py drives tasks through real workers)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+from sqlmodel import col, select
+
+from gloper_jobs.calibration import SETTING_MARK, parse_grid
+from gloper_jobs.exceptions import DatasetError, InvalidParameterError, JobNotFoundError
+from gloper_jobs.execution import WorkerContext, execute_item
+from gloper_jobs.settings import Settings
+from gloper_jobs.store import Calibration, Candidate, Item, Job, Store
+from gloper_jobs.submission import enqueue_unfinished, record_extract_job, record_train_job
+from gloper_jobs.synthetic import make_dataset
+
+TINY = {"size": "32", "local_sizes": "4", "steps": "2"}
+
+
+@pytest.fixture()
+def qsettings(tmp_path: Path) -> Settings:
+    return Settings.from_env(database_url=f"sqlite:///{tmp_path / 'c.db'}", results_dir=tmp_path / "res",
+                             device="cpu")
+
+
+@pytest.fixture()
+def photos(tmp_path: Path) -> Path:
+    make_dataset(tmp_path / "photos", per_species=2, size=64)
+    return tmp_path / "photos"
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.ids: list[int] = []
+
+    def __call__(self, job: Job, ids: Sequence[int]) -> int:
+        self.ids.extend(ids)
+        return len(ids)
+
+
+def _drain(store: Store, ctx: WorkerContext, job: Job) -> list[str]:
+    pub = Recorder()
+    enqueue_unfinished(store, job, pub, batch=100)
+    return [execute_item(ctx, i).status for i in pub.ids]
+
+
+def test_parse_grid() -> None:
+    grid = parse_grid(["steps=2,3", "rho=0.4,0.6"], TINY)
+    assert len(grid) == 4 and all(g["size"] == 32 and g["local_sizes"] == [4] for g in grid)
+    assert {(g["steps"], g["rho"]) for g in grid} == {(2, 0.4), (2, 0.6), (3, 0.4), (3, 0.6)}
+    sizes = parse_grid(["local_sizes=4;4,8"], {"size": "32", "steps": "2"})
+    assert [g["local_sizes"] for g in sizes] == [[4], [4, 8]]
+    assert len(parse_grid(["steps=2,2"], TINY)) == 1  # duplicates collapse
+    with pytest.raises(InvalidParameterError, match="valid names"):
+        parse_grid(["nope=1"])
+    with pytest.raises(InvalidParameterError, match="steps"):
+        parse_grid(["steps=0,2"], TINY)
+    with pytest.raises(InvalidParameterError, match="at least one"):
+        parse_grid([])
+
+
+def test_training_job_calibrates_each_species_and_extract_uses_it(qsettings: Settings, photos: Path) -> None:
+    store = Store(qsettings.database_url)
+    grid = parse_grid(["rho=0.2,0.5"], TINY)
+    sub = record_train_job(store, qsettings, photos, grid, foreground=False)
+    assert sub.created and sub.added == 8 * 2 and sub.job.queue == "train.gpu"
+    assert record_train_job(store, qsettings, photos, grid, foreground=False).added == 0
+    with pytest.raises(JobNotFoundError, match="not finished"):
+        record_extract_job(store, qsettings, photos, "gloper", params=TINY, foreground=False,
+                           settings_from=sub.job.id)
+
+    ctx = WorkerContext.boot(qsettings, "test", preload=False)
+    assert set(_drain(store, ctx, sub.job)) == {"done"}
+    with store.session() as s:
+        assert s.get(Job, sub.job.id).status == "done"
+        rows = {c.species: c for c in s.exec(select(Calibration).where(Calibration.job_id == sub.job.id)).all()}
+        # recompute the expected winner from the stored scores
+        per: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+        for item, cand in s.exec(select(Item, Candidate).join(Candidate, col(Candidate.item_id) == col(Item.id))
+                                 .where(Item.job_id == sub.job.id, col(Candidate.is_choice))).all():
+            per[item.species][int(item.rel_path.rpartition(SETTING_MARK)[2])].append(cand.dice)
+    assert set(rows) == {"Patches", "Rosettes", "Spots", "Stripes"}
+    for species, by_setting in per.items():
+        means = {k: sum(v) / len(v) for k, v in by_setting.items()}
+        best = min(means, key=lambda k: (-means[k], k))
+        assert rows[species].params == grid[best] and rows[species].dice == pytest.approx(means[best])
+        assert rows[species].photos == 2 and rows[species].settings_tried == 2
+
+    calls: list[tuple[str, dict]] = []
+    real_get = ctx.segmenters.get
+
+    def spy(method: str, profile: str | None = None, params: dict | None = None):  # type: ignore[no-untyped-def]
+        calls.append((method, dict(params or {})))
+        return real_get(method, profile, params)
+
+    ctx.segmenters.get = spy  # type: ignore[method-assign]
+    ext = record_extract_job(store, qsettings, photos, "gloper", params=TINY, foreground=False,
+                             settings_from=sub.job.id)
+    assert ext.job.params["settings_from"] == sub.job.id
+    assert set(_drain(store, ctx, ext.job)) == {"done"}
+    with store.session() as s:
+        species_of = {i.id: i.species for i in s.exec(select(Item).where(Item.job_id == ext.job.id)).all()}
+    assert len(calls) == len(species_of) == 8
+    used_rho = sorted({p["rho"] for _, p in calls})
+    assert used_rho == sorted({rows[sp].params["rho"] for sp in rows})
+    for _, params in calls:
+        assert "per_species" not in params and "settings_from" not in params
+    with pytest.raises(InvalidParameterError, match="gloper only"):
+        record_extract_job(store, qsettings, photos, "kmeans", foreground=False, settings_from=sub.job.id)
+
+
+def test_training_needs_labels(qsettings: Settings, tmp_path: Path) -> None:
+    folder = tmp_path / "nolabels" / "Cat"
+    folder.mkdir(parents=True)
+    from PIL import Image
+
+    Image.new("RGB", (16, 16)).save(folder / "a.png")
+    with pytest.raises(DatasetError, match="labelled"):
+        record_train_job(Store(qsettings.database_url), qsettings, tmp_path / "nolabels", parse_grid(["steps=2"], TINY))
