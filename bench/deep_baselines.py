@@ -21,20 +21,24 @@ candidate), the label-free choice and the seconds; prints a per-species table.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.quality import evaluate_segmenter, parse_params  # noqa: E402
+from bench.quality import (  # noqa: E402
+    evaluate_segmenter,
+    parse_params,
+    unless_weights_missing,
+    write_report,
+)
 from gloper_jobs.datasets import scan_dataset  # noqa: E402
-from gloper_jobs.exceptions import WeightsMissingError  # noqa: E402
 from gloper_jobs.foreground import ForegroundExtractor  # noqa: E402
 from gloper_jobs.images import load_image  # noqa: E402
 from gloper_jobs.labels import load_label  # noqa: E402
@@ -103,15 +107,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         seg = build_segmenter(name, settings, args.profile, overrides.get(name, {}))
         if not isinstance(seg, PretrainedSegmenter):  # the registry maps these names to them
             raise SystemExit(f"{name} is not a pretrained baseline")
-        try:
-            report["methods"][name] = run_method(name, seg, prepared, settings.eval_size)
-        except WeightsMissingError as exc:
-            report["methods"][name] = {"skipped": str(exc)}
-            print(f"\n{name}: skipped ({exc})")
-    out_path = args.out or REPO / "bench" / "out" / f"deep-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(json.dumps(report, indent=2))
-    print(f"\nwrote {out_path}")
+        report["methods"][name] = unless_weights_missing(
+            name, partial(run_method, name, seg, prepared, settings.eval_size))
+    write_report(report, args.out, "deep")
     return report
 
 

@@ -18,6 +18,8 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +83,25 @@ def evaluate_segmenter(name: str, seg: Segmenter, prepared: list[tuple[Any, Any,
     return result
 
 
+def unless_weights_missing(name: str, run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """``run()``'s result, or a ``skipped`` entry when the method's weights are missing
+    (pretrained methods locate them lazily, on the first photo)."""
+    try:
+        return run()
+    except WeightsMissingError as exc:
+        print(f"\n{name}: skipped ({exc})")
+        return {"skipped": str(exc)}
+
+
+def write_report(report: dict[str, Any], out: Path | None, prefix: str) -> Path:
+    """Write the JSON report to ``out`` (default ``bench/out/<prefix>-<time>.json``)."""
+    path = out or REPO / "bench" / "out" / f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2))
+    print(f"\nwrote {path}")
+    return path
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", required=True, type=Path)
@@ -124,15 +145,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             report["methods"][name] = {"skipped": str(exc)}
             print(f"\n{name}: skipped ({exc})")
             continue
-        try:
-            report["methods"][name] = evaluate_segmenter(name, seg, [p[:4] for p in prepared], settings.eval_size)
-        except WeightsMissingError as exc:  # weights located lazily, on the first photo
-            report["methods"][name] = {"skipped": str(exc)}
-            print(f"\n{name}: skipped ({exc})")
-    out_path = args.out or REPO / "bench" / "out" / f"quality-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(json.dumps(report, indent=2))
-    print(f"\nwrote {out_path}")
+        report["methods"][name] = unless_weights_missing(
+            name, partial(evaluate_segmenter, name, seg, [p[:4] for p in prepared], settings.eval_size))
+    write_report(report, args.out, "quality")
     return report
 
 
