@@ -188,7 +188,7 @@ def execute_item(ctx: WorkerContext, item_id: int, retries: int = 0, last_attemp
             s, item_id, outcome.candidates, choice=outcome.choice, seconds=outcome.seconds,
             width=outcome.width, height=outcome.height, foreground_fraction=outcome.foreground.fraction,
             foreground_fallback=outcome.foreground.fallback, note=outcome.note, host=ctx.host,
-            device=ctx.device_label(outcome.device),
+            device=ctx.device_label(outcome.device), info=outcome.info,
         )
         _finish_if_drained(s, job)
     return ItemResult(item_id, ItemStatus.done.value)

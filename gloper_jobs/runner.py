@@ -133,7 +133,7 @@ def run_dataset(
                         width=outcome.width, height=outcome.height,
                         foreground_fraction=outcome.foreground.fraction,
                         foreground_fallback=outcome.foreground.fallback, note=outcome.note,
-                        host=host, device=outcome.device,
+                        host=host, device=outcome.device, info=outcome.info,
                     )
                 summary.processed += 1
                 if on_item:

@@ -90,6 +90,8 @@ class Item(SQLModel, table=True):
     error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     traceback: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     note: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    #: what the method reported about how it made the masks (seconds, losses, choice reasons)
+    info: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     attempts: int = 0
     deliveries: int = 0
     width: int | None = None

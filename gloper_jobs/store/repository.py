@@ -170,8 +170,12 @@ class CandidateRecord:
 def record_success(session: Session, item_id: int, candidates: Sequence[CandidateRecord], *,
                    choice: str, seconds: float, width: int, height: int,
                    foreground_fraction: float | None, foreground_fallback: bool | None,
-                   note: str | None, host: str | None, device: str | None) -> None:
-    """Write an item's candidates (upsert) and mark it done, in the caller's transaction."""
+                   note: str | None, host: str | None, device: str | None,
+                   info: dict[str, Any] | None = None) -> None:
+    """Write an item's candidates (upsert) and mark it done, in the caller's transaction.
+
+    ``info`` is the method's JSON-ready report on how it made the masks.
+    """
     for c in candidates:
         s = c.scores or {}
         values = {
@@ -190,7 +194,7 @@ def record_success(session: Session, item_id: int, candidates: Sequence[Candidat
             status=ItemStatus.done.value, choice=choice, seconds=seconds, width=width, height=height,
             foreground_fraction=foreground_fraction, foreground_fallback=foreground_fallback,
             note=note, error=None, traceback=None, finished_at=utcnow(), heartbeat_at=utcnow(),
-            host=host, device=device,
+            host=host, device=device, info=json.loads(json.dumps(info, default=str)) if info else None,
         )
     )
 
