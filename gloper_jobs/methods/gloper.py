@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import numpy as np
 import torch
@@ -29,6 +29,9 @@ from gloper_jobs.methods.gloper_model import (
     pattern_weight,
     reconstruct,
 )
+
+if TYPE_CHECKING:
+    from gloper_jobs.methods.gloper_inference import ModelExtractor
 
 PAPER_LOCAL_SIZES = (4, 8, 16, 32, 64, 128, 256)
 
@@ -51,6 +54,9 @@ class GloperParams(MethodParams):
     lr: float = 1e-3
     seed: int = 41
     choice: str = "fused"
+    #: a dataset model (``gloper train``): one forward pass per photo instead of ``steps``
+    model: str = ""
+    finetune_steps: int = 0
     device: str = field(default="auto", metadata={"identity": False})
 
     def validate(self) -> None:
@@ -75,6 +81,10 @@ class GloperParams(MethodParams):
         valid_choices = ["fused"] + [f"local_{ls}" for ls in self.local_sizes]
         if self.choice not in valid_choices:
             raise InvalidParameterError(f"choice={self.choice!r}: use one of {', '.join(valid_choices)}")
+        if self.finetune_steps < 0:
+            raise InvalidParameterError(f"finetune_steps={self.finetune_steps} must be >= 0")
+        if self.finetune_steps and not self.model:
+            raise InvalidParameterError("finetune_steps warm-starts a dataset model: also pass --param model=MODEL.pt")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise InvalidParameterError(f"device={self.device!r}: use auto, cpu, cuda or cuda:N")
 
@@ -153,13 +163,29 @@ class GloperSegmenter(Segmenter):
         "paper": {"size": 1024, "local_sizes": PAPER_LOCAL_SIZES, "steps": 1000},
     }
 
+    def __init__(self, params: MethodParams) -> None:
+        super().__init__(params)
+        p = cast(GloperParams, params)
+        self._model: ModelExtractor | None = None
+        if p.model:  # load (and check) the dataset model once, here rather than on the first photo
+            from gloper_jobs.methods.gloper_inference import ModelExtractor
+
+            self._model = ModelExtractor(p.model, p.size, p.local_sizes, resolve_device(p.device))
+
     @classmethod
     def settings_defaults(cls, settings: Any) -> dict[str, Any]:
         return {"device": settings.device}
 
+    def close(self) -> None:
+        if self._model is not None:
+            self._model.close()
+            self._model = None
+
     def segment(self, image: np.ndarray, foreground: np.ndarray, context: SegmentContext | None = None) -> Segmentation:
         check_inputs(image, foreground)
         p = cast(GloperParams, self.params)
+        if self._model is not None:
+            return self._model.segment(image, foreground, p.rho, p.finetune_steps, p.seed, p.choice)
         device = resolve_device(p.device)
         s = p.size
         rgb = torch.from_numpy(resize_rgb(image, (s, s))).permute(2, 0, 1).unsqueeze(0).contiguous()

@@ -9,6 +9,8 @@ from gloper_jobs.store.models import (
     Job,
     JobKind,
     JobStatus,
+    Model,
+    ModelStatus,
 )
 
-__all__ = ["Calibration", "Candidate", "Item", "ItemStatus", "Job", "JobKind", "JobStatus", "Store"]
+__all__ = ["Calibration", "Candidate", "Item", "ItemStatus", "Job", "JobKind", "JobStatus", "Model", "ModelStatus", "Store"]
