@@ -82,6 +82,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--synthetic", type=Path, default=OUT / "synthetic", help="made with `gloper make-synthetic`")
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--models", default="both,examples,synthetic", help="which trainings (comma-separated)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
     settings = Settings.from_env()
@@ -112,14 +113,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     trainings = {"both": sets["examples"] + sets["synthetic"], "examples": sets["examples"],
                  "synthetic": sets["synthetic"]}
     for name, prepared in trainings.items():
+        if name not in args.models.split(","):
+            continue
         params = model_params(settings, {"size": SIZE, "local_sizes": LOCAL_SIZES, "steps": args.steps,
                                          "batch": args.batch})
-        path = OUT / f"gm-{name}-s{args.steps}-b{args.batch}.pt"
+        path = OUT / f"gm-{name}-b{args.batch}.pt"  # more --steps later continue it
         print(f"\ntraining on {name} ({len(prepared)} photos) -> {path}")
         tr = train_model(photo_set(prepared, SIZE), params, path, dataset=f"bench:{name}",
                          device=torch.device("cpu"), progress=True)
         entry: dict[str, Any] = {"photos": len(prepared), "steps": tr.step, "train_seconds": round(tr.seconds, 1),
                                  "train_photos_per_second": round(tr.step * args.batch / tr.seconds, 2),
+                                 "train_seconds_per_step": round(tr.seconds / tr.step, 3),
                                  "final_loss": tr.losses[-1], "loss_curve_every_10": tr.losses[::10], "eval": {}}
         for set_name, eval_set in sets.items():
             warm = WARM_STARTS if set_name in name or name == "both" else (0,)

@@ -220,3 +220,11 @@ def test_torchrun_trains_with_ddp_on_two_cpu_processes(tmp_path: Path, synthetic
     ck = load_checkpoint(out)
     assert ck.step == 2 and len(ck.losses) == 2 and ck.photos == 4
     assert r.stdout.count("model ") == 2  # both ranks finish; only rank 0 wrote the file
+
+
+def test_the_read_out_needs_only_head_a() -> None:
+    net = DatasetGloperNet((4, 8)).eval()
+    x = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        full, fast = net(x), net.centroids_a(x)
+    assert all(torch.equal(full[ls][1], fast[ls]) for ls in (4, 8))

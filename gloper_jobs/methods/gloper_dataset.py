@@ -173,6 +173,16 @@ class DatasetGloperNet(nn.Module):
         return out
 
 
+    def centroids_a(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
+        """Only what the read-out uses: head A's centroids per local size, ``Bx2x3x(H/l)x(W/l)``.
+
+        Head A reads the first block's features, so this runs one ``VGGBlock`` instead of
+        the whole UNet (the deeper layers and the logits only matter for training).
+        """
+        x0 = self.enc[0](x)
+        return {ls: self._centroids(x0, self.head_a[str(ls)], ls) for ls in self.local_sizes}
+
+
 def reconstruction_loss(net: nn.Module, images: torch.Tensor, foreground: torch.Tensor, tau: float,
                         generator: torch.Generator | None) -> torch.Tensor:
     """GloPER's loss summed over local sizes, mean over the batch.
@@ -194,14 +204,15 @@ def pattern_weights(net: DatasetGloperNet, image: torch.Tensor) -> dict[int, tor
     """One forward pass; per local size the pattern weight map ``HxW float32`` in [0, 1] (CPU).
 
     ``image``: ``1x3xHxW float32`` in [0, 1] on the network's device. Read-out as per-photo
-    GloPER (:func:`~gloper_jobs.methods.gloper_model.pattern_weight` on head A).
+    GloPER (:func:`~gloper_jobs.methods.gloper_model.pattern_weight` on head A), with
+    BatchNorm's running statistics of the training photos.
     """
     was_training = net.training
     net.eval()
     try:
         with torch.inference_mode():
-            out = net(image)
-            return {ls: pattern_weight(image, cen_a, ls)[0].float().cpu() for ls, (_, cen_a, _) in out.items()}
+            weights = net.centroids_a(image)
+            return {ls: pattern_weight(image, cen, ls)[0].float().cpu() for ls, cen in weights.items()}
     finally:
         net.train(was_training)
 
