@@ -243,6 +243,10 @@ def train_model(photos: PhotoSet, params: DatasetModelParams, out: Path, *, data
                 checkpoint(step, seconds_before + elapsed)
             if on_step is not None:
                 on_step(step, losses[-1])
+    except KeyboardInterrupt:  # Ctrl-C keeps the steps done since the last checkpoint
+        if len(losses) == step and step > start:
+            checkpoint(step, seconds_before + time.perf_counter() - t0)
+        raise
     finally:
         bar.close()
     elapsed = time.perf_counter() - t0
