@@ -151,8 +151,6 @@ def execute_item(ctx: WorkerContext, item_id: int, retries: int = 0, last_attemp
         with Heartbeat(ctx.store, item_id, ctx.settings.heartbeat_seconds):
             if job.kind == JobKind.evaluate.value:
                 return _record_scores(ctx, job, item)
-            if job.kind == JobKind.train_model.value:
-                return _train_model(ctx, job, item)
             if job.kind == JobKind.train.value:  # one (photo, setting) of a calibration sweep
                 params, photo = calibration.setting_of(job, item)
                 out_dir = item_output_dir(Path(job.results_dir), photo) / f"setting-{item.rel_path.rpartition('=')[2]}"
@@ -206,21 +204,5 @@ def _record_scores(ctx: WorkerContext, job: Job, item: Item) -> ItemResult:
             width=src.width or 0, height=src.height or 0, foreground_fraction=src.foreground_fraction,
             foreground_fallback=src.foreground_fallback, note=src.note, host=ctx.host, device="cpu",
         )
-        _finish_if_drained(s, job)
-    return ItemResult(item.id or 0, ItemStatus.done.value)
-
-
-def _train_model(ctx: WorkerContext, job: Job, item: Item) -> ItemResult:
-    """A model-training item: train (continuing the last checkpoint), record what it did."""
-    import time
-
-    from gloper_jobs.model_jobs import run_model_job
-
-    t0 = time.perf_counter()
-    info = run_model_job(ctx.settings, ctx.store, job)
-    with ctx.store.session() as s:
-        repo.record_success(s, item.id or 0, [], choice="", seconds=time.perf_counter() - t0, width=0, height=0,
-                            foreground_fraction=None, foreground_fallback=None, note=None, host=ctx.host,
-                            device=ctx.device_label(ctx.settings.device), info=info)
         _finish_if_drained(s, job)
     return ItemResult(item.id or 0, ItemStatus.done.value)

@@ -13,8 +13,6 @@ DEVICE_CLASSES = ("cpu", "gpu")
 
 #: the Celery task name of each job kind
 TASK_NAMES = {kind: f"gloper.{kind}" for kind in JOB_KINDS}
-#: a dataset model trains as one task of the train kind, on the train queues
-TASK_NAMES["train_model"] = TASK_NAMES["train"]
 
 
 def queue_name(kind: str, device_class: str) -> str:

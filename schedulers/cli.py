@@ -58,17 +58,13 @@ def _plugins(settings: Any) -> None:
 @click.option("--grid", "grid", multiple=True, metavar="NAME=V1,V2",
               help="train: one axis of the GloPER settings grid, e.g. --grid size=128,256 --grid steps=25,50 "
                    "--grid local_sizes=8,16;16,32 (local_sizes alternatives split by ';').")
-@click.option("--model", "model", default=None, metavar="NAME",
-              help="train: train one dataset-level GloPER model named NAME on every photo (no labels) "
-                   "instead of a calibration sweep; extract with it by --param model=NAME.")
 @click.option("--settings-from", type=int, default=None, metavar="JOB",
               help="extract: run each photo with its species' best GloPER settings from training job JOB.")
 @click.option("--no-foreground", is_flag=True, help="Use the whole frame instead of rembg masks.")
 @click.option("--device-class", type=click.Choice(["cpu", "gpu"]), default=None,
               help="Send the items to cpu or gpu workers (default: the method's own class).")
 def submit(kind: str, dataset: Path, method: str | None, profile: str | None, params: tuple[str, ...],
-           grid: tuple[str, ...], model: str | None, settings_from: int | None, no_foreground: bool,
-           device_class: str | None) -> None:
+           grid: tuple[str, ...], settings_from: int | None, no_foreground: bool, device_class: str | None) -> None:
     """Record a job over DATASET and enqueue its unfinished items; prints the job id.
 
     KIND is extract (segment every photo), evaluate (score the masks the extract job
@@ -95,18 +91,7 @@ def submit(kind: str, dataset: Path, method: str | None, profile: str | None, pa
     store = _store(settings)
     t0 = time.perf_counter()
     method = method or defaults.DEFAULT_METHOD
-    if model is not None and (kind != "train" or grid):
-        raise click.UsageError("--model belongs to `submit train` (without --grid)")
-    if model is not None:
-        from gloper_jobs.model_jobs import MODEL_METHOD, record_model_job
-        from gloper_jobs.submission import Submission
-
-        if method != MODEL_METHOD:
-            raise click.UsageError(f"dataset models are {MODEL_METHOD} models (--method {MODEL_METHOD})")
-        job, created, added = record_model_job(store, settings, dataset, model, _params(params),
-                                               foreground=not no_foreground, on_device=device_class)
-        sub = Submission(job, created, added)
-    elif kind == "train":
+    if kind == "train":
         from gloper_jobs.calibration import TRAIN_METHOD, parse_grid
 
         if method != TRAIN_METHOD:

@@ -27,8 +27,6 @@ class JobKind(StrEnum):
     extract = "extract"
     evaluate = "evaluate"
     train = "train"
-    #: training one dataset-level GloPER model (one item: the dataset), on the train queues
-    train_model = "train_model"
 
 
 class JobStatus(StrEnum):
