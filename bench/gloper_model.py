@@ -29,14 +29,15 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from bench.quality import evaluate_segmenter, write_report  # noqa: E402
-from gloper_jobs.datasets import scan_dataset  # noqa: E402
-from gloper_jobs.foreground import ForegroundExtractor  # noqa: E402
-from gloper_jobs.images import load_image, resize_mask, resize_rgb_uint8  # noqa: E402
-from gloper_jobs.labels import load_label  # noqa: E402
+from gloper_jobs.data.datasets import scan_dataset  # noqa: E402
+from gloper_jobs.data.images import load_image, resize_mask, resize_rgb_uint8  # noqa: E402
+from gloper_jobs.data.labels import load_label  # noqa: E402
+from gloper_jobs.devices import configure_torch  # noqa: E402
+from gloper_jobs.foreground.extractor import ForegroundExtractor  # noqa: E402
+from gloper_jobs.jobs.training import model_params  # noqa: E402
 from gloper_jobs.methods.gloper_training import PhotoSet, train_model  # noqa: E402
-from gloper_jobs.runner import build_segmenter, configure_torch  # noqa: E402
+from gloper_jobs.methods.registry import build_segmenter  # noqa: E402
 from gloper_jobs.settings import Settings  # noqa: E402
-from gloper_jobs.training import model_params  # noqa: E402
 
 OUT = REPO / "bench" / "out"
 SIZE, LOCAL_SIZES = 128, "8,16"
@@ -86,9 +87,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
     settings = Settings.from_env()
-    configure_torch(settings)
+    configure_torch(settings.torch_threads)
     if not args.synthetic.exists():
-        from gloper_jobs.synthetic import make_dataset
+        from gloper_jobs.data.synthetic import make_dataset
 
         make_dataset(args.synthetic)
     fg_fn = ForegroundExtractor(settings.models_dir, settings.foreground_model)

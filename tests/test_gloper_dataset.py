@@ -13,6 +13,8 @@ import torch
 from sqlmodel import select
 
 from gloper_jobs.exceptions import GloperError
+from gloper_jobs.jobs.runner import run_dataset
+from gloper_jobs.jobs.training import model_params
 from gloper_jobs.methods.gloper_dataset import (
     DatasetGloperNet,
     DatasetModelParams,
@@ -25,10 +27,9 @@ from gloper_jobs.methods.gloper_dataset import (
 )
 from gloper_jobs.methods.gloper_inference import ModelExtractor
 from gloper_jobs.methods.gloper_training import prepare_photos, train_model
-from gloper_jobs.runner import build_segmenter, run_dataset
+from gloper_jobs.methods.registry import build_segmenter
 from gloper_jobs.settings import Settings
 from gloper_jobs.store import Candidate, Item, Model, ModelStatus, Store
-from gloper_jobs.training import model_params
 
 TINY = {"size": 32, "local_sizes": "4,8", "batch": 2, "checkpoint_every": 2, "device": "cpu"}
 
@@ -39,7 +40,7 @@ def _params(settings: Settings, **extra: object) -> DatasetModelParams:
 
 @pytest.fixture(scope="module")
 def photos(synthetic_dir: Path):  # type: ignore[no-untyped-def]
-    from gloper_jobs.datasets import scan_dataset
+    from gloper_jobs.data.datasets import scan_dataset
 
     return prepare_photos([it.path for it in scan_dataset(synthetic_dir)], 32, None)
 

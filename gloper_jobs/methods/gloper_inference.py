@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from gloper_jobs.images import resize_mask, resize_rgb
+from gloper_jobs.data.images import resize_mask, resize_rgb
 from gloper_jobs.methods.base import Segmentation
 from gloper_jobs.methods.gloper_dataset import (
     DatasetGloperNet,

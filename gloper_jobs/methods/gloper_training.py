@@ -28,8 +28,8 @@ import numpy as np
 import torch
 from torch.utils.data import DistributedSampler
 
+from gloper_jobs.data.images import load_image, resize_mask, resize_rgb_uint8
 from gloper_jobs.exceptions import DatasetError, GloperError
-from gloper_jobs.images import load_image, resize_mask, resize_rgb_uint8
 from gloper_jobs.methods.gloper_dataset import (
     DatasetGloperNet,
     DatasetModelParams,
@@ -131,6 +131,7 @@ class TrainResult:
     seconds: float
     photos_per_second: float
     photos: int
+    device: str
 
 
 def _batch_indices(sampler: DistributedSampler[int], step: int, batch: int, cache: dict[int, list[int]]) -> list[int]:
@@ -252,4 +253,4 @@ def train_model(photos: PhotoSet, params: DatasetModelParams, out: Path, *, data
     elapsed = time.perf_counter() - t0
     done = step - start
     return TrainResult(Path(out), step, start, losses, seconds_before + elapsed,
-                       done * per_step / elapsed if done and elapsed > 0 else 0.0, len(photos))
+                       done * per_step / elapsed if done and elapsed > 0 else 0.0, len(photos), str(device))

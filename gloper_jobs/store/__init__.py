@@ -7,10 +7,9 @@ from gloper_jobs.store.models import (
     Item,
     ItemStatus,
     Job,
-    JobKind,
     JobStatus,
     Model,
     ModelStatus,
 )
 
-__all__ = ["Calibration", "Candidate", "Item", "ItemStatus", "Job", "JobKind", "JobStatus", "Model", "ModelStatus", "Store"]
+__all__ = ["Calibration", "Candidate", "Item", "ItemStatus", "Job", "JobStatus", "Model", "ModelStatus", "Store"]

@@ -12,8 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
-from gloper_jobs.datasets import scan_dataset
-from gloper_jobs.methods.gloper import resolve_device
+from gloper_jobs.data.datasets import scan_dataset
+from gloper_jobs.devices import configure_torch, resolve_device
+from gloper_jobs.foreground.extractor import build_foreground
 from gloper_jobs.methods.gloper_dataset import DatasetModelParams
 from gloper_jobs.methods.gloper_training import (
     CheckpointHook,
@@ -22,7 +23,6 @@ from gloper_jobs.methods.gloper_training import (
     prepare_photos,
     train_model,
 )
-from gloper_jobs.runner import build_foreground, configure_torch
 from gloper_jobs.settings import Settings
 
 
@@ -36,7 +36,7 @@ def load_photos(dataset: Path, settings: Settings, size: int, foreground: bool =
                 progress: bool = True) -> PhotoSet:
     """Every photo under ``dataset`` with its foreground, at ``size x size`` (labels unused)."""
     items = scan_dataset(dataset, with_labels=False)
-    fg_fn = build_foreground(settings, foreground)
+    fg_fn = build_foreground(settings, None if foreground else "none")
     return prepare_photos([it.path for it in items], size, fg_fn, settings.max_image_pixels, progress)
 
 
@@ -48,7 +48,7 @@ def train_dataset(dataset: Path, out: Path, settings: Settings, params: dict[str
     With ``name`` the model is recorded in the store (``settings.database_url``) and every
     checkpoint updates its row (step, loss curve, SHA-256), so ``--param model=NAME`` finds it.
     """
-    configure_torch(settings)
+    configure_torch(settings.torch_threads)
     p = model_params(settings, params)
     data = str(Path(dataset).resolve())
     hook: CheckpointHook | None = None
