@@ -229,3 +229,28 @@ def test_the_read_out_needs_only_head_a() -> None:
     with torch.no_grad():
         full, fast = net(x), net.centroids_a(x)
     assert all(torch.equal(full[ls][1], fast[ls]) for ls in (4, 8))
+
+
+def test_submit_train_with_a_model_records_one_item_on_the_train_queue(settings: Settings,
+                                                                        synthetic_dir: Path) -> None:
+    from gloper_jobs.jobs.kinds import SubmitRequest, get_kind
+    from gloper_jobs.store.model_registry import ModelConflictError
+
+    store = Store(settings.database_url)
+    request = SubmitRequest(synthetic_dir, "gloper", params={"size": "32", "local_sizes": "4,8"}, model="m",
+                            on_device="cpu")
+    sub = get_kind("train").record(store, settings, request)  # `submit train --model m`
+    assert sub.created and sub.added == 1 and sub.job.kind == "train_model" and sub.job.queue == "train.cpu"
+    again = get_kind("train_model").record(store, settings, request)
+    assert again.job.id == sub.job.id and again.added == 0
+    with store.session() as s:
+        model = s.exec(select(Model)).one()
+    assert model.status == ModelStatus.training.value and model.step == 0 and model.job_id == sub.job.id
+    assert model.checkpoint_path == str(settings.results_dir.resolve() / "models" / "m.pt")
+    with pytest.raises(ModelConflictError, match="model 'm' already exists with settings local_sizes=\\[4, 8\\] \\(asked \\[8, 16\\]\\), size=32 \\(asked 128\\)"):
+        get_kind("train").record(store, settings, SubmitRequest(synthetic_dir, "gloper", model="m"))
+    with pytest.raises(GloperError, match="--grid belongs to `submit train`"):
+        get_kind("train").record(store, settings, SubmitRequest(synthetic_dir, "gloper", model="m2",
+                                                                grid=("rho=0.3,0.5",)))
+    with pytest.raises(GloperError, match="needs a name: --model NAME"):
+        get_kind("train_model").record(store, settings, SubmitRequest(synthetic_dir, "gloper"))

@@ -42,7 +42,7 @@ def register_model(session: Session, name: str, dataset: str, settings: dict[str
                      if k not in resumable and settings.get(k) != model.settings.get(k))
     if model.dataset != dataset or differs:
         what = f"dataset {model.dataset}" if model.dataset != dataset else "settings " + ", ".join(
-            f"{k}={model.settings.get(k)!r}" for k in differs)
+            f"{k}={model.settings.get(k)!r} (asked {settings.get(k)!r})" for k in differs)
         raise ModelConflictError(f"model {name!r} already exists with {what}; choose another --model name")
     model.steps = steps
     model.settings = settings
