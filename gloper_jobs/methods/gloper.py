@@ -145,6 +145,9 @@ class GloperSegmenter(Segmenter):
     """GloPER. Candidates ``local_<l>`` per local size, plus ``fused`` (majority vote).
 
     The label-free choice is ``choice`` (``fused`` by default, or one local size).
+    With ``model`` (a checkpoint of ``gloper train``) no network is trained per photo:
+    the dataset model's one forward pass gives the same candidates
+    (:mod:`gloper_jobs.methods.gloper_inference`), after ``finetune_steps`` per-photo steps.
     """
 
     name = "gloper"
@@ -160,9 +163,13 @@ class GloperSegmenter(Segmenter):
         p = cast(GloperParams, params)
         self._model: ModelExtractor | None = None
         if p.model:  # load (and check) the dataset model once, here rather than on the first photo
-            from gloper_jobs.methods.gloper_inference import ModelExtractor
+            self._model = self._load_model(p)
 
-            self._model = ModelExtractor(p.model, p.size, p.local_sizes, resolve_device(p.device))
+    @staticmethod
+    def _load_model(p: GloperParams) -> ModelExtractor:
+        from gloper_jobs.methods.gloper_inference import ModelExtractor
+
+        return ModelExtractor(p.model, p.size, p.local_sizes, resolve_device(p.device))
 
     @classmethod
     def settings_defaults(cls, settings: Any) -> dict[str, Any]:
@@ -176,6 +183,8 @@ class GloperSegmenter(Segmenter):
     def segment(self, image: np.ndarray, foreground: np.ndarray, context: SegmentContext | None = None) -> Segmentation:
         check_inputs(image, foreground)
         p = cast(GloperParams, self.params)
+        if p.model and self._model is None:  # closed (evicted) and asked again
+            self._model = self._load_model(p)
         if self._model is not None:
             return self._model.segment(image, foreground, p.rho, p.finetune_steps, p.seed, p.choice)
         device = resolve_device(p.device)

@@ -109,6 +109,14 @@ class Distributed:
             return torch.device("cuda", self.local_rank)
         return asked
 
+    def close(self) -> None:
+        """Leave the process group (after training under torchrun)."""
+        if self.world > 1:
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                dist.destroy_process_group()
+
     def mean(self, value: torch.Tensor) -> float:
         """``value`` averaged over the processes (itself when single)."""
         if self.world > 1:
@@ -250,6 +258,7 @@ def train_model(photos: PhotoSet, params: DatasetModelParams, out: Path, *, data
         raise
     finally:
         bar.close()
+        ddp.close()
     elapsed = time.perf_counter() - t0
     done = step - start
     return TrainResult(Path(out), step, start, losses, seconds_before + elapsed,
