@@ -254,3 +254,34 @@ def test_submit_train_with_a_model_records_one_item_on_the_train_queue(settings:
                                                                 grid=("rho=0.3,0.5",)))
     with pytest.raises(GloperError, match="needs a name: --model NAME"):
         get_kind("train_model").record(store, settings, SubmitRequest(synthetic_dir, "gloper"))
+
+
+def test_a_model_training_item_runs_through_the_recording_path_and_resumes(settings: Settings,
+                                                                             synthetic_dir: Path) -> None:
+    """The kind's run_item as a worker runs it (no broker): a second delivery after a kill
+    continues from the checkpoint the first one left (the real queue: tests/test_queue_model.py)."""
+    from gloper_jobs.jobs.context import WorkerContext
+    from gloper_jobs.jobs.kinds import SubmitRequest, get_kind
+    from gloper_jobs.jobs.recording import run_and_record
+
+    store = Store(settings.database_url)
+    params = {**{k: str(v) for k, v in TINY.items() if k != "device"}, "steps": "4"}
+    sub = get_kind("train").record(store, settings, SubmitRequest(synthetic_dir, "gloper", params=params,
+                                                                  foreground=False, model="m"))
+    with store.session() as s:
+        item = s.exec(select(Item).where(Item.job_id == sub.job.id)).one()
+        model = s.exec(select(Model)).one()
+    # a first delivery killed after step 2's checkpoint: leave that checkpoint behind
+    photos = prepare_photos([p for p in sorted(synthetic_dir.rglob("*.jpg"))], 32, None)
+    train_model(photos, _params(settings, steps=2), Path(model.checkpoint_path), dataset=model.dataset,
+                device=torch.device("cpu"), progress=False)
+    ctx = WorkerContext.boot(settings, preload=False, store=store)
+    result = run_and_record(ctx, sub.job, item)
+    assert result.status == "done", result.message
+    with store.session() as s:
+        done = s.get(Item, item.id)
+        model = s.exec(select(Model)).one()
+    assert done is not None and done.info is not None
+    assert done.info["start_step"] == 2 and done.info["step"] == 4 and done.info["model"] == "m"
+    assert model.status == ModelStatus.done.value and model.step == 4 and len(model.losses) == 4
+    assert model.sha256 == file_sha256(model.checkpoint_path)
