@@ -45,8 +45,8 @@ def test_watershed_matches_reference(prepared) -> None:
 
 def test_kmeans_choice_rules(prepared) -> None:
     _, img, fg, _ = prepared[-1]
-    dark = create_segmenter("kmeans").segment(img, fg)
-    light = create_segmenter("kmeans", choice="lighter").segment(img, fg)
+    dark = create_segmenter("kmeans", polarity="darker").segment(img, fg)
+    light = create_segmenter("kmeans", polarity="lighter").segment(img, fg)
     small = create_segmenter("kmeans", choice="smaller").segment(img, fg)
     assert dark.choice == "cluster_0" and light.choice == "cluster_1"
     sizes = {n: m.sum() for n, m in small.candidates.items()}
