@@ -26,11 +26,11 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from gloper_jobs.images import resize_mask  # noqa: E402
+from gloper_jobs.data.images import resize_mask  # noqa: E402
 from gloper_jobs.methods import create_segmenter  # noqa: E402
 from gloper_jobs.methods.choice import AUTO_MARGIN, AUTO_RULE, POLARITY_RULES  # noqa: E402
 from gloper_jobs.methods.gloper_readout import LIGHTER_SUFFIX, candidate_name, read_out  # noqa: E402
-from gloper_jobs.metrics import scores  # noqa: E402
+from gloper_jobs.scoring.metrics import scores  # noqa: E402
 
 WEIGHTS = REPO / "bench" / "out" / "weights"
 SYNTHETIC = ("Stripes", "Spots", "Rosettes", "Patches")

@@ -25,12 +25,12 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from gloper_jobs.datasets import scan_dataset  # noqa: E402
+from gloper_jobs.data.datasets import scan_dataset  # noqa: E402
+from gloper_jobs.data.images import load_image, resize_mask, resize_rgb, resize_rgb_uint8  # noqa: E402
+from gloper_jobs.data.labels import load_label  # noqa: E402
+from gloper_jobs.devices import configure_torch  # noqa: E402
 from gloper_jobs.foreground import ForegroundExtractor  # noqa: E402
-from gloper_jobs.images import load_image, resize_mask, resize_rgb, resize_rgb_uint8  # noqa: E402
-from gloper_jobs.labels import load_label  # noqa: E402
 from gloper_jobs.methods.gloper import GloperParams, train_local_size  # noqa: E402
-from gloper_jobs.runner import configure_torch  # noqa: E402
 from gloper_jobs.settings import Settings  # noqa: E402
 
 OUT = REPO / "bench" / "out" / "weights"
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--readout", action="append", type=int, default=[], help="also keep the map after N steps")
     args = ap.parse_args(argv)
     settings = Settings.from_env()
-    configure_torch(settings)
+    configure_torch(settings.torch_threads)
     params = GloperParams.build(**dict(p.split("=", 1) for p in args.param), device="cpu")
     folder = OUT / args.tag
     folder.mkdir(parents=True, exist_ok=True)

@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from gloper_jobs.data.images import resize_mask
+from gloper_jobs.data.synthetic import make_photo
 from gloper_jobs.exceptions import InvalidParameterError
-from gloper_jobs.images import resize_mask
 from gloper_jobs.methods import create_segmenter
 from gloper_jobs.methods.choice import (
     AUTO_RULE,
@@ -19,8 +20,7 @@ from gloper_jobs.methods.choice import (
     pieces,
     thinner,
 )
-from gloper_jobs.metrics import scores
-from gloper_jobs.synthetic import make_photo
+from gloper_jobs.scoring.metrics import scores
 
 S = 96
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from gloper_jobs.data.synthetic import make_photo
 from gloper_jobs.methods import create_segmenter
 from gloper_jobs.methods.gloper import PAPER_LOCAL_SIZES, GloperParams, train_local_size
 from gloper_jobs.methods.gloper_model import (
@@ -14,8 +15,7 @@ from gloper_jobs.methods.gloper_model import (
     pattern_weight,
     reconstruct,
 )
-from gloper_jobs.metrics import scores
-from gloper_jobs.synthetic import make_photo
+from gloper_jobs.scoring.metrics import scores
 
 
 def test_network_shapes() -> None:
@@ -62,7 +62,7 @@ def test_reconstruct_and_readout_follow_the_method() -> None:
 def test_learns_a_stripe_pattern() -> None:
     photo, label, body = make_photo("Stripes", 64, np.random.default_rng(3))
     out = create_segmenter("gloper", size=64, local_sizes="8", steps=25, device="cpu").segment(photo, body)
-    from gloper_jobs.images import resize_mask
+    from gloper_jobs.data.images import resize_mask
 
     dice = scores(out.candidates["local_8"], resize_mask(label, (64, 64))).dice
     assert dice > 0.7, dice
@@ -95,10 +95,17 @@ def test_fused_choice_and_profiles() -> None:
     photo, _, _ = make_photo("Patches", 48, np.random.default_rng(2))
     fg = np.ones(photo.shape[:2], dtype=bool)
     out = create_segmenter("gloper", size=32, local_sizes="4,8,16", steps=2, device="cpu").segment(photo, fg)
-    assert set(out.candidates) == {"local_4", "local_8", "local_16", "fused"}
-    assert out.choice == "fused" and out.derived == {"fused"} and "fused" not in out.oracle_names()
+    local = {f"local_{s}{pol}" for s in (4, 8, 16) for pol in ("", "_lighter")}
+    derived = {"fused", "fused_lighter", "consensus", "consensus_lighter"}
+    assert set(out.candidates) == local | derived
+    assert out.derived == derived and set(out.oracle_names()) == local
+    assert out.choice == ("consensus" if out.info["polarity"]["polarity"] == "darker" else "consensus_lighter")
     votes = sum(out.candidates[f"local_{s}"].astype(int) for s in (4, 8, 16))
     assert np.array_equal(out.candidates["fused"], votes >= 2)
+    assert not (out.candidates["consensus"] & ~out.candidates["fused"]).any()
+    fused = create_segmenter("gloper", size=32, local_sizes="4,8,16", steps=2, device="cpu", choice="fused",
+                             polarity="lighter").segment(photo, fg)
+    assert fused.choice == "fused_lighter"
     paper = create_segmenter("gloper", profile="paper").params
     assert (paper.size, paper.local_sizes, paper.steps, paper.tau, paper.rho, paper.lr, paper.seed) == (
         1024, PAPER_LOCAL_SIZES, 1000, 0.1, 0.5, 1e-3, 41)

@@ -27,8 +27,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from gloper_jobs.data.images import resize_mask, resize_rgb_uint8
 from gloper_jobs.exceptions import InvalidParameterError
-from gloper_jobs.images import resize_mask, resize_rgb_uint8
 
 POLARITIES = ("auto", "darker", "lighter")
 #: a region smaller than this share of the foreground counts as no piece (noise)

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from gloper_jobs.images import resize_mask
+from gloper_jobs.data.images import resize_mask
 from gloper_jobs.methods.choice import choose_polarity, colour_split
 
 LIGHTER_SUFFIX = "_lighter"
