@@ -140,3 +140,22 @@ def test_kmeans_polarity_auto_uses_the_same_rule(light_spots) -> None:
     assert scores(auto.candidates["cluster_1"], resize_mask(label, (256, 256))).dice > 0.7
     dark = create_segmenter("kmeans", polarity="darker").segment(photo, body)
     assert dark.choice == "cluster_0"
+
+
+def test_synthetic_set_has_both_polarities(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from PIL import Image
+
+    from gloper_jobs.data.synthetic import make_dataset
+
+    paths = make_dataset(tmp_path, per_species=1, size=96, polarity="both")
+    assert sorted(p.parent.name for p in paths) == sorted(
+        ["Patches", "Rosettes", "Spots", "Stripes", "PatchesLight", "RosettesLight", "SpotsLight", "StripesLight"])
+    for p in paths:
+        photo = np.asarray(Image.open(p).convert("L"), dtype=np.float32)
+        label = np.asarray(Image.open(p.parent / "label" / f"{p.stem}.png")) < 128
+        _, _, body = make_photo("Spots", 96, np.random.default_rng(0))  # the body ellipse is the same for all
+        marks, coat = photo[label].mean(), photo[body & ~label].mean()
+        assert (marks > coat) == p.parent.name.endswith("Light"), p
+    assert len(make_dataset(tmp_path / "d", per_species=1, size=48)) == 4  # darker only by default
+    with pytest.raises(ValueError, match="darker, lighter, both"):
+        make_dataset(tmp_path / "x", polarity="pale")

@@ -18,9 +18,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import cv2
 import numpy as np
 
-from gloper_jobs.data.images import resize_mask
 from gloper_jobs.methods.choice import choose_polarity, colour_split
 
 LIGHTER_SUFFIX = "_lighter"
@@ -29,6 +29,15 @@ LIGHTER_SUFFIX = "_lighter"
 def candidate_name(base: str, polarity: str) -> str:
     """``local_8`` / ``fused`` for the darker colour, ``local_8_lighter`` / ``fused_lighter`` else."""
     return base + LIGHTER_SUFFIX if polarity == "lighter" else base
+
+
+def _area_resize(mask: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """``HxW bool`` -> ``shape`` by the majority of the pixels each output pixel covers
+    (nearest neighbour would keep one pixel in four of a 256 -> 128 split)."""
+    if mask.shape == shape:
+        return mask.copy()
+    area = cv2.resize(mask.astype(np.float32), (shape[1], shape[0]), interpolation=cv2.INTER_AREA)
+    return np.asarray(area > 0.5)
 
 
 @dataclass
@@ -64,7 +73,7 @@ def read_out(
         candidates[f"local_{ls}"] = (w > rho) & fg
         candidates[f"local_{ls}{LIGHTER_SUFFIX}"] = (1.0 - w > rho) & fg
     darker, fg_e = colour_split(image, foreground)
-    darker_s = resize_mask(darker, fg.shape)
+    darker_s = _area_resize(darker, fg.shape)
     for pol, split in (("darker", darker_s), ("lighter", fg & ~darker_s)):
         votes = np.sum([candidates[candidate_name(f"local_{ls}", pol)] for ls in weights], axis=0)
         fused = votes * 2 > len(weights)
