@@ -131,6 +131,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             b = block[name]
             extra = f"  chosen {b['chosen']}" if "chosen" in b else ""
             print(f"  {name:<24} {b['real']:.3f} / {b['synthetic']:.3f} / {b['all']:.3f}{extra}")
+    # the size choice / fusion and the rule together, GloPER's candidates only
+    pairs = [(b, r) for b in bases if b != "kmeans" for r in rules]
+    table = np.array([[pick(p, r, b) for b, r in pairs] for p in photos])
+    joint, joint_chosen = [], []
+    for i in range(len(photos)):
+        best = int(np.argmax(np.delete(table, i, axis=0).mean(axis=0)))
+        joint.append(float(table[i, best]))
+        joint_chosen.append(f"{pairs[best][0]} + {pairs[best][1]}")
+    summary["joint_LOO"] = {"real": mean([joint[i] for i in real]), "synthetic": mean([joint[i] for i in syn]),
+                            "all": mean(joint), "chosen": {c: joint_chosen.count(c) for c in sorted(set(joint_chosen))}}
+    print(f"\n== GloPER size choice and rule together, leave-one-out: {summary['joint_LOO']}")
     out = args.out or REPO / "bench" / "out" / f"choice-{args.tag}-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(json.dumps(summary, indent=1))
     print(f"\nwrote {out}")
