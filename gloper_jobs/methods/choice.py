@@ -63,7 +63,7 @@ def minority(darker: Sequence[np.ndarray], fg: np.ndarray) -> float:
 
 
 def _boundary_per_area(region: np.ndarray) -> float:
-    """Edge pixels of ``region`` (4-neighbour erosion; the frame counts as outside) per pixel."""
+    """Edge pixels of ``region`` (those a 3x3 erosion removes; the frame counts as outside) per pixel."""
     area = float(region.sum())
     if area == 0:
         return 0.0

@@ -40,7 +40,12 @@ PAPER_LOCAL_SIZES = (4, 8, 16, 32, 64, 128, 256)
 class GloperParams(MethodParams):
     """GloPER's settings; defaults are the CPU profile, ``profile=paper`` the paper's.
 
-    The CPU profile (S=128, local sizes 8 and 16, 25 steps, fused choice) was chosen
+    ``choice`` names the mask a user without labels gets (``consensus``, ``fused`` or
+    ``local_<l>``) and ``polarity`` which colour is the pattern (``auto``: the label-free
+    rule of :mod:`gloper_jobs.methods.choice`; ``darker``: the paper's reading;
+    ``lighter``); see :mod:`gloper_jobs.methods.gloper_readout`.
+
+    The CPU profile (S=128, local sizes 8 and 16, 25 steps) was chosen
     from measurements on the ten example photos on a 2-core machine: about 0.2 s a
     step, so about 11 s a photo, within 0.01-0.02 Dice of 100 steps and of S=256
     (README, "GloPER profiles").
@@ -136,9 +141,11 @@ def _readout(model: GloperNet, image: torch.Tensor, local_size: int) -> torch.Te
 
 
 class GloperSegmenter(Segmenter):
-    """GloPER. Candidates ``local_<l>`` per local size, plus ``fused`` (majority vote).
+    """GloPER. Candidates ``local_<l>`` / ``local_<l>_lighter`` per local size in both
+    polarities, plus the derived ``fused`` and ``consensus`` masks of each polarity.
 
-    The label-free choice is ``choice`` (``fused`` by default, or one local size).
+    The label-free choice is ``choice`` (``consensus`` by default) in the colour
+    ``polarity`` calls the pattern; ``info["polarity"]`` says which and why.
     """
 
     name = "gloper"
