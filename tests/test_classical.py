@@ -23,8 +23,8 @@ def prepared(examples_dir: Path, foreground) -> list[tuple[str, np.ndarray, np.n
     return out
 
 
-def _mean_dice(prepared, name: str, oracle: bool) -> float:
-    seg = create_segmenter(name)
+def _mean_dice(prepared, name: str, oracle: bool, **params) -> float:  # type: ignore[no-untyped-def]
+    seg = create_segmenter(name, **params)
     vals = []
     for _, img, fg, lab in prepared:
         out = seg.segment(img, fg)
@@ -36,6 +36,12 @@ def _mean_dice(prepared, name: str, oracle: bool) -> float:
 def test_kmeans_matches_reference(prepared) -> None:
     # METHOD.md: k-means, better of the two clusters, mean Dice 0.657 at 256 x 256
     assert _mean_dice(prepared, "kmeans", oracle=True) == pytest.approx(0.657, abs=0.02)
+
+
+def test_kmeans_label_free_polarity(prepared) -> None:
+    # README "Label-free choices": the shared rule reads seal's pale rings, darker-only does not
+    assert _mean_dice(prepared, "kmeans", oracle=False) == pytest.approx(0.640, abs=0.01)
+    assert _mean_dice(prepared, "kmeans", oracle=False, polarity="darker") == pytest.approx(0.560, abs=0.01)
 
 
 def test_watershed_matches_reference(prepared) -> None:
