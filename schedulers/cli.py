@@ -66,13 +66,17 @@ dataset and settings again adds no rows and enqueues only what is unfinished."""
 @click.option("--grid", "grid", multiple=True, metavar="NAME=V1,V2",
               help="train: one axis of the GloPER settings grid, e.g. --grid size=128,256 --grid steps=25,50 "
                    "--grid local_sizes=8,16;16,32 (local_sizes alternatives split by ';').")
+@click.option("--model", "model", default=None, metavar="NAME",
+              help="train: train one dataset-level GloPER model NAME on every photo (no labels) instead of a "
+                   "calibration sweep; extract with it by --param model=NAME.")
 @click.option("--settings-from", type=int, default=None, metavar="JOB",
               help="extract: run each photo with its species' best GloPER settings from training job JOB.")
 @click.option("--no-foreground", is_flag=True, help="Use the whole frame instead of rembg masks.")
 @click.option("--device-class", type=click.Choice(["cpu", "gpu"]), default=None,
               help="Send the items to cpu or gpu workers (default: the method's own class).")
 def submit(kind: str, dataset: Path, method: str | None, profile: str | None, params: tuple[str, ...],
-           grid: tuple[str, ...], settings_from: int | None, no_foreground: bool, device_class: str | None) -> None:
+           grid: tuple[str, ...], model: str | None, settings_from: int | None, no_foreground: bool,
+           device_class: str | None) -> None:
     from gloper_jobs import defaults
     from gloper_jobs.jobs.kinds import SubmitRequest
     from gloper_jobs.jobs.submission import submit as submit_job
@@ -83,7 +87,7 @@ def submit(kind: str, dataset: Path, method: str | None, profile: str | None, pa
     t0 = time.perf_counter()
     request = SubmitRequest(dataset, method or defaults.DEFAULT_METHOD, profile, _params(params),
                             foreground=not no_foreground, on_device=device_class, grid=grid,
-                            settings_from=settings_from)
+                            settings_from=settings_from, model=model)
     sub = submit_job(_store(settings), settings, kind, request, _publisher(settings))
     state = "new job" if sub.created else "existing job"
     click.echo(f"job {sub.job.id} ({state}): {sub.job.n_items} items, {sub.added} new, {sub.enqueued} enqueued "

@@ -89,6 +89,33 @@ def segment(image: Path, method: str | None, profile: str | None, params: tuple[
 
 
 @main.command()
+@click.argument("dataset", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Checkpoint file; training with an existing one continues from it.")
+@click.option("--model", "name", default=None,
+              help="Also record the model in the store under this name (then --param model=NAME finds it).")
+@param_option
+@click.option("--no-foreground", is_flag=True, help="Use the whole frame instead of rembg masks.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def train(dataset: Path, out: Path, name: str | None, params: tuple[str, ...], no_foreground: bool,
+          no_progress: bool) -> None:
+    """Train one GloPER model on every photo under DATASET (no labels); resumable.
+
+    Parameters: size, local_sizes, steps, batch, crop, lr, tau, seed, checkpoint_every,
+    device. Extract with it: gloper run DATASET --method gloper --param model=OUT.
+    Several GPUs: torchrun --nproc_per_node=N -m gloper_jobs.cli train ...
+    """
+    from gloper_jobs.jobs.training import train_dataset
+
+    r = train_dataset(dataset, out, _settings(), _params(params), foreground=not no_foreground,
+                      progress=not no_progress, name=name)
+    ran = r.step - r.start_step
+    click.echo(f"model {r.path}: step {r.step} ({ran} this run, from {r.start_step}), {r.photos} photos, "
+               f"final loss {r.losses[-1] if r.losses else float('nan'):.4f}, {r.seconds:.0f} s in all, "
+               f"{r.photos_per_second:.1f} photos/s")
+
+
+@main.command()
 def methods() -> None:
     """List the registered methods, their parameters and profiles."""
     import dataclasses

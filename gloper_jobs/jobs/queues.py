@@ -18,6 +18,13 @@ def _kinds() -> list[str]:
     return list(KINDS)
 
 
+def _queue_kinds() -> list[str]:
+    """The kinds that own queues (a kind may send its tasks to another kind's queues)."""
+    from gloper_jobs.jobs.kinds import KINDS
+
+    return list(dict.fromkeys(kind.queue_kind for kind in KINDS.values()))
+
+
 def task_name(kind: str) -> str:
     """The Celery task name of a job kind: ``gloper.<kind>``."""
     return f"gloper.{kind}"
@@ -30,8 +37,8 @@ def task_names() -> dict[str, str]:
 
 def queue_name(kind: str, device_class: str) -> str:
     """The queue of a job kind on a device class: ``<kind>.<device class>``, e.g. ``extract.gpu``."""
-    if kind not in _kinds():
-        raise ConfigurationError(f"job kind {kind!r}: use one of {', '.join(_kinds())}")
+    if kind not in _queue_kinds():
+        raise ConfigurationError(f"job kind {kind!r}: use one of {', '.join(_queue_kinds())}")
     if device_class not in DEVICE_CLASSES:
         raise ConfigurationError(f"device class {device_class!r}: use one of {', '.join(DEVICE_CLASSES)}")
     return f"{kind}.{device_class}"
@@ -39,8 +46,8 @@ def queue_name(kind: str, device_class: str) -> str:
 
 def queues_for(device_class: str) -> list[str]:
     """Every queue a worker of ``device_class`` consumes by default."""
-    return [queue_name(kind, device_class) for kind in _kinds()]
+    return [queue_name(kind, device_class) for kind in _queue_kinds()]
 
 
 def all_queues() -> list[str]:
-    return [queue_name(k, d) for k in _kinds() for d in DEVICE_CLASSES]
+    return [queue_name(k, d) for k in _queue_kinds() for d in DEVICE_CLASSES]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import numpy as np
 import torch
@@ -32,6 +32,9 @@ from gloper_jobs.methods.gloper_model import (
     reconstruct,
 )
 from gloper_jobs.methods.gloper_readout import read_out
+
+if TYPE_CHECKING:
+    from gloper_jobs.methods.gloper_inference import ModelExtractor
 
 PAPER_LOCAL_SIZES = (4, 8, 16, 32, 64, 128, 256)
 
@@ -60,6 +63,9 @@ class GloperParams(MethodParams):
     seed: int = 41
     choice: str = "consensus"
     polarity: str = "auto"
+    #: a dataset model (``gloper train``): one forward pass per photo instead of ``steps``
+    model: str = ""
+    finetune_steps: int = 0
     device: str = field(default="auto", metadata={"identity": False})
 
     def validate(self) -> None:
@@ -85,6 +91,10 @@ class GloperParams(MethodParams):
         if self.choice not in valid_choices:
             raise InvalidParameterError(f"choice={self.choice!r}: use one of {', '.join(valid_choices)}")
         check_polarity(self.polarity)
+        if self.finetune_steps < 0:
+            raise InvalidParameterError(f"finetune_steps={self.finetune_steps} must be >= 0")
+        if self.finetune_steps and not self.model:
+            raise InvalidParameterError("finetune_steps warm-starts a dataset model: also pass --param model=MODEL.pt")
         check_device(self.device)
 
 
@@ -146,6 +156,10 @@ class GloperSegmenter(Segmenter):
 
     The label-free choice is ``choice`` (``consensus`` by default) in the colour
     ``polarity`` calls the pattern; ``info["polarity"]`` says which and why.
+    With ``model`` (a checkpoint of ``gloper train``) no network is trained per photo:
+    the dataset model's one forward pass gives the weight maps
+    (:mod:`gloper_jobs.methods.gloper_inference`), after ``finetune_steps`` per-photo
+    steps, and the same read-out makes the same candidates.
     """
 
     name = "gloper"
@@ -156,13 +170,45 @@ class GloperSegmenter(Segmenter):
         "paper": {"size": 1024, "local_sizes": PAPER_LOCAL_SIZES, "steps": 1000},
     }
 
+    def __init__(self, params: MethodParams) -> None:
+        super().__init__(params)
+        p = cast(GloperParams, params)
+        self._model: ModelExtractor | None = None
+        if p.model:  # load (and check) the dataset model once, here rather than on the first photo
+            self._model = self._load_model(p)
+
+    @staticmethod
+    def _load_model(p: GloperParams) -> ModelExtractor:
+        from gloper_jobs.methods.gloper_inference import ModelExtractor
+
+        return ModelExtractor(p.model, p.size, p.local_sizes, resolve_device(p.device))
+
     @classmethod
     def settings_defaults(cls, settings: Any) -> dict[str, Any]:
         return {"device": settings.device}
 
+    def close(self) -> None:
+        if self._model is not None:
+            self._model.close()
+            self._model = None
+
     def segment(self, image: np.ndarray, foreground: np.ndarray, context: SegmentContext | None = None) -> Segmentation:
         check_inputs(image, foreground)
         p = cast(GloperParams, self.params)
+        if p.model and self._model is None:  # closed (evicted) and asked again
+            self._model = self._load_model(p)
+        if self._model is not None:
+            weights, fg_np, info = self._model.weight_maps(image, foreground, p.finetune_steps, p.seed)
+        else:
+            weights, fg_np, info = self._train_per_photo(image, foreground, p)
+        out = read_out(image, foreground, weights, fg_np, p.rho, p.choice, p.polarity)
+        return Segmentation(out.candidates, out.choice, derived=out.derived, info={**info, **out.info})
+
+    @staticmethod
+    def _train_per_photo(image: np.ndarray, foreground: np.ndarray,
+                         p: GloperParams) -> tuple[dict[int, np.ndarray], np.ndarray, dict[str, Any]]:
+        """Train one network per local size on this photo; its weight maps (``SxS float32``),
+        the foreground at ``SxS bool`` and what to record."""
         device = resolve_device(p.device)
         s = p.size
         rgb = torch.from_numpy(resize_rgb(image, (s, s))).permute(2, 0, 1).unsqueeze(0).contiguous()
@@ -183,5 +229,4 @@ class GloperSegmenter(Segmenter):
                 f"out of GPU memory on {device} at size={s}: lower the GloPER size parameter "
                 "(e.g. --param size=512) or run fewer workers per card"
             ) from exc
-        out = read_out(image, foreground, weights, fg_np, p.rho, p.choice, p.polarity)
-        return Segmentation(out.candidates, out.choice, derived=out.derived, info={**info, **out.info})
+        return weights, fg_np, info
