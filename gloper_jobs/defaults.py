@@ -74,9 +74,20 @@ VISIBILITY_TIMEOUT = 7200
 MAX_DELIVERIES = 3  # deliveries that end without a result (dead worker) before failing
 HEARTBEAT_SECONDS = 10.0
 STALE_SECONDS = 120.0
+# A queued item whose message was published longer ago than this and is not waiting
+# in the broker's queue is published again by the reconciler (a duplicate is dropped
+# by the item's lease, so erring early costs one skipped delivery).
+STRANDED_SECONDS = 600.0
 SUBMIT_BATCH = 1000
 # A worker's pool process loads torch, rembg and its models before taking a task;
 # Celery would kill it after 4 s (worker_proc_alive_timeout) without this.
 WORKER_BOOT_TIMEOUT = 300.0
+# `gloper worker` restarts a Celery worker process that exits: after RESTART_BACKOFF s,
+# doubling per exit within RESTART_HEALTHY s of its start, at most RESTART_BACKOFF_MAX s;
+# RESTART_GIVE_UP such quick exits in a row (a configuration error) stop the node.
+RESTART_BACKOFF = 1.0
+RESTART_BACKOFF_MAX = 60.0
+RESTART_HEALTHY = 60.0
+RESTART_GIVE_UP = 5
 FLOWER_USER = "gloper"
 FLOWER_PORT = 5555

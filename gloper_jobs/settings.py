@@ -60,6 +60,9 @@ GLOPER_MAX_DELIVERIES            deliveries of one item that end without a resul
 GLOPER_HEARTBEAT_SECONDS         how often a running item's heartbeat is written (10)
 GLOPER_STALE_SECONDS             a running item whose heartbeat is older is stale:
                                  ``gloper resume`` re-enqueues it (120)
+GLOPER_STRANDED_SECONDS          a queued item published longer ago than this
+                                 whose message is not in the broker's queue is
+                                 published again by the reconciler (600)
 GLOPER_SUBMIT_BATCH              items recorded and enqueued per batch (1000)
 GLOPER_WORKER_BOOT_TIMEOUT       seconds a new pool process may take to load its
                                  models before Celery gives up on it (300)
@@ -133,6 +136,7 @@ class Settings(BaseSettings):
     max_deliveries: int = defaults.MAX_DELIVERIES
     heartbeat_seconds: float = defaults.HEARTBEAT_SECONDS
     stale_seconds: float = defaults.STALE_SECONDS
+    stranded_seconds: float = defaults.STRANDED_SECONDS
     submit_batch: int = defaults.SUBMIT_BATCH
     worker_boot_timeout: float = defaults.WORKER_BOOT_TIMEOUT
     worker_device: str | None = None
@@ -172,7 +176,7 @@ class Settings(BaseSettings):
         "max_image_pixels", "eval_size", "extract_soft_time_limit", "extract_time_limit",
         "evaluate_soft_time_limit", "evaluate_time_limit", "train_soft_time_limit",
         "train_time_limit", "retry_backoff", "retry_backoff_max", "visibility_timeout",
-        "max_deliveries", "heartbeat_seconds", "stale_seconds", "submit_batch", "flower_port",
+        "max_deliveries", "heartbeat_seconds", "stale_seconds", "stranded_seconds", "submit_batch", "flower_port",
         "worker_boot_timeout",
     )
     @classmethod

@@ -8,7 +8,6 @@ run): submitting the same thing again finds the same job and adds no rows.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -18,12 +17,22 @@ from sqlmodel import select
 from gloper_jobs.datasets import iter_dataset
 from gloper_jobs.exceptions import DatasetError, InvalidParameterError, JobNotFoundError
 from gloper_jobs.methods.registry import get_segmenter_class
+from gloper_jobs.publishing import (
+    Publisher,
+    enqueue_unfinished,
+    reconcile,
+    republish_stale,
+    republish_stranded,
+)
 from gloper_jobs.queues import queue_name
 from gloper_jobs.runner import build_segmenter
 from gloper_jobs.settings import Settings
 from gloper_jobs.store import Job, JobKind, Store
 from gloper_jobs.store import deliveries as dl
 from gloper_jobs.store import repository as repo
+
+__all__ = ["Publisher", "Submission", "cancel", "enqueue_unfinished", "reconcile", "record_evaluate_job",
+           "record_extract_job", "record_train_job", "resume_job", "retry_failed"]
 
 
 @dataclass
@@ -35,10 +44,6 @@ class Submission:
     added: int
     enqueued: int = 0
     requeued_stale: int = 0
-
-
-#: publishes one batch of item ids for a job; returns how many were published
-Publisher = Callable[[Job, Sequence[int]], int]
 
 
 def device_class(method: str) -> str:
@@ -139,57 +144,18 @@ def _extract_spec(settings: Settings, dataset: Path, method: str, profile: str |
     )
 
 
-def batches(ids: Sequence[int], size: int) -> Iterator[Sequence[int]]:
-    for start in range(0, len(ids), size):
-        yield ids[start:start + size]
-
-
-def enqueue_unfinished(store: Store, job: Job, publish: Publisher, batch: int,
-                       include_queued: bool = False) -> int:
-    """Publish every pending item of ``job`` in batches, marking each batch queued after
-    its publish; returns how many were published. ``include_queued`` also republishes
-    queued items (for a broker that lost its messages)."""
-    if job.id is None:
-        raise ValueError("job has no id")
-    with store.session() as s:
-        ids = dl.ids_to_enqueue(s, job.id, include_queued)
-    total = 0
-    for chunk in batches(ids, batch):
-        total += publish(job, chunk)
-        with store.session() as s:
-            dl.mark_queued(s, chunk)
-    return total
-
-
-def reconcile(store: Store, settings: Settings, publish: Publisher, job_id: int | None = None) -> int:
-    """The reconciler: publish again the running items whose heartbeat stopped.
-
-    Every worker runs it periodically, and ``gloper resume`` once. The items are
-    locked while their tasks are published, then marked queued; if publishing
-    fails nothing changes and the next pass tries again. Returns how many.
-    """
-    from itertools import groupby
-
-    total = 0
-    with store.session() as s:
-        stale = dl.lock_stale(s, job_id, settings.stale_seconds)
-        for jid, group in groupby(stale, key=lambda it: it.job_id):
-            ids = [it.id for it in group if it.id is not None]
-            job = repo.get_job(s, jid)
-            publish(job, ids)
-            total += dl.requeue_stale(s, ids)
-    return total
-
-
 def resume_job(store: Store, settings: Settings, job_id: int, publish: Publisher,
                include_queued: bool = False) -> Submission:
-    """``gloper resume``: reopen the job, re-enqueue its stale items (the reconciler) and
-    its pending ones (and queued ones with ``include_queued``)."""
+    """``gloper resume``: reopen the job, re-enqueue its stale running items and its
+    stranded queued ones (the reconciler) and its pending ones (and every queued one
+    with ``include_queued``)."""
     with store.session() as s:
         job = repo.get_job(s, job_id)
         dl.reopen_job(s, job)
     sub = Submission(job, False, 0)
-    sub.requeued_stale = reconcile(store, settings, publish, job_id)
+    # an operator asked: every queued item whose message is not waiting in the broker goes again
+    sub.requeued_stale = (republish_stale(store, settings, publish, job_id)
+                          + republish_stranded(store, publish, job_id, older_than=0.0))
     sub.enqueued = enqueue_unfinished(store, job, publish, settings.submit_batch, include_queued)
     _close_if_drained(store, job)
     return sub

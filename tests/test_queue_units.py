@@ -72,7 +72,7 @@ def test_celery_config_is_json_only_late_ack_one_prefetch() -> None:
     assert conf["accept_content"] == ["json"] and conf["task_serializer"] == "json"
     assert conf["task_acks_late"] and conf["task_reject_on_worker_lost"]
     assert conf["worker_prefetch_multiplier"] == 1
-    assert conf["worker_cancel_long_running_tasks_on_connection_loss"] is True
+    assert conf["worker_cancel_long_running_tasks_on_connection_loss"] is False  # celery#9250
     assert conf["worker_send_task_events"] and not conf["task_send_sent_event"]
     assert conf["broker_transport_options"]["visibility_timeout"] == 9999
     assert conf["task_annotations"]["gloper.extract"] == {"soft_time_limit": 10, "time_limit": 20}
@@ -156,21 +156,21 @@ def test_claim_counts_deliveries_and_fails_after_the_cap(settings: Settings, dat
     enqueue_unfinished(store, sub.job, Recorder(), batch=100)
     with store.session() as s:
         item_id = dl.ids_to_enqueue(s, sub.job.id, include_queued=True)[0]
-    for n in (1, 2):  # the worker dies each time: the item stays running
+    for n in (1, 2):  # the worker dies each time: the item stays running, its lease is taken over
         with store.session() as s:
-            c = dl.claim(s, item_id, cap=2, host="h", worker=f"w:{n}")
+            c = dl.claim(s, item_id, cap=2, host="h", worker=f"w:{n}", lease_seconds=30, owner_gone=lambda _: True)
             assert c.skipped is None and c.deliveries == n and c.item.status == "running"
     with store.session() as s:
-        c = dl.claim(s, item_id, cap=2, host="h", worker="w:3")
+        c = dl.claim(s, item_id, cap=2, host="h", worker="w:3", lease_seconds=30, owner_gone=lambda _: True)
     assert c.skipped == "delivery cap reached" and c.item.status == "failed"
     assert "delivered 3 times without finishing (cap 2)" in (c.item.error or "")
     with store.session() as s:  # a late duplicate of a failed item is skipped, not counted
-        c = dl.claim(s, item_id, cap=9, host="h", worker="w:4")
+        c = dl.claim(s, item_id, cap=9, host="h", worker="w:4", lease_seconds=30)
     assert c.skipped == "item is failed" and c.item.deliveries == 3
     pub = Recorder()
     assert retry_failed(store, settings, sub.job.id, pub).added == 1 and item_id in pub.ids
     with store.session() as s:
-        c = dl.claim(s, item_id, cap=2, host="h", worker="w:5")
+        c = dl.claim(s, item_id, cap=2, host="h", worker="w:5", lease_seconds=30)
     assert c.skipped is None and c.deliveries == 1
 
 
@@ -184,7 +184,7 @@ def test_cancelled_job_skips_its_queued_items(settings: Settings, dataset: Path)
     _, n = cancel(store, sub.job.id)
     assert n == sub.job.n_items
     with store.session() as s:
-        c = dl.claim(s, pub.ids[0], cap=3, host="h", worker="w:1")
+        c = dl.claim(s, pub.ids[0], cap=3, host="h", worker="w:1", lease_seconds=30)
     assert c.skipped in ("job cancelled", "item is cancelled")
     assert c.item.deliveries == 0
 
@@ -196,8 +196,9 @@ def test_reconciler_requeues_only_items_whose_heartbeat_stopped(settings: Settin
     with store.session() as s:
         ids = dl.ids_to_enqueue(s, sub.job.id, include_queued=True)
         for i in ids[:2]:
-            dl.claim(s, i, cap=3, host="h", worker="w:1")
+            dl.claim(s, i, cap=3, host="h", worker="w:1", lease_seconds=30)
         s.get(Item, ids[0]).heartbeat_at = utcnow() - timedelta(seconds=60)  # its worker died
+        s.get(Item, ids[0]).lease_expires_at = utcnow() - timedelta(seconds=30)
     pub = Recorder()
     assert reconcile(store, settings, pub) == 1
     assert pub.ids == [ids[0]]
@@ -205,8 +206,9 @@ def test_reconciler_requeues_only_items_whose_heartbeat_stopped(settings: Settin
         assert s.get(Item, ids[0]).status == "queued" and s.get(Item, ids[0]).deliveries == 1
         assert s.get(Item, ids[1]).status == "running"
     with store.session() as s:  # its worker died again, and now the broker is down too
-        dl.claim(s, ids[0], cap=3, host="h", worker="w:2")
+        dl.claim(s, ids[0], cap=3, host="h", worker="w:2", lease_seconds=30)
         s.get(Item, ids[0]).heartbeat_at = utcnow() - timedelta(seconds=60)
+        s.get(Item, ids[0]).lease_expires_at = utcnow() - timedelta(seconds=30)
     with pytest.raises(ConnectionError):
         reconcile(store, settings, Recorder(fail=True))
     with store.session() as s:  # still running and stale: the next pass tries again

@@ -46,7 +46,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_prefetch_multiplier": 1,
         # The pool process loads its models in worker_process_init before saying "up".
         "worker_proc_alive_timeout": settings.worker_boot_timeout,
-        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        # Off: a running item keeps running through a broker outage (its lease and
+        # heartbeat live in the store, and its ack after the reconnect is harmless
+        # either way). On, repeated Redis outages crashed the worker in kombu's
+        # restore of unacked messages (celery#9250; issue 12, defect 1).
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
         "task_annotations": annotations,
         "task_queues": None,
         "task_default_queue": "extract.cpu",
@@ -62,15 +66,26 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
 
 
-def make_app(settings: Settings | None = None) -> Celery:
+class GloperCelery(Celery):
+    """The Celery app, holding the settings it was made from.
+
+    The settings are an attribute of the app, not of ``app.conf``: the conf is what
+    ``celery inspect conf`` and Flower's ``/api/workers`` show, and the settings hold
+    the store's and the broker's passwords (issue 12, defect 5).
+    """
+
+    gloper_settings: Settings
+
+
+def make_app(settings: Settings | None = None) -> GloperCelery:
     """A Celery app configured from ``settings`` (from the environment by default)."""
     settings = settings or Settings.from_env()
-    app = Celery("gloper")
+    app = GloperCelery("gloper")
     app.conf.update(celery_config(settings))
-    app.conf.gloper_settings = settings
+    app.gloper_settings = settings
     return app
 
 
 app = make_app()
 
-__all__ = ["all_queues", "app", "make_app"]
+__all__ = ["GloperCelery", "all_queues", "app", "make_app"]

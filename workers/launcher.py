@@ -17,6 +17,12 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+from gloper_jobs.defaults import (
+    RESTART_BACKOFF,
+    RESTART_BACKOFF_MAX,
+    RESTART_GIVE_UP,
+    RESTART_HEALTHY,
+)
 from gloper_jobs.exceptions import ConfigurationError
 from gloper_jobs.queues import all_queues, queues_for
 
@@ -95,38 +101,79 @@ def plan_workers(gpus: str, available: list[str], concurrency: int | None = None
     return specs
 
 
-def run_workers(specs: list[WorkerSpec], echo: bool = True) -> int:
-    """Start every worker, forward SIGINT/SIGTERM to them, wait; returns the worst exit code.
+@dataclass
+class _Running:
+    """One supervised worker process and its restart bookkeeping."""
 
-    If one worker exits, the others are stopped too, so a supervisor (systemd,
-    Docker) restarts the whole node.
+    spec: WorkerSpec
+    proc: subprocess.Popen[bytes]
+    started: float
+    failures: int = 0  # consecutive exits soon after a start
+    restart_at: float | None = None
+
+
+def restart_delay(failures: int, base: float = RESTART_BACKOFF, cap: float = RESTART_BACKOFF_MAX) -> float:
+    """Seconds to wait before restarting a worker that exited ``failures`` times in a row soon
+    after starting: ``base``, doubling, at most ``cap``."""
+    return float(min(cap, base * 2 ** max(0, failures - 1)))
+
+
+def run_workers(specs: list[WorkerSpec], echo: bool = True, give_up_after: int = RESTART_GIVE_UP) -> int:
+    """Start every worker, restart any that exits, forward SIGINT/SIGTERM; returns the worst exit code.
+
+    A worker that exits while the node is not stopping (a crash, an unrecoverable
+    broker error, a kill) is restarted after a backoff (:func:`restart_delay`); the
+    others keep working. Only a worker that exits ``give_up_after`` times in a row
+    within :data:`RESTART_HEALTHY` s of starting (a configuration error) stops the
+    node, so its supervisor (systemd, Docker) reports it.
     """
-    procs: list[subprocess.Popen[bytes]] = []
-    for spec in specs:
-        env = {**os.environ, **spec.env}
+    def start(spec: WorkerSpec) -> subprocess.Popen[bytes]:
         if echo:
             print(f"starting {spec.node}: queues {','.join(spec.queues)}, "
                   f"CUDA_VISIBLE_DEVICES={spec.env.get('CUDA_VISIBLE_DEVICES')!r}", flush=True)
-        procs.append(subprocess.Popen(spec.argv(), env=env))
+        return subprocess.Popen(spec.argv(), env={**os.environ, **spec.env})
+
+    running = [_Running(spec, start(spec), time.monotonic()) for spec in specs]
+    stopping: list[int] = []
 
     def stop(signum: int, _frame: object) -> None:
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signum)
+        stopping.append(signum)
+        for r in running:
+            if r.proc.poll() is None:
+                r.proc.send_signal(signum)
 
     old = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    worst = 0
     try:
-        while all(p.poll() is None for p in procs):
+        while not stopping:
+            now = time.monotonic()
+            for r in running:
+                if r.restart_at is not None:
+                    if now >= r.restart_at:
+                        r.proc, r.started, r.restart_at = start(r.spec), now, None
+                    continue
+                code = r.proc.poll()
+                if code is None:
+                    continue
+                r.failures = r.failures + 1 if now - r.started < RESTART_HEALTHY else 1
+                if r.failures >= give_up_after:
+                    print(f"{r.spec.node} exited {r.failures} times in a row within {RESTART_HEALTHY:.0f} s "
+                          f"of starting (last code {code}); stopping the node: see its log above", flush=True)
+                    worst = abs(code) or 1
+                    stop(signal.SIGTERM, None)
+                    break
+                delay = restart_delay(r.failures)
+                print(f"{r.spec.node} exited with code {code}; restarting it in {delay:.0f} s", flush=True)
+                r.restart_at = now + delay
             time.sleep(0.5)
-        stop(signal.SIGTERM, None)
         deadline = time.monotonic() + 60
-        for p in procs:
+        for r in running:
             try:
-                p.wait(timeout=max(1.0, deadline - time.monotonic()))
+                r.proc.wait(timeout=max(1.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+                r.proc.kill()
+                r.proc.wait()
     finally:
         for s, h in old.items():
             signal.signal(s, h)
-    return max(abs(p.returncode or 0) for p in procs)
+    return max([worst] + [abs(r.proc.returncode or 0) for r in running if r.restart_at is None])

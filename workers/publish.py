@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
 from celery import Celery
@@ -13,6 +14,12 @@ from gloper_jobs.store import Job
 def task_id(job: Job, item_id: int) -> str:
     """The deterministic id of an item's task: ``<kind>-<job>-<item>``."""
     return f"{job.kind}-{job.id}-{item_id}"
+
+
+def item_of_task(task: str) -> int | None:
+    """The item id in a task id made by :func:`task_id` (None for any other id)."""
+    tail = task.rpartition("-")[2]
+    return int(tail) if tail.isdigit() else None
 
 
 class CeleryPublisher:
@@ -30,3 +37,22 @@ class CeleryPublisher:
                 self.app.send_task(name, args=[item_id], queue=job.queue, task_id=task_id(job, item_id),
                                    producer=producer)
         return len(item_ids)
+
+    def waiting(self, job: Job) -> set[int]:
+        """Item ids of ``job`` whose message waits in its Redis queue (a list of JSON
+        messages, each with its task id in ``headers.id``). Messages a worker has
+        reserved are not in it: the reconciler only asks about items queued long ago."""
+        if not job.queue:
+            return set()
+        found: set[int] = set()
+        prefix = f"{job.kind}-{job.id}-"
+        with self.app.connection_for_read() as conn:
+            client = conn.default_channel.client
+            for raw in client.lrange(job.queue, 0, -1):
+                try:
+                    tid = str(json.loads(raw)["headers"]["id"])
+                except (ValueError, KeyError, TypeError):
+                    continue
+                if tid.startswith(prefix) and (item := item_of_task(tid)) is not None:
+                    found.add(item)
+        return found

@@ -58,15 +58,17 @@ class BootCheck(bootsteps.StartStopStep):
         global _node
         super().__init__(worker, **kwargs)
         _node = getattr(worker, "hostname", None)
-        boot_checks(worker.app.conf.gloper_settings)
+        boot_checks(worker.app.gloper_settings)
 
 
 class Reconciler(bootsteps.StartStopStep):
-    """Every ``stale_seconds / 2`` s, re-enqueue running items whose heartbeat stopped.
+    """Every ``stale_seconds / 2`` s, re-enqueue running items whose heartbeat stopped
+    and queued items whose message is stranded.
 
-    A task cancelled when the broker connection dropped, or whose worker died
-    with its whole node, stays unacknowledged in Redis until the visibility
-    timeout (hours): this brings it back within ``stale_seconds``. It runs on the
+    A task whose worker died with its whole node, or a message left in a dead
+    consumer's unacknowledged hash, stays in Redis until the visibility timeout
+    (hours): this brings it back within ``stale_seconds`` (``stranded_seconds``).
+    It imports nothing that loads torch (the pool forks from this process). It runs on the
     consumer's timer in the main thread: a thread of its own could hold a lock
     (the import lock, a connection) at the moment the pool forks, and the new
     pool process would hang on it.
@@ -80,7 +82,7 @@ class Reconciler(bootsteps.StartStopStep):
         self._store: Any = None
 
     def start(self, consumer: Any) -> None:
-        settings: Settings = consumer.app.conf.gloper_settings
+        settings: Settings = consumer.app.gloper_settings
         self._timer_ref = consumer.timer.call_repeatedly(settings.stale_seconds / 2, self._pass,
                                                          (consumer.app,), priority=10)
 
@@ -90,17 +92,17 @@ class Reconciler(bootsteps.StartStopStep):
             self._timer_ref = None
 
     def _pass(self, app: Celery) -> None:
+        from gloper_jobs.publishing import reconcile  # torch-free: see gloper_jobs.publishing
         from gloper_jobs.store.db import Store
-        from gloper_jobs.submission import reconcile
         from workers.publish import CeleryPublisher
 
-        settings: Settings = app.conf.gloper_settings
+        settings: Settings = app.gloper_settings
         try:
             if self._store is None:
                 self._store = Store(settings.database_url, migrate=False)
             n = reconcile(self._store, settings, CeleryPublisher(app))
             if n:
-                log.warning("re-enqueued %d stale item(s) (their worker stopped heartbeating)", n)
+                log.warning("re-enqueued %d stale or stranded item(s)", n)
         except Exception as exc:  # noqa: BLE001 - store or broker down: the next pass retries
             log.warning("reconciler pass failed: %s", exc)
         finally:
@@ -121,7 +123,7 @@ def context() -> WorkerContext:
         from gloper_jobs.execution import WorkerContext
         from workers.app import app
 
-        settings: Settings = app.conf.gloper_settings
+        settings: Settings = app.gloper_settings
         import_plugins(settings)
         _context = WorkerContext.boot(settings, _node)
     return _context

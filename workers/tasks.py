@@ -17,7 +17,7 @@ from gloper_jobs.queues import TASK_NAMES
 from workers import runtime
 from workers.app import app
 
-_settings = app.conf.gloper_settings
+_settings = app.gloper_settings
 
 runtime.install(app)
 
