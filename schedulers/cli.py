@@ -35,6 +35,13 @@ def _store(settings: Any) -> Any:
     return Store(settings.database_url)
 
 
+def _ready(settings: Any) -> None:
+    """The [queue] extra is installed and the broker answers: checked before any write."""
+    from schedulers.preflight import check_broker
+
+    check_broker(settings.broker_url)
+
+
 def _publisher(settings: Any) -> Any:
     from workers.app import make_app
     from workers.publish import CeleryPublisher
@@ -87,6 +94,7 @@ def submit(kind: str, dataset: Path, method: str | None, profile: str | None, pa
     if settings_from is not None and kind != "extract":
         raise click.UsageError("--settings-from belongs to `submit extract`")
     settings = _settings()
+    _ready(settings)
     _plugins(settings)
     store = _store(settings)
     t0 = time.perf_counter()
@@ -121,6 +129,7 @@ def resume(job_id: int, include_queued: bool) -> None:
     from gloper_jobs.submission import resume_job
 
     settings = _settings()
+    _ready(settings)
     sub = resume_job(_store(settings), settings, job_id, _publisher(settings), include_queued)
     click.echo(f"job {job_id}: {sub.requeued_stale} stale items re-enqueued, {sub.enqueued} enqueued on {sub.job.queue}")
 
@@ -132,6 +141,7 @@ def retry_failed_cmd(job_id: int) -> None:
     from gloper_jobs.submission import retry_failed
 
     settings = _settings()
+    _ready(settings)
     sub = retry_failed(_store(settings), settings, job_id, _publisher(settings))
     click.echo(f"job {job_id}: {sub.added} failed items reset, {sub.enqueued} enqueued on {sub.job.queue}")
 
@@ -181,6 +191,9 @@ def worker(gpus: str, concurrency: int | None, name: str | None, queues: str | N
     """Start Celery workers: one per visible card (CUDA_VISIBLE_DEVICES set to it), or CPU ones."""
     from workers.launcher import plan_workers, run_workers, visible_gpus
 
+    from schedulers.preflight import check_queue_extra
+
+    check_queue_extra()
     settings = _settings()
     settings.check_visibility_timeout()  # fail here, before any worker starts
     available = [] if gpus == "cpu" else visible_gpus(settings.visible_devices)

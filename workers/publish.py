@@ -6,7 +6,9 @@ import json
 from collections.abc import Sequence
 
 from celery import Celery
+from kombu.exceptions import OperationalError
 
+from gloper_jobs.exceptions import BrokerUnavailableError
 from gloper_jobs.queues import TASK_NAMES
 from gloper_jobs.store import Job
 
@@ -32,10 +34,15 @@ class CeleryPublisher:
         if not job.queue:
             raise ValueError(f"job {job.id} has no queue recorded")
         name = TASK_NAMES[job.kind]
-        with self.app.producer_or_acquire() as producer:
-            for item_id in item_ids:
-                self.app.send_task(name, args=[item_id], queue=job.queue, task_id=task_id(job, item_id),
-                                   producer=producer)
+        try:
+            with self.app.producer_or_acquire() as producer:
+                for item_id in item_ids:
+                    self.app.send_task(name, args=[item_id], queue=job.queue, task_id=task_id(job, item_id),
+                                       producer=producer, argsrepr=f"(item {item_id} of job {job.id})")
+        except (OperationalError, OSError) as exc:
+            raise BrokerUnavailableError(
+                f"publishing job {job.id}'s items failed, the broker is unreachable ({exc}); the unsent "
+                f"items stay pending: once Redis is back run `gloper resume {job.id}`") from exc
         return len(item_ids)
 
     def waiting(self, job: Job) -> set[int]:
