@@ -27,7 +27,7 @@ from gloper_jobs.publishing import (
 from gloper_jobs.queues import queue_name
 from gloper_jobs.runner import build_segmenter
 from gloper_jobs.settings import Settings
-from gloper_jobs.store import Job, JobKind, Store
+from gloper_jobs.store import Job, JobKind, JobStatus, Store
 from gloper_jobs.store import deliveries as dl
 from gloper_jobs.store import repository as repo
 
@@ -145,12 +145,15 @@ def _extract_spec(settings: Settings, dataset: Path, method: str, profile: str |
 
 
 def resume_job(store: Store, settings: Settings, job_id: int, publish: Publisher,
-               include_queued: bool = False) -> Submission:
+               include_queued: bool = False, uncancel: bool = False) -> Submission:
     """``gloper resume``: reopen the job, re-enqueue its stale running items and its
     stranded queued ones (the reconciler) and its pending ones (and every queued one
     with ``include_queued``)."""
     with store.session() as s:
         job = repo.get_job(s, job_id)
+        if job.status == JobStatus.cancelled.value and not uncancel:
+            raise InvalidParameterError(
+                f"job {job_id} was cancelled; `gloper resume {job_id} --uncancel` runs its cancelled items again")
         dl.reopen_job(s, job)
     sub = Submission(job, False, 0)
     # an operator asked: every queued item whose message is not waiting in the broker goes again

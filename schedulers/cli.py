@@ -123,14 +123,16 @@ def submit(kind: str, dataset: Path, method: str | None, profile: str | None, pa
 @commands.command()
 @click.argument("job_id", type=int)
 @click.option("--include-queued", is_flag=True,
-              help="Also re-enqueue queued items (when the broker lost its messages).")
-def resume(job_id: int, include_queued: bool) -> None:
-    """Re-enqueue JOB's pending items and its stale ones (running, but no heartbeat)."""
+              help="Re-enqueue every queued item, even those whose message still waits in the broker.")
+@click.option("--uncancel", is_flag=True, help="Resume a cancelled job: its cancelled items run again.")
+def resume(job_id: int, include_queued: bool, uncancel: bool) -> None:
+    """Re-enqueue JOB's pending items, its stale ones (running, but no heartbeat) and its queued
+    ones whose message is gone from the broker."""
     from gloper_jobs.submission import resume_job
 
     settings = _settings()
     _ready(settings)
-    sub = resume_job(_store(settings), settings, job_id, _publisher(settings), include_queued)
+    sub = resume_job(_store(settings), settings, job_id, _publisher(settings), include_queued, uncancel)
     click.echo(f"job {job_id}: {sub.requeued_stale} stale items re-enqueued, {sub.enqueued} enqueued on {sub.job.queue}")
 
 
@@ -184,14 +186,14 @@ def status(job_id: int | None, watch: float | None) -> None:
               help="all, a list of card indices like 0,2, or cpu.")
 @click.option("--concurrency", "-c", type=int, default=None,
               help="Processes of a CPU worker (GPU workers run one per card).")
-@click.option("--name", default=None, help="Node name prefix (default gpu<k> per card, or cpu).")
+@click.option("--name", default=None,
+              help="Node name prefix (default cpu-<pid> or gpu<k>-<pid> per card: unique on the host).")
 @click.option("--queues", "-Q", default=None, help="Comma-separated queues (default: all of the device class).")
 @click.option("--loglevel", "-l", default="INFO", show_default=True)
 def worker(gpus: str, concurrency: int | None, name: str | None, queues: str | None, loglevel: str) -> None:
     """Start Celery workers: one per visible card (CUDA_VISIBLE_DEVICES set to it), or CPU ones."""
-    from workers.launcher import plan_workers, run_workers, visible_gpus
-
     from schedulers.preflight import check_queue_extra
+    from workers.launcher import plan_workers, run_workers, visible_gpus
 
     check_queue_extra()
     settings = _settings()
@@ -199,7 +201,7 @@ def worker(gpus: str, concurrency: int | None, name: str | None, queues: str | N
     available = [] if gpus == "cpu" else visible_gpus(settings.visible_devices)
     specs = plan_workers(gpus, available, concurrency, name,
                          [q for q in queues.split(",") if q] if queues else None,
-                         settings.torch_threads, loglevel)
+                         settings.torch_threads, loglevel, instance=str(os.getpid()))
     sys.exit(run_workers(specs))
 
 

@@ -90,6 +90,11 @@ def test_gpu_workers_are_one_process_per_card_with_its_device() -> None:
 
     specs = plan_workers("0,2", available=["0", "1", "2"])
     assert [s.node for s in specs] == ["gpu0@%h", "gpu2@%h"]
+    # two launchers on one host: distinct node names unless the operator names them
+    assert plan_workers("cpu", [], instance="41")[0].node != plan_workers("cpu", [], instance="42")[0].node
+    assert plan_workers("0", ["0"], instance="41")[0].node == "gpu0-41@%h"
+    assert plan_workers("cpu", [], name="night", instance="41")[0].node == "night@%h"
+    assert plan_workers("cpu", [], concurrency=2, torch_threads=3)[0].env["OMP_NUM_THREADS"] == "3"
     assert [s.env["CUDA_VISIBLE_DEVICES"] for s in specs] == ["0", "2"]
     assert [s.env["GLOPER_WORKER_DEVICE"] for s in specs] == ["cuda:0", "cuda:2"]
     assert all(s.concurrency == 1 and s.queues == ["extract.gpu", "evaluate.gpu", "train.gpu"] for s in specs)
@@ -272,3 +277,27 @@ def test_transient_errors_are_released_then_fail_the_item_when_retries_run_out(
     with store.session() as s:
         item = s.get(Item, first)
         assert item.status == "failed" and "lower size" in item.error and item.traceback
+
+
+def test_resume_refuses_a_cancelled_job_unless_uncancel(settings: Settings, dataset: Path) -> None:
+    from gloper_jobs.exceptions import InvalidParameterError
+    from gloper_jobs.submission import cancel, resume_job
+
+    store = Store(settings.database_url)
+    sub = record_extract_job(store, settings, dataset, "kmeans")
+    enqueue_unfinished(store, sub.job, Recorder(), batch=100)
+    cancel(store, sub.job.id)
+    with pytest.raises(InvalidParameterError, match="--uncancel"):
+        resume_job(store, settings, sub.job.id, Recorder())
+    with store.session() as s:
+        assert {i.status for i in s.exec(select(Item).where(Item.job_id == sub.job.id)).all()} == {"cancelled"}
+    pub = Recorder()
+    assert resume_job(store, settings, sub.job.id, pub, uncancel=True).enqueued == sub.job.n_items
+    assert sorted(pub.ids) == sorted(set(pub.ids))
+
+
+def test_jobs_on_an_empty_store_says_so(tmp_path: Path) -> None:
+    env = {"GLOPER_DATABASE_URL": f"sqlite:///{tmp_path / 'empty.db'}", "PYTHONPATH": str(REPO), "PATH": "/usr/bin"}
+    out = subprocess.run([sys.executable, "-m", "gloper_jobs.cli", "jobs"], env=env, capture_output=True,
+                         text=True, cwd=tmp_path, timeout=120)
+    assert out.returncode == 0 and "no jobs in the store" in out.stdout, out.stderr

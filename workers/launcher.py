@@ -60,24 +60,32 @@ def visible_gpus(cuda_visible_devices: str | None) -> list[str]:
 
 def plan_workers(gpus: str, available: list[str], concurrency: int | None = None, name: str | None = None,
                  queues: list[str] | None = None,
-                 torch_threads: int | None = None, loglevel: str = "INFO") -> list[WorkerSpec]:
+                 torch_threads: int | None = None, loglevel: str = "INFO",
+                 instance: str | None = None) -> list[WorkerSpec]:
     """The workers ``gloper worker --gpus GPUS`` starts.
 
     ``gpus`` is ``all``, a list like ``0,2`` or ``cpu``; ``available`` the visible
     cards (:func:`visible_gpus`). GPU workers run one
     process per card (``concurrency`` must then be 1 or None); a CPU worker runs
     ``concurrency`` processes (default 1), each with ``cpus // concurrency`` torch
-    threads unless ``torch_threads`` is given. Raises :class:`ConfigurationError`.
+    threads unless ``torch_threads`` is given; a GPU worker's process gets
+    ``cpus // cards``. ``OMP_NUM_THREADS`` is set to the same number, so the workers
+    of one launcher never oversubscribe the node. Without ``name``, node names carry
+    ``instance`` (``gloper worker`` passes its pid: ``cpu-4242@host``), so two
+    launchers on one host never share a node name (Flower would merge them).
+    Raises :class:`ConfigurationError`.
     """
     host = "%h"
+    tag = f"-{instance}" if instance and not name else ""
     unknown = sorted(set(queues or []) - set(all_queues()))
     if unknown:
         raise ConfigurationError(f"unknown queue(s) {', '.join(unknown)}; valid: {', '.join(all_queues())}")
     if gpus == "cpu":
         n = concurrency or 1
         threads = torch_threads or max(1, (os.cpu_count() or 1) // n)
-        env = {"CUDA_VISIBLE_DEVICES": "", "GLOPER_DEVICE": "cpu", "GLOPER_TORCH_THREADS": str(threads)}
-        return [WorkerSpec(f"{name or 'cpu'}@{host}", queues or queues_for("cpu"), n, env, loglevel)]
+        env = {"CUDA_VISIBLE_DEVICES": "", "GLOPER_DEVICE": "cpu", "GLOPER_TORCH_THREADS": str(threads),
+               "OMP_NUM_THREADS": str(threads)}
+        return [WorkerSpec(f"{name or 'cpu'}{tag}@{host}", queues or queues_for("cpu"), n, env, loglevel)]
     if concurrency not in (None, 1):
         raise ConfigurationError("a GPU worker runs one process per card: drop --concurrency or use --gpus cpu")
     found = available
@@ -93,11 +101,11 @@ def plan_workers(gpus: str, available: list[str], concurrency: int | None = None
     if not cards:
         raise ConfigurationError("no GPU visible on this node (nvidia-smi found none); use --gpus cpu")
     specs = []
+    threads = torch_threads or max(1, (os.cpu_count() or 1) // len(cards))
     for k in cards:
-        env = {"CUDA_VISIBLE_DEVICES": k, "GLOPER_DEVICE": "cuda", "GLOPER_WORKER_DEVICE": f"cuda:{k}"}
-        if torch_threads:
-            env["GLOPER_TORCH_THREADS"] = str(torch_threads)
-        specs.append(WorkerSpec(f"{name or 'gpu'}{k}@{host}", queues or queues_for("gpu"), 1, env, loglevel))
+        env = {"CUDA_VISIBLE_DEVICES": k, "GLOPER_DEVICE": "cuda", "GLOPER_WORKER_DEVICE": f"cuda:{k}",
+               "GLOPER_TORCH_THREADS": str(threads), "OMP_NUM_THREADS": str(threads)}
+        specs.append(WorkerSpec(f"{name or 'gpu'}{k}{tag}@{host}", queues or queues_for("gpu"), 1, env, loglevel))
     return specs
 
 
