@@ -18,13 +18,14 @@ from typing import Any, ClassVar, cast
 
 import numpy as np
 
+from gloper_jobs.data.images import resize_mask
 from gloper_jobs.exceptions import InvalidParameterError
-from gloper_jobs.images import resize_mask
 from gloper_jobs.methods.base import MethodParams, Segmentation, SegmentContext, Segmenter
 from gloper_jobs.methods.classical import KMeansSegmenter
-from gloper_jobs.methods.registry import REGISTRY
+from gloper_jobs.methods.registry import register_segmenter
 
 
+@register_segmenter
 class WorkerKiller(KMeansSegmenter):
     """k-means, except that a photo named ``*kill*`` kills the process."""
 
@@ -36,9 +37,6 @@ class WorkerKiller(KMeansSegmenter):
         if context is not None and context.name and "kill" in context.name:
             os.kill(os.getpid(), signal.SIGKILL)
         return super().segment(image, foreground, context)
-
-
-REGISTRY.setdefault(WorkerKiller.name, WorkerKiller)
 
 
 @dataclass(frozen=True)
@@ -54,6 +52,7 @@ class SlowLoggerParams(MethodParams):
             raise InvalidParameterError("seconds must be >= 0")
 
 
+@register_segmenter
 class SlowLogger(Segmenter):
     """A slow fake method that records when each photo ran in which process, so a test can
     find two runs of one photo that overlapped (a concurrent double run)."""
@@ -79,18 +78,17 @@ class SlowLogger(Segmenter):
                 fh.write(line + "\n")
 
 
-REGISTRY.setdefault(SlowLogger.name, SlowLogger)
-
-
 def overlapping_runs(log: Path) -> list[str]:
-    """Photos whose runs in ``log`` overlapped in time (two processes at once)."""
+    """Photos whose runs in ``log`` overlapped in time (two processes at once). A run
+    without an end (its process was killed) counts from its start to its start."""
     spans: dict[tuple[str, str], list[float]] = {}
     for line in log.read_text().splitlines():
         what, name, pid, t = line.split()
         spans.setdefault((name, pid), []).append(float(t))
     by_name: dict[str, list[tuple[float, float]]] = {}
     for (name, _pid), times in spans.items():
-        for start, end in zip(times[0::2], [*times[1::2], float("inf")], strict=False):
+        ends = times[1::2] + times[len(times[1::2]) * 2::2]  # an unfinished run ends where it began
+        for start, end in zip(times[0::2], ends, strict=False):
             by_name.setdefault(name, []).append((start, end))
     bad = []
     for name, runs in by_name.items():

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from gloper_jobs.publishing import enqueue_unfinished, reconcile
+from gloper_jobs.data.synthetic import make_dataset
+from gloper_jobs.jobs.kinds.extract import record_extract_job
+from gloper_jobs.jobs.publishing import enqueue_unfinished, reconcile
 from gloper_jobs.settings import Settings
 from gloper_jobs.store import Item, Job, Store
 from gloper_jobs.store import deliveries as dl
 from gloper_jobs.store.models import utcnow
-from gloper_jobs.submission import record_extract_job
-from gloper_jobs.synthetic import make_dataset
 
 pytestmark = pytest.mark.queue
 

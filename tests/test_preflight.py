@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gloper_jobs.synthetic import make_dataset
+from gloper_jobs.data.synthetic import make_dataset
 from schedulers.preflight import mask_url
 from tests.cluster import GLOPER, REPO
 from tests.queue_services import free_port

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from gloper_jobs.synthetic import make_dataset
+from gloper_jobs.data.synthetic import make_dataset
 from tests.cluster import GLOPER, Cluster
 from tests.fault_plugin import overlapping_runs
 from tests.queue_checks import candidate_rows, counts, drained, items

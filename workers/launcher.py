@@ -24,7 +24,7 @@ from gloper_jobs.defaults import (
     RESTART_HEALTHY,
 )
 from gloper_jobs.exceptions import ConfigurationError
-from gloper_jobs.queues import all_queues, queues_for
+from gloper_jobs.jobs.queues import all_queues, queues_for
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from celery import Celery
 from kombu.exceptions import OperationalError
 
 from gloper_jobs.exceptions import BrokerUnavailableError
-from gloper_jobs.queues import TASK_NAMES
+from gloper_jobs.jobs.queues import task_name
 from gloper_jobs.store import Job
 
 
@@ -25,7 +25,7 @@ def item_of_task(task: str) -> int | None:
 
 
 class CeleryPublisher:
-    """A :data:`gloper_jobs.submission.Publisher` that sends tasks by name (no task code imported)."""
+    """A :class:`gloper_jobs.jobs.publishing.Publisher` that sends tasks by name (no task code imported)."""
 
     def __init__(self, app: Celery) -> None:
         self.app = app
@@ -33,7 +33,7 @@ class CeleryPublisher:
     def __call__(self, job: Job, item_ids: Sequence[int]) -> int:
         if not job.queue:
             raise ValueError(f"job {job.id} has no queue recorded")
-        name = TASK_NAMES[job.kind]
+        name = task_name(job.kind)
         try:
             with self.app.producer_or_acquire() as producer:
                 for item_id in item_ids:

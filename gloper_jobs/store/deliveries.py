@@ -16,7 +16,7 @@ here, in the item row, so it survives any worker:
 - :func:`beat` writes ``heartbeat_at`` and extends the lease while an item runs;
   :func:`lock_stale` finds running items whose heartbeat stopped (their worker is
   gone) and :func:`lock_stranded` queued items whose message may be stranded, for
-  the reconciler (:func:`gloper_jobs.reconcile.reconcile`) to publish again.
+  the reconciler (:func:`gloper_jobs.jobs.publishing.reconcile`) to publish again.
 - Results are written by :func:`gloper_jobs.store.repository.record_success`, an
   upsert on ``(item_id, name)``: a redelivered item rewrites its rows, never adds.
 """

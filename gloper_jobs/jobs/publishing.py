@@ -59,12 +59,11 @@ def enqueue_unfinished(store: Store, job: Job, publish: Publisher, batch: int,
     propagates. ``include_queued`` also re-publishes every queued item (for a broker
     that lost its messages; the reconciler finds stranded ones without it).
     """
-    if job.id is None:
-        raise ValueError("job has no id")
+    job_id = repo.require_id(job)
     total = 0
     while True:
         with store.session() as s:
-            chunk = dl.take_pending(s, job.id, batch)
+            chunk = dl.take_pending(s, job_id, batch)
         if not chunk:
             break
         try:
@@ -74,7 +73,7 @@ def enqueue_unfinished(store: Store, job: Job, publish: Publisher, batch: int,
                 dl.untake(s, chunk)
             raise
     if include_queued:
-        total += republish_stranded(store, publish, job.id, older_than=0.0, check_broker=False)
+        total += republish_stranded(store, publish, job_id, older_than=0.0, check_broker=False)
     return total
 
 
