@@ -61,6 +61,9 @@ DEFAULT_METHOD = "gloper"
 
 # --- distributed path (workers/, schedulers/) --------------------------------
 BROKER_URL = "redis://127.0.0.1:6379/0"
+# Job priorities, highest first: each level has its own queues, consumed in this order.
+PRIORITIES = ("urgent", "normal", "bulk")
+DEFAULT_PRIORITY = "normal"
 # (soft, hard) seconds per task of the job kinds that have settings of their own
 # (GLOPER_<KIND>_SOFT_TIME_LIMIT / _TIME_LIMIT); other kinds use extract's. GloPER's paper profile on one
 # large photo takes minutes on a GPU; evaluation only reads PNGs.

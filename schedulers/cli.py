@@ -78,8 +78,12 @@ dataset and settings again adds no rows and enqueues only what is unfinished."""
 @click.option("--no-foreground", is_flag=True, help="Use the whole frame instead of rembg masks.")
 @click.option("--device-class", type=click.Choice(["cpu", "gpu"]), default=None,
               help="Send the items to cpu or gpu workers (default: the method's own class).")
+@click.option("--priority", type=click.Choice(["urgent", "normal", "bulk"]), default=None,
+              help="Queue level (default normal, or the job's own when submitted again): a worker takes "
+                   "urgent items first, then normal, then bulk.")
 def submit(kind: str, dataset: Path, method: str | None, profile: str | None, params: tuple[str, ...],
-           grid: tuple[str, ...], settings_from: int | None, no_foreground: bool, device_class: str | None) -> None:
+           grid: tuple[str, ...], settings_from: int | None, no_foreground: bool, device_class: str | None,
+           priority: str | None) -> None:
     from gloper_jobs import defaults
     from gloper_jobs.jobs.kinds import SubmitRequest
     from gloper_jobs.jobs.submission import submit as submit_job
@@ -92,10 +96,10 @@ def submit(kind: str, dataset: Path, method: str | None, profile: str | None, pa
     request = SubmitRequest(dataset, method or defaults.DEFAULT_METHOD, profile, _params(params),
                             foreground=not no_foreground, on_device=device_class, grid=grid,
                             settings_from=settings_from)
-    sub = submit_job(_store(settings), settings, kind, request, _publisher(settings))
+    sub = submit_job(_store(settings), settings, kind, request, _publisher(settings), priority)
     state = "new job" if sub.created else "existing job"
     click.echo(f"job {sub.job.id} ({state}): {sub.job.n_items} items, {sub.added} new, {sub.enqueued} enqueued "
-               f"on {sub.job.queue} in {time.perf_counter() - t0:.1f} s")
+               f"on {sub.job.queue} ({sub.job.priority}) in {time.perf_counter() - t0:.1f} s")
     click.echo(sub.job.id)
 
 

@@ -121,3 +121,26 @@ def test_one_job_survives_a_night_of_faults(database_url: str, redis_server: Red
     assert overlapping_runs(runs) == []  # no photo ran twice at once
     assert all(c == 1 for _, _, c in candidate_rows(store, job))  # no duplicate rows
     assert all(it.deliveries <= 2 for it in items(store, job).values())
+
+
+def test_an_urgent_job_overtakes_a_draining_bulk_job(database_url: str, broker_url: str, tmp_path: Path) -> None:
+    make_dataset(tmp_path / "bulk", per_species=3, size=32)
+    make_dataset(tmp_path / "urgent", per_species=1, size=32)
+    cluster = Cluster(database_url, broker_url, tmp_path, extra_env={"GLOPER_PLUGINS": "fault_plugin"})
+    common = ["--method", "slow_logger", "--no-foreground", "--param", "seconds=0.7"]
+    bulk = int(cluster.gloper("submit", "extract", str(tmp_path / "bulk"), *common, "--priority", "bulk")
+               .stdout.strip().splitlines()[-1])
+    store = cluster.store()
+    try:
+        cluster.start_worker("prio", "--concurrency", "1")
+        cluster.wait_for(lambda: counts(store, bulk).get("done", 0) >= 1, 120, "the bulk job to start")
+        urgent = int(cluster.gloper("submit", "extract", str(tmp_path / "urgent"), *common, "--priority", "urgent")
+                     .stdout.strip().splitlines()[-1])
+        cluster.wait_for(lambda: drained(store, bulk) and drained(store, urgent), 300, "both jobs to finish")
+    finally:
+        cluster.stop()
+    urgent_done = max(it.finished_at for it in items(store, urgent).values() if it.finished_at)
+    after = [it for it in items(store, bulk).values() if it.finished_at and it.finished_at > urgent_done]
+    n_bulk = sum(counts(store, bulk).values())
+    # at most the bulk item running and the one reserved when the urgent job came go before it
+    assert len(after) >= n_bulk - 3, (len(after), n_bulk)

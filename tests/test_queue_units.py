@@ -304,3 +304,19 @@ def test_jobs_on_an_empty_store_says_so(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-m", "gloper_jobs.cli", "jobs"], env=env, capture_output=True,
                          text=True, cwd=tmp_path, timeout=120)
     assert out.returncode == 0 and "no jobs in the store" in out.stdout, out.stderr
+
+
+def test_priority_levels_are_separate_queues_consumed_highest_first() -> None:
+    from gloper_jobs.jobs.queues import priority_queue, with_priorities
+    from workers.app import celery_config
+    from workers.launcher import plan_workers
+
+    assert priority_queue("extract.cpu", "normal") == "extract.cpu"
+    assert priority_queue("extract.cpu", "urgent") == "extract.cpu.urgent"
+    with pytest.raises(ConfigurationError, match="urgent, normal, bulk"):
+        priority_queue("extract.cpu", "asap")
+    assert with_priorities(["extract.cpu", "train.cpu"]) == [
+        "extract.cpu.urgent", "train.cpu.urgent", "extract.cpu", "train.cpu", "extract.cpu.bulk", "train.cpu.bulk"]
+    argv = plan_workers("cpu", [], queues=["extract.cpu"])[0].argv()
+    assert argv[argv.index("--queues") + 1] == "extract.cpu.urgent,extract.cpu,extract.cpu.bulk"
+    assert celery_config(Settings.from_env())["broker_transport_options"]["queue_order_strategy"] == "priority"

@@ -28,6 +28,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "visibility_timeout": settings.visibility_timeout,
             # Restore tasks of dead workers as soon as they pass the timeout.
             "unacked_restore_interval": 10,
+            # BRPOP over the queues in the order the worker lists them (urgent, normal,
+            # bulk; see gloper_jobs.jobs.queues.with_priorities), not round robin.
+            "queue_order_strategy": "priority",
         },
         # JSON only: a pickled message could run code on every node.
         "task_serializer": "json",

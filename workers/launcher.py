@@ -24,7 +24,7 @@ from gloper_jobs.defaults import (
     RESTART_HEALTHY,
 )
 from gloper_jobs.exceptions import ConfigurationError
-from gloper_jobs.jobs.queues import all_queues, queues_for
+from gloper_jobs.jobs.queues import all_queues, queues_for, with_priorities
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ class WorkerSpec:
         return [
             sys.executable, "-m", "celery", "-A", "workers.app", "worker",
             "--pool", "prefork", "--concurrency", str(self.concurrency),
-            "--hostname", self.node, "--queues", ",".join(self.queues),
+            "--hostname", self.node, "--queues", ",".join(with_priorities(self.queues)),
             "--loglevel", self.loglevel, "--events", "--without-mingle",
         ]
 

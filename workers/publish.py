@@ -9,7 +9,7 @@ from celery import Celery
 from kombu.exceptions import OperationalError
 
 from gloper_jobs.exceptions import BrokerUnavailableError
-from gloper_jobs.jobs.queues import task_name
+from gloper_jobs.jobs.queues import priority_queue, task_name
 from gloper_jobs.store import Job
 
 
@@ -34,10 +34,11 @@ class CeleryPublisher:
         if not job.queue:
             raise ValueError(f"job {job.id} has no queue recorded")
         name = task_name(job.kind)
+        queue = priority_queue(job.queue, job.priority)
         try:
             with self.app.producer_or_acquire() as producer:
                 for item_id in item_ids:
-                    self.app.send_task(name, args=[item_id], queue=job.queue, task_id=task_id(job, item_id),
+                    self.app.send_task(name, args=[item_id], queue=queue, task_id=task_id(job, item_id),
                                        producer=producer, argsrepr=f"(item {item_id} of job {job.id})")
         except (OperationalError, OSError) as exc:
             raise BrokerUnavailableError(
@@ -55,7 +56,7 @@ class CeleryPublisher:
         prefix = f"{job.kind}-{job.id}-"
         with self.app.connection_for_read() as conn:
             client = conn.default_channel.client
-            for raw in client.lrange(job.queue, 0, -1):
+            for raw in client.lrange(priority_queue(job.queue, job.priority), 0, -1):
                 try:
                     tid = str(json.loads(raw)["headers"]["id"])
                 except (ValueError, KeyError, TypeError):

@@ -19,6 +19,7 @@ from gloper_jobs.jobs.publishing import (
     republish_stale,
     republish_stranded,
 )
+from gloper_jobs.jobs.queues import check_priority
 from gloper_jobs.jobs.recording import close_if_drained
 from gloper_jobs.settings import Settings
 from gloper_jobs.store import Job, JobStatus, Store
@@ -29,9 +30,19 @@ __all__ = ["Publisher", "cancel", "enqueue_unfinished", "reconcile", "resume_job
 
 
 def submit(store: Store, settings: Settings, kind: str, request: SubmitRequest,
-           publish: Publisher) -> Submission:
-    """``gloper submit KIND``: record the job through its kind, then publish what is unfinished."""
+           publish: Publisher, priority: str | None = None) -> Submission:
+    """``gloper submit KIND``: record the job through its kind, then publish what is unfinished.
+
+    ``priority`` (``urgent``, ``normal``, ``bulk``; None keeps the job's) picks the
+    queue level its unpublished items go to.
+    """
+    if priority is not None:
+        check_priority(priority)
     sub = get_kind(kind).record(store, settings, request)
+    if priority is not None and sub.job.priority != priority:
+        with store.session() as s:
+            repo.set_priority(s, repo.require_id(sub.job), priority)
+        sub.job.priority = priority
     sub.enqueued = enqueue_unfinished(store, sub.job, publish, settings.submit_batch)
     return sub
 
