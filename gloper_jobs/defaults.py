@@ -92,5 +92,7 @@ RESTART_BACKOFF = 1.0
 RESTART_BACKOFF_MAX = 60.0
 RESTART_HEALTHY = 60.0
 RESTART_GIVE_UP = 5
+# How often a worker with a --window checks whether to pause or resume consuming, s.
+WINDOW_CHECK_SECONDS = 5.0
 FLOWER_USER = "gloper"
 FLOWER_PORT = 5555

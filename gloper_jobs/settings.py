@@ -68,6 +68,9 @@ GLOPER_WORKER_BOOT_TIMEOUT       seconds a new pool process may take to load its
                                  models before Celery gives up on it (300)
 GLOPER_WORKER_DEVICE             the device a worker records (``gloper worker``
                                  sets ``cuda:<k>`` per card; else what ran)
+GLOPER_WINDOW                    local times a worker takes items, e.g.
+                                 ``20:00-06:00`` (``gloper worker --window``;
+                                 unset: always)
 GLOPER_PLUGINS                   comma-separated modules imported by workers and
                                  the submitter before use (extra methods)
 GLOPER_FLOWER_USER               Flower basic-auth user (``gloper``)
@@ -142,6 +145,7 @@ class Settings(BaseSettings):
     worker_boot_timeout: float = defaults.WORKER_BOOT_TIMEOUT
     worker_device: str | None = None
     plugins: str = ""
+    window: str | None = None
     flower_user: str = defaults.FLOWER_USER
     flower_password: str | None = None
     flower_port: int = defaults.FLOWER_PORT
@@ -185,6 +189,18 @@ class Settings(BaseSettings):
         if value <= 0:
             raise ValueError("must be a positive integer")
         return value
+
+    @field_validator("window")
+    @classmethod
+    def _valid_window(cls, value: str | None) -> str | None:
+        if value:
+            from gloper_jobs.jobs.window import Window
+
+            try:
+                Window.parse(value)
+            except ConfigurationError as exc:
+                raise ValueError(str(exc)) from exc
+        return value or None
 
     @model_validator(mode="after")
     def _limits_ordered(self) -> Settings:

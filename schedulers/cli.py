@@ -173,24 +173,37 @@ def status(job_id: int | None, watch: float | None) -> None:
               help="Node name prefix (default cpu-<pid> or gpu<k>-<pid> per card: unique on the host).")
 @click.option("--queues", "-Q", default=None, help="Comma-separated queues (default: all of the device class).")
 @click.option("--loglevel", "-l", default="INFO", show_default=True)
-def worker(gpus: str, concurrency: int | None, name: str | None, queues: str | None, loglevel: str) -> None:
+@click.option("--window", default=None, metavar="HH:MM-HH:MM",
+              help="Take items only between these local times, e.g. 20:00-06:00 (GLOPER_WINDOW); outside it "
+                   "the item in hand finishes and nothing new is taken.")
+def worker(gpus: str, concurrency: int | None, name: str | None, queues: str | None, loglevel: str,
+           window: str | None) -> None:
     """Start Celery workers: one per visible card (CUDA_VISIBLE_DEVICES set to it), or CPU ones."""
     from schedulers.preflight import check_queue_extra
     from workers.launcher import plan_workers, run_workers, visible_gpus
 
     check_queue_extra()
     settings = _settings()
+    if window:
+        from gloper_jobs.settings import Settings
+
+        settings = Settings.from_env(window=window)  # validated here, not in each worker
     settings.check_visibility_timeout()  # fail here, before any worker starts
     available = [] if gpus == "cpu" else visible_gpus(settings.visible_devices)
     specs = plan_workers(gpus, available, concurrency, name,
                          [q for q in queues.split(",") if q] if queues else None,
                          settings.torch_threads, loglevel, instance=str(os.getpid()))
+    for spec in specs:
+        if settings.window:
+            spec.env["GLOPER_WINDOW"] = settings.window
     sys.exit(run_workers(specs))
 
 
 @commands.command()
 @click.option("--port", type=int, default=None, help="Port (default GLOPER_FLOWER_PORT, 5555).")
-@click.option("--address", default="0.0.0.0", show_default=True)  # noqa: S104 - a server's bind address
+@click.option("--address", default="127.0.0.1", show_default=True,
+              help="Bind address; Flower serves plain HTTP, so put a TLS proxy in front before binding "
+                   "another interface.")
 def flower(port: int | None, address: str) -> None:
     """Start Flower on the broker, behind basic auth (GLOPER_FLOWER_USER / GLOPER_FLOWER_PASSWORD)."""
     from gloper_jobs.exceptions import ConfigurationError

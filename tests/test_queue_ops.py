@@ -144,3 +144,28 @@ def test_an_urgent_job_overtakes_a_draining_bulk_job(database_url: str, broker_u
     n_bulk = sum(counts(store, bulk).values())
     # at most the bulk item running and the one reserved when the urgent job came go before it
     assert len(after) >= n_bulk - 3, (len(after), n_bulk)
+
+
+def test_a_worker_takes_items_only_inside_its_window(database_url: str, broker_url: str, tmp_path: Path) -> None:
+    from datetime import datetime, timedelta
+
+    make_dataset(tmp_path / "photos", per_species=4, size=32)
+    cluster = Cluster(database_url, broker_url, tmp_path, extra_env={"GLOPER_PLUGINS": "fault_plugin"})
+    job = int(cluster.gloper("submit", "extract", str(tmp_path / "photos"), "--method", "slow_logger",
+                             "--no-foreground", "--param", "seconds=1.0").stdout.strip().splitlines()[-1])
+    store = cluster.store()
+    now = datetime.now()
+    opens, closes = now + timedelta(seconds=20), now + timedelta(seconds=32)
+    window = f"{opens:%H:%M:%S}-{closes:%H:%M:%S}"
+    try:
+        cluster.start_worker("night", "--concurrency", "1", "--window", window)
+        time.sleep(max(0.0, (closes - datetime.now()).total_seconds()) + 12)  # open, then closed again
+        done = counts(store, job).get("done", 0)
+    finally:
+        cluster.stop()
+    started = [it.started_at.astimezone().replace(tzinfo=None) for it in items(store, job).values() if it.started_at]
+    n = sum(counts(store, job).values())
+    assert 0 < done < n, (done, n)  # it worked inside the window, and paused after it
+    assert min(started) >= opens - timedelta(seconds=1), (min(started), opens)  # nothing before it opened
+    # nothing new after it closed (the item in hand and one check interval of slack)
+    assert max(started) <= closes + timedelta(seconds=7), (max(started), closes)

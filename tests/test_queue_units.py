@@ -320,3 +320,20 @@ def test_priority_levels_are_separate_queues_consumed_highest_first() -> None:
     argv = plan_workers("cpu", [], queues=["extract.cpu"])[0].argv()
     assert argv[argv.index("--queues") + 1] == "extract.cpu.urgent,extract.cpu,extract.cpu.bulk"
     assert celery_config(Settings.from_env())["broker_transport_options"]["queue_order_strategy"] == "priority"
+
+
+def test_windows_wrap_past_midnight_and_refuse_nonsense() -> None:
+    from datetime import time as t
+
+    from gloper_jobs.jobs.window import Window
+
+    night = Window.parse("20:00-06:00")
+    assert night.contains(t(23, 59)) and night.contains(t(0, 0)) and night.contains(t(20, 0))
+    assert not night.contains(t(6, 0)) and not night.contains(t(12, 0))
+    day = Window.parse("08:00:30-17:00")
+    assert day.contains(t(8, 0, 30)) and not day.contains(t(8, 0, 29)) and not day.contains(t(17, 0))
+    for bad in ("20:00", "25:00-06:00", "20:00-20:00"):
+        with pytest.raises(ConfigurationError):
+            Window.parse(bad)
+    with pytest.raises(ConfigurationError, match="GLOPER_WINDOW"):
+        Settings.from_env(window="8pm-6am")

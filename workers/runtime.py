@@ -103,10 +103,62 @@ class Reconciler(bootsteps.StartStopStep):
                 self._store.dispose()  # hold no connection across the pool's forks
 
 
+class WindowStep(bootsteps.StartStopStep):
+    """With ``GLOPER_WINDOW`` (``gloper worker --window 20:00-06:00``), consume only inside it.
+
+    Every ``WINDOW_CHECK_SECONDS`` it compares the local time with the window: outside
+    it the worker cancels its queues (the item in hand finishes, nothing new is
+    taken), inside it adds them back in their priority order. It first runs when the
+    consumer starts, before the event loop fetches anything, so a worker started
+    outside its window takes nothing.
+    """
+
+    requires = ("celery.worker.consumer.tasks:Tasks",)
+
+    def __init__(self, consumer: Any, **kwargs: Any) -> None:
+        super().__init__(consumer, **kwargs)
+        self._timer_ref: Any = None
+        self._queues: list[str] = []
+        self._paused = False
+
+    def start(self, consumer: Any) -> None:
+        from gloper_jobs.defaults import WINDOW_CHECK_SECONDS
+        from gloper_jobs.jobs.window import Window
+
+        settings: Settings = consumer.app.gloper_settings
+        if not settings.window:
+            return
+        window = Window.parse(settings.window)
+        if not self._queues:
+            self._queues = [q.name for q in consumer.task_consumer.queues]
+        self._check(consumer, window)
+        self._timer_ref = consumer.timer.call_repeatedly(WINDOW_CHECK_SECONDS, self._check,
+                                                         (consumer, window), priority=10)
+
+    def stop(self, consumer: Any) -> None:
+        if self._timer_ref is not None:
+            self._timer_ref.cancel()
+            self._timer_ref = None
+
+    def _check(self, consumer: Any, window: Any) -> None:
+        open_now = window.open_now()
+        if not open_now and not self._paused:
+            for q in self._queues:
+                consumer.cancel_task_queue(q)
+            self._paused = True
+            log.warning("outside the window %s: paused (queues %s)", window, ",".join(self._queues))
+        elif open_now and self._paused:
+            for q in self._queues:  # in their order: urgent, normal, bulk
+                consumer.add_task_queue(q)
+            self._paused = False
+            log.warning("inside the window %s: consuming again", window)
+
+
 def install(app: Celery) -> None:
-    """Add the boot check and the reconciler to ``app``'s workers."""
+    """Add the boot check, the reconciler and the window to ``app``'s workers."""
     app.steps["worker"].add(BootCheck)
     app.steps["consumer"].add(Reconciler)
+    app.steps["consumer"].add(WindowStep)
 
 
 def context() -> WorkerContext:
