@@ -94,5 +94,7 @@ RESTART_HEALTHY = 60.0
 RESTART_GIVE_UP = 5
 # How often a worker with a --window checks whether to pause or resume consuming, s.
 WINDOW_CHECK_SECONDS = 5.0
+# Passwords copied from an example file: refused wherever a secret is read.
+PLACEHOLDER_SECRETS = ("change-me", "changeme", "password", "secret", "example")
 FLOWER_USER = "gloper"
 FLOWER_PORT = 5555

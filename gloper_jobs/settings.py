@@ -73,6 +73,11 @@ GLOPER_WINDOW                    local times a worker takes items, e.g.
                                  unset: always)
 GLOPER_PLUGINS                   comma-separated modules imported by workers and
                                  the submitter before use (extra methods)
+GLOPER_BROKER_SSL_CA             CA file for a ``rediss://`` broker (TLS); the
+                                 server's certificate is then verified
+                                 (unset: the system's CAs). PostgreSQL's TLS
+                                 goes in the URL: ``?sslmode=verify-full&
+                                 sslrootcert=/path/ca.pem``
 GLOPER_FLOWER_USER               Flower basic-auth user (``gloper``)
 GLOPER_FLOWER_PASSWORD           Flower basic-auth password (required by
                                  ``gloper flower``)
@@ -146,6 +151,7 @@ class Settings(BaseSettings):
     worker_device: str | None = None
     plugins: str = ""
     window: str | None = None
+    broker_ssl_ca: Path | None = None
     flower_user: str = defaults.FLOWER_USER
     flower_password: str | None = None
     flower_port: int = defaults.FLOWER_PORT
@@ -156,7 +162,7 @@ class Settings(BaseSettings):
     def _expand(cls, value: Path) -> Path:
         return value.expanduser()
 
-    @field_validator("sam_checkpoint", "clipseg_weights", "dino_weights", mode="after")
+    @field_validator("sam_checkpoint", "clipseg_weights", "dino_weights", "broker_ssl_ca", mode="after")
     @classmethod
     def _expand_optional(cls, value: Path | None) -> Path | None:
         return value.expanduser() if value is not None else None
@@ -188,6 +194,18 @@ class Settings(BaseSettings):
     def _positive(cls, value: int) -> int:
         if value <= 0:
             raise ValueError("must be a positive integer")
+        return value
+
+    @field_validator("database_url", "broker_url", "flower_password")
+    @classmethod
+    def _no_placeholder_secret(cls, value: str | None) -> str | None:
+        if value:
+            from urllib.parse import urlsplit
+
+            secret = urlsplit(value).password if "://" in value else value
+            if secret and secret.lower() in defaults.PLACEHOLDER_SECRETS:
+                raise ValueError(f"the password {secret!r} is a placeholder from an example file; "
+                                 "generate one (e.g. `openssl rand -hex 24`) and set it on the server too")
         return value
 
     @field_validator("window")

@@ -39,7 +39,7 @@ def _ready(settings: Any) -> None:
     """The [queue] extra is installed and the broker answers: checked before any write."""
     from schedulers.preflight import check_broker
 
-    check_broker(settings.broker_url)
+    check_broker(settings.broker_url, ssl_ca=str(settings.broker_ssl_ca) if settings.broker_ssl_ca else None)
 
 
 def _publisher(settings: Any) -> Any:

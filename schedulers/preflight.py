@@ -38,13 +38,16 @@ def check_queue_extra() -> None:
                 "install it with `pip install 'gloper-jobs[queue]'`") from exc
 
 
-def check_broker(url: str, timeout: float = PING_TIMEOUT) -> None:
-    """Raise :class:`BrokerUnavailableError` unless the Redis broker at ``url`` answers a PING."""
+def check_broker(url: str, timeout: float = PING_TIMEOUT, ssl_ca: str | None = None) -> None:
+    """Raise :class:`BrokerUnavailableError` unless the Redis broker at ``url`` answers a PING
+    (over verified TLS for ``rediss://``, against ``ssl_ca`` or the system's CAs)."""
     check_queue_extra()
     import redis
 
+    tls = {"ssl_cert_reqs": "required", **({"ssl_ca_certs": ssl_ca} if ssl_ca else {})} \
+        if url.startswith("rediss://") else {}
     try:
-        client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
+        client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout, **tls)
     except ValueError as exc:
         raise ConfigurationError(f"GLOPER_BROKER_URL={mask_url(url)} is not a Redis URL: {exc}") from exc
     try:

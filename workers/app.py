@@ -6,12 +6,24 @@ per card). Everything comes from :class:`gloper_jobs.settings.Settings`.
 
 from __future__ import annotations
 
+import ssl
 from typing import Any
 
 from celery import Celery
 
 from gloper_jobs.jobs.queues import all_queues, task_names
 from gloper_jobs.settings import Settings
+
+
+def broker_tls(settings: Settings) -> dict[str, Any] | None:
+    """TLS options of a ``rediss://`` broker: the server's certificate is always verified
+    (against ``GLOPER_BROKER_SSL_CA``, else the system's CAs); None for ``redis://``."""
+    if not settings.broker_url.startswith("rediss://"):
+        return None
+    options: dict[str, Any] = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
+    if settings.broker_ssl_ca is not None:
+        options["ssl_ca_certs"] = str(settings.broker_ssl_ca)
+    return options
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -22,6 +34,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         annotations[name] = {"soft_time_limit": soft, "time_limit": hard}
     return {
         "broker_url": settings.broker_url,
+        "broker_use_ssl": broker_tls(settings),
         "broker_connection_retry_on_startup": True,
         "broker_connection_max_retries": None,  # keep reconnecting while Redis restarts
         "broker_transport_options": {
