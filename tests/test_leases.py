@@ -112,3 +112,16 @@ def test_reconciler_republishes_stranded_queued_items_only(pg_settings: Settings
     with store.session() as s:
         assert all(s.get(Item, i).status == "queued" for i in ids)
 
+
+
+def test_the_lease_holder_may_claim_its_own_item_again(pg_settings: Settings, job: Job) -> None:
+    """A transient error whose release could not be written (store down) is retried by the
+    same process: its own live lease does not drop the retry."""
+    store = Store(pg_settings.database_url)
+    pub = SlowRecorder()
+    enqueue_unfinished(store, job, pub, 100)
+    with store.session() as s:
+        assert dl.claim(s, pub.ids[0], cap=3, host="h", worker="a:1", lease_seconds=30).skipped is None
+    with store.session() as s:
+        again = dl.claim(s, pub.ids[0], cap=4, host="h", worker="a:1", lease_seconds=30)
+    assert again.skipped is None and again.deliveries == 2

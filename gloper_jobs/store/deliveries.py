@@ -93,6 +93,8 @@ def claim(session: Session, item_id: int, *, cap: int, host: str | None, worker:
         return Claim(row, job, skipped="job cancelled")
     now = utcnow()
     free = _lease_free(now)
+    if worker is not None:  # a retry of this process's own attempt (its release failed: store down)
+        free = or_(free, and_(col(Item.status) == ItemStatus.running.value, col(Item.lease_owner) == worker))
     if row.status == ItemStatus.running.value and owner_gone is not None and owner_gone(row):
         # its holder died on this host: take the lease over, but only the lease we saw
         free = or_(free, and_(col(Item.status) == ItemStatus.running.value,
