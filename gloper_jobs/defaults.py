@@ -92,6 +92,9 @@ RESTART_BACKOFF = 1.0
 RESTART_BACKOFF_MAX = 60.0
 RESTART_HEALTHY = 60.0
 RESTART_GIVE_UP = 5
+# On SIGTERM a worker finishes its item for at most this long, s; then it is stopped
+# cold and the items its node held go straight back to the queue.
+SHUTDOWN_GRACE = 30.0
 # How often a worker with a --window checks whether to pause or resume consuming, s.
 WINDOW_CHECK_SECONDS = 5.0
 # Passwords copied from an example file: refused wherever a secret is read.

@@ -73,6 +73,8 @@ GLOPER_WINDOW                    local times a worker takes items, e.g.
                                  unset: always)
 GLOPER_PLUGINS                   comma-separated modules imported by workers and
                                  the submitter before use (extra methods)
+GLOPER_SHUTDOWN_GRACE            seconds a stopping worker may finish its item
+                                 before a cold stop gives it back (30)
 GLOPER_BROKER_SSL_CA             CA file for a ``rediss://`` broker (TLS); the
                                  server's certificate is then verified
                                  (unset: the system's CAs). PostgreSQL's TLS
@@ -151,6 +153,7 @@ class Settings(BaseSettings):
     worker_device: str | None = None
     plugins: str = ""
     window: str | None = None
+    shutdown_grace: float = defaults.SHUTDOWN_GRACE
     broker_ssl_ca: Path | None = None
     flower_user: str = defaults.FLOWER_USER
     flower_password: str | None = None

@@ -196,7 +196,25 @@ def worker(gpus: str, concurrency: int | None, name: str | None, queues: str | N
     for spec in specs:
         if settings.window:
             spec.env["GLOPER_WINDOW"] = settings.window
-    sys.exit(run_workers(specs))
+    sys.exit(run_workers(specs, grace=settings.shutdown_grace,
+                         on_stopped=lambda nodes: _release_nodes(settings, nodes)))
+
+
+def _release_nodes(settings: Any, nodes: list[str]) -> None:
+    """After the workers stopped: the items they still held go back to the queue now."""
+    import socket
+
+    from gloper_jobs.store import deliveries as dl
+
+    try:
+        store = _store(settings)
+        with store.session() as s:
+            n = sum(dl.release_node(s, node.replace("%h", socket.gethostname()),
+                                    "its worker was stopped; back on the queue") for node in nodes)
+        if n:
+            click.echo(f"{n} item(s) the stopped workers held are back on the queue")
+    except Exception as exc:  # noqa: BLE001 - the store is down: the reconciler finds them stale
+        click.echo(f"could not give the stopped workers' items back ({exc}); the reconciler will", err=True)
 
 
 @commands.command()

@@ -169,3 +169,26 @@ def test_a_worker_takes_items_only_inside_its_window(database_url: str, broker_u
     assert min(started) >= opens - timedelta(seconds=1), (min(started), opens)  # nothing before it opened
     # nothing new after it closed (the item in hand and one check interval of slack)
     assert max(started) <= closes + timedelta(seconds=7), (max(started), closes)
+
+
+def test_sigterm_gives_a_long_item_back_within_the_grace(database_url: str, broker_url: str, tmp_path: Path) -> None:
+    make_dataset(tmp_path / "photos", per_species=1, size=32)
+    cluster = Cluster(database_url, broker_url, tmp_path,
+                      extra_env={"GLOPER_PLUGINS": "fault_plugin", "GLOPER_SHUTDOWN_GRACE": "3"})
+    job = int(cluster.gloper("submit", "extract", str(tmp_path / "photos"), "--method", "slow_logger",
+                             "--no-foreground", "--param", "seconds=120").stdout.strip().splitlines()[-1])
+    store = cluster.store()
+    try:
+        launcher = cluster.start_worker("term", "--concurrency", "1")
+        cluster.wait_for(lambda: counts(store, job).get("running", 0) == 1, 120, "an item running")
+        held = next(it for it in items(store, job).values() if it.status == "running")
+        t0 = time.monotonic()
+        launcher.send_signal(signal.SIGTERM)  # as systemd or docker stop would
+        launcher.wait(timeout=60)
+        took = time.monotonic() - t0
+        after = items(store, job)[held.rel_path]
+    finally:
+        cluster.stop()
+    assert took < 3 + 20, took  # the grace, then a cold stop: not the item's two minutes
+    assert after.status == "queued" and after.lease_owner is None and after.deliveries == 0, after
+    assert "cold shutdown" in cluster.workdir.joinpath("worker-term.log").read_text()

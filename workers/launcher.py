@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from gloper_jobs.defaults import (
@@ -22,6 +23,7 @@ from gloper_jobs.defaults import (
     RESTART_BACKOFF_MAX,
     RESTART_GIVE_UP,
     RESTART_HEALTHY,
+    SHUTDOWN_GRACE,
 )
 from gloper_jobs.exceptions import ConfigurationError
 from gloper_jobs.jobs.queues import all_queues, queues_for, with_priorities
@@ -109,6 +111,16 @@ def plan_workers(gpus: str, available: list[str], concurrency: int | None = None
     return specs
 
 
+def _wait_all(procs: list[subprocess.Popen[bytes]], seconds: float) -> None:
+    """Wait up to ``seconds`` in all for every process to exit."""
+    deadline = time.monotonic() + seconds
+    for p in procs:
+        try:
+            p.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass
+
+
 @dataclass
 class _Running:
     """One supervised worker process and its restart bookkeeping."""
@@ -126,7 +138,8 @@ def restart_delay(failures: int, base: float = RESTART_BACKOFF, cap: float = RES
     return float(min(cap, base * 2 ** max(0, failures - 1)))
 
 
-def run_workers(specs: list[WorkerSpec], echo: bool = True, give_up_after: int = RESTART_GIVE_UP) -> int:
+def run_workers(specs: list[WorkerSpec], echo: bool = True, give_up_after: int = RESTART_GIVE_UP,
+                grace: float = SHUTDOWN_GRACE, on_stopped: Callable[[list[str]], None] | None = None) -> int:
     """Start every worker, restart any that exits, forward SIGINT/SIGTERM; returns the worst exit code.
 
     A worker that exits while the node is not stopping (a crash, an unrecoverable
@@ -134,6 +147,11 @@ def run_workers(specs: list[WorkerSpec], echo: bool = True, give_up_after: int =
     others keep working. Only a worker that exits ``give_up_after`` times in a row
     within :data:`RESTART_HEALTHY` s of starting (a configuration error) stops the
     node, so its supervisor (systemd, Docker) reports it.
+
+    On SIGTERM the workers finish their items (warm shutdown) for at most ``grace``
+    s; then they are stopped cold (SIGQUIT: the pool ends, unacknowledged messages go
+    back to the queue), and killed 15 s later if still there. ``on_stopped(nodes)``
+    then runs, to give the items these nodes still hold back to the queue at once.
     """
     def start(spec: WorkerSpec) -> subprocess.Popen[bytes]:
         if echo:
@@ -174,13 +192,20 @@ def run_workers(specs: list[WorkerSpec], echo: bool = True, give_up_after: int =
                 print(f"{r.spec.node} exited with code {code}; restarting it in {delay:.0f} s", flush=True)
                 r.restart_at = now + delay
             time.sleep(0.5)
-        deadline = time.monotonic() + 60
-        for r in running:
-            try:
-                r.proc.wait(timeout=max(1.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                r.proc.kill()
-                r.proc.wait()
+        _wait_all([r.proc for r in running], grace)
+        late = [r for r in running if r.proc.poll() is None]
+        if late:
+            print(f"{', '.join(r.spec.node for r in late)} still busy after {grace:.0f} s: cold shutdown, "
+                  "their items go back to the queue", flush=True)
+            for r in late:
+                r.proc.send_signal(signal.SIGQUIT)
+            _wait_all([r.proc for r in late], 15.0)
+            for r in late:
+                if r.proc.poll() is None:
+                    r.proc.kill()
+                    r.proc.wait()
+        if on_stopped is not None:
+            on_stopped([r.spec.node for r in running])
     finally:
         for s, h in old.items():
             signal.signal(s, h)

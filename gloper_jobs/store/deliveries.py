@@ -140,13 +140,15 @@ def release(session: Session, item_id: int, error: str, traceback_text: str | No
         lease_owner=None, lease_expires_at=None))
 
 
-def release_to_pending(session: Session, item_id: int, owner: str | None, reason: str) -> bool:
-    """A worker shutting down gives its item back at once: ``pending``, lease ended, the
-    delivery not counted (it was interrupted on purpose). Returns whether it held it."""
-    result = session.execute(update(Item).where(_held_by(item_id, owner)).values(
-        status=ItemStatus.pending.value, error=reason, queued_at=None, lease_owner=None,
-        lease_expires_at=None, heartbeat_at=None, deliveries=Item.deliveries - 1))
-    return _rowcount(result) > 0
+def release_node(session: Session, node: str, reason: str) -> int:
+    """A worker node that stopped gives back the items its processes (``<node>:<pid>``) still
+    hold: ``queued`` at once with no publish time, so the reconciler re-publishes any whose
+    message is not in the broker; the interrupted delivery is not counted. Returns how many."""
+    result = session.execute(update(Item).where(
+        col(Item.status) == ItemStatus.running.value, col(Item.lease_owner).startswith(f"{node}:", autoescape=True),
+    ).values(status=ItemStatus.queued.value, error=reason, queued_at=None, lease_owner=None,
+             lease_expires_at=None, heartbeat_at=None, deliveries=Item.deliveries - 1))
+    return _rowcount(result)
 
 
 def beat(session: Session, item_id: int, owner: str | None = None, lease_seconds: float | None = None) -> bool:
