@@ -101,3 +101,4 @@ WINDOW_CHECK_SECONDS = 5.0
 PLACEHOLDER_SECRETS = ("change-me", "changeme", "password", "secret", "example")
 FLOWER_USER = "gloper"
 FLOWER_PORT = 5555
+METRICS_PORT = 9808

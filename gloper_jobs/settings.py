@@ -84,6 +84,7 @@ GLOPER_FLOWER_USER               Flower basic-auth user (``gloper``)
 GLOPER_FLOWER_PASSWORD           Flower basic-auth password (required by
                                  ``gloper flower``)
 GLOPER_FLOWER_PORT               Flower's port (5555)
+GLOPER_METRICS_PORT              ``gloper metrics``' Prometheus port (9808)
 CUDA_VISIBLE_DEVICES             the cards ``gloper worker --gpus all`` may use
                                  (else every card ``nvidia-smi`` lists)
 ===============================  ===============================================
@@ -158,6 +159,7 @@ class Settings(BaseSettings):
     flower_user: str = defaults.FLOWER_USER
     flower_password: str | None = None
     flower_port: int = defaults.FLOWER_PORT
+    metrics_port: int = defaults.METRICS_PORT
     visible_devices: str | None = Field(default=None, validation_alias="CUDA_VISIBLE_DEVICES")
 
     @field_validator("models_dir", "results_dir", "weights_dir", mode="after")

@@ -234,3 +234,18 @@ def flower(port: int | None, address: str) -> None:
     # Through the environment, not argv: `ps` shows argv to every user of the node.
     env = {**os.environ, "FLOWER_BASIC_AUTH": f"{settings.flower_user}:{settings.flower_password}"}
     os.execve(sys.executable, argv, env)
+
+
+@commands.command()
+@click.option("--port", type=int, default=None, help="Port (default GLOPER_METRICS_PORT, 9808).")
+@click.option("--address", default="127.0.0.1", show_default=True, help="Bind address.")
+def metrics(port: int | None, address: str) -> None:
+    """Serve Prometheus metrics: items per job and status, queue depths (see docs/distributed.md)."""
+    from schedulers.metrics import serve
+
+    settings = _settings()
+    _ready(settings)
+    serve(settings, address, port or settings.metrics_port)
+    click.echo(f"metrics on http://{address}:{port or settings.metrics_port}/metrics", err=True)
+    while True:
+        time.sleep(3600)
