@@ -97,6 +97,8 @@ def submit(kind: str, dataset: Path, method: str | None, profile: str | None, pa
                             foreground=not no_foreground, on_device=device_class, grid=grid,
                             settings_from=settings_from)
     sub = submit_job(_store(settings), settings, kind, request, _publisher(settings), priority)
+    for line in sub.skipped:
+        click.echo(f"skipped {line}", err=True)
     state = "new job" if sub.created else "existing job"
     click.echo(f"job {sub.job.id} ({state}): {sub.job.n_items} items, {sub.added} new, {sub.enqueued} enqueued "
                f"on {sub.job.queue} ({sub.job.priority}) in {time.perf_counter() - t0:.1f} s")
