@@ -33,3 +33,20 @@ def test_scan_follows_links_inside_the_root_and_reports_those_leading_out(tmp_pa
     assert any(s.startswith("Zebra/loop/: a symlink to") and "(a loop)" in s for s in skipped)
     assert any(s.startswith("Extern/: a symlink to") and "outside the dataset root" in s for s in skipped)
     assert any(s.startswith("Zebra/leak.jpg: a symlink to") for s in skipped)
+
+
+def test_an_unreadable_photo_is_reported_as_permission_denied_not_corrupt(tmp_path: Path, monkeypatch) -> None:
+    import pytest
+
+    from gloper_jobs.data import images
+    from gloper_jobs.exceptions import ImageLoadError
+
+    photo = _photo(tmp_path / "a.jpg")
+
+    def denied(*_a: object, **_k: object) -> None:
+        raise PermissionError(13, "Permission denied", str(photo))  # what open() raises for a non-root user
+
+    monkeypatch.setattr(images.Image, "open", denied)
+    with pytest.raises(ImageLoadError, match="permission denied") as err:
+        images.load_image(photo)
+    assert "corrupt" not in str(err.value)
