@@ -161,9 +161,24 @@ def status(job_id: int | None, watch: float | None) -> None:
         if watch:
             click.clear()
         click.echo(format_progress(p))
+        paused = _paused_workers(settings)
+        if paused:
+            click.echo(f"  paused (outside their --window): {', '.join(paused)}")
         if not watch or p.job.status in (JobStatus.done.value, JobStatus.cancelled.value):
             return
         time.sleep(watch)
+
+
+def _paused_workers(settings: Any, timeout: float = 1.0) -> list[str]:
+    """Workers that answer but consume no queue (outside their ``--window``); [] when the
+    broker or the extra is missing (status reads the store, which is what matters)."""
+    try:
+        from workers.app import make_app
+
+        queues = make_app(settings).control.inspect(timeout=timeout).active_queues() or {}
+    except Exception:  # noqa: BLE001 - a live view only; never fail `gloper status` on it
+        return []
+    return sorted(node for node, qs in queues.items() if not qs)
 
 
 @commands.command()

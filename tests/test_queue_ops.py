@@ -162,11 +162,13 @@ def test_a_worker_takes_items_only_inside_its_window(database_url: str, broker_u
         cluster.start_worker("night", "--concurrency", "1", "--window", window)
         time.sleep(max(0.0, (closes - datetime.now()).total_seconds()) + 12)  # open, then closed again
         done = counts(store, job).get("done", 0)
+        status = cluster.gloper("status", str(job)).stdout
     finally:
         cluster.stop()
     started = [it.started_at.astimezone().replace(tzinfo=None) for it in items(store, job).values() if it.started_at]
     n = sum(counts(store, job).values())
     assert 0 < done < n, (done, n)  # it worked inside the window, and paused after it
+    assert "paused (outside their --window): night" in status, status
     assert min(started) >= opens - timedelta(seconds=1), (min(started), opens)  # nothing before it opened
     # nothing new after it closed (the item in hand and one check interval of slack)
     assert max(started) <= closes + timedelta(seconds=7), (max(started), closes)
