@@ -173,8 +173,10 @@ def _paused_workers(settings: Any, timeout: float = 1.0) -> list[str]:
     """Workers that answer but consume no queue (outside their ``--window``); [] when the
     broker or the extra is missing (status reads the store, which is what matters)."""
     try:
+        from schedulers.preflight import check_broker
         from workers.app import make_app
 
+        check_broker(settings.broker_url, timeout=0.5)  # down: say nothing rather than hang on retries
         queues = make_app(settings).control.inspect(timeout=timeout).active_queues() or {}
     except Exception:  # noqa: BLE001 - a live view only; never fail `gloper status` on it
         return []
