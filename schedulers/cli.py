@@ -176,7 +176,8 @@ def _paused_workers(settings: Any, timeout: float = 1.0) -> list[str]:
         from schedulers.preflight import check_broker
         from workers.app import make_app
 
-        check_broker(settings.broker_url, timeout=0.5)  # down: say nothing rather than hang on retries
+        check_broker(settings.broker_url, timeout=0.5,  # down: say nothing rather than hang on retries
+                     ssl_ca=str(settings.broker_ssl_ca) if settings.broker_ssl_ca else None)
         queues = make_app(settings).control.inspect(timeout=timeout).active_queues() or {}
     except Exception:  # noqa: BLE001 - a live view only; never fail `gloper status` on it
         return []
