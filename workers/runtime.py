@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 from celery import Celery, bootsteps
 from celery.signals import worker_process_init, worker_process_shutdown
 
-from gloper_jobs.exceptions import ConfigurationError
+from gloper_jobs.exceptions import ConfigurationError, StoreUnavailableError
 from gloper_jobs.settings import Settings
 
 if TYPE_CHECKING:
@@ -73,6 +74,7 @@ class Reconciler(bootsteps.StartStopStep):
         super().__init__(consumer, **kwargs)
         self._timer_ref: Any = None
         self._store: Any = None
+        self._store_back_at = float("-inf")  # when the store answered again after an outage
 
     def start(self, consumer: Any) -> None:
         settings: Settings = consumer.app.gloper_settings
@@ -93,11 +95,20 @@ class Reconciler(bootsteps.StartStopStep):
         try:
             if self._store is None:
                 self._store = Store(settings.database_url, migrate=False)
-            n = reconcile(self._store, settings, CeleryPublisher(app))
+            # After a store outage every heartbeat is old: give the running items one
+            # stale period to beat again before calling any of them stale.
+            settled = time.monotonic() - self._store_back_at > settings.stale_seconds
+            n = reconcile(self._store, settings, CeleryPublisher(app), include_stale=settled)
             if n:
                 log.warning("re-enqueued %d stale or stranded item(s)", n)
-        except Exception as exc:  # noqa: BLE001 - store or broker down: the next pass retries
+        except StoreUnavailableError as exc:
+            self._store_back_at = float("inf")
             log.warning("reconciler pass failed: %s", exc)
+        except Exception as exc:  # noqa: BLE001 - the broker is down: the next pass retries
+            log.warning("reconciler pass failed: %s", exc)
+        else:
+            if self._store_back_at == float("inf"):
+                self._store_back_at = time.monotonic()
         finally:
             if self._store is not None:
                 self._store.dispose()  # hold no connection across the pool's forks

@@ -114,13 +114,16 @@ def republish_stranded(store: Store, publish: Publisher, job_id: int | None, old
     return total
 
 
-def reconcile(store: Store, settings: Settings, publish: Publisher, job_id: int | None = None) -> int:
+def reconcile(store: Store, settings: Settings, publish: Publisher, job_id: int | None = None,
+              include_stale: bool = True) -> int:
     """The reconciler: re-publish stale running items and stranded queued ones.
 
     Every worker runs it every ``stale_seconds / 2`` s, and ``gloper resume`` once.
-    Returns how many items were published again.
+    ``include_stale=False`` leaves running items alone: right after a store outage
+    every heartbeat is old although the items are still running. Returns how many
+    items were published again.
     """
-    stale = republish_stale(store, settings, publish, job_id)
+    stale = republish_stale(store, settings, publish, job_id) if include_stale else 0
     stranded = republish_stranded(store, publish, job_id, settings.stranded_seconds)
     if stranded:
         log.warning("re-published %d queued item(s) whose message was stranded", stranded)
