@@ -60,3 +60,32 @@ def test_a_worker_that_dies_is_restarted_and_sigterm_stops_cold_after_the_grace(
     assert "still busy after 1 s: cold shutdown" in out
     assert stopped == [["w@h"]]
     assert took < 4.0 + 1.0 + 15, took  # not the stand-in's ten minutes
+
+
+def test_the_window_step_pauses_and_resumes_the_queues_in_priority_order() -> None:
+    from datetime import datetime, timedelta
+
+    from gloper_jobs.jobs.window import Window
+    from workers.runtime import WindowStep
+
+    class Consumer:  # the two calls Celery's consumer offers for this (celery inspect's cancel/add_consumer)
+        def __init__(self) -> None:
+            self.calls: list[tuple[str, str]] = []
+
+        def cancel_task_queue(self, q: str) -> None:
+            self.calls.append(("cancel", q))
+
+        def add_task_queue(self, q: str) -> None:
+            self.calls.append(("add", q))
+
+    now = datetime.now()
+    closed = Window((now + timedelta(hours=1)).time(), (now + timedelta(hours=2)).time())
+    opened = Window((now - timedelta(minutes=5)).time(), (now + timedelta(hours=1)).time())
+    step = WindowStep.__new__(WindowStep)
+    step._queues, step._paused = ["extract.cpu.urgent", "extract.cpu", "extract.cpu.bulk"], False
+    c = Consumer()
+    step._check(c, closed)
+    step._check(c, closed)  # already paused: nothing more
+    step._check(c, opened)
+    assert c.calls == [("cancel", "extract.cpu.urgent"), ("cancel", "extract.cpu"), ("cancel", "extract.cpu.bulk"),
+                       ("add", "extract.cpu.urgent"), ("add", "extract.cpu"), ("add", "extract.cpu.bulk")]
