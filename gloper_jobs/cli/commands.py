@@ -184,11 +184,14 @@ def db_upgrade() -> None:
 @click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--per-species", type=int, default=None, help="Photos per pattern kind (default 2).")
 @click.option("--seed", type=int, default=None)
-def make_synthetic(folder: Path, per_species: int | None, seed: int | None) -> None:
+@click.option("--polarity", type=click.Choice(["darker", "lighter", "both"]), default=None,
+              help="Dark marks on a light coat (default), light marks on a dark coat (<Kind>Light/), or both.")
+def make_synthetic(folder: Path, per_species: int | None, seed: int | None, polarity: str | None) -> None:
     """Generate a small labelled pattern set (stripes, spots, rosettes, patches) in FOLDER."""
     from gloper_jobs.data.synthetic import make_dataset
 
-    kwargs = {k: v for k, v in {"per_species": per_species, "seed": seed}.items() if v is not None}
+    given: dict[str, Any] = {"per_species": per_species, "seed": seed, "polarity": polarity}
+    kwargs = {k: v for k, v in given.items() if v is not None}
     paths = make_dataset(folder, **kwargs)
     click.echo(f"wrote {len(paths)} labelled photos under {folder}")
 
