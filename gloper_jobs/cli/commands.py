@@ -164,7 +164,10 @@ def jobs() -> None:
 
     store = Store(_settings().database_url)
     with store.session() as s:
-        for job in list_jobs(s):
+        listed = list_jobs(s)
+        if not listed:
+            click.echo(f"no jobs in the store {store.url}: start one with `gloper run DATASET` or `gloper submit`")
+        for job in listed:
             counts = status_counts(s, job.id) if job.id else {}
             summary = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
             click.echo(f"{job.id:>5}  {job.kind:<8} {job.method:<10} {job.status:<9} {summary}  {job.dataset}")
