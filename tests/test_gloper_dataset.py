@@ -160,7 +160,10 @@ def test_gloper_run_with_a_model_records_masks(tiny_model: Path, settings: Setti
     with store.session() as s:
         items = s.exec(select(Item)).all()
         cands = s.exec(select(Candidate)).all()
-    assert {c.name for c in cands} == {"local_4", "local_8", "fused"}
+    # the same candidates and read-out as per-photo GloPER: both polarities, fused and consensus
+    assert {c.name for c in cands} == {f"{base}{pol}" for pol in ("", "_lighter")
+                                       for base in ("local_4", "local_8", "fused", "consensus")}
+    assert all(i.info and i.info["polarity"]["polarity"] in ("darker", "lighter") for i in items)
     assert all(Path(c.mask_path).is_file() for c in cands) and all(c.dice is not None for c in cands)
     assert all(i.info and i.info["model"] == str(tiny_model.resolve()) and i.info["model_step"] == 4 for i in items)
     # a warm start trains a copy per photo; the loaded model itself is untouched

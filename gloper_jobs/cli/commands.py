@@ -164,7 +164,10 @@ def jobs() -> None:
 
     store = Store(_settings().database_url)
     with store.session() as s:
-        for job in list_jobs(s):
+        listed = list_jobs(s)
+        if not listed:
+            click.echo(f"no jobs in the store {store.url}: start one with `gloper run DATASET` or `gloper submit`")
+        for job in listed:
             counts = status_counts(s, job.id) if job.id else {}
             summary = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
             click.echo(f"{job.id:>5}  {job.kind:<8} {job.method:<10} {job.status:<9} {summary}  {job.dataset}")
@@ -208,11 +211,14 @@ def db_upgrade() -> None:
 @click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--per-species", type=int, default=None, help="Photos per pattern kind (default 2).")
 @click.option("--seed", type=int, default=None)
-def make_synthetic(folder: Path, per_species: int | None, seed: int | None) -> None:
+@click.option("--polarity", type=click.Choice(["darker", "lighter", "both"]), default=None,
+              help="Dark marks on a light coat (default), light marks on a dark coat (<Kind>Light/), or both.")
+def make_synthetic(folder: Path, per_species: int | None, seed: int | None, polarity: str | None) -> None:
     """Generate a small labelled pattern set (stripes, spots, rosettes, patches) in FOLDER."""
     from gloper_jobs.data.synthetic import make_dataset
 
-    kwargs = {k: v for k, v in {"per_species": per_species, "seed": seed}.items() if v is not None}
+    given: dict[str, Any] = {"per_species": per_species, "seed": seed, "polarity": polarity}
+    kwargs = {k: v for k, v in given.items() if v is not None}
     paths = make_dataset(folder, **kwargs)
     click.echo(f"wrote {len(paths)} labelled photos under {folder}")
 

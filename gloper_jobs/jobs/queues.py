@@ -7,6 +7,7 @@ default class; the kinds come from :data:`gloper_jobs.jobs.kinds.KINDS`.
 
 from __future__ import annotations
 
+from gloper_jobs.defaults import PRIORITIES
 from gloper_jobs.exceptions import ConfigurationError
 
 DEVICE_CLASSES = ("cpu", "gpu")
@@ -51,3 +52,28 @@ def queues_for(device_class: str) -> list[str]:
 
 def all_queues() -> list[str]:
     return [queue_name(k, d) for k in _queue_kinds() for d in DEVICE_CLASSES]
+
+
+def check_priority(priority: str) -> str:
+    """``priority`` if it is a known level; :class:`ConfigurationError` otherwise."""
+    if priority not in PRIORITIES:
+        raise ConfigurationError(f"priority {priority!r}: use one of {', '.join(PRIORITIES)}")
+    return priority
+
+
+def priority_queue(queue: str, priority: str) -> str:
+    """The queue a job's items are published to: its queue for ``normal``, else
+    ``<queue>.<priority>`` (``extract.cpu.urgent``, ``extract.cpu.bulk``).
+
+    Separate queues per level, consumed in order, rather than Redis message
+    priorities, which Celery maps onto one key per step with known bugs (celery#8967).
+    """
+    check_priority(priority)
+    return queue if priority == "normal" else f"{queue}.{priority}"
+
+
+def with_priorities(queues: list[str]) -> list[str]:
+    """Every level of ``queues``, highest first: all urgent queues, then the normal ones,
+    then the bulk ones. A worker lists them in this order and Redis's BRPOP takes from
+    the first non-empty one (the transport's ``priority`` queue order)."""
+    return [priority_queue(q, p) for p in PRIORITIES for q in queues]

@@ -1,9 +1,8 @@
 """Extraction with a dataset-level GloPER model: one forward pass per photo.
 
 :class:`ModelExtractor` loads a checkpoint once (a worker keeps it in its segmenter
-cache) and turns a photo into the same candidates as per-photo GloPER: ``local_<l>``
-per local size and ``fused`` (majority vote), read out from head A with the threshold
-``rho``. With ``finetune_steps > 0`` a copy of the network first takes that many
+cache) and turns a photo into the weight maps per-photo GloPER would train for, from
+head A; GloPER's read-out then makes the same candidates and label-free choice. With ``finetune_steps > 0`` a copy of the network first takes that many
 per-photo steps on the photo (a warm start instead of training from scratch).
 """
 
@@ -18,7 +17,6 @@ import numpy as np
 import torch
 
 from gloper_jobs.data.images import resize_mask, resize_rgb
-from gloper_jobs.methods.base import Segmentation
 from gloper_jobs.methods.gloper_dataset import (
     DatasetGloperNet,
     load_checkpoint,
@@ -61,12 +59,16 @@ class ModelExtractor:
             losses.append(round(float(loss.detach()), 6))
         return net, losses
 
-    def segment(self, image: np.ndarray, foreground: np.ndarray, rho: float, finetune_steps: int = 0,
-                seed: int = 41, choice: str = "fused") -> Segmentation:
-        """Candidates of ``image`` (``HxWx3 uint8 RGB``) within ``foreground`` (``HxW bool``).
+    def weight_maps(self, image: np.ndarray, foreground: np.ndarray, finetune_steps: int = 0,
+                    seed: int = 41) -> tuple[dict[int, np.ndarray], np.ndarray, dict[str, Any]]:
+        """The darker-colour weight of every local size for ``image`` (``HxWx3 uint8 RGB``)
+        within ``foreground`` (``HxW bool``), from one forward pass of the dataset model
+        (after ``finetune_steps`` per-photo steps).
 
-        Masks are ``SxS bool`` at the model's size, restricted to the foreground; ``choice``
-        names the label-free candidate (as per-photo GloPER's ``choice``).
+        Returns local size -> ``SxS float32`` in [0, 1] at the model's size S, the
+        foreground at ``SxS bool``, and what to record (model, step, seconds). The
+        masks and the label-free choice are per-photo GloPER's read-out
+        (:func:`~gloper_jobs.methods.gloper_readout.read_out`).
         """
         s = self.size
         t0 = time.perf_counter()
@@ -80,15 +82,9 @@ class ModelExtractor:
             net, losses = self._finetuned(rgb, fg, finetune_steps, seed)
             info["finetune_steps"] = finetune_steps
             info["final_loss"] = losses[-1]
-        weights = pattern_weights(net, rgb)
-        masks = {f"local_{ls}": (weights[ls].numpy() > rho) & fg_np for ls in self.local_sizes}
-        derived: frozenset[str] = frozenset()
-        if len(self.local_sizes) > 1:
-            votes = np.sum(list(masks.values()), axis=0)
-            masks["fused"] = votes * 2 > len(self.local_sizes)
-            derived = frozenset({"fused"})
+        weights = {ls: w.numpy() for ls, w in pattern_weights(net, rgb).items()}
         info["seconds"] = round(time.perf_counter() - t0, 4)
-        return Segmentation(masks, choice if choice in masks else next(iter(masks)), derived=derived, info=info)
+        return weights, fg_np, info
 
     def close(self) -> None:
         del self.net

@@ -59,6 +59,8 @@ class Job(SQLModel, table=True):
     results_dir: str = Field(sa_column=Column(Text, nullable=False))
     n_items: int = 0
     queue: str | None = Field(default=None, max_length=64)  # the distributed run's queue
+    #: ``urgent``, ``normal`` or ``bulk``: which of the queue's priority levels its items go to
+    priority: str = Field(default="normal", max_length=16, sa_column_kwargs={"server_default": "normal"})
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
 
@@ -99,6 +101,11 @@ class Item(SQLModel, table=True):
     started_at: datetime | None = None
     heartbeat_at: datetime | None = None
     finished_at: datetime | None = None
+    #: when its message was last published (the reconciler re-publishes stranded ones)
+    queued_at: datetime | None = None
+    #: the worker process holding the item (``<node>:<pid>``) and until when; see deliveries.claim
+    lease_owner: str | None = Field(default=None, max_length=255)
+    lease_expires_at: datetime | None = None
 
 
 class Candidate(SQLModel, table=True):

@@ -66,6 +66,8 @@ class Submission:
     added: int
     enqueued: int = 0
     requeued_stale: int = 0
+    #: what the scan left out and why (symlinks leading outside the dataset root)
+    skipped: list[str] = field(default_factory=list)
 
 
 class JobKind(ABC):
