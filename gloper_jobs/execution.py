@@ -23,6 +23,7 @@ from gloper_jobs import calibration
 from gloper_jobs.cache import SegmenterCache
 from gloper_jobs.evaluation import score_item
 from gloper_jobs.exceptions import GloperError, PermanentError, TransientError
+from gloper_jobs.paths import item_inputs
 from gloper_jobs.pipeline import ForegroundFn, item_output_dir, process_photo
 from gloper_jobs.runner import build_foreground, build_segmenter, configure_torch
 from gloper_jobs.settings import Settings
@@ -158,10 +159,9 @@ def execute_item(ctx: WorkerContext, item_id: int, retries: int = 0, last_attemp
             else:
                 out_dir = item_output_dir(Path(job.results_dir), item.rel_path)
                 segmenter = ctx.segmenters.get(job.method, job.profile, calibration.item_params(job, item))
+            source, label = item_inputs(job.dataset, item.path, item.label_path)
             outcome = process_photo(
-                Path(item.path), segmenter, out_dir,
-                ctx.foreground(job.foreground_model),
-                Path(item.label_path) if item.label_path else None, item.species,
+                source, segmenter, out_dir, ctx.foreground(job.foreground_model), label, item.species,
                 job.eval_size, ctx.settings.max_image_pixels,
             )
     except TransientError as exc:

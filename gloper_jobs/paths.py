@@ -45,3 +45,10 @@ def _how_it_escapes(root: Path, text: str) -> str:
     if ".." in PurePosixPath(text.replace("\\", "/")).parts:
         return "'..' leads out"
     return "a symlink on the way points out"
+
+
+def item_inputs(root: Path | str, path: str, label_path: str | None) -> tuple[Path, Path | None]:
+    """An item's photo and label as stored, each checked by :func:`resolve_inside` against the
+    job's dataset ``root`` just before it is read (so a retried item is checked again)."""
+    photo = resolve_inside(root, path)
+    return photo, (resolve_inside(root, label_path) if label_path else None)

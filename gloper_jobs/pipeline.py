@@ -20,7 +20,7 @@ from gloper_jobs.images import load_image, resize_mask
 from gloper_jobs.labels import load_label
 from gloper_jobs.methods.base import SegmentContext, Segmenter
 from gloper_jobs.metrics import scores_at
-from gloper_jobs.outputs import clean_partial, write_mask
+from gloper_jobs.outputs import clean_partial, write_choice, write_mask
 from gloper_jobs.store.repository import CandidateRecord
 
 ForegroundFn = Callable[[np.ndarray], Foreground]
@@ -61,7 +61,8 @@ def process_photo(
     eval_size: int = 256,
     max_pixels: int | None = None,
 ) -> ItemOutcome:
-    """Segment one photo and write ``<out_dir>/<candidate>.png`` at the photo's size.
+    """Segment one photo and write ``<out_dir>/<candidate>.png`` at the photo's size, and
+    ``<out_dir>/choice.json`` naming the chosen candidate.
 
     Raises the library's errors (:class:`ImageLoadError` for a bad photo) for
     the caller to record; an unreadable label only adds a note.
@@ -90,6 +91,7 @@ def process_photo(
             name=name, mask_path=str(mask_path), is_choice=(name == seg.choice),
             derived=name in seg.derived, pattern_fraction=float(mask.mean()), scores=sc,
         ))
+    write_choice(out_dir, seg.choice, records)
     return ItemOutcome(
         candidates=records, choice=seg.choice, seconds=time.perf_counter() - t0, width=w, height=h,
         foreground=fg, device=str(seg.info.get("device", "cpu")), note=note, info=seg.info,

@@ -15,11 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gloper_jobs.datasets import scan_dataset
 from gloper_jobs.exceptions import GloperError, TransientError
 from gloper_jobs.foreground import ForegroundExtractor
+from gloper_jobs.inputs import resolve_inputs
 from gloper_jobs.methods.base import Segmenter
 from gloper_jobs.methods.registry import create_segmenter, get_segmenter_class
+from gloper_jobs.paths import item_inputs
 from gloper_jobs.pipeline import ForegroundFn, item_output_dir, process_photo
 from gloper_jobs.reports import job_report
 from gloper_jobs.settings import Settings
@@ -59,7 +60,7 @@ def build_foreground(settings: Settings, enabled: bool = True) -> ForegroundFn |
 
 
 def run_dataset(
-    dataset: Path,
+    dataset: Path | str,
     method: str,
     settings: Settings,
     profile: str | None = None,
@@ -71,27 +72,32 @@ def run_dataset(
     progress: bool = True,
     store: Store | None = None,
     on_item: Callable[[str, str], None] | None = None,
+    manifest: str | Path | None = None,
 ) -> RunSummary:
     """Run ``method`` over every photo under ``dataset`` and record everything in the store.
+
+    ``dataset`` is a folder or an ``s3://`` prefix (staged locally first); a
+    ``manifest`` (CSV/Parquet, see :mod:`gloper_jobs.manifest`) lists the photos instead of a scan.
 
     A photo that fails becomes a failed item with its error and traceback; the run
     goes on. Returns a :class:`RunSummary` whose ``report`` ends with the failures.
     """
     configure_torch(settings)
     segmenter = build_segmenter(method, settings, profile, params)
-    items = scan_dataset(dataset)
+    inputs = resolve_inputs(dataset, settings, manifest)
     fg_fn = build_foreground(settings, foreground)
     store = store or Store(settings.database_url)
     spec = repo.JobSpec(
-        kind=JobKind.extract.value, dataset=str(Path(dataset).resolve()), method=method,
+        kind=JobKind.extract.value, dataset=str(inputs.root.resolve()), method=method,
         params=segmenter.params.identity(), profile=profile,
         foreground_model=settings.foreground_model if foreground else "none",
         eval_size=settings.eval_size, results_root=str(settings.results_dir.resolve()),
+        source=inputs.source,
     )
     with store.session() as s:
         job, created = repo.get_or_create_job(s, spec)
         job_id = _id(job.id)
-        repo.add_items(s, job, items)
+        repo.add_items(s, job, inputs.items)
         # Nothing else runs this job in the embedded mode: in-flight items are stale.
         stale = [ItemStatus.running.value, ItemStatus.queued.value]
         repo.reset_items(s, job_id, stale + ([ItemStatus.failed.value] if retry_failed else []))
@@ -101,7 +107,7 @@ def run_dataset(
     if limit is not None:
         todo = list(todo)[:limit]
     host = socket.gethostname()
-    bar = _progress(len(todo), f"{method} on {Path(dataset).name}", progress)
+    bar = _progress(len(todo), f"{method} on {inputs.root.name}", progress)
     try:
         for item in todo:
             item_id = _id(item.id)
@@ -109,9 +115,10 @@ def run_dataset(
             with store.session() as s:
                 repo.mark_running(s, item_id, host=host)
             try:
+                photo, label = item_inputs(job.dataset, item.path, item.label_path)
                 outcome = process_photo(
-                    Path(item.path), segmenter, item_output_dir(Path(job.results_dir), item.rel_path),
-                    fg_fn, Path(item.label_path) if item.label_path else None, item.species,
+                    photo, segmenter, item_output_dir(Path(job.results_dir), item.rel_path),
+                    fg_fn, label, item.species,
                     settings.eval_size, settings.max_image_pixels,
                 )
             except TransientError:

@@ -15,7 +15,6 @@ from typing import Any
 
 from sqlmodel import select
 
-from gloper_jobs.datasets import iter_dataset
 from gloper_jobs.exceptions import DatasetError, InvalidParameterError, JobNotFoundError
 from gloper_jobs.methods.registry import get_segmenter_class
 from gloper_jobs.queues import queue_name
@@ -49,17 +48,21 @@ def device_class(method: str) -> str:
 def record_extract_job(store: Store, settings: Settings, dataset: Path, method: str,
                        profile: str | None = None, params: dict[str, Any] | None = None,
                        foreground: bool = True, on_device: str | None = None,
-                       settings_from: int | None = None) -> Submission:
+                       settings_from: int | None = None, manifest: str | Path | None = None) -> Submission:
     """Scan ``dataset`` and record the extract job and its items (idempotent).
 
     Its items go to ``extract.<device class>``: the method's own class, or
     ``on_device`` (``cpu`` sends GloPER to CPU workers).
     The method is built once here to validate its parameters and compute the job's
-    identity; it loads no weights. With ``settings_from`` (a finished training job),
+    identity; it loads no weights. A ``manifest`` lists the photos (checked before
+    anything is written). With ``settings_from`` (a finished training job),
     each photo runs with its species' calibrated GloPER settings. Raises
     :class:`DatasetError` for an empty folder.
     """
-    spec = _extract_spec(settings, dataset, method, profile, params, foreground)
+    from gloper_jobs.inputs import resolve_inputs
+
+    inputs = resolve_inputs(dataset, settings, manifest, lazy=True, allow_url=False)
+    spec = replace(_extract_spec(settings, dataset, method, profile, params, foreground), source=inputs.source)
     if settings_from is not None:
         from gloper_jobs.calibration import PER_SPECIES, SETTINGS_FROM, TRAIN_METHOD, calibration_of
 
@@ -68,10 +71,9 @@ def record_extract_job(store: Store, settings: Settings, dataset: Path, method: 
         with store.session() as s:
             per_species = calibration_of(s, settings_from)
         spec = replace(spec, params={**spec.params, SETTINGS_FROM: settings_from, PER_SPECIES: per_species})
-    items = iter_dataset(Path(dataset))
     with store.session() as s:
         job, created = repo.get_or_create_job(s, spec)
-        added = repo.add_items(s, job, items, batch=settings.submit_batch)
+        added = repo.add_items(s, job, inputs.items, batch=settings.submit_batch)
         if job.n_items == 0:
             raise DatasetError(f"no photos under {dataset}; see `gloper run --help` for the layouts")
         job.queue = queue_name(job.kind, on_device or device_class(method))
@@ -81,16 +83,18 @@ def record_extract_job(store: Store, settings: Settings, dataset: Path, method: 
 
 def record_evaluate_job(store: Store, settings: Settings, dataset: Path, method: str,
                         profile: str | None = None, params: dict[str, Any] | None = None,
-                        foreground: bool = True) -> Submission:
-    """Record an evaluate job over the extract job with these settings (idempotent).
+                        foreground: bool = True, manifest: str | Path | None = None) -> Submission:
+    """Record an evaluate job over the extract job with these settings (and ``manifest``) (idempotent).
 
     Its items are the extract job's labelled, finished photos; they go to
     ``evaluate.cpu``. Raises :class:`JobNotFoundError` when no such extract job exists.
     """
     from gloper_jobs.datasets import DatasetItem
     from gloper_jobs.evaluation import labelled_done_items
+    from gloper_jobs.inputs import resolve_inputs
 
-    extract = _extract_spec(settings, dataset, method, profile, params, foreground)
+    listed = resolve_inputs(dataset, settings, manifest, lazy=True, allow_url=False).source
+    extract = replace(_extract_spec(settings, dataset, method, profile, params, foreground), source=listed)
     with store.session() as s:
         source = s.exec(select(Job).where(Job.key == extract.key)).first()
         if source is None or source.id is None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from gloper_jobs.cli_options import method_option, param_option, profile_option
+from gloper_jobs.cli_options import manifest_option, method_option, param_option, profile_option
 from gloper_jobs.cli_options import parse_params as _params
 
 
@@ -63,8 +63,10 @@ def _plugins(settings: Any) -> None:
 @click.option("--no-foreground", is_flag=True, help="Use the whole frame instead of rembg masks.")
 @click.option("--device-class", type=click.Choice(["cpu", "gpu"]), default=None,
               help="Send the items to cpu or gpu workers (default: the method's own class).")
+@manifest_option
 def submit(kind: str, dataset: Path, method: str | None, profile: str | None, params: tuple[str, ...],
-           grid: tuple[str, ...], settings_from: int | None, no_foreground: bool, device_class: str | None) -> None:
+           grid: tuple[str, ...], settings_from: int | None, no_foreground: bool, device_class: str | None,
+           manifest: str | None) -> None:
     """Record a job over DATASET and enqueue its unfinished items; prints the job id.
 
     KIND is extract (segment every photo), evaluate (score the masks the extract job
@@ -84,6 +86,8 @@ def submit(kind: str, dataset: Path, method: str | None, profile: str | None, pa
 
     if grid and kind != "train":
         raise click.UsageError("--grid belongs to `submit train`")
+    if manifest is not None and kind == "train":
+        raise click.UsageError("--manifest belongs to `submit extract` and `submit evaluate`")
     if settings_from is not None and kind != "extract":
         raise click.UsageError("--settings-from belongs to `submit extract`")
     settings = _settings()
@@ -100,11 +104,11 @@ def submit(kind: str, dataset: Path, method: str | None, profile: str | None, pa
                                foreground=not no_foreground, on_device=device_class)
     elif kind == "evaluate":
         sub = record_evaluate_job(store, settings, dataset, method, profile, _params(params),
-                                  foreground=not no_foreground)
+                                  foreground=not no_foreground, manifest=manifest)
     else:
         sub = record_extract_job(store, settings, dataset, method, profile, _params(params),
                                  foreground=not no_foreground, on_device=device_class,
-                                 settings_from=settings_from)
+                                 settings_from=settings_from, manifest=manifest)
     sub.enqueued = enqueue_unfinished(store, sub.job, _publisher(settings), settings.submit_batch)
     state = "new job" if sub.created else "existing job"
     click.echo(f"job {sub.job.id} ({state}): {sub.job.n_items} items, {sub.added} new, {sub.enqueued} enqueued "

@@ -67,6 +67,8 @@ class Job(SQLModel, table=True):
     results_dir: str = Field(sa_column=Column(Text, nullable=False))
     n_items: int = 0
     queue: str | None = Field(default=None, max_length=64)  # the distributed run's queue
+    #: where the items were listed when not by scanning ``dataset``: a manifest and its digest, a URL
+    source: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
 
@@ -86,6 +88,8 @@ class Item(SQLModel, table=True):
     path: str = Field(sa_column=Column(Text, nullable=False))
     species: str = Field(max_length=128, index=True)
     label_path: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    identity: str | None = Field(default=None, sa_column=Column(Text, nullable=True))  # the individual
+    image_id: str | None = Field(default=None, sa_column=Column(Text, nullable=True))  # the manifest's id
     status: str = Field(default=ItemStatus.pending.value, max_length=16, index=True)
     error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     traceback: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
