@@ -40,10 +40,11 @@ def resolve_inside(root: Path | str, rel: Path | str) -> Path:
 
 
 def _how_it_escapes(root: Path, text: str) -> str:
-    if Path(text).is_absolute():
-        return "an absolute path elsewhere"
     if ".." in PurePosixPath(text.replace("\\", "/")).parts:
         return "'..' leads out"
+    if Path(text).is_absolute() and not (Path(text).is_relative_to(root) or
+                                         Path(text).is_relative_to(os.path.abspath(root))):
+        return "an absolute path elsewhere"
     return "a symlink on the way points out"
 
 

@@ -105,8 +105,8 @@ def gallery(data: ReportData, n: int = defaults.REPORT_GALLERY) -> list[tuple[st
         by_dice = {s.rel_path: s.choice_dice for s in data.scores}
         ranked = sorted((r for r in data.done if r.item.rel_path in by_dice),
                         key=lambda r: (-by_dice[r.item.rel_path], r.item.rel_path))
-        best = ranked[:n]
-        worst = [r for r in ranked[::-1][:n] if r not in best]
+        k = min(n, (len(ranked) + 1) // 2)  # few photos: split them, never show one twice
+        best, worst = ranked[:k], ranked[k:][::-1][:n]
         return [("Best photos (label-free Dice)", best), ("Worst photos (label-free Dice)", worst)]
     done = data.done
     step = max(1, len(done) // (2 * n)) if done else 1
