@@ -105,6 +105,7 @@ def stage_tree(url: str, staging_dir: Path) -> Path:
     root = root.rstrip("/")
     local_root = Path(staging_dir).expanduser() / root
     try:
+        fs.invalidate_cache(root)  # another process may have written there since this one listed it
         listing = fs.find(root, detail=True)
     except OSError as exc:
         raise _wrap(url, exc) from exc
