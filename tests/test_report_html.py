@@ -99,3 +99,7 @@ def test_unlabelled_job_lists_its_photos(jobs: dict[str, str], tmp_path: Path) -
     for rel in photos:
         assert rel in text
     assert html.count('class="card"') == 3
+    # the text report lists the photos too, not only "(no labelled photos: nothing to score)"
+    r = gloper("report", "2", env=jobs)
+    assert r.returncode == 0 and "photos (3 finished" in r.stdout
+    assert all(rel in r.stdout for rel in photos)
