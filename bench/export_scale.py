@@ -21,8 +21,8 @@ from pathlib import Path
 
 from bench.scaling import examples
 from gloper_jobs.exports import export_jobs
+from gloper_jobs.jobs.runner import run_dataset
 from gloper_jobs.reporting import write_html_report
-from gloper_jobs.runner import run_dataset
 from gloper_jobs.settings import Settings
 from gloper_jobs.store import Store
 from gloper_jobs.store import repository as repo
@@ -33,7 +33,7 @@ OUT = Path(__file__).resolve().parent / "out"
 
 def synthesise(store: Store, source_job: int, n: int, results: Path) -> int:
     """A done job of ``n`` items copied (rows and PNGs) from ``source_job``'s items, cycled."""
-    from gloper_jobs.datasets import DatasetItem
+    from gloper_jobs.data.datasets import DatasetItem
 
     with store.session() as s:
         pairs = repo.item_candidates(s, source_job)

@@ -33,9 +33,9 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from gloper_jobs.datasets import DatasetItem
+from gloper_jobs.data.datasets import DatasetItem
+from gloper_jobs.data.labels import find_label
 from gloper_jobs.exceptions import ManifestError, PathEscapeError
-from gloper_jobs.labels import find_label
 from gloper_jobs.paths import resolve_inside
 from gloper_jobs.storage import read_bytes
 

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from pycocotools.coco import COCO
 
+from gloper_jobs.data.outputs import CHOICE_FILE, read_mask
 from gloper_jobs.exports.rle import decode, encode
-from gloper_jobs.outputs import CHOICE_FILE, read_mask
 from tests.outputs_helpers import cli_env, gloper
 
 

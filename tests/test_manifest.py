@@ -9,13 +9,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from gloper_jobs.data.synthetic import make_dataset
 from gloper_jobs.exceptions import ManifestError
+from gloper_jobs.jobs.runner import run_dataset
 from gloper_jobs.manifest import load_manifest
-from gloper_jobs.runner import run_dataset
 from gloper_jobs.settings import Settings
 from gloper_jobs.store import Store
 from gloper_jobs.store.repository import items_with_status
-from gloper_jobs.synthetic import make_dataset
 from tests.outputs_helpers import cli_env, gloper
 
 
@@ -122,7 +122,7 @@ def test_bad_manifests_fail_before_anything_is_written(archive: Path, tmp_path: 
 
 
 def test_submit_records_manifest_items(archive: Path, settings: Settings, tmp_path: Path) -> None:
-    from gloper_jobs.submission import record_extract_job
+    from gloper_jobs.jobs.kinds.extract import record_extract_job
 
     pd.DataFrame({"path": ["Spots/spots_00.jpg", "../x.jpg"], "identity": ["a", "b"]}).to_csv(tmp_path / "m.csv", index=False)
     store = Store(settings.database_url)

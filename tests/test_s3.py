@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from gloper_jobs.data.outputs import read_mask
 from gloper_jobs.exports.rle import decode
-from gloper_jobs.outputs import read_mask
 from tests.outputs_helpers import cli_env, gloper
 
 s3fs = pytest.importorskip("s3fs", reason="the s3 extra: pip install 'gloper-jobs[s3]'")

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 
 from gloper_jobs.exceptions import ConfigurationError
-from gloper_jobs.queues import all_queues, queues_for
+from gloper_jobs.jobs.queues import all_queues, queues_for
 
 
 @dataclass(frozen=True)

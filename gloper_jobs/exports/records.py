@@ -11,8 +11,8 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
+from gloper_jobs.data.outputs import read_mask
 from gloper_jobs.exports.rle import Rle, encode
-from gloper_jobs.outputs import read_mask
 from gloper_jobs.store.models import Candidate, Item, Job
 
 

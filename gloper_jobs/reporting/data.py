@@ -13,7 +13,7 @@ from sqlmodel import Session
 
 from gloper_jobs import defaults
 from gloper_jobs.exports.records import PhotoRecord, photo_records
-from gloper_jobs.reports import ItemScore, SpeciesRow, species_rows
+from gloper_jobs.scoring.reports import ItemScore, SpeciesRow, species_rows
 from gloper_jobs.store.models import ItemStatus, Job
 from gloper_jobs.store.repository import status_counts
 

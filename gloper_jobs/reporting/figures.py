@@ -11,8 +11,8 @@ import numpy as np
 from PIL import Image
 
 from gloper_jobs import defaults
-from gloper_jobs.images import load_image
-from gloper_jobs.outputs import read_mask
+from gloper_jobs.data.images import load_image
+from gloper_jobs.data.outputs import read_mask
 
 OVERLAY_RGB = (255, 0, 64)
 
