@@ -53,6 +53,8 @@ def write_choice(folder: Path, choice: str, candidates: Sequence[Any]) -> Path:
 def read_mask(path: Path) -> np.ndarray:
     """Read a mask PNG written by :func:`write_mask` back as ``HxW bool``."""
     with Image.open(path) as img:
+        if img.mode == "1":  # what write_mask writes: no 8-bit detour (half the time)
+            return np.asarray(img, dtype=bool)
         return np.asarray(img.convert("L")) > 127
 
 

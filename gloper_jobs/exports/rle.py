@@ -26,7 +26,7 @@ class Rle:
 
 def encode(mask: np.ndarray) -> Rle:
     """Encode an ``HxW bool`` mask (True = pattern)."""
-    rle = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
+    rle = mask_util.encode(np.asfortranarray(mask, dtype=np.uint8))
     return Rle(
         counts=rle["counts"].decode("ascii"), height=int(rle["size"][0]), width=int(rle["size"][1]),
         area=int(mask_util.area(rle)), bbox=[float(v) for v in mask_util.toBbox(rle)],
