@@ -50,6 +50,14 @@ def _how_it_escapes(root: Path, text: str) -> str:
 
 def item_inputs(root: Path | str, path: str, label_path: str | None) -> tuple[Path, Path | None]:
     """An item's photo and label as stored, each checked by :func:`resolve_inside` against the
-    job's dataset ``root`` just before it is read (so a retried item is checked again)."""
-    photo = resolve_inside(root, path)
-    return photo, (resolve_inside(root, label_path) if label_path else None)
+    job's dataset ``root`` just before it is read (so a retried item is checked again).
+
+    Stored paths are filesystem paths (absolute, or relative to the working folder when the
+    dataset was given as a relative path), not paths relative to ``root``.
+    """
+
+    def checked(stored: str) -> Path:
+        p = Path(stored)
+        return resolve_inside(root, p if p.is_absolute() else Path.cwd() / p)  # keeps '..' for the message
+
+    return checked(path), (checked(label_path) if label_path else None)

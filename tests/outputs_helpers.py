@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 
-def gloper(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def gloper(*args: str, env: dict[str, str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "gloper_jobs.cli", *args], capture_output=True, text=True,
-                          env={**os.environ, **env}, timeout=600)
+                          env={**os.environ, **env}, timeout=600, cwd=cwd)
 
 
 def cli_env(folder: Path, models_dir: Path) -> dict[str, str]:

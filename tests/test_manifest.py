@@ -71,6 +71,19 @@ def test_csv_manifest_runs_listed_photos_and_fails_escapes(archive: Path, settin
     assert scan.job.id != summary.job.id and "Spots/link_out.jpg" in dict(scan.failed)
 
 
+def test_relative_root_and_manifest_from_the_command_line(archive: Path, tmp_path: Path, models_dir: Path) -> None:
+    pd.DataFrame({"path": ["Spots/spots_00.jpg", "../outside/secret.jpg"]}).to_csv(tmp_path / "m.csv", index=False)
+    env = cli_env(tmp_path, models_dir)
+    r = gloper("run", "root", "--method", "kmeans", "--param", "size=64", "--no-foreground", "--manifest", "m.csv",
+               "--no-progress", env=env, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "1 processed, 1 failed" in r.stdout and "'..' leads out" in r.stdout
+    r = gloper("run", "root", "--method", "kmeans", "--param", "size=64", "--no-foreground", "--no-progress",
+               env=env, cwd=tmp_path)  # a relative folder scan: every photo inside runs, the symlink out fails
+    assert r.returncode == 0, r.stderr
+    assert "8 processed, 1 failed" in r.stdout and "Spots/link_out.jpg" in r.stdout
+
+
 def test_wildlife_datasets_table_is_taken_as_it_is(archive: Path, settings: Settings, tmp_path: Path) -> None:
     # wildlife-datasets' metadata: image_id (int), identity, path, species, bbox, segmentation, date...
     table = pd.DataFrame({

@@ -51,3 +51,15 @@ def test_absolute_elsewhere_is_refused(tree: Path) -> None:
         resolve_inside(tree, str(tree.parent / "outside" / "secret.jpg"))
     with pytest.raises(PathEscapeError):
         resolve_inside(tree, "")
+
+
+def test_item_inputs_takes_stored_paths_relative_to_the_working_folder(tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gloper_jobs.paths import item_inputs
+
+    monkeypatch.chdir(tree.parent)
+    photo, label = item_inputs(tree, "root/Zebra/a.jpg", None)
+    assert photo == (tree / "Zebra" / "a.jpg").resolve() and label is None
+    with pytest.raises(PathEscapeError, match="'..' leads out"):
+        item_inputs(tree, "root/../outside/secret.jpg", None)
+    with pytest.raises(PathEscapeError, match="symlink"):
+        item_inputs(tree, "root/Zebra/a.jpg", "root/Zebra/out.jpg")
