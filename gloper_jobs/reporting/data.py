@@ -90,7 +90,7 @@ def gather(session: Session, job: Job) -> ReportData:
         raise ValueError("job has no id")
     records = list(photo_records(session, job, with_masks=False))
     scores = _scores(records)
-    hosts = Counter((r.item.host or "?", r.item.device or "?") for r in records if r.item.host)
+    hosts = Counter((r.item.host or "?", r.item.device or "-") for r in records if r.item.host)
     return ReportData(
         job=job, records=records, counts=status_counts(session, job.id), scores=scores,
         species=species_rows(scores), versions=_versions(),

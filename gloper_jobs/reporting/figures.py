@@ -42,7 +42,7 @@ def distribution_plot(series: Mapping[str, Sequence[float]], xlabel: str) -> str
     ax.set_xlim(0, 1)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("photos")
-    ax.legend(loc="upper left", frameon=False)
+    ax.legend(loc="best", frameon=False)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
