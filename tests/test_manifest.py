@@ -66,6 +66,16 @@ def test_csv_manifest_runs_listed_photos_and_fails_escapes(archive: Path, settin
     again = run_dataset(archive, "kmeans", settings, params={"size": 64}, foreground=False, progress=False,
                         manifest=tmp_path / "m.csv", retry_failed=True)
     assert again.job.id == summary.job.id and again.processed == 0 and len(again.failed) == 3
+    # an evaluate job finds its extract job by the same manifest (a plain scan has none yet)
+    from gloper_jobs.exceptions import JobNotFoundError
+    from gloper_jobs.jobs.kinds.evaluate import record_evaluate_job
+
+    store = Store(settings.database_url)
+    ev = record_evaluate_job(store, settings, archive, "kmeans", None, {"size": 64}, foreground=False,
+                             manifest=tmp_path / "m.csv")
+    assert ev.job.params["source_job"] == summary.job.id and ev.added == 2
+    with pytest.raises(JobNotFoundError):
+        record_evaluate_job(store, settings, archive, "kmeans", None, {"size": 64}, foreground=False)
     # a folder scan of the same root is another job (the manifest is part of the key)
     scan = run_dataset(archive, "kmeans", settings, params={"size": 64}, foreground=False, progress=False)
     assert scan.job.id != summary.job.id and "Spots/link_out.jpg" in dict(scan.failed)
