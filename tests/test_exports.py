@@ -118,3 +118,20 @@ def test_a_missing_mask_is_reported_in_its_row(kmeans_job: dict[str, str], tmp_p
     assert df["error"].notna().sum() == 1 and "/nonexistent/cluster_1.png" in df["error"].dropna().iloc[0]
     r = gloper("export", "99", "--format", "csv", "--out", str(tmp_path / "y.csv"), env=env)
     assert r.returncode == 2 and "no job 99" in r.stderr
+
+
+def test_parquet_is_written_in_row_groups(kmeans_job: dict[str, str]) -> None:
+    import io
+
+    import pyarrow.parquet as pq
+
+    from gloper_jobs.exports import photo_records
+    from gloper_jobs.exports.writers import to_parquet
+    from gloper_jobs.store import Store
+    from gloper_jobs.store.repository import get_job
+
+    with Store(kmeans_job["GLOPER_DATABASE_URL"]).session() as s:
+        data, n = to_parquet(photo_records(s, get_job(s, 1)), batch=3)
+    assert n == 10 and pq.ParquetFile(io.BytesIO(data)).num_row_groups == 4
+    paths = list(pd.read_parquet(io.BytesIO(data))["path"])
+    assert paths == sorted(paths) and len(set(paths)) == 10

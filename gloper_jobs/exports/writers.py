@@ -68,12 +68,23 @@ def parquet_row(rec: PhotoRecord) -> dict[str, Any]:
     }
 
 
-def to_parquet(records: Iterable[PhotoRecord]) -> tuple[bytes, int]:
-    """Parquet bytes (zstd) and the number of rows."""
-    table = pa.Table.from_pylist([parquet_row(r) for r in records], schema=PARQUET_SCHEMA)
+def to_parquet(records: Iterable[PhotoRecord], batch: int = 1000) -> tuple[bytes, int]:
+    """Parquet bytes (zstd) and the number of rows; one row group per ``batch`` photos, so
+    only the compressed file and one batch of decoded rows are held in memory."""
     buf = io.BytesIO()
-    pq.write_table(table, buf, compression="zstd")
-    return buf.getvalue(), table.num_rows
+    rows: list[dict[str, Any]] = []
+    total = 0
+    with pq.ParquetWriter(buf, PARQUET_SCHEMA, compression="zstd") as writer:
+        for rec in records:
+            rows.append(parquet_row(rec))
+            if len(rows) >= batch:
+                writer.write_table(pa.Table.from_pylist(rows, schema=PARQUET_SCHEMA))
+                total += len(rows)
+                rows.clear()
+        if rows or total == 0:
+            writer.write_table(pa.Table.from_pylist(rows, schema=PARQUET_SCHEMA))
+            total += len(rows)
+    return buf.getvalue(), total
 
 
 def to_coco(records: Iterable[PhotoRecord]) -> tuple[bytes, int]:
