@@ -33,14 +33,17 @@ def refuse_url(dataset: str | Path) -> None:
             "there (or run them on one machine with `gloper run`, which stages s3:// roots)")
 
 
-def list_items(root: Path, manifest: str | Path | None = None) -> tuple[Iterable[DatasetItem], str | None]:
+def list_items(root: Path, manifest: str | Path | None = None,
+               skipped: list[str] | None = None) -> tuple[Iterable[DatasetItem], str | None]:
     """The photos of ``root`` (a lazy folder scan) or those ``manifest`` lists, and the manifest's
-    ``source`` (its location and digest, part of the job's key; None for a scan).
+    ``source`` (its location and digest, part of the job's key; None for a scan). A scan
+    appends the symlinks out of the root it left out to ``skipped``; a manifest's rows that
+    leave the root become items that fail with the reason.
 
     Raises :class:`~gloper_jobs.exceptions.ManifestError` for a bad manifest.
     """
     if manifest is None:
-        return iter_dataset(Path(root)), None
+        return iter_dataset(Path(root), skipped=skipped), None
     listed = load_manifest(manifest, Path(root))
     return listed.items, listed.source
 

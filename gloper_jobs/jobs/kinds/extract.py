@@ -67,7 +67,8 @@ def record_extract_job(store: Store, settings: Settings, dataset: Path, method: 
 
     if origin is None:
         refuse_url(dataset)
-    items, listed = list_items(Path(dataset), manifest)
+    skipped: list[str] = []  # symlinks out of the root a folder scan left out
+    items, listed = list_items(Path(dataset), manifest, skipped)
     spec = replace(job_spec(settings, dataset, method, profile, params, foreground),
                    source=source_of(origin, listed))
     if settings_from is not None:
@@ -90,4 +91,4 @@ def record_extract_job(store: Store, settings: Settings, dataset: Path, method: 
             raise DatasetError(f"no photos under {dataset}; see `gloper run --help` for the layouts")
         job.queue = queue_name(job.kind, on_device or device_class(method))
         dl.reopen_job(s, job)
-    return Submission(job, created, added)
+    return Submission(job, created, added, skipped=skipped)

@@ -5,7 +5,7 @@ A manifest (or a wildlife-datasets metadata table) names each photo's ``identity
 where the items were listed (a manifest file and its digest, an ``s3://`` URL).
 
 Revision ID: 0006
-Revises: 0004
+Revises: 0007
 Create Date: 2026-11-25
 """
 
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0006"
-down_revision = "0004"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 
