@@ -53,6 +53,18 @@ DINO_CHECKPOINT = "dinov2_vitg14_reg4_pretrain.pth"  # torch hub's dinov2_vitg14
 DINO_URL = "https://dl.fbaipublicfiles.com/dinov2/dinov2_vitg14/{filename}"
 DINO_HUB_ID = "facebook/dinov2-with-registers-giant"  # the same weights, transformers format
 
+# --- object storage (s3:// inputs) ----------------------------------------
+# A dataset root on object storage is copied here (one folder per bucket/prefix)
+# before a run; files already there with the same size are not fetched again.
+STAGING_DIR = Path("~/.cache/gloper-jobs/staged")
+URL_SCHEMES = ("s3", "s3a")  # what storage.py accepts besides local paths
+
+# --- exports and reports -----------------------------------------------------
+EXPORT_FORMATS = ("parquet", "coco", "csv")
+REPORT_THUMB_SIDE = 256  # px, longest side of a gallery thumbnail
+REPORT_CANDIDATE_SIDE = 96  # px, a candidate's small mask beside it
+REPORT_GALLERY = 6  # photos at each end (best and worst) or in the sample
+
 # --- evaluation -------------------------------------------------------------
 EVAL_SIZE = 256  # Dice is computed at EVAL_SIZE x EVAL_SIZE over the whole frame
 

@@ -62,6 +62,19 @@ class DatasetError(PermanentError):
     """A dataset folder is missing, empty, or not laid out as expected."""
 
 
+class PathEscapeError(DatasetError):
+    """A path given for a dataset item resolves outside the dataset's root (``../``,
+    an absolute path elsewhere, or a symlink that points out)."""
+
+
+class ManifestError(DatasetError):
+    """A manifest table cannot be used: unreadable, a missing column, a duplicate path."""
+
+
+class StorageError(PermanentError):
+    """A storage URL (``s3://...``) cannot be used: unknown scheme, missing extra, no access."""
+
+
 class JobNotFoundError(PermanentError):
     """No job with that id or key is in the store."""
 

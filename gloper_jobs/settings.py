@@ -34,6 +34,10 @@ GLOPER_WEIGHTS_DIR         where downloads go and unset weights are looked for
                            (``~/.cache/gloper-jobs``)
 GLOPER_ALLOW_DOWNLOADS     ``1`` lets the pretrained baselines fetch missing
                            weights from where they are published (off)
+GLOPER_STAGING_DIR         where an ``s3://`` dataset root is copied before a run
+                           (``~/.cache/gloper-jobs/staged``); S3 credentials and
+                           endpoint come from the usual ``AWS_*`` variables, read
+                           by botocore itself
 =========================  =====================================================
 
 The distributed path (``workers``/``schedulers``, the ``[queue]`` extra) adds:
@@ -132,6 +136,7 @@ class Settings(BaseSettings):
     dino_weights: Path | None = None
     weights_dir: Path = defaults.WEIGHTS_DIR
     allow_downloads: bool = False
+    staging_dir: Path = defaults.STAGING_DIR
 
     # --- distributed path (workers/, schedulers/) ---------------------------
     broker_url: str = defaults.BROKER_URL
@@ -162,7 +167,7 @@ class Settings(BaseSettings):
     metrics_port: int = defaults.METRICS_PORT
     visible_devices: str | None = Field(default=None, validation_alias="CUDA_VISIBLE_DEVICES")
 
-    @field_validator("models_dir", "results_dir", "weights_dir", mode="after")
+    @field_validator("models_dir", "results_dir", "weights_dir", "staging_dir", mode="after")
     @classmethod
     def _expand(cls, value: Path) -> Path:
         return value.expanduser()

@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from gloper_jobs.cli.options import method_option, param_option, profile_option
+from gloper_jobs.cli.options import manifest_option, method_option, param_option, profile_option
 from gloper_jobs.cli.options import parse_params as _params
 
 
@@ -84,9 +84,10 @@ dataset and settings again adds no rows and enqueues only what is unfinished."""
 @click.option("--priority", type=click.Choice(["urgent", "normal", "bulk"]), default=None,
               help="Queue level (default normal, or the job's own when submitted again): a worker takes "
                    "urgent items first, then normal, then bulk.")
+@manifest_option
 def submit(kind: str, dataset: Path, method: str | None, profile: str | None, params: tuple[str, ...],
            grid: tuple[str, ...], model: str | None, settings_from: int | None, no_foreground: bool,
-           device_class: str | None, priority: str | None) -> None:
+           device_class: str | None, priority: str | None, manifest: str | None) -> None:
     from gloper_jobs import defaults
     from gloper_jobs.jobs.kinds import SubmitRequest
     from gloper_jobs.jobs.submission import submit as submit_job
@@ -98,7 +99,7 @@ def submit(kind: str, dataset: Path, method: str | None, profile: str | None, pa
     t0 = time.perf_counter()
     request = SubmitRequest(dataset, method or defaults.DEFAULT_METHOD, profile, _params(params),
                             foreground=not no_foreground, on_device=device_class, grid=grid,
-                            settings_from=settings_from, model=model)
+                            settings_from=settings_from, model=model, manifest=manifest)
     sub = submit_job(_store(settings), settings, kind, request, _publisher(settings), priority)
     for line in sub.skipped:
         click.echo(f"skipped {line}", err=True)

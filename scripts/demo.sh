@@ -19,5 +19,8 @@ if [ -d "$EXAMPLES" ]; then
 else
   echo "(no example photos at $EXAMPLES: set GLOPER_EXAMPLES_DIR to include them)"
 fi
+$G report --html demo/report.html        # the newest job as one self-contained page
+$G export "$($G jobs | tail -n 1 | awk '{print $1}')" --format parquet --out demo/masks.parquet
 echo
 echo "store: $GLOPER_DATABASE_URL   masks: $GLOPER_RESULTS_DIR   (run it again: everything is skipped)"
+echo "report: demo/report.html   masks as COCO RLE: demo/masks.parquet"

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from gloper_jobs.cli.options import method_option, param_option, profile_option
+from gloper_jobs.cli.options import manifest_option, method_option, param_option, profile_option
 from gloper_jobs.cli.options import parse_params as _params
 from gloper_jobs.exceptions import GloperError
 
@@ -40,7 +40,7 @@ def main() -> None:
 
 
 @main.command()
-@click.argument("dataset", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("dataset")
 @method_option
 @profile_option
 @param_option
@@ -48,19 +48,28 @@ def main() -> None:
 @click.option("--retry-failed", is_flag=True, help="Process failed items again.")
 @click.option("--limit", type=int, default=None, help="Process at most N pending photos this time.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-def run(dataset: Path, method: str | None, profile: str | None, params: tuple[str, ...], no_foreground: bool,
-        retry_failed: bool, limit: int | None, no_progress: bool) -> None:
-    """Process every photo under DATASET on this machine (no broker); resumable."""
+@manifest_option
+@click.option("--upload-results", default=None, metavar="s3://BUCKET/PREFIX",
+              help="Mirror the job's mask folder there when the run ends.")
+def run(dataset: str, method: str | None, profile: str | None, params: tuple[str, ...], no_foreground: bool,
+        retry_failed: bool, limit: int | None, no_progress: bool, manifest: str | None,
+        upload_results: str | None) -> None:
+    """Process every photo under DATASET (a folder or s3://bucket/prefix) on this machine; resumable."""
     from gloper_jobs import defaults
     from gloper_jobs.jobs.runner import run_dataset
 
     settings = _settings()
     summary = run_dataset(dataset, method or defaults.DEFAULT_METHOD, settings, profile, _params(params),
                           foreground=not no_foreground, retry_failed=retry_failed, limit=limit,
-                          progress=not no_progress)
+                          progress=not no_progress, manifest=manifest)
     click.echo(f"job {summary.job.id}: {summary.processed} processed, {len(summary.failed)} failed, "
                f"{summary.skipped} already done (store: {settings.database_url})")
     click.echo(summary.report)
+    if upload_results:
+        from gloper_jobs.storage import upload_tree
+
+        target = f"{upload_results.rstrip('/')}/{Path(summary.job.results_dir).name}"
+        click.echo(f"uploaded {upload_tree(Path(summary.job.results_dir), target)} files to {target}")
 
 
 @main.command()
@@ -132,7 +141,9 @@ def methods() -> None:
 
 @main.command()
 @click.argument("job_id", type=int, required=False)
-def report(job_id: int | None) -> None:
+@click.option("--html", "html_out", default=None, metavar="PATH",
+              help="Write a self-contained HTML report there (local or s3://) instead of printing.")
+def report(job_id: int | None, html_out: str | None) -> None:
     """Print a job's Dice table and failed photos (the newest job by default)."""
     from gloper_jobs.scoring.reports import job_report
     from gloper_jobs.store import Store
@@ -140,7 +151,13 @@ def report(job_id: int | None) -> None:
 
     store = Store(_settings().database_url)
     with store.session() as s:
-        click.echo(job_report(s, get_job(s, job_id)))
+        job = get_job(s, job_id)
+        if html_out is None:
+            click.echo(job_report(s, job))
+            return
+        from gloper_jobs.reporting import write_html_report
+
+        click.echo(f"wrote {write_html_report(s, job, html_out)}")
 
 
 @main.command()
@@ -251,5 +268,12 @@ def _load_plugins() -> None:
             main.add_command(command)
 
 
+def _add_output_commands() -> None:
+    from gloper_jobs.cli.export import export
+
+    main.add_command(export)
+
+
+_add_output_commands()
 _load_plugins()
 

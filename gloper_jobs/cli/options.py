@@ -24,3 +24,8 @@ method_option = click.option("--method", "-m", default=None, help="Method name (
 profile_option = click.option("--profile", "-p", default=None, help="Parameter profile: cpu (default) or paper.")
 param_option = click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
                             help="Override one method parameter, e.g. --param steps=50 --param local_sizes=8,16.")
+manifest_option = click.option(
+    "--manifest", default=None, metavar="FILE.csv|FILE.parquet",
+    help="List the photos in a table (column path, relative to DATASET; optional species, identity, "
+         "label_path, image_id; a wildlife-datasets metadata table works as it is) instead of scanning. "
+         "Local or s3://.")

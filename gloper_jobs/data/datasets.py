@@ -30,6 +30,8 @@ class DatasetItem:
     path: Path
     species: str
     label_path: Path | None
+    identity: str | None = None  # the individual animal, when a manifest names it
+    image_id: str | None = None  # the manifest's own id of the photo
 
 
 def _is_photo(name: str) -> bool:

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
 TMP_MARK = ".partial-"
+#: written beside a photo's masks: which candidate the method chose (the file to use)
+CHOICE_FILE = "choice.json"
 
 
 def _atomic_save(img: Image.Image, path: Path, **kwargs: object) -> None:
@@ -23,9 +28,33 @@ def write_mask(path: Path, mask: np.ndarray) -> None:
     _atomic_save(Image.fromarray(mask.astype(bool)).convert("1"), path, optimize=True)
 
 
+def write_choice(folder: Path, choice: str, candidates: Sequence[Any]) -> Path:
+    """Write ``<folder>/choice.json``: the chosen candidate, its mask file, and every candidate.
+
+    ``candidates`` are :class:`~gloper_jobs.store.repository.CandidateRecord`-like
+    (``name``, ``mask_path``, ``derived``, ``pattern_fraction``, ``scores``).
+    """
+    doc = {
+        "choice": choice,
+        "mask": f"{choice}.png",
+        "candidates": [
+            {"name": c.name, "mask": Path(c.mask_path).name, "derived": c.derived,
+             "pattern_fraction": round(c.pattern_fraction, 6), **({"scores": c.scores} if c.scores else {})}
+            for c in candidates
+        ],
+    }
+    path = Path(folder) / CHOICE_FILE
+    tmp = path.with_name(f"{TMP_MARK}{os.getpid()}-{path.name}")
+    tmp.write_text(json.dumps(doc, indent=1) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
 def read_mask(path: Path) -> np.ndarray:
     """Read a mask PNG written by :func:`write_mask` back as ``HxW bool``."""
     with Image.open(path) as img:
+        if img.mode == "1":  # what write_mask writes: no 8-bit detour (half the time)
+            return np.asarray(img, dtype=bool)
         return np.asarray(img.convert("L")) > 127
 
 

@@ -77,10 +77,12 @@ class WorkerContext:
     def process(self, job: Job, item: Item, segmenter: Segmenter, out_dir: Path) -> ItemOutcome:
         """Segment ``item``'s photo with the job's foreground, label and Dice size into ``out_dir``."""
         from gloper_jobs.jobs.pipeline import process_photo
+        from gloper_jobs.paths import item_inputs
 
+        # the photo and label must stay inside the job's dataset root (checked at every try)
+        photo, label = item_inputs(job.dataset, item.path, item.label_path)
         return process_photo(
-            Path(item.path), segmenter, out_dir, self.foreground(job.foreground_model),
-            Path(item.label_path) if item.label_path else None, item.species,
+            photo, segmenter, out_dir, self.foreground(job.foreground_model), label, item.species,
             job.eval_size, self.settings.max_image_pixels,
         )
 

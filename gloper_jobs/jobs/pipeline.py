@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from gloper_jobs.data.images import load_image, resize_mask
 from gloper_jobs.data.labels import load_label
-from gloper_jobs.data.outputs import clean_partial, write_mask, write_overlay
+from gloper_jobs.data.outputs import clean_partial, write_choice, write_mask, write_overlay
 from gloper_jobs.exceptions import LabelError
 from gloper_jobs.foreground import ForegroundFn, whole_frame
 from gloper_jobs.methods.base import SegmentContext, Segmenter
@@ -68,8 +68,9 @@ def process_photo(
     max_pixels: int | None = None,
     overlay: bool = False,
 ) -> ItemOutcome:
-    """Segment one photo and write ``<out_dir>/<candidate>.png`` at the photo's size
-    (and ``overlay.png``, the choice drawn on the photo, with ``overlay``).
+    """Segment one photo and write ``<out_dir>/<candidate>.png`` at the photo's size,
+    ``<out_dir>/choice.json`` naming the chosen one (and ``overlay.png``, the choice drawn
+    on the photo, with ``overlay``).
 
     Raises the library's errors (:class:`ImageLoadError` for a bad photo) for
     the caller to record; an unreadable label only adds a note.
@@ -101,6 +102,7 @@ def process_photo(
             name=name, mask_path=str(mask_path), is_choice=(name == seg.choice),
             derived=name in seg.derived, pattern_fraction=float(mask.mean()), scores=sc,
         ))
+    write_choice(out_dir, seg.choice, records)
     if overlay:
         write_overlay(out_dir / OVERLAY_NAME, image, resize_mask(seg.candidates[seg.choice], (h, w)), fg.mask)
     return ItemOutcome(

@@ -41,7 +41,7 @@ class RunSummary:
 
 
 def run_dataset(
-    dataset: Path,
+    dataset: Path | str,
     method: str,
     settings: Settings,
     profile: str | None = None,
@@ -53,17 +53,25 @@ def run_dataset(
     progress: bool = True,
     store: Store | None = None,
     on_item: Callable[[str, str], None] | None = None,
+    manifest: str | Path | None = None,
 ) -> RunSummary:
     """Run ``method`` over every photo under ``dataset`` and record everything in the store.
+
+    ``dataset`` is a folder or an ``s3://`` prefix (copied to ``GLOPER_STAGING_DIR``
+    first); a ``manifest`` (see :mod:`gloper_jobs.manifest`) lists the photos instead of a scan.
 
     The job is recorded as the queue records an extract job; every item runs and is
     recorded by :func:`~gloper_jobs.jobs.recording.run_and_record`, as in a worker.
     A photo that fails becomes a failed item with its error and traceback; the run
     goes on. Returns a :class:`RunSummary` whose ``report`` ends with the failures.
     """
+    from gloper_jobs.inputs import stage
+
+    root, origin = stage(dataset, settings)
     ctx = WorkerContext.boot(settings, preload=foreground, store=store)
     sub = KINDS["extract"].record(ctx.store, settings, SubmitRequest(
-        Path(dataset), method, profile, dict(params or {}), foreground))
+        root, method, profile, dict(params or {}), foreground,
+        manifest=str(manifest) if manifest is not None else None, origin=origin))
     job, job_id = sub.job, repo.require_id(sub.job)
     # Parameters that are not part of the job's identity (a device) still apply here.
     ctx.overrides = {k: v for k, v in (params or {}).items() if k not in job.params}
@@ -75,7 +83,7 @@ def run_dataset(
     summary = RunSummary(job=job, created=sub.created, skipped=job.n_items - len(todo))
     if limit is not None:
         todo = todo[:limit]
-    bar = _progress(len(todo), f"{method} on {Path(dataset).name}", progress)
+    bar = _progress(len(todo), f"{method} on {root.name}", progress)
     try:
         for item in todo:
             bar.set_postfix_str(item.rel_path[-40:], refresh=False)

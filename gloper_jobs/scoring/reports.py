@@ -78,6 +78,20 @@ def format_species_table(rows: Sequence[SpeciesRow], title: str) -> str:
     return "\n".join(lines)
 
 
+def format_photo_list(session: Session, job_id: int, limit: int = 20) -> str:
+    """An unlabelled job's finished photos: path, chosen candidate and its pattern fraction."""
+    chosen = [(it, c) for it, c in item_candidates(session, job_id) if c.is_choice]
+    if not chosen:
+        return "(no finished photos yet)"
+    width = max(len(it.rel_path) for it, _ in chosen[:limit])
+    lines = [f"photos ({len(chosen)} finished; chosen mask and the share of the image it covers):"]
+    lines += [f"  {it.rel_path:<{width}}  {c.name:<10} {c.pattern_fraction:6.3f}" for it, c in chosen[:limit]]
+    if len(chosen) > limit:
+        lines.append(f"  ... {len(chosen) - limit} more: `gloper export {job_id} --format csv` lists them all, "
+                     f"`gloper report {job_id} --html report.html` shows them")
+    return "\n".join(lines)
+
+
 def job_report(session: Session, job: Job) -> str:
     """The Dice table, status counts and failed photos of ``job`` as text."""
     job_id = require_id(job)
@@ -86,6 +100,8 @@ def job_report(session: Session, job: Job) -> str:
     title = (f"Job {job.id} · {job.method} ({params}) · foreground {job.foreground_model} · "
              f"Dice at {job.eval_size}x{job.eval_size}")
     parts = [format_species_table(species_rows(scores), title)]
+    if not scores:
+        parts.append(format_photo_list(session, job_id))
     counts = status_counts(session, job_id)
     parts.append("items: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
     failed = latest_errors(session, job_id)

@@ -61,6 +61,8 @@ class Job(SQLModel, table=True):
     queue: str | None = Field(default=None, max_length=64)  # the distributed run's queue
     #: ``urgent``, ``normal`` or ``bulk``: which of the queue's priority levels its items go to
     priority: str = Field(default="normal", max_length=16, sa_column_kwargs={"server_default": "normal"})
+    #: where the items were listed when not by scanning ``dataset``: a manifest and its digest, a URL
+    source: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
 
@@ -80,6 +82,8 @@ class Item(SQLModel, table=True):
     path: str = Field(sa_column=Column(Text, nullable=False))
     species: str = Field(max_length=128, index=True)
     label_path: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    identity: str | None = Field(default=None, sa_column=Column(Text, nullable=True))  # the individual
+    image_id: str | None = Field(default=None, sa_column=Column(Text, nullable=True))  # the manifest's id
     status: str = Field(default=ItemStatus.pending.value, max_length=16, index=True)
     error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     traceback: str | None = Field(default=None, sa_column=Column(Text, nullable=True))

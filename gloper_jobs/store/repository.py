@@ -49,12 +49,14 @@ class JobSpec:
     foreground_model: str
     eval_size: int
     results_root: str
+    source: str | None = None  # a manifest (with its digest) or URL the items came from
 
     @property
     def key(self) -> str:
+        extra = {"source": self.source} if self.source else {}
         return job_key(self.kind, self.dataset, {
             "method": self.method, "params": self.params,
-            "foreground_model": self.foreground_model, "eval_size": self.eval_size,
+            "foreground_model": self.foreground_model, "eval_size": self.eval_size, **extra,
         })
 
 
@@ -64,7 +66,7 @@ def get_or_create_job(session: Session, spec: JobSpec) -> tuple[Job, bool]:
     stmt = insert_statement(session, Job).values(
         key=key, kind=spec.kind, dataset=spec.dataset, method=spec.method, profile=spec.profile,
         params=spec.params, foreground_model=spec.foreground_model, eval_size=spec.eval_size,
-        status=JobStatus.pending.value, results_dir="", n_items=0,
+        status=JobStatus.pending.value, results_dir="", n_items=0, source=spec.source,
         created_at=utcnow(), updated_at=utcnow(),
     ).on_conflict_do_nothing(index_elements=["key"]).returning(col(Job.id))
     # RETURNING, not rowcount: psycopg reports -1 for these inserts.
@@ -101,6 +103,7 @@ def add_items(session: Session, job: Job, items: Iterable[DatasetItem], batch: i
         rows.append({
             "job_id": job_id, "rel_path": it.rel_path, "path": str(it.path), "species": it.species,
             "label_path": str(it.label_path) if it.label_path else None,
+            "identity": it.identity, "image_id": it.image_id,
             "status": ItemStatus.pending.value, "attempts": 0, "deliveries": 0, "created_at": now,
         })
         if len(rows) >= batch:

@@ -50,10 +50,12 @@ class SubmitRequest:
     grid: tuple[str, ...] = ()
     settings_from: int | None = None
     model: str | None = None
+    manifest: str | None = None  # a CSV/Parquet listing the photos (gloper_jobs.manifest)
+    origin: str | None = None  # the s3:// URL ``dataset`` was staged from (the embedded run)
 
     def options_given(self) -> set[str]:
         """The kind-specific options this request sets (left at their defaults otherwise)."""
-        optional = {"grid": (), "settings_from": None, "model": None}
+        optional = {"grid": (), "settings_from": None, "model": None, "manifest": None}
         return {f.name for f in fields(self) if f.name in optional and getattr(self, f.name) != optional[f.name]}
 
 

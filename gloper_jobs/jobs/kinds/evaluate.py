@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from sqlmodel import Session, col, select
 
@@ -97,11 +97,12 @@ class EvaluateKind(JobKind):
 
     name = "evaluate"
     summary = "score the masks the extract job with the same settings stored, against the labels"
+    options: ClassVar[frozenset[str]] = frozenset({"manifest"})
 
     def record(self, store: Store, settings: Settings, request: SubmitRequest) -> Submission:
         self.check_request(request)
         return record_evaluate_job(store, settings, request.dataset, request.method, request.profile,
-                                   request.params, request.foreground)
+                                   request.params, request.foreground, request.manifest)
 
     def run_item(self, ctx: WorkerContext, job: Job, item: Item) -> ItemOutcome:
         from gloper_jobs.jobs.pipeline import ItemOutcome
@@ -118,13 +119,16 @@ class EvaluateKind(JobKind):
 
 def record_evaluate_job(store: Store, settings: Settings, dataset: Path, method: str,
                         profile: str | None = None, params: dict[str, Any] | None = None,
-                        foreground: bool = True) -> Submission:
-    """Record an evaluate job over the extract job with these settings (idempotent).
+                        foreground: bool = True, manifest: str | Path | None = None) -> Submission:
+    """Record an evaluate job over the extract job with these settings and ``manifest`` (idempotent).
 
     Its items are the extract job's labelled, finished photos. Raises
     :class:`JobNotFoundError` when no such extract job exists.
     """
-    extract = job_spec(settings, dataset, method, profile, params, foreground)
+    from gloper_jobs.inputs import list_items, source_of
+
+    listed = list_items(Path(dataset), manifest)[1] if manifest is not None else None
+    extract = replace(job_spec(settings, dataset, method, profile, params, foreground), source=source_of(None, listed))
     with store.session() as s:
         source = s.exec(select(Job).where(Job.key == extract.key)).first()
         if source is None or source.id is None:
@@ -133,7 +137,8 @@ def record_evaluate_job(store: Store, settings: Settings, dataset: Path, method:
                 "`gloper submit extract` (same --method, --profile and --param)")
         spec = replace(extract, kind=EvaluateKind.name, params={**extract.params, SOURCE_JOB: source.id})
         job, created = repo.get_or_create_job(s, spec)
-        todo = [DatasetItem(i.rel_path, Path(i.path), i.species, Path(i.label_path) if i.label_path else None)
+        todo = [DatasetItem(i.rel_path, Path(i.path), i.species, Path(i.label_path) if i.label_path else None,
+                            i.identity, i.image_id)
                 for i in labelled_done_items(s, source.id)]
         added = repo.add_items(s, job, todo, batch=settings.submit_batch)
         job.results_dir = source.results_dir  # the masks it scores

@@ -11,7 +11,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
-from gloper_jobs.data.datasets import iter_dataset
 from gloper_jobs.exceptions import DatasetError, InvalidParameterError
 from gloper_jobs.jobs.kinds.base import JobKind, Submission, SubmitRequest, device_class, job_spec
 from gloper_jobs.jobs.queues import queue_name
@@ -33,13 +32,13 @@ class ExtractKind(JobKind):
 
     name = "extract"
     summary = "segment every photo"
-    options: ClassVar[frozenset[str]] = frozenset({"settings_from"})
+    options: ClassVar[frozenset[str]] = frozenset({"settings_from", "manifest"})
 
     def record(self, store: Store, settings: Settings, request: SubmitRequest) -> Submission:
         self.check_request(request)
         return record_extract_job(store, settings, request.dataset, request.method, request.profile,
                                   request.params, request.foreground, request.on_device,
-                                  request.settings_from)
+                                  request.settings_from, request.manifest, request.origin)
 
     def run_item(self, ctx: WorkerContext, job: Job, item: Item) -> ItemOutcome:
         from gloper_jobs.jobs.kinds.train import item_params
@@ -52,17 +51,26 @@ class ExtractKind(JobKind):
 def record_extract_job(store: Store, settings: Settings, dataset: Path, method: str,
                        profile: str | None = None, params: dict[str, Any] | None = None,
                        foreground: bool = True, on_device: str | None = None,
-                       settings_from: int | None = None) -> Submission:
-    """Scan ``dataset`` and record the extract job and its items (idempotent).
+                       settings_from: int | None = None, manifest: str | Path | None = None,
+                       origin: str | None = None) -> Submission:
+    """Scan ``dataset`` (or read ``manifest``) and record the extract job and its items (idempotent).
 
     Its items go to ``extract.<device class>``: the method's own class, or
     ``on_device`` (``cpu`` sends GloPER to CPU workers). The method is built once
     here to validate its parameters and compute the job's identity; it loads no
     weights. With ``settings_from`` (a finished training job), each photo runs with
     its species' calibrated GloPER settings. Raises :class:`DatasetError` for an
-    empty folder.
+    empty folder, :class:`ManifestError` for a bad manifest (before anything is written).
+    ``origin`` is the ``s3://`` URL an embedded run staged ``dataset`` from.
     """
-    spec = job_spec(settings, dataset, method, profile, params, foreground)
+    from gloper_jobs.inputs import list_items, refuse_url, source_of
+
+    if origin is None:
+        refuse_url(dataset)
+    skipped: list[str] = []  # symlinks out of the root a folder scan left out
+    items, listed = list_items(Path(dataset), manifest, skipped)
+    spec = replace(job_spec(settings, dataset, method, profile, params, foreground),
+                   source=source_of(origin, listed))
     if settings_from is not None:
         from gloper_jobs.jobs.kinds.train import (
             PER_SPECIES,
@@ -76,8 +84,6 @@ def record_extract_job(store: Store, settings: Settings, dataset: Path, method: 
         with store.session() as s:
             per_species = calibration_of(s, settings_from)
         spec = replace(spec, params={**spec.params, SETTINGS_FROM: settings_from, PER_SPECIES: per_species})
-    skipped: list[str] = []
-    items = iter_dataset(Path(dataset), skipped=skipped)
     with store.session() as s:
         job, created = repo.get_or_create_job(s, spec)
         added = repo.add_items(s, job, items, batch=settings.submit_batch)

@@ -1,0 +1,73 @@
+"""The report's pictures as ``data:`` URIs: the Dice plot (matplotlib, Agg) and the thumbnails."""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from gloper_jobs import defaults
+from gloper_jobs.data.images import load_image
+from gloper_jobs.data.outputs import read_mask
+
+OVERLAY_RGB = (255, 0, 64)
+
+
+def data_uri(png: bytes, mime: str = "image/png") -> str:
+    return f"data:{mime};base64,{base64.b64encode(png).decode('ascii')}"
+
+
+def _encode(img: Image.Image, fmt: str = "PNG", **kw: object) -> str:
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **kw)
+    return data_uri(buf.getvalue(), f"image/{fmt.lower()}")
+
+
+def distribution_plot(series: Mapping[str, Sequence[float]], xlabel: str) -> str:
+    """A histogram of each named series over [0, 1] (20 bins), as a PNG data URI."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.4, 2.8), dpi=100)
+    ax = fig.subplots()
+    bins = [i / 20 for i in range(21)]
+    for name, values in series.items():
+        ax.hist(list(values), bins=bins, histtype="step", linewidth=2, label=f"{name} (n={len(values)})")
+    ax.set_xlim(0, 1)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("photos")
+    ax.legend(loc="best", frameon=False)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return data_uri(buf.getvalue())
+
+
+def _fit(size: tuple[int, int], side: int) -> tuple[int, int]:
+    """``(h, w)`` scaled so the longest side is ``side`` (never upscaled)."""
+    h, w = size
+    scale = min(1.0, side / max(h, w))
+    return max(1, round(h * scale)), max(1, round(w * scale))
+
+
+def overlay_thumbnail(photo: Path, mask_path: Path, side: int = defaults.REPORT_THUMB_SIDE) -> str:
+    """The photo (longest side ``side``) with the mask tinted, as a JPEG data URI."""
+    image = load_image(photo)
+    h, w = _fit(image.shape[:2], side)
+    small = np.asarray(Image.fromarray(image).resize((w, h), Image.Resampling.BILINEAR), dtype=np.float32)
+    mask = np.asarray(Image.fromarray(read_mask(mask_path)).resize((w, h), Image.Resampling.NEAREST))
+    small[mask] = small[mask] * 0.45 + np.array(OVERLAY_RGB, dtype=np.float32) * 0.55
+    return _encode(Image.fromarray(small.clip(0, 255).astype(np.uint8)), "JPEG", quality=82)
+
+
+def mask_thumbnail(mask_path: Path, side: int = defaults.REPORT_CANDIDATE_SIDE) -> str:
+    """A candidate mask (white = pattern), longest side ``side``, as a PNG data URI."""
+    mask = read_mask(mask_path)
+    h, w = _fit(mask.shape, side)
+    return _encode(Image.fromarray(mask).convert("L").resize((w, h), Image.Resampling.BILINEAR))
