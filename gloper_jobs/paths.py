@@ -16,6 +16,13 @@ from pathlib import Path, PurePosixPath
 from gloper_jobs.exceptions import PathEscapeError
 
 
+def is_inside(path: Path | str, root: Path | str) -> bool:
+    """Whether ``path``, every symlink on the way resolved, is ``root`` or lies under it."""
+    root_real = Path(os.path.realpath(root))
+    real = Path(os.path.realpath(path))
+    return real == root_real or real.is_relative_to(root_real)
+
+
 def resolve_inside(root: Path | str, rel: Path | str) -> Path:
     """The real path of ``rel`` under ``root``; raises :class:`PathEscapeError` if it leaves ``root``.
 
@@ -30,7 +37,7 @@ def resolve_inside(root: Path | str, rel: Path | str) -> Path:
         raise PathEscapeError(f"{text!r} is not a usable path: empty, or with leading/trailing spaces")
     candidate = Path(text) if Path(text).is_absolute() else Path(root) / PurePosixPath(text.replace("\\", "/"))
     real = Path(os.path.realpath(candidate))
-    if real != root_real and not real.is_relative_to(root_real):
+    if not is_inside(real, root_real):
         how = _how_it_escapes(Path(root), text)
         raise PathEscapeError(
             f"{text} resolves to {real}, outside the dataset root {root_real} ({how}); "

@@ -20,6 +20,7 @@ from pathlib import Path
 from gloper_jobs import defaults
 from gloper_jobs.data.labels import LABEL_DIRNAMES, base_key, index_label_dir
 from gloper_jobs.exceptions import DatasetError
+from gloper_jobs.paths import is_inside
 
 
 @dataclass(frozen=True)
@@ -36,11 +37,6 @@ class DatasetItem:
 
 def _is_photo(name: str) -> bool:
     return not name.startswith(".") and name.lower().endswith(defaults.IMAGE_EXTENSIONS)
-
-
-def _inside(path: Path, root_real: Path) -> bool:
-    real = Path(os.path.realpath(path))
-    return real == root_real or real.is_relative_to(root_real)
 
 
 def iter_dataset(root: Path, with_labels: bool = True, skipped: list[str] | None = None) -> Iterator[DatasetItem]:
@@ -64,7 +60,7 @@ def iter_dataset(root: Path, with_labels: bool = True, skipped: list[str] | None
             link = folder / d
             if link.is_symlink():
                 target = Path(os.path.realpath(link))
-                why = ("outside the dataset root" if not _inside(link, root_real)
+                why = ("outside the dataset root" if not is_inside(link, root_real)
                        else "a folder above it (a loop)" if here.is_relative_to(target) else None)
                 if why is not None:
                     if skipped is not None:
@@ -74,7 +70,7 @@ def iter_dataset(root: Path, with_labels: bool = True, skipped: list[str] | None
         dirnames[:] = keep
         photos = []
         for f in sorted(f for f in filenames if _is_photo(f)):
-            if (folder / f).is_symlink() and not _inside(folder / f, root_real):
+            if (folder / f).is_symlink() and not is_inside(folder / f, root_real):
                 if skipped is not None:
                     skipped.append(f"{(folder / f).relative_to(root).as_posix()}: a symlink to "
                                    f"{os.path.realpath(folder / f)}, outside the dataset root")
