@@ -111,9 +111,8 @@ def test_one_job_survives_a_night_of_faults(database_url: str, redis_server: Red
         assert "task_acks_late" in conf.stdout, conf.stdout + conf.stderr
         assert "night-pw" not in conf.stdout  # no password in `celery inspect conf` (nor Flower's /api/workers)
         os.kill(main, signal.SIGKILL)  # the whole Celery worker: the launcher restarts it
-        # (wait for the restart itself: the job may already be drained when the worker dies)
-        cluster.wait_for(lambda: "restarting it in" in log.read_text(errors="replace"), 120,
-                         "the launcher to restart the killed worker")
+        cluster.wait_for(lambda: "restarting it in" in log.read_text(errors="replace"), 30,
+                         "the launcher to restart the killed Celery worker")
         cluster.wait_for(lambda: drained(store, job), 300, "the job to finish after every fault")
     finally:
         cluster.stop()
