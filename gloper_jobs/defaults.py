@@ -53,6 +53,11 @@ DINO_CHECKPOINT = "dinov2_vitg14_reg4_pretrain.pth"  # torch hub's dinov2_vitg14
 DINO_URL = "https://dl.fbaipublicfiles.com/dinov2/dinov2_vitg14/{filename}"
 DINO_HUB_ID = "facebook/dinov2-with-registers-giant"  # the same weights, transformers format
 
+# --- torch -------------------------------------------------------------------
+# torch.compile's kernels (Inductor/Triton) are cached here, so a restarted worker
+# reuses them instead of compiling again (GLOPER_COMPILE_CACHE_DIR).
+COMPILE_CACHE_DIR = Path("~/.cache/gloper-jobs/torch-compile")
+
 # --- evaluation -------------------------------------------------------------
 EVAL_SIZE = 256  # Dice is computed at EVAL_SIZE x EVAL_SIZE over the whole frame
 

@@ -25,6 +25,7 @@ from gloper_jobs.reports import job_report
 from gloper_jobs.settings import Settings
 from gloper_jobs.store import ItemStatus, Job, JobKind, JobStatus, Store
 from gloper_jobs.store import repository as repo
+from gloper_jobs.torch_setup import configure_torch
 
 
 @dataclass
@@ -44,13 +45,6 @@ def build_segmenter(method: str, settings: Settings, profile: str | None = None,
     """Create the method; settings supply defaults (device, weights) that ``params`` override."""
     merged = {**get_segmenter_class(method).settings_defaults(settings), **(params or {})}
     return create_segmenter(method, profile, **merged)
-
-
-def configure_torch(settings: Settings) -> None:
-    if settings.torch_threads:
-        import torch
-
-        torch.set_num_threads(settings.torch_threads)
 
 
 def build_foreground(settings: Settings, enabled: bool = True) -> ForegroundFn | None:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from gloper_jobs.exceptions import ConfigurationError
 from gloper_jobs.queues import all_queues, queues_for
+from gloper_jobs.torch_setup import default_torch_threads
 
 
 @dataclass(frozen=True)
@@ -60,8 +61,9 @@ def plan_workers(gpus: str, available: list[str], concurrency: int | None = None
     ``gpus`` is ``all``, a list like ``0,2`` or ``cpu``; ``available`` the visible
     cards (:func:`visible_gpus`). GPU workers run one
     process per card (``concurrency`` must then be 1 or None); a CPU worker runs
-    ``concurrency`` processes (default 1), each with ``cpus // concurrency`` torch
-    threads unless ``torch_threads`` is given. Raises :class:`ConfigurationError`.
+    ``concurrency`` processes (default 1), each with ``cores // concurrency`` torch
+    threads, and each GPU worker ``cores // cards`` (its CPU-side work: read-outs,
+    resizing), unless ``torch_threads`` is given. Raises :class:`ConfigurationError`.
     """
     host = "%h"
     unknown = sorted(set(queues or []) - set(all_queues()))
@@ -69,7 +71,7 @@ def plan_workers(gpus: str, available: list[str], concurrency: int | None = None
         raise ConfigurationError(f"unknown queue(s) {', '.join(unknown)}; valid: {', '.join(all_queues())}")
     if gpus == "cpu":
         n = concurrency or 1
-        threads = torch_threads or max(1, (os.cpu_count() or 1) // n)
+        threads = torch_threads or default_torch_threads(n)
         env = {"CUDA_VISIBLE_DEVICES": "", "GLOPER_DEVICE": "cpu", "GLOPER_TORCH_THREADS": str(threads)}
         return [WorkerSpec(f"{name or 'cpu'}@{host}", queues or queues_for("cpu"), n, env, loglevel)]
     if concurrency not in (None, 1):
@@ -87,10 +89,10 @@ def plan_workers(gpus: str, available: list[str], concurrency: int | None = None
     if not cards:
         raise ConfigurationError("no GPU visible on this node (nvidia-smi found none); use --gpus cpu")
     specs = []
+    threads = torch_threads or default_torch_threads(len(cards))
     for k in cards:
-        env = {"CUDA_VISIBLE_DEVICES": k, "GLOPER_DEVICE": "cuda", "GLOPER_WORKER_DEVICE": f"cuda:{k}"}
-        if torch_threads:
-            env["GLOPER_TORCH_THREADS"] = str(torch_threads)
+        env = {"CUDA_VISIBLE_DEVICES": k, "GLOPER_DEVICE": "cuda", "GLOPER_WORKER_DEVICE": f"cuda:{k}",
+               "GLOPER_TORCH_THREADS": str(threads)}
         specs.append(WorkerSpec(f"{name or 'gpu'}{k}@{host}", queues or queues_for("gpu"), 1, env, loglevel))
     return specs
 
