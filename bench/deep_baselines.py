@@ -38,12 +38,13 @@ from bench.quality import (  # noqa: E402
     unless_weights_missing,
     write_report,
 )
-from gloper_jobs.datasets import scan_dataset  # noqa: E402
+from gloper_jobs.data.datasets import scan_dataset  # noqa: E402
+from gloper_jobs.data.images import load_image  # noqa: E402
+from gloper_jobs.data.labels import load_label  # noqa: E402
+from gloper_jobs.devices import configure_torch  # noqa: E402
 from gloper_jobs.foreground import ForegroundExtractor  # noqa: E402
-from gloper_jobs.images import load_image  # noqa: E402
-from gloper_jobs.labels import load_label  # noqa: E402
 from gloper_jobs.methods.pretrained import PretrainedSegmenter  # noqa: E402
-from gloper_jobs.runner import build_segmenter, configure_torch  # noqa: E402
+from gloper_jobs.methods.registry import build_segmenter  # noqa: E402
 from gloper_jobs.settings import Settings  # noqa: E402
 
 DEEP_METHODS = ("sam", "clipseg", "dino")
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if unknown:
         raise SystemExit(f"--methods: {', '.join(unknown)} not among {', '.join(DEEP_METHODS)} (see bench/quality.py)")
     settings = Settings.from_env()
-    configure_torch(settings)
+    configure_torch(settings.torch_threads, settings.compile_cache_dir)
     overrides = parse_params(args.param)
     if args.tiny:
         from tests.deep_fixtures import tiny_params

@@ -35,10 +35,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.quality import write_report  # noqa: E402
-from gloper_jobs.datasets import scan_dataset  # noqa: E402
+from gloper_jobs.data.datasets import scan_dataset  # noqa: E402
+from gloper_jobs.data.images import load_image, resize_mask, resize_rgb  # noqa: E402
+from gloper_jobs.data.labels import load_label  # noqa: E402
+from gloper_jobs.devices import configure_torch  # noqa: E402
 from gloper_jobs.foreground import ForegroundExtractor  # noqa: E402
-from gloper_jobs.images import load_image, resize_mask, resize_rgb  # noqa: E402
-from gloper_jobs.labels import load_label  # noqa: E402
 from gloper_jobs.methods import create_segmenter  # noqa: E402
 from gloper_jobs.methods.gloper import GloperParams  # noqa: E402
 from gloper_jobs.methods.gloper_model import (  # noqa: E402
@@ -47,8 +48,7 @@ from gloper_jobs.methods.gloper_model import (  # noqa: E402
     pattern_weight,
     reconstruct,
 )
-from gloper_jobs.metrics import scores_at  # noqa: E402
-from gloper_jobs.runner import configure_torch  # noqa: E402
+from gloper_jobs.scoring.metrics import scores_at  # noqa: E402
 from gloper_jobs.settings import Settings  # noqa: E402
 
 PROFILES: dict[str, dict[str, Any]] = {
@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = ap.parse_args(argv)
 
     settings = Settings.from_env()
-    configure_torch(settings)
+    configure_torch(settings.torch_threads, settings.compile_cache_dir)
     device = torch.device(args.device)
     overrides = dict(pair.split("=", 1) for pair in args.param)
     seg = create_segmenter("gloper", **{**PROFILES[args.profile], "device": args.device, **overrides})

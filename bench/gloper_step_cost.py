@@ -24,8 +24,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.quality import write_report  # noqa: E402
+from gloper_jobs.devices import configure_torch  # noqa: E402
 from gloper_jobs.methods.gloper_engine import EngineOptions, train_sizes  # noqa: E402
-from gloper_jobs.runner import configure_torch  # noqa: E402
 from gloper_jobs.settings import Settings  # noqa: E402
 
 OPTIONS: dict[str, dict[str, Any]] = {
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
     settings = Settings.from_env()
-    configure_torch(settings)
+    configure_torch(settings.torch_threads, settings.compile_cache_dir)
     device = torch.device(args.device)
     sizes = tuple(int(s) for s in args.local_sizes.split(","))
     load_before = os.getloadavg()

@@ -27,10 +27,10 @@ sys.path.insert(0, str(REPO))
 
 from bench.gloper_speed import PROFILES, prepare, to_tensors  # noqa: E402
 from bench.quality import write_report  # noqa: E402
+from gloper_jobs.devices import configure_torch  # noqa: E402
 from gloper_jobs.methods.gloper import GloperParams  # noqa: E402
 from gloper_jobs.methods.gloper_engine import EngineOptions, train_sizes  # noqa: E402
-from gloper_jobs.metrics import scores_at  # noqa: E402
-from gloper_jobs.runner import configure_torch  # noqa: E402
+from gloper_jobs.scoring.metrics import scores_at  # noqa: E402
 from gloper_jobs.settings import Settings  # noqa: E402
 
 RULES = [(k, t) for k in (2, 5, 10) for t in (0.9, 0.95, 0.97, 0.98, 0.99, 0.995)]
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
     settings = Settings.from_env()
-    configure_torch(settings)
+    configure_torch(settings.torch_threads, settings.compile_cache_dir)
     p = GloperParams.build(**{**PROFILES[args.profile], "device": "cpu"})
     assert isinstance(p, GloperParams)
     photos = prepare(args.dataset, p.size, args.limit, settings)

@@ -1,6 +1,6 @@
 """A method that does nothing (its one candidate is the foreground), for the queue-overhead bench.
 
-Registered into the method registry when imported (``GLOPER_PLUGINS=bench.noop_plugin``).
+Registered (:func:`register_segmenter`) when imported (``GLOPER_PLUGINS=bench.noop_plugin``).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from gloper_jobs.methods.base import MethodParams, Segmentation, SegmentContext, Segmenter
-from gloper_jobs.methods.registry import REGISTRY
+from gloper_jobs.methods.registry import register_segmenter
 
 
 @dataclass(frozen=True)
@@ -19,6 +19,7 @@ class NoopParams(MethodParams):
     """No parameters."""
 
 
+@register_segmenter
 class NoopSegmenter(Segmenter):
     """Returns the foreground (``HxW bool``) as its only candidate, ``all``."""
 
@@ -30,5 +31,3 @@ class NoopSegmenter(Segmenter):
                 context: SegmentContext | None = None) -> Segmentation:
         return Segmentation({"all": foreground.copy()}, "all")
 
-
-REGISTRY.setdefault(NoopSegmenter.name, NoopSegmenter)

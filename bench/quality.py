@@ -17,6 +17,7 @@ import json
 import os
 import platform
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from functools import partial
@@ -26,15 +27,16 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from gloper_jobs.datasets import scan_dataset  # noqa: E402
+from gloper_jobs.data.datasets import scan_dataset  # noqa: E402
+from gloper_jobs.data.images import load_image  # noqa: E402
+from gloper_jobs.data.labels import load_label  # noqa: E402
+from gloper_jobs.devices import configure_torch  # noqa: E402
 from gloper_jobs.exceptions import WeightsMissingError  # noqa: E402
 from gloper_jobs.foreground import ForegroundExtractor  # noqa: E402
-from gloper_jobs.images import load_image  # noqa: E402
-from gloper_jobs.labels import load_label  # noqa: E402
-from gloper_jobs.methods import SegmentContext, Segmenter, list_segmenters  # noqa: E402
-from gloper_jobs.metrics import scores_at  # noqa: E402
-from gloper_jobs.reports import ItemScore, format_species_table, species_rows  # noqa: E402
-from gloper_jobs.runner import build_segmenter, configure_torch  # noqa: E402
+from gloper_jobs.jobs.pipeline import process_photo  # noqa: E402
+from gloper_jobs.methods import Segmenter, list_segmenters  # noqa: E402
+from gloper_jobs.methods.registry import build_segmenter  # noqa: E402
+from gloper_jobs.scoring.reports import ItemScore, format_species_table, species_rows  # noqa: E402
 from gloper_jobs.settings import Settings  # noqa: E402
 
 
@@ -51,24 +53,29 @@ def parse_params(pairs: list[str]) -> dict[str, dict[str, str]]:
 
 def evaluate_segmenter(name: str, seg: Segmenter, prepared: list[tuple[Any, Any, Any, Any]],
                        eval_size: int) -> dict[str, Any]:
-    """Segment every prepared ``(item, image, foreground, label)``, score every candidate.
+    """Run every prepared ``(item, image, foreground, label)`` through the pipeline every job
+    uses (:func:`process_photo`: masks written to a scratch folder, every candidate scored).
 
-    Returns the method's JSON block (per photo: Dice of each candidate, oracle, choice,
-    seconds; means; per-species rows) and prints its per-species table.
+    The foreground is computed once per photo for all methods; the seconds are the
+    method's own (``timings.segment``). Returns the method's JSON block (per photo: Dice
+    of each candidate, oracle, choice, seconds; means; per-species rows) and prints its
+    per-species table.
     """
     rows, scores = [], []
-    for it, img, fg, lab in prepared:
-        t0 = time.perf_counter()
-        out = seg.segment(img, fg.mask, SegmentContext(species=it.species, name=it.path.name))
-        sec = time.perf_counter() - t0
-        dice = {c: round(scores_at(m, lab, eval_size).dice, 4) for c, m in out.candidates.items()}
-        oracle = max(out.oracle_names(), key=lambda c: dice[c])
-        rows.append({"rel_path": it.rel_path, "species": it.species, "dice": dice, "oracle": oracle,
-                     "oracle_dice": dice[oracle], "choice": out.choice, "choice_dice": dice[out.choice],
-                     "seconds": round(sec, 3), "info": {k: v for k, v in out.info.items() if k != "device"}})
-        scores.append(ItemScore(it.rel_path, it.species, oracle, dice[oracle], out.choice, dice[out.choice]))
-        print(f"  {name:<10} {it.rel_path:<45} oracle {dice[oracle]:.3f} ({oracle})  "
-              f"choice {dice[out.choice]:.3f} ({out.choice})  {sec:.2f}s", flush=True)
+    with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as scratch:
+        for it, _img, fg, _lab in prepared:
+            out = process_photo(it.path, seg, Path(scratch) / it.rel_path, lambda _image, fg=fg: fg,
+                                it.label_path, it.species, eval_size)
+            sec = float(out.info["timings"]["segment"])  # type: ignore[index]
+            dice = {c.name: round((c.scores or {})["dice"], 4) for c in out.candidates}
+            oracle = max((c.name for c in out.candidates if not c.derived), key=lambda c: dice[c])
+            info = {k: v for k, v in out.info.items() if k not in ("device", "timings")}
+            rows.append({"rel_path": it.rel_path, "species": it.species, "dice": dice, "oracle": oracle,
+                         "oracle_dice": dice[oracle], "choice": out.choice, "choice_dice": dice[out.choice],
+                         "seconds": round(sec, 3), "info": info})
+            scores.append(ItemScore(it.rel_path, it.species, oracle, dice[oracle], out.choice, dice[out.choice]))
+            print(f"  {name:<10} {it.rel_path:<45} oracle {dice[oracle]:.3f} ({oracle})  "
+                  f"choice {dice[out.choice]:.3f} ({out.choice})  {sec:.2f}s", flush=True)
     seg.close()
     n = len(rows)
     result = {
@@ -112,7 +119,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = ap.parse_args(argv)
 
     settings = Settings.from_env()
-    configure_torch(settings)
+    configure_torch(settings.torch_threads, settings.compile_cache_dir)
     methods = args.methods.split(",") if args.methods else list_segmenters()
     overrides = parse_params(args.param)
     items = [it for it in scan_dataset(args.dataset) if it.label_path is not None]

@@ -30,8 +30,8 @@ def main() -> None:
     ap.add_argument("--items", type=int, default=300)
     args = ap.parse_args()
     import bench.noop_plugin  # noqa: F401 - registers "noop"
+    from gloper_jobs.jobs.pipeline import process_photo
     from gloper_jobs.methods.registry import create_segmenter
-    from gloper_jobs.pipeline import process_photo
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

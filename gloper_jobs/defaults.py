@@ -66,8 +66,8 @@ DEFAULT_METHOD = "gloper"
 
 # --- distributed path (workers/, schedulers/) --------------------------------
 BROKER_URL = "redis://127.0.0.1:6379/0"
-JOB_KINDS = ("extract", "evaluate", "train")
-# (soft, hard) seconds per task of each job kind. GloPER's paper profile on one
+# (soft, hard) seconds per task of the job kinds that have settings of their own
+# (GLOPER_<KIND>_SOFT_TIME_LIMIT / _TIME_LIMIT); other kinds use extract's. GloPER's paper profile on one
 # large photo takes minutes on a GPU; evaluation only reads PNGs.
 TIME_LIMITS = {"extract": (1800, 1860), "evaluate": (120, 150), "train": (1800, 1860)}
 RETRY_BACKOFF = 5  # s, first retry delay after a transient error; doubles each time

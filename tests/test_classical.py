@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gloper_jobs.datasets import scan_dataset
-from gloper_jobs.images import load_image
-from gloper_jobs.labels import load_label
+from gloper_jobs.data.datasets import scan_dataset
+from gloper_jobs.data.images import load_image
+from gloper_jobs.data.labels import load_label
 from gloper_jobs.methods import create_segmenter
-from gloper_jobs.metrics import scores_at
+from gloper_jobs.scoring.metrics import scores_at
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gloper_jobs.outputs import read_mask
+from gloper_jobs.data.outputs import read_mask
 
 
 def gloper(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -30,7 +30,7 @@ def test_segment_writes_masks_and_overlay(tmp_path: Path, env: dict[str, str], e
     r = gloper("segment", str(photo), "--method", "kmeans", "--out", str(out), env=env)
     assert r.returncode == 0, r.stderr
     assert "cluster_0" in r.stdout and "<- choice" in r.stdout
-    from gloper_jobs.images import load_image
+    from gloper_jobs.data.images import load_image
 
     h, w = load_image(photo).shape[:2]
     assert read_mask(out / "cluster_0.png").shape == (h, w)
@@ -67,7 +67,7 @@ def test_errors_are_one_clear_line(tmp_path: Path, env: dict[str, str], syntheti
 
 
 def test_models_install_is_idempotent(tmp_path: Path, models_dir: Path) -> None:
-    from gloper_jobs.weights import locate_model
+    from gloper_jobs.foreground.weights import locate_model
 
     src = locate_model(models_dir, "u2netp")
     e = {"GLOPER_MODELS_DIR": str(tmp_path / "m")}

@@ -17,20 +17,19 @@ import pytest
 import torch
 
 from gloper_jobs import defaults
-from gloper_jobs.cache import SegmenterCache
+from gloper_jobs.data.images import resize_mask, resize_rgb_uint8
 from gloper_jobs.exceptions import (
     ConfigurationError,
     DeviceOutOfMemoryError,
     InvalidParameterError,
     WeightsMissingError,
 )
-from gloper_jobs.images import resize_mask, resize_rgb_uint8
 from gloper_jobs.methods import SegmentContext, create_segmenter
 from gloper_jobs.methods import torchvision_fallback as tvf
+from gloper_jobs.methods.cache import SegmenterCache
 from gloper_jobs.methods.dino import pca_rgb
-from gloper_jobs.methods.registry import REGISTRY
+from gloper_jobs.methods.registry import REGISTRY, build_segmenter
 from gloper_jobs.methods.sam import SAM_ARCHITECTURES, infer_architecture, rank_masks
-from gloper_jobs.runner import build_segmenter
 from gloper_jobs.settings import Settings
 from tests import deep_fixtures as tiny
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from gloper_jobs.data.synthetic import make_photo
 from gloper_jobs.methods import create_segmenter
 from gloper_jobs.methods.gloper import PAPER_LOCAL_SIZES, GloperParams, train_local_size
 from gloper_jobs.methods.gloper_model import (
@@ -14,8 +15,7 @@ from gloper_jobs.methods.gloper_model import (
     pattern_weight,
     reconstruct,
 )
-from gloper_jobs.metrics import scores
-from gloper_jobs.synthetic import make_photo
+from gloper_jobs.scoring.metrics import scores
 
 
 def test_network_shapes() -> None:
@@ -62,7 +62,7 @@ def test_reconstruct_and_readout_follow_the_method() -> None:
 def test_learns_a_stripe_pattern() -> None:
     photo, label, body = make_photo("Stripes", 64, np.random.default_rng(3))
     out = create_segmenter("gloper", size=64, local_sizes="8", steps=25, device="cpu").segment(photo, body)
-    from gloper_jobs.images import resize_mask
+    from gloper_jobs.data.images import resize_mask
 
     dice = scores(out.candidates["local_8"], resize_mask(label, (64, 64))).dice
     assert dice > 0.7, dice

@@ -8,23 +8,23 @@ import numpy as np
 import pytest
 import torch
 
+from gloper_jobs.data.synthetic import make_photo
+from gloper_jobs.devices import configure_torch, default_torch_threads
 from gloper_jobs.exceptions import InvalidParameterError
+from gloper_jobs.jobs.runner import run_dataset
 from gloper_jobs.methods import create_segmenter
 from gloper_jobs.methods.gloper import GloperParams, train_local_size
 from gloper_jobs.methods.gloper_engine import EngineOptions, mask_iou, train_sizes
-from gloper_jobs.runner import run_dataset
 from gloper_jobs.settings import Settings
 from gloper_jobs.store import Store
 from gloper_jobs.store import repository as repo
-from gloper_jobs.synthetic import make_photo
-from gloper_jobs.torch_setup import configure_torch, default_torch_threads
 
 CPU = torch.device("cpu")
 
 
 def _tensors(kind: str, size: int, seed: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
     """A synthetic photo at ``size`` x ``size``: ``1x3xSxS`` in [0, 1] and its ``1xSxS`` body mask."""
-    from gloper_jobs.images import resize_mask, resize_rgb
+    from gloper_jobs.data.images import resize_mask, resize_rgb
 
     photo, _, body = make_photo(kind, size, np.random.default_rng(seed))
     rgb = torch.from_numpy(resize_rgb(photo, (size, size))).permute(2, 0, 1)[None].contiguous()
@@ -132,7 +132,7 @@ def test_warm_start_from_a_previous_photo() -> None:
 
 
 def test_torch_threads_default_to_cores_per_process(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    import gloper_jobs.torch_setup as ts
+    import gloper_jobs.devices as ts
     from workers.launcher import plan_workers
 
     monkeypatch.setattr(ts, "available_cores", lambda: 16)
@@ -146,7 +146,7 @@ def test_torch_threads_default_to_cores_per_process(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("TRITON_CACHE_DIR", "unset")
     monkeypatch.setattr(ts, "available_cores", lambda: 1)
     try:
-        configure_torch(Settings.from_env(compile_cache_dir=tmp_path / "cc"))
+        configure_torch(None, Settings.from_env(compile_cache_dir=tmp_path / "cc").compile_cache_dir)
         assert torch.get_num_threads() == 1
         import os
 

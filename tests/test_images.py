@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from gloper_jobs.data.images import load_image, resize_mask, resize_rgb
 from gloper_jobs.exceptions import ImageLoadError
-from gloper_jobs.images import load_image, resize_mask, resize_rgb
 
 
 def _gradient(h: int = 24, w: int = 32) -> np.ndarray:
@@ -122,7 +122,7 @@ def test_decompression_bomb_is_refused_before_decoding(tmp_path: Path) -> None:
 
 
 def test_example_photos_all_load(examples_dir: Path) -> None:
-    from gloper_jobs.datasets import scan_dataset
+    from gloper_jobs.data.datasets import scan_dataset
 
     for item in scan_dataset(examples_dir):
         arr = load_image(item.path)

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gloper_jobs.datasets import scan_dataset
+from gloper_jobs.data.datasets import scan_dataset
+from gloper_jobs.data.labels import base_key, find_label, load_label
 from gloper_jobs.exceptions import DatasetError, LabelError
-from gloper_jobs.labels import base_key, find_label, load_label
-from gloper_jobs.metrics import scores, scores_at
+from gloper_jobs.scoring.metrics import scores, scores_at
 
 
 def test_examples_every_photo_has_its_label(examples_dir: Path) -> None:

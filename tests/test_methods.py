@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from gloper_jobs.data.images import load_image
 from gloper_jobs.exceptions import InvalidParameterError, UnknownMethodError
-from gloper_jobs.images import load_image
 from gloper_jobs.methods import SegmentContext, create_segmenter, list_segmenters
 from gloper_jobs.methods.registry import REGISTRY, get_segmenter_class
 from tests.method_params import fast_params
@@ -31,7 +31,7 @@ def test_method_contract(name: str, photo: tuple[np.ndarray, np.ndarray]) -> Non
     (h, w), = shapes
     for cname, mask in out.candidates.items():
         assert mask.dtype == bool, cname
-        from gloper_jobs.images import resize_mask
+        from gloper_jobs.data.images import resize_mask
 
         assert not (mask & ~resize_mask(fg, (h, w))).any(), f"{cname} leaks outside the foreground"
     assert any(m.any() for m in out.candidates.values()), "every candidate is empty"

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from gloper_jobs.reports import format_species_table, item_scores, species_rows
-from gloper_jobs.runner import run_dataset
+from gloper_jobs.jobs.runner import run_dataset
+from gloper_jobs.scoring.reports import format_species_table, item_scores, species_rows
 from gloper_jobs.settings import Settings
 from gloper_jobs.store import Store
 from gloper_jobs.store import repository as repo

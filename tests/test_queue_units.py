@@ -12,13 +12,14 @@ from pathlib import Path
 import pytest
 from sqlmodel import select
 
+from gloper_jobs.data.synthetic import make_dataset
 from gloper_jobs.exceptions import ConfigurationError
+from gloper_jobs.jobs.kinds.extract import record_extract_job
+from gloper_jobs.jobs.submission import enqueue_unfinished, reconcile, retry_failed
 from gloper_jobs.settings import Settings
 from gloper_jobs.store import Item, Job, Store
 from gloper_jobs.store import deliveries as dl
 from gloper_jobs.store.models import utcnow
-from gloper_jobs.submission import enqueue_unfinished, reconcile, record_extract_job, retry_failed
-from gloper_jobs.synthetic import make_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -123,7 +124,7 @@ def test_submitting_twice_adds_no_rows_and_enqueues_only_unfinished(settings: Se
     again = record_extract_job(store, settings, dataset, "kmeans")
     assert not again.created and again.added == 0 and again.job.id == first.job.id
     assert enqueue_unfinished(store, again.job, Recorder(), batch=3) == 0  # all queued or done
-    from gloper_jobs.submission import resume_job
+    from gloper_jobs.jobs.submission import resume_job
 
     with store.session() as s:  # everything finished: a resume enqueues nothing and closes the job
         for it in s.exec(select(Item).where(Item.job_id == first.job.id)).all():
@@ -175,7 +176,7 @@ def test_claim_counts_deliveries_and_fails_after_the_cap(settings: Settings, dat
 
 
 def test_cancelled_job_skips_its_queued_items(settings: Settings, dataset: Path) -> None:
-    from gloper_jobs.submission import cancel
+    from gloper_jobs.jobs.submission import cancel
 
     store = Store(settings.database_url)
     sub = record_extract_job(store, settings, dataset, "kmeans")
@@ -215,11 +216,12 @@ def test_reconciler_requeues_only_items_whose_heartbeat_stopped(settings: Settin
 
 
 def test_evaluate_job_scores_the_stored_masks_without_segmenting(settings: Settings, dataset: Path) -> None:
-    from gloper_jobs.execution import WorkerContext, execute_item
-    from gloper_jobs.reports import item_scores
-    from gloper_jobs.runner import run_dataset
+    from gloper_jobs.jobs.context import WorkerContext
+    from gloper_jobs.jobs.execution import execute_item
+    from gloper_jobs.jobs.kinds.evaluate import record_evaluate_job
+    from gloper_jobs.jobs.runner import run_dataset
+    from gloper_jobs.scoring.reports import item_scores
     from gloper_jobs.store import repository as repo
-    from gloper_jobs.submission import record_evaluate_job
 
     with pytest.raises(Exception, match="submit it first"):
         record_evaluate_job(Store(settings.database_url), settings, dataset, "kmeans", foreground=False)
@@ -248,7 +250,8 @@ def test_evaluate_job_scores_the_stored_masks_without_segmenting(settings: Setti
 def test_transient_errors_are_released_then_fail_the_item_when_retries_run_out(
         settings: Settings, dataset: Path) -> None:
     from gloper_jobs.exceptions import DeviceOutOfMemoryError
-    from gloper_jobs.execution import WorkerContext, execute_item
+    from gloper_jobs.jobs.context import WorkerContext
+    from gloper_jobs.jobs.execution import execute_item
 
     class OutOfMemory:
         def segment(self, *args: object, **kwargs: object) -> None:

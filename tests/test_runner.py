@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gloper_jobs.outputs import TMP_MARK, read_mask
-from gloper_jobs.runner import run_dataset
+from gloper_jobs.data.outputs import TMP_MARK, read_mask
+from gloper_jobs.jobs.runner import run_dataset
 from gloper_jobs.settings import Settings
 from gloper_jobs.store import ItemStatus, Store
 from gloper_jobs.store import repository as repo

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import inspect, text
 from sqlmodel import func, select
 
-from gloper_jobs.datasets import DatasetItem
+from gloper_jobs.data.datasets import DatasetItem
 from gloper_jobs.exceptions import ConfigurationError, StoreUnavailableError
 from gloper_jobs.store import Candidate, Item, ItemStatus, Job, Store
 from gloper_jobs.store import repository as repo

@@ -10,17 +10,16 @@ from typing import Any
 
 from celery import Celery
 
-from gloper_jobs.defaults import JOB_KINDS
-from gloper_jobs.queues import TASK_NAMES, all_queues
+from gloper_jobs.jobs.queues import all_queues, task_names
 from gloper_jobs.settings import Settings
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
     """The app's configuration (a plain dict, so tests can assert on it)."""
     annotations = {}
-    for kind in JOB_KINDS:
+    for kind, name in task_names().items():
         soft, hard = settings.time_limits(kind)
-        annotations[TASK_NAMES[kind]] = {"soft_time_limit": soft, "time_limit": hard}
+        annotations[name] = {"soft_time_limit": soft, "time_limit": hard}
     return {
         "broker_url": settings.broker_url,
         "broker_connection_retry_on_startup": True,

@@ -17,9 +17,9 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+from gloper_jobs.devices import default_torch_threads
 from gloper_jobs.exceptions import ConfigurationError
-from gloper_jobs.queues import all_queues, queues_for
-from gloper_jobs.torch_setup import default_torch_threads
+from gloper_jobs.jobs.queues import all_queues, queues_for
 
 
 @dataclass(frozen=True)

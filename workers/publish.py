@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from celery import Celery
 
-from gloper_jobs.queues import TASK_NAMES
+from gloper_jobs.jobs.queues import task_name
 from gloper_jobs.store import Job
 
 
@@ -16,7 +16,7 @@ def task_id(job: Job, item_id: int) -> str:
 
 
 class CeleryPublisher:
-    """A :data:`gloper_jobs.submission.Publisher` that sends tasks by name (no task code imported)."""
+    """A :data:`gloper_jobs.jobs.submission.Publisher` that sends tasks by name (no task code imported)."""
 
     def __init__(self, app: Celery) -> None:
         self.app = app
@@ -24,7 +24,7 @@ class CeleryPublisher:
     def __call__(self, job: Job, item_ids: Sequence[int]) -> int:
         if not job.queue:
             raise ValueError(f"job {job.id} has no queue recorded")
-        name = TASK_NAMES[job.kind]
+        name = task_name(job.kind)
         with self.app.producer_or_acquire() as producer:
             for item_id in item_ids:
                 self.app.send_task(name, args=[item_id], queue=job.queue, task_id=task_id(job, item_id),

@@ -4,13 +4,12 @@
   timeout, the store's schema, the methods' registry and the foreground weights in
   the worker's main process, and refuses to start when one is wrong. It never
   touches CUDA: the main process forks the pool's children.
-- ``worker_process_init`` builds a :class:`~gloper_jobs.execution.WorkerContext`
+- ``worker_process_init`` builds a :class:`~gloper_jobs.jobs.context.WorkerContext`
   in each child (after the fork): models load there, once, and stay cached.
 """
 
 from __future__ import annotations
 
-import importlib
 import importlib.util
 import logging
 from typing import TYPE_CHECKING, Any
@@ -22,7 +21,7 @@ from gloper_jobs.exceptions import ConfigurationError
 from gloper_jobs.settings import Settings
 
 if TYPE_CHECKING:
-    from gloper_jobs.execution import WorkerContext
+    from gloper_jobs.jobs.context import WorkerContext
 
 log = logging.getLogger(__name__)
 
@@ -30,16 +29,10 @@ _context: WorkerContext | None = None
 _node: str | None = None
 
 
-def import_plugins(settings: Settings) -> None:
-    """Import ``GLOPER_PLUGINS`` (modules that register extra methods)."""
-    for name in settings.plugin_modules:
-        importlib.import_module(name)
-
-
 def boot_checks(settings: Settings) -> None:
     """Everything a worker must know is right before its first task; raises GloperError."""
+    from gloper_jobs.foreground.weights import locate_model
     from gloper_jobs.store.db import Store
-    from gloper_jobs.weights import locate_model
 
     settings.check_visibility_timeout()
     for name in settings.plugin_modules:  # imported in the children; here only found
@@ -90,8 +83,8 @@ class Reconciler(bootsteps.StartStopStep):
             self._timer_ref = None
 
     def _pass(self, app: Celery) -> None:
+        from gloper_jobs.jobs.submission import reconcile
         from gloper_jobs.store.db import Store
-        from gloper_jobs.submission import reconcile
         from workers.publish import CeleryPublisher
 
         settings: Settings = app.conf.gloper_settings
@@ -118,12 +111,11 @@ def context() -> WorkerContext:
     """This process's context; built here if ``worker_process_init`` could not (store down)."""
     global _context
     if _context is None:
-        from gloper_jobs.execution import WorkerContext
+        from gloper_jobs.jobs.context import WorkerContext
         from workers.app import app
 
         settings: Settings = app.conf.gloper_settings
-        import_plugins(settings)
-        _context = WorkerContext.boot(settings, _node)
+        _context = WorkerContext.boot(settings, _node)  # loads GLOPER_PLUGINS too
     return _context
 
 

@@ -1,9 +1,11 @@
-"""Thin tasks: an item id in, one library call, the result recorded in the store.
+"""Thin tasks, one per registered job kind: an item id in, one library call, the result recorded.
 
-Only transient errors (store or broker unreachable, out of GPU memory) are
-retried, with exponential backoff; when the retries are used up the item is
-failed with its last error. Everything else is a failed item already recorded
-by :func:`gloper_jobs.execution.execute_item`.
+The tasks are generated from :data:`gloper_jobs.jobs.kinds.KINDS`: a new kind gets
+its task (``gloper.<kind>``) without an edit here. Only transient errors (store or
+broker unreachable, out of GPU memory) are retried, with exponential backoff;
+when the retries are used up the item is failed with its last error. Everything
+else is a failed item already recorded by
+:func:`gloper_jobs.jobs.execution.execute_item`.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from typing import Any
 from celery import Task
 
 from gloper_jobs.exceptions import TransientError
-from gloper_jobs.queues import TASK_NAMES
+from gloper_jobs.jobs.kinds import KINDS
+from gloper_jobs.jobs.queues import task_name
 from workers import runtime
 from workers.app import app
 
@@ -33,28 +36,15 @@ _retry_options: dict[str, Any] = {
 }
 
 
-@app.task(name=TASK_NAMES["extract"], **_retry_options)
-def extract(self: Task, item_id: int) -> dict[str, Any]:
-    """Segment one photo of an extract job and record its masks and scores."""
-    from gloper_jobs.execution import execute_item  # torch loads in the child, not at import
+def run_item(self: Task, item_id: int) -> dict[str, Any]:
+    """Run one item of any kind (the kind is the item's job's) and return what happened."""
+    from gloper_jobs.jobs.execution import execute_item  # torch loads in the child, not at import
 
     return execute_item(runtime.context(), item_id, retries=self.request.retries,
                         last_attempt=self.request.retries >= (self.max_retries or 0)).as_dict()
 
 
-@app.task(name=TASK_NAMES["evaluate"], **_retry_options)
-def evaluate(self: Task, item_id: int) -> dict[str, Any]:
-    """Score the stored masks of one photo against its label and record the scores."""
-    from gloper_jobs.execution import execute_item
-
-    return execute_item(runtime.context(), item_id, retries=self.request.retries,
-                        last_attempt=self.request.retries >= (self.max_retries or 0)).as_dict()
-
-
-@app.task(name=TASK_NAMES["train"], **_retry_options)
-def train(self: Task, item_id: int) -> dict[str, Any]:
-    """Run one (photo, setting) of a calibration sweep and record its scores."""
-    from gloper_jobs.execution import execute_item
-
-    return execute_item(runtime.context(), item_id, retries=self.request.retries,
-                        last_attempt=self.request.retries >= (self.max_retries or 0)).as_dict()
+#: kind name -> its Celery task
+TASKS: dict[str, Task] = {
+    kind: app.task(name=task_name(kind), **_retry_options)(run_item) for kind in KINDS
+}

@@ -15,8 +15,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from gloper_jobs.data.images import resize_mask, resize_rgb_uint8
 from gloper_jobs.exceptions import InvalidParameterError
-from gloper_jobs.images import resize_mask
 
 
 @dataclass(frozen=True)
@@ -45,11 +45,6 @@ class Segmentation:
     def __post_init__(self) -> None:
         if self.choice not in self.candidates:
             raise ValueError(f"choice {self.choice!r} is not among {sorted(self.candidates)}")
-
-    @property
-    def working_size(self) -> tuple[int, int]:
-        first = next(iter(self.candidates.values()))
-        return int(first.shape[0]), int(first.shape[1])
 
     def oracle_names(self) -> list[str]:
         """Candidates an oracle may pick from (all but derived ones)."""
@@ -155,6 +150,16 @@ class Segmenter(ABC):
         self, image: np.ndarray, foreground: np.ndarray, context: SegmentContext | None = None
     ) -> Segmentation:
         """Segment ``image`` (``HxWx3 uint8 RGB``) within ``foreground`` (``HxW bool``, same HxW)."""
+
+    def working_inputs(self, image: np.ndarray, foreground: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Check the inputs and resize them to the working size S (``params.size``).
+
+        ``image``: ``HxWx3 uint8 RGB``, ``foreground``: ``HxW bool``. Returns
+        ``SxSx3 uint8 RGB`` (area/linear resize) and ``SxS bool`` (nearest).
+        """
+        check_inputs(image, foreground)
+        s = int(getattr(self.params, "size"))  # noqa: B009 - every resizing method has a size
+        return resize_rgb_uint8(image, (s, s)), resize_mask(foreground, (s, s))
 
     def identity(self) -> dict[str, Any]:
         """Method name and result-determining parameters (the job's settings key)."""

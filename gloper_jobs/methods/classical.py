@@ -13,13 +13,11 @@ import cv2
 import numpy as np
 
 from gloper_jobs.exceptions import InvalidParameterError
-from gloper_jobs.images import resize_mask, resize_rgb_uint8
 from gloper_jobs.methods.base import (
     MethodParams,
     Segmentation,
     SegmentContext,
     Segmenter,
-    check_inputs,
     check_size,
 )
 
@@ -64,14 +62,10 @@ class KMeansSegmenter(Segmenter):
     profiles: ClassVar = {"cpu": {}, "paper": {"size": 1024}}
 
     def segment(self, image: np.ndarray, foreground: np.ndarray, context: SegmentContext | None = None) -> Segmentation:
-        check_inputs(image, foreground)
-
         p = cast(KMeansParams, self.params)
-        s = p.size
-        img = resize_rgb_uint8(image, (s, s))
-        fg = resize_mask(foreground, (s, s))
+        img, fg = self.working_inputs(image, foreground)
         pixels = img[fg].astype(np.float32)
-        empty = np.zeros((s, s), dtype=bool)
+        empty = np.zeros(fg.shape, dtype=bool)
         if len(pixels) < p.k:
             blank = {f"cluster_{i}": empty.copy() for i in range(p.k)}
             return Segmentation(blank, "cluster_0", info={"note": "foreground too small"})
@@ -129,12 +123,9 @@ class WatershedSegmenter(Segmenter):
     profiles: ClassVar = {"cpu": {}, "paper": {"size": 1024}}
 
     def segment(self, image: np.ndarray, foreground: np.ndarray, context: SegmentContext | None = None) -> Segmentation:
-        check_inputs(image, foreground)
-
         p = cast(WatershedParams, self.params)
-        s = p.size
-        img = resize_rgb_uint8(image, (s, s))
-        fg = resize_mask(foreground, (s, s)).astype(np.uint8)
+        img, fg_bool = self.working_inputs(image, foreground)
+        fg = fg_bool.astype(np.uint8)
         gray = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
         blurred = cv2.GaussianBlur(gray, (p.blur, p.blur), 0)
         _, thresh = cv2.threshold(blurred, 0, 255, cv2.THRESH_BINARY_INV + cv2.THRESH_OTSU)

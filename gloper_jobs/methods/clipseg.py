@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any, ClassVar, cast
 import numpy as np
 
 from gloper_jobs import defaults
+from gloper_jobs.data.images import resize_mask
 from gloper_jobs.exceptions import InvalidParameterError
-from gloper_jobs.images import resize_mask, resize_rgb_uint8
-from gloper_jobs.methods.base import Segmentation, SegmentContext, check_inputs
+from gloper_jobs.methods.base import Segmentation, SegmentContext
 from gloper_jobs.methods.pretrained import (
     PretrainedParams,
     PretrainedSegmenter,
@@ -86,11 +86,8 @@ class ClipSegSegmenter(PretrainedSegmenter):
 
     def segment(self, image: np.ndarray, foreground: np.ndarray, context: SegmentContext | None = None) -> Segmentation:
         """``pattern``: ``SxS bool`` (S = ``size``) for ``HxWx3 uint8 RGB`` within ``HxW bool``."""
-        check_inputs(image, foreground)
         p = cast(ClipSegParams, self.params)
-        s = p.size
-        img = resize_rgb_uint8(image, (s, s))
-        fg = resize_mask(foreground, (s, s))
+        img, fg = self.working_inputs(image, foreground)
         prompt = p.prompt_for(context.species if context else None)
         model, processor = self.load()
         torch = require("torch")
@@ -100,7 +97,7 @@ class ClipSegSegmenter(PretrainedSegmenter):
                 torch.inference_mode():
             logits = model(**inputs).logits
         prob = torch.sigmoid(logits.float()).reshape(-1, *logits.shape[-2:])[0].cpu().numpy()
-        pattern = resize_mask(normalise(prob) > p.threshold, (s, s)) & fg
+        pattern = resize_mask(normalise(prob) > p.threshold, fg.shape) & fg
         info = {"device": str(self._device), "prompt": prompt, "map_size": list(prob.shape)}
         return Segmentation({"pattern": pattern}, "pattern", info=info)
 

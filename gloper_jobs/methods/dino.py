@@ -28,8 +28,8 @@ import cv2
 import numpy as np
 
 from gloper_jobs import defaults
+from gloper_jobs.data.images import resize_mask, resize_rgb, resize_rgb_uint8
 from gloper_jobs.exceptions import InvalidParameterError, WeightsMissingError
-from gloper_jobs.images import resize_mask, resize_rgb, resize_rgb_uint8
 from gloper_jobs.methods.base import Segmentation, SegmentContext, check_inputs
 from gloper_jobs.methods.pretrained import (
     PretrainedParams,

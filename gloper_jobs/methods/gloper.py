@@ -14,8 +14,9 @@ from typing import Any, ClassVar, cast
 import numpy as np
 import torch
 
+from gloper_jobs.data.images import resize_mask, resize_rgb
+from gloper_jobs.devices import check_device, resolve_device
 from gloper_jobs.exceptions import DeviceOutOfMemoryError, InvalidParameterError
-from gloper_jobs.images import resize_mask, resize_rgb
 from gloper_jobs.methods.base import (
     MethodParams,
     Segmentation,
@@ -79,8 +80,7 @@ class GloperParams(MethodParams):
         valid_choices = ["fused"] + [f"local_{ls}" for ls in self.local_sizes]
         if self.choice not in valid_choices:
             raise InvalidParameterError(f"choice={self.choice!r}: use one of {', '.join(valid_choices)}")
-        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
-            raise InvalidParameterError(f"device={self.device!r}: use auto, cpu, cuda or cuda:N")
+        check_device(self.device)
         for name in ("batch_sizes", "channels_last"):
             if getattr(self, name) not in ("auto", "on", "off"):
                 raise InvalidParameterError(f"{name}={getattr(self, name)!r}: use auto (on with CUDA), on or off")
@@ -98,14 +98,6 @@ class GloperParams(MethodParams):
             channels_last=switch(self.channels_last), compile=self.compile,
             batched=switch(self.batch_sizes) and len(self.local_sizes) > 1)
 
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> the (first visible) CUDA device when there is one, else CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise InvalidParameterError(f"device={name!r} but CUDA is not available here; use device=cpu")
-    return torch.device(name)
 
 
 def train_local_size(

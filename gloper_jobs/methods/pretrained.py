@@ -10,7 +10,7 @@ published and the variable to set.
 
 A :class:`PretrainedSegmenter` loads its model on the first :meth:`~PretrainedSegmenter.load`
 (the first photo) and keeps it until :meth:`~PretrainedSegmenter.close`; the
-per-process :class:`~gloper_jobs.cache.SegmenterCache` (capacity 1) keeps one
+per-process :class:`~gloper_jobs.methods.cache.SegmenterCache` (capacity 1) keeps one
 large model per process and card.
 """
 
@@ -29,10 +29,10 @@ from typing import TYPE_CHECKING, Any, ClassVar, cast
 import numpy as np
 
 from gloper_jobs import defaults
+from gloper_jobs.devices import check_device, resolve_device
 from gloper_jobs.exceptions import (
     ConfigurationError,
     DeviceOutOfMemoryError,
-    InvalidParameterError,
     WeightsMissingError,
 )
 from gloper_jobs.methods.base import MethodParams, Segmenter, check_size
@@ -188,18 +188,6 @@ def load_pretrained(source: WeightSource, cls: Any, configured: str, weights_dir
             where = kwargs.get("cache_dir", name if name != source.hub_id else "the Hugging Face cache")
             problems.append(f"{where}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
     raise source.missing(detail="; ".join(problems))
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> the (first visible) CUDA device when there is one, else CPU."""
-    from gloper_jobs.methods.gloper import resolve_device as _resolve
-
-    return _resolve(name)
-
-
-def check_device(name: str) -> None:
-    if name not in ("auto", "cpu", "cuda") and not name.startswith("cuda:"):
-        raise InvalidParameterError(f"device={name!r}: use auto, cpu, cuda or cuda:N")
 
 
 @contextlib.contextmanager

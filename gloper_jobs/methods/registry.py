@@ -1,11 +1,14 @@
-"""The one registry of segmentation methods.
+"""The one registry of segmentation methods, and the factory that builds them.
 
-Adding a method is one module and one line in :data:`REGISTRY`.
+Adding a method is one module and one line in :data:`REGISTRY`; a plugin module
+(``GLOPER_PLUGINS``) decorates its class with :func:`register_segmenter`.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from gloper_jobs.exceptions import InvalidParameterError, UnknownMethodError
 from gloper_jobs.methods.base import Segmenter
@@ -14,6 +17,11 @@ from gloper_jobs.methods.clipseg import ClipSegSegmenter
 from gloper_jobs.methods.dino import DinoSegmenter
 from gloper_jobs.methods.gloper import GloperSegmenter
 from gloper_jobs.methods.sam import SamSegmenter
+
+if TYPE_CHECKING:
+    from gloper_jobs.settings import Settings
+
+S = TypeVar("S", bound=type[Segmenter])
 
 #: method name -> Segmenter class (a builder taking validated params)
 REGISTRY: dict[str, type[Segmenter]] = {
@@ -63,3 +71,42 @@ def create_segmenter(name: str, profile: str | None = None, **params: Any) -> Se
     return cls(cls.Params.build(**merged))
 
 
+
+
+def register_segmenter(cls: S) -> S:
+    """Class decorator: add a method to :data:`REGISTRY` under ``cls.name``.
+
+    Registering the same class again is a no-op (a plugin imported twice); another
+    class under a taken name raises :class:`InvalidParameterError`.
+    """
+    existing = REGISTRY.get(cls.name)
+    if existing is not None and existing is not cls:
+        raise InvalidParameterError(
+            f"method name {cls.name!r} is taken by {existing.__module__}.{existing.__qualname__}; "
+            "give the plugin's class another name")
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+def load_plugins(modules: Iterable[str]) -> None:
+    """Import the plugin modules (``GLOPER_PLUGINS``) that register extra methods.
+
+    Raises :class:`~gloper_jobs.exceptions.ConfigurationError` naming a module that
+    cannot be imported.
+    """
+    from gloper_jobs.exceptions import ConfigurationError
+
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise ConfigurationError(
+                f"GLOPER_PLUGINS names {name!r}, which cannot be imported here ({exc}); "
+                "install it or fix PYTHONPATH") from exc
+
+
+def build_segmenter(method: str, settings: Settings, profile: str | None = None,
+                    params: dict[str, Any] | None = None) -> Segmenter:
+    """Create the method; settings supply defaults (device, weights) that ``params`` override."""
+    merged = {**get_segmenter_class(method).settings_defaults(settings), **(params or {})}
+    return create_segmenter(method, profile, **merged)

@@ -26,8 +26,7 @@ import numpy as np
 
 from gloper_jobs import defaults
 from gloper_jobs.exceptions import ConfigurationError, InvalidParameterError, WeightsMissingError
-from gloper_jobs.images import resize_mask, resize_rgb_uint8
-from gloper_jobs.methods.base import Segmentation, SegmentContext, check_inputs
+from gloper_jobs.methods.base import Segmentation, SegmentContext
 from gloper_jobs.methods.pretrained import (
     INSTALL_HINT,
     PretrainedParams,
@@ -186,11 +185,8 @@ class SamSegmenter(PretrainedSegmenter):
 
     def segment(self, image: np.ndarray, foreground: np.ndarray, context: SegmentContext | None = None) -> Segmentation:
         """Candidates ``SxS bool`` (S = ``size``) for ``HxWx3 uint8 RGB`` within ``HxW bool``."""
-        check_inputs(image, foreground)
         p = cast(SamParams, self.params)
-        s = p.size
-        img = resize_rgb_uint8(image, (s, s))
-        fg = resize_mask(foreground, (s, s))
+        img, fg = self.working_inputs(image, foreground)
         masked = np.ascontiguousarray(img * fg[..., None].astype(np.uint8))
         sam = self.load()
         from segment_anything import SamAutomaticMaskGenerator

@@ -7,8 +7,7 @@ from gloper_jobs.store.models import (
     Item,
     ItemStatus,
     Job,
-    JobKind,
     JobStatus,
 )
 
-__all__ = ["Calibration", "Candidate", "Item", "ItemStatus", "Job", "JobKind", "JobStatus", "Store"]
+__all__ = ["Calibration", "Candidate", "Item", "ItemStatus", "Job", "JobStatus", "Store"]

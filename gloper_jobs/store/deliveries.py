@@ -12,7 +12,7 @@ here, in the item row, so it survives any worker:
 - :func:`beat` writes ``heartbeat_at`` while an item runs; :func:`lock_stale`
   finds running items whose heartbeat stopped (their worker is gone, or its task
   was cancelled when the broker connection dropped) for the reconciler
-  (:func:`gloper_jobs.submission.reconcile`) to enqueue again.
+  (:func:`gloper_jobs.jobs.submission.reconcile`) to enqueue again.
 - Results are written by :func:`gloper_jobs.store.repository.record_success`, an
   upsert on ``(item_id, name)``: a redelivered item rewrites its rows, never adds.
 """

@@ -21,14 +21,6 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-class JobKind(StrEnum):
-    """What a job does with its items."""
-
-    extract = "extract"
-    evaluate = "evaluate"
-    train = "train"
-
-
 class JobStatus(StrEnum):
     """A job's state; ``done`` means no item is pending or running."""
 
@@ -56,7 +48,7 @@ class Job(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     key: str = Field(index=True, unique=True, max_length=64)
-    kind: str = Field(default=JobKind.extract.value, max_length=16)
+    kind: str = Field(default="extract", max_length=16)  # a name in gloper_jobs.jobs.kinds.KINDS
     dataset: str = Field(sa_column=Column(Text, nullable=False))
     method: str = Field(max_length=64)
     profile: str | None = Field(default=None, max_length=32)
@@ -134,9 +126,9 @@ class Calibration(SQLModel, table=True):
     __tablename__ = "calibration"
     __table_args__ = (UniqueConstraint("job_id", "species", name="uq_calibration_job_species"),)
 
-    id: int | None = Field(default=None, primary_key=True)
-    job_id: int = Field(foreign_key="job.id", index=True)
     species: str = Field(max_length=128)
+    job_id: int = Field(foreign_key="job.id", index=True)
+    id: int | None = Field(default=None, primary_key=True)
     params: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     dice: float = 0.0
     photos: int = 0

@@ -11,14 +11,13 @@ import hashlib
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
-from gloper_jobs.datasets import DatasetItem
+from gloper_jobs.data.datasets import DatasetItem
 from gloper_jobs.exceptions import JobNotFoundError
 from gloper_jobs.store.models import Candidate, Item, ItemStatus, Job, JobStatus, utcnow
 
@@ -80,8 +79,7 @@ def get_or_create_job(session: Session, spec: JobSpec) -> tuple[Job, bool]:
 
 def add_items(session: Session, job: Job, items: Iterable[DatasetItem], batch: int = 2000) -> int:
     """Insert the job's items, skipping those already there; returns how many are new."""
-    if job.id is None:
-        raise ValueError("job has no id; flush it first")
+    job_id = require_id(job)
     added = 0
     rows: list[dict[str, Any]] = []
     now = utcnow()
@@ -101,17 +99,28 @@ def add_items(session: Session, job: Job, items: Iterable[DatasetItem], batch: i
 
     for it in items:
         rows.append({
-            "job_id": job.id, "rel_path": it.rel_path, "path": str(it.path), "species": it.species,
+            "job_id": job_id, "rel_path": it.rel_path, "path": str(it.path), "species": it.species,
             "label_path": str(it.label_path) if it.label_path else None,
             "status": ItemStatus.pending.value, "attempts": 0, "deliveries": 0, "created_at": now,
         })
         if len(rows) >= batch:
             added += flush_rows()
     added += flush_rows()
-    job.n_items = session.exec(select(func.count()).select_from(Item).where(Item.job_id == job.id)).one()
+    job.n_items = session.exec(select(func.count()).select_from(Item).where(Item.job_id == job_id)).one()
     job.updated_at = utcnow()
     session.add(job)
     return added
+
+
+def require_id(row: Job | Item) -> int:
+    """A stored row's primary key; :class:`JobNotFoundError` for a row never saved.
+
+    The one check of a missing id (a job or item object that is not in the store).
+    """
+    if row.id is None:
+        raise JobNotFoundError(f"this {type(row).__name__.lower()} is not in the store (it has no id); "
+                               "`gloper jobs` lists the jobs")
+    return row.id
 
 
 def get_job(session: Session, job_id: int | None = None) -> Job:
@@ -243,6 +252,3 @@ def latest_errors(session: Session, job_id: int, limit: int | None = None) -> Se
         stmt = stmt.limit(limit)
     return session.exec(stmt).all()
 
-
-def touch(session: Session, item_id: int, when: datetime | None = None) -> None:
-    session.execute(update(Item).where(col(Item.id) == item_id).values(heartbeat_at=when or utcnow()))

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from gloper_jobs.images import resize_mask
+from gloper_jobs.data.images import resize_mask
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gloper_jobs import defaults
+from gloper_jobs.data.labels import LABEL_DIRNAMES, base_key, index_label_dir
 from gloper_jobs.exceptions import DatasetError
-from gloper_jobs.labels import LABEL_DIRNAMES, base_key, index_label_dir
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,6 @@ per worker process and device, stale running items, and the latest errors.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -16,7 +15,7 @@ from sqlmodel import Session, col, select
 
 from gloper_jobs.store import deliveries as dl
 from gloper_jobs.store.models import Item, ItemStatus, Job, utcnow
-from gloper_jobs.store.repository import latest_errors, status_counts
+from gloper_jobs.store.repository import latest_errors, require_id, status_counts
 
 #: photos per hour is measured over the items finished in this window
 RATE_WINDOW = timedelta(minutes=15)
@@ -57,13 +56,12 @@ def _aware(t: datetime) -> datetime:
 def job_progress(session: Session, job: Job, stale_seconds: float, n_errors: int = 5,
                  now: datetime | None = None) -> JobProgress:
     """Read one job's progress; ``stale_seconds`` as in :func:`deliveries.lock_stale`."""
-    if job.id is None:
-        raise ValueError("job has no id")
+    job_id = require_id(job)
     now = now or utcnow()
-    counts = status_counts(session, job.id)
+    counts = status_counts(session, job_id)
     finished = [ItemStatus.done.value, ItemStatus.failed.value]
     span = session.exec(select(func.min(Item.finished_at), func.max(Item.finished_at), func.count()).where(
-        col(Item.job_id) == job.id, col(Item.status).in_(finished), col(Item.finished_at) >= now - RATE_WINDOW,
+        col(Item.job_id) == job_id, col(Item.status).in_(finished), col(Item.finished_at) >= now - RATE_WINDOW,
     )).one()
     per_hour: float | None = None
     first, last, n = span
@@ -72,16 +70,16 @@ def job_progress(session: Session, job: Job, stale_seconds: float, n_errors: int
         start = max(_aware(first) - timedelta(seconds=1), now - RATE_WINDOW)
         hours = max((now - start).total_seconds(), 1.0) / 3600
         per_hour = int(n) / hours
-    progress = JobProgress(job, counts, per_hour, None, len(dl.stale_items(session, job.id, stale_seconds)))
+    progress = JobProgress(job, counts, per_hour, None, len(dl.stale_items(session, job_id, stale_seconds)))
     if per_hour and progress.remaining:
         progress.eta = timedelta(hours=progress.remaining / per_hour)
     rows = session.execute(  # five columns: SQLAlchemy's select (sqlmodel's stops at four)
         sa_select(col(Item.host), col(Item.device), col(Item.worker), func.count(), func.avg(col(Item.seconds)))
-        .where(col(Item.job_id) == job.id, col(Item.status) == ItemStatus.done.value)
+        .where(col(Item.job_id) == job_id, col(Item.status) == ItemStatus.done.value)
         .group_by(col(Item.host), col(Item.device), col(Item.worker)).order_by(col(Item.worker))
     ).all()
     progress.workers = [WorkerRow(h or "?", d or "?", w or "?", int(c), float(s or 0.0)) for h, d, w, c, s in rows]
-    progress.errors = [(it.rel_path, it.error or "") for it in latest_errors(session, job.id, n_errors)]
+    progress.errors = [(it.rel_path, it.error or "") for it in latest_errors(session, job_id, n_errors)]
     return progress
 
 
@@ -111,7 +109,3 @@ def format_progress(p: JobProgress) -> str:
 def _fmt_delta(d: timedelta) -> str:
     s = int(d.total_seconds())
     return f"{s // 3600}h{(s % 3600) // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
-
-
-def jobs_progress(session: Session, jobs: Sequence[Job], stale_seconds: float) -> list[JobProgress]:
-    return [job_progress(session, j, stale_seconds) for j in jobs]

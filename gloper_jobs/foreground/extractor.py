@@ -9,15 +9,19 @@ close-up fur crops) is replaced by the whole frame and reported as such.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
 
 from gloper_jobs import defaults
-from gloper_jobs.weights import locate_model
+from gloper_jobs.foreground.weights import locate_model
+
+if TYPE_CHECKING:
+    from gloper_jobs.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -115,3 +119,14 @@ class ForegroundExtractor:
 def whole_frame(image: np.ndarray) -> Foreground:
     """A foreground that is the whole frame (``--no-foreground`` and synthetic data)."""
     return Foreground(np.ones(image.shape[:2], dtype=bool), 1.0, False, "none")
+
+
+#: what the pipeline calls per photo: ``HxWx3 uint8 RGB`` -> :class:`Foreground`
+ForegroundFn = Callable[[np.ndarray], Foreground]
+
+
+def build_foreground(settings: Settings, model: str | None = None) -> ForegroundFn | None:
+    """The extractor of ``model`` (the settings' by default; fails early if its weights
+    are missing), or None for ``none`` (whole frames)."""
+    name = model or settings.foreground_model
+    return None if name == "none" else ForegroundExtractor(settings.models_dir, name)

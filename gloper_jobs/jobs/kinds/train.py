@@ -1,5 +1,7 @@
 """Training jobs: calibration sweeps of GloPER's settings on the labelled photos.
 
+Its items go to ``train.<device class>`` (GloPER's ``gpu``, or ``--device-class``).
+
 A training job tries every setting of a grid (over S, local sizes, steps, tau,
 rho, ...) on every labelled photo, one (photo, setting) per item and task. When
 it is done, the setting whose label-free choice scores the best mean Dice on a
@@ -15,24 +17,25 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from sqlmodel import Session, col, select
 
-from gloper_jobs.datasets import DatasetItem, iter_dataset
+from gloper_jobs.data.datasets import DatasetItem, iter_dataset
 from gloper_jobs.exceptions import DatasetError, InvalidParameterError, JobNotFoundError
-from gloper_jobs.methods.gloper import GloperParams
-from gloper_jobs.store.models import (
-    Calibration,
-    Candidate,
-    Item,
-    ItemStatus,
-    Job,
-    JobKind,
-    JobStatus,
-    utcnow,
-)
+from gloper_jobs.jobs.kinds.base import JobKind, Submission, SubmitRequest, device_class, job_spec
+from gloper_jobs.jobs.queues import queue_name
+from gloper_jobs.store import Calibration, Candidate, Item, ItemStatus, Job, JobStatus
+from gloper_jobs.store import deliveries as dl
+from gloper_jobs.store import repository as repo
+from gloper_jobs.store.models import utcnow
 from gloper_jobs.store.repository import JobSpec, insert_statement
+
+if TYPE_CHECKING:
+    from gloper_jobs.jobs.context import WorkerContext
+    from gloper_jobs.jobs.pipeline import ItemOutcome
+    from gloper_jobs.settings import Settings
+    from gloper_jobs.store import Store
 
 #: a training item's rel_path is "<photo rel_path><SETTING_MARK><index into the grid>"
 SETTING_MARK = "#setting="
@@ -40,6 +43,54 @@ TRAIN_METHOD = "gloper"
 #: job.params keys of an extract job that uses a calibration
 PER_SPECIES = "per_species"
 SETTINGS_FROM = "settings_from"
+
+
+class TrainKind(JobKind):
+    """A calibration sweep: every ``--grid`` setting of GloPER on every labelled photo.
+
+    When it drains, the best setting per species is stored (:func:`best_settings`)
+    for ``gloper submit extract --settings-from JOB``.
+    """
+
+    name = "train"
+    summary = ("a calibration sweep: every --grid setting of GloPER on every labelled photo; the best "
+               "settings per species are stored when it finishes, for `submit extract --settings-from JOB`")
+    options: ClassVar[frozenset[str]] = frozenset({"grid"})
+
+    def record(self, store: Store, settings: Settings, request: SubmitRequest) -> Submission:
+        self.check_request(request)
+        if request.method != TRAIN_METHOD:
+            raise InvalidParameterError(f"training jobs calibrate {TRAIN_METHOD} (--method {TRAIN_METHOD})")
+        return record_train_job(store, settings, request.dataset, parse_grid(request.grid, request.params),
+                                request.foreground, request.on_device)
+
+    def run_item(self, ctx: WorkerContext, job: Job, item: Item) -> ItemOutcome:
+        from gloper_jobs.jobs.pipeline import item_output_dir
+
+        params, photo = setting_of(job, item)
+        out_dir = item_output_dir(Path(job.results_dir), photo) / f"setting-{item.rel_path.rpartition('=')[2]}"
+        return ctx.process(job, item, ctx.segmenter(job.method, None, params), out_dir)
+
+    def on_drained(self, session: Session, job: Job) -> None:
+        best_settings(session, job)
+
+
+def record_train_job(store: Store, settings: Settings, dataset: Path, grid: list[dict[str, Any]],
+                     foreground: bool = True, on_device: str | None = None) -> Submission:
+    """Record a training (calibration) job: every labelled photo x every setting of ``grid``
+    (from :func:`parse_grid`), one item each (idempotent).
+
+    Its items go to ``train.<device class>`` (GloPER's ``gpu``, or ``on_device``).
+    Raises :class:`DatasetError` when the dataset has no labelled photo.
+    """
+    spec = train_spec(job_spec(settings, dataset, TRAIN_METHOD, None, None, foreground), grid)
+    items = train_items(Path(dataset), len(grid))
+    with store.session() as s:
+        job, created = repo.get_or_create_job(s, spec)
+        added = repo.add_items(s, job, items, batch=settings.submit_batch)
+        job.queue = queue_name(job.kind, on_device or device_class(TRAIN_METHOD))
+        dl.reopen_job(s, job)
+    return Submission(job, created, added)
 
 
 def parse_grid(pairs: Sequence[str], base: dict[str, Any] | None = None) -> list[dict[str, Any]]:
@@ -50,6 +101,7 @@ def parse_grid(pairs: Sequence[str], base: dict[str, Any] | None = None) -> list
     each setting's result-determining parameters (a GloPER identity dict).
     Raises :class:`InvalidParameterError` naming the bad pair or setting.
     """
+    from gloper_jobs.methods.gloper import GloperParams
     axes: dict[str, list[str]] = {}
     for pair in pairs:
         name, sep, values = pair.partition("=")
@@ -75,7 +127,7 @@ def parse_grid(pairs: Sequence[str], base: dict[str, Any] | None = None) -> list
 
 def train_spec(base: JobSpec, grid: list[dict[str, Any]]) -> JobSpec:
     """The job spec of a training job over ``grid`` (its identity includes the grid)."""
-    return replace(base, kind=JobKind.train.value, method=TRAIN_METHOD, params={"grid": grid})
+    return replace(base, kind=TrainKind.name, method=TRAIN_METHOD, params={"grid": grid})
 
 
 def train_items(dataset: Path, n_settings: int) -> list[DatasetItem]:
@@ -109,7 +161,7 @@ def best_settings(session: Session, job: Job) -> list[Calibration]:
     over the species' photos (what an unlabelled archive would get); ties keep the
     earlier setting of the grid.
     """
-    if job.id is None or job.kind != JobKind.train.value:
+    if job.id is None or job.kind != TrainKind.name:
         raise JobNotFoundError(f"job {job.id} is not a training job")
     rows = session.exec(
         select(Item, Candidate).join(Candidate, col(Candidate.item_id) == col(Item.id))
@@ -140,7 +192,7 @@ def best_settings(session: Session, job: Job) -> list[Calibration]:
 def calibration_of(session: Session, job_id: int) -> dict[str, dict[str, Any]]:
     """Species -> best GloPER parameters of training job ``job_id`` (which must be done)."""
     job = session.get(Job, job_id)
-    if job is None or job.kind != JobKind.train.value:
+    if job is None or job.kind != TrainKind.name:
         raise JobNotFoundError(f"job {job_id} is not a training job; `gloper jobs` lists them")
     if job.status != JobStatus.done.value:
         raise JobNotFoundError(f"training job {job_id} is not finished ({job.status}); "

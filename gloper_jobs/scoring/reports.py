@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from sqlmodel import Session
 
 from gloper_jobs.store.models import Candidate, Item, Job
-from gloper_jobs.store.repository import item_candidates, latest_errors, status_counts
+from gloper_jobs.store.repository import item_candidates, latest_errors, require_id, status_counts
 
 
 @dataclass(frozen=True)
@@ -80,15 +80,15 @@ def format_species_table(rows: Sequence[SpeciesRow], title: str) -> str:
 
 def job_report(session: Session, job: Job) -> str:
     """The Dice table, status counts and failed photos of ``job`` as text."""
-    assert job.id is not None  # noqa: S101 - a stored job always has an id
-    scores = item_scores(item_candidates(session, job.id))
+    job_id = require_id(job)
+    scores = item_scores(item_candidates(session, job_id))
     params = ", ".join(f"{k}={v}" for k, v in job.params.items())
     title = (f"Job {job.id} · {job.method} ({params}) · foreground {job.foreground_model} · "
              f"Dice at {job.eval_size}x{job.eval_size}")
     parts = [format_species_table(species_rows(scores), title)]
-    counts = status_counts(session, job.id)
+    counts = status_counts(session, job_id)
     parts.append("items: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
-    failed = latest_errors(session, job.id)
+    failed = latest_errors(session, job_id)
     if failed:
         parts.append(f"failed photos ({len(failed)}):")
         parts.extend(f"  {it.rel_path}: {it.error}" for it in failed)

@@ -1,0 +1,1 @@
+"""Data in and out: photos, labels, dataset trees, the synthetic set, mask files."""

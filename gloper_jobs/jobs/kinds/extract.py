@@ -1,0 +1,87 @@
+"""Extract jobs: segment every photo of a dataset with one method and its settings.
+
+An extract job submitted with ``--settings-from JOB`` (a finished training job)
+runs each photo with its species' calibrated GloPER settings
+(:func:`gloper_jobs.jobs.kinds.train.item_params`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
+
+from gloper_jobs.data.datasets import iter_dataset
+from gloper_jobs.exceptions import DatasetError, InvalidParameterError
+from gloper_jobs.jobs.kinds.base import JobKind, Submission, SubmitRequest, device_class, job_spec
+from gloper_jobs.jobs.queues import queue_name
+from gloper_jobs.store import deliveries as dl
+from gloper_jobs.store import repository as repo
+from gloper_jobs.store.models import Item, Job
+
+if TYPE_CHECKING:
+    from typing import Any
+
+    from gloper_jobs.jobs.context import WorkerContext
+    from gloper_jobs.jobs.pipeline import ItemOutcome
+    from gloper_jobs.settings import Settings
+    from gloper_jobs.store import Store
+
+
+class ExtractKind(JobKind):
+    """Segment every photo; its items go to ``extract.<device class>``."""
+
+    name = "extract"
+    summary = "segment every photo"
+    options: ClassVar[frozenset[str]] = frozenset({"settings_from"})
+
+    def record(self, store: Store, settings: Settings, request: SubmitRequest) -> Submission:
+        self.check_request(request)
+        return record_extract_job(store, settings, request.dataset, request.method, request.profile,
+                                  request.params, request.foreground, request.on_device,
+                                  request.settings_from)
+
+    def run_item(self, ctx: WorkerContext, job: Job, item: Item) -> ItemOutcome:
+        from gloper_jobs.jobs.kinds.train import item_params
+        from gloper_jobs.jobs.pipeline import item_output_dir
+
+        segmenter = ctx.segmenter(job.method, job.profile, item_params(job, item))
+        return ctx.process(job, item, segmenter, item_output_dir(Path(job.results_dir), item.rel_path))
+
+
+def record_extract_job(store: Store, settings: Settings, dataset: Path, method: str,
+                       profile: str | None = None, params: dict[str, Any] | None = None,
+                       foreground: bool = True, on_device: str | None = None,
+                       settings_from: int | None = None) -> Submission:
+    """Scan ``dataset`` and record the extract job and its items (idempotent).
+
+    Its items go to ``extract.<device class>``: the method's own class, or
+    ``on_device`` (``cpu`` sends GloPER to CPU workers). The method is built once
+    here to validate its parameters and compute the job's identity; it loads no
+    weights. With ``settings_from`` (a finished training job), each photo runs with
+    its species' calibrated GloPER settings. Raises :class:`DatasetError` for an
+    empty folder.
+    """
+    spec = job_spec(settings, dataset, method, profile, params, foreground)
+    if settings_from is not None:
+        from gloper_jobs.jobs.kinds.train import (
+            PER_SPECIES,
+            SETTINGS_FROM,
+            TRAIN_METHOD,
+            calibration_of,
+        )
+
+        if method != TRAIN_METHOD:
+            raise InvalidParameterError(f"--settings-from calibrates {TRAIN_METHOD} only, not {method}")
+        with store.session() as s:
+            per_species = calibration_of(s, settings_from)
+        spec = replace(spec, params={**spec.params, SETTINGS_FROM: settings_from, PER_SPECIES: per_species})
+    items = iter_dataset(Path(dataset))
+    with store.session() as s:
+        job, created = repo.get_or_create_job(s, spec)
+        added = repo.add_items(s, job, items, batch=settings.submit_batch)
+        if job.n_items == 0:
+            raise DatasetError(f"no photos under {dataset}; see `gloper run --help` for the layouts")
+        job.queue = queue_name(job.kind, on_device or device_class(method))
+        dl.reopen_job(s, job)
+    return Submission(job, created, added)

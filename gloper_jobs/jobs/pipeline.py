@@ -1,0 +1,139 @@
+"""Processing one photo end to end: load, foreground, segment, write, score.
+
+:func:`process_photo` is the single function every path that segments a photo
+calls: the extract and train kinds (embedded run and queue alike), ``gloper
+segment`` and the benchmarks. It touches no database: it returns an
+:class:`ItemOutcome` that :mod:`gloper_jobs.jobs.recording` records.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from gloper_jobs.data.images import load_image, resize_mask
+from gloper_jobs.data.labels import load_label
+from gloper_jobs.data.outputs import clean_partial, write_mask, write_overlay
+from gloper_jobs.exceptions import LabelError
+from gloper_jobs.foreground import ForegroundFn, whole_frame
+from gloper_jobs.methods.base import SegmentContext, Segmenter
+from gloper_jobs.scoring.metrics import scores_at
+from gloper_jobs.store.repository import CandidateRecord
+
+if TYPE_CHECKING:
+    from gloper_jobs.settings import Settings
+
+#: the file beside the candidate masks that shows the choice on the photo (``overlay=True``)
+OVERLAY_NAME = "overlay.png"
+
+
+@dataclass
+class ItemOutcome:
+    """What one item produced (masks already on disk), as the store records it.
+
+    ``info`` is the method's own report plus ``timings`` (seconds to load, to find
+    the foreground, to segment).
+
+    ``foreground_fraction`` is the share of the frame the foreground model was
+    confident about; ``foreground_fallback`` whether the whole frame was used instead.
+    """
+
+    candidates: list[CandidateRecord]
+    choice: str
+    seconds: float
+    width: int
+    height: int
+    foreground_fraction: float | None
+    foreground_fallback: bool | None
+    device: str | None
+    note: str | None = None
+    info: dict[str, object] = field(default_factory=dict)
+
+
+def item_output_dir(results_dir: Path, rel_path: str) -> Path:
+    """Folder of one photo's masks: ``<results_dir>/<rel_path>/`` (file name kept whole)."""
+    return Path(results_dir) / rel_path
+
+
+def process_photo(
+    path: Path,
+    segmenter: Segmenter,
+    out_dir: Path,
+    foreground_fn: ForegroundFn | None,
+    label_path: Path | None = None,
+    species: str | None = None,
+    eval_size: int = 256,
+    max_pixels: int | None = None,
+    overlay: bool = False,
+) -> ItemOutcome:
+    """Segment one photo and write ``<out_dir>/<candidate>.png`` at the photo's size
+    (and ``overlay.png``, the choice drawn on the photo, with ``overlay``).
+
+    Raises the library's errors (:class:`ImageLoadError` for a bad photo) for
+    the caller to record; an unreadable label only adds a note.
+    """
+    t0 = time.perf_counter()
+    image = load_image(path, max_pixels) if max_pixels else load_image(path)
+    h, w = image.shape[:2]
+    t_load = time.perf_counter()
+    fg = foreground_fn(image) if foreground_fn is not None else whole_frame(image)
+    t_fg = time.perf_counter()
+    seg = segmenter.segment(image, fg.mask, SegmentContext(species=species, name=Path(path).name))
+    timings = {"load": t_load - t0, "foreground": t_fg - t_load, "segment": time.perf_counter() - t_fg}
+    label = None
+    note = None
+    if label_path is not None:
+        try:
+            label = load_label(Path(label_path))
+        except LabelError as exc:
+            note = str(exc)
+    if fg.fallback:
+        note = "; ".join(filter(None, [note, f"foreground degenerate ({fg.fraction:.3f} of frame): whole frame used"]))
+    clean_partial(out_dir)
+    records: list[CandidateRecord] = []
+    for name, mask in seg.candidates.items():
+        mask_path = out_dir / f"{name}.png"
+        write_mask(mask_path, resize_mask(mask, (h, w)))
+        sc = scores_at(mask, label, eval_size).as_dict() if label is not None else None
+        records.append(CandidateRecord(
+            name=name, mask_path=str(mask_path), is_choice=(name == seg.choice),
+            derived=name in seg.derived, pattern_fraction=float(mask.mean()), scores=sc,
+        ))
+    if overlay:
+        write_overlay(out_dir / OVERLAY_NAME, image, resize_mask(seg.candidates[seg.choice], (h, w)), fg.mask)
+    return ItemOutcome(
+        candidates=records, choice=seg.choice, seconds=time.perf_counter() - t0, width=w, height=h,
+        foreground_fraction=fg.fraction, foreground_fallback=fg.fallback,
+        device=str(seg.info.get("device", "cpu")), note=note,
+        info={**seg.info, "timings": {k: round(v, 4) for k, v in timings.items()}},
+    )
+
+
+@dataclass(frozen=True)
+class SegmentResult:
+    """``gloper segment``'s files: the masks by candidate name, the choice, and the overlay."""
+
+    masks: dict[str, Path]
+    choice: str
+    overlay: Path
+    foreground_fallback: bool
+
+
+def segment_image(image_path: Path, method: str, settings: Settings, out_dir: Path,
+                  profile: str | None = None, params: dict[str, Any] | None = None,
+                  species: str | None = None, foreground: bool = True) -> SegmentResult:
+    """One photo outside any job: :func:`process_photo` with an overlay, nothing stored."""
+    from gloper_jobs.devices import configure_torch
+    from gloper_jobs.foreground import build_foreground
+    from gloper_jobs.methods.registry import build_segmenter, load_plugins
+
+    configure_torch(settings.torch_threads, settings.compile_cache_dir)
+    load_plugins(settings.plugin_modules)
+    segmenter = build_segmenter(method, settings, profile, params)
+    fg_fn = build_foreground(settings, None if foreground else "none")
+    outcome = process_photo(Path(image_path), segmenter, out_dir, fg_fn, species=species,
+                            max_pixels=settings.max_image_pixels, overlay=True)
+    return SegmentResult({c.name: Path(c.mask_path) for c in outcome.candidates}, outcome.choice,
+                         out_dir / OVERLAY_NAME, bool(outcome.foreground_fallback))

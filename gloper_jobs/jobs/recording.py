@@ -1,0 +1,91 @@
+"""The one recording path: an item's outcome or error, and closing a drained job.
+
+The embedded run (:mod:`gloper_jobs.jobs.runner`) and the queue
+(:mod:`gloper_jobs.jobs.execution`) both run an item through
+:func:`run_and_record`; they differ only in how they get the item (a loop, a
+claimed delivery) and in what a transient error does (stop the run, retry the task).
+"""
+
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+from sqlmodel import Session
+
+from gloper_jobs.exceptions import GloperError, TransientError
+from gloper_jobs.jobs.context import WorkerContext
+from gloper_jobs.jobs.kinds import get_kind
+from gloper_jobs.jobs.pipeline import ItemOutcome
+from gloper_jobs.store import deliveries as dl
+from gloper_jobs.store import repository as repo
+from gloper_jobs.store.models import Item, ItemStatus, Job
+
+
+@dataclass(frozen=True)
+class ItemResult:
+    """What running one item did: ``done``, ``failed`` or ``skipped`` (with why)."""
+
+    item_id: int
+    status: str
+    message: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready, for the task's return value (shown by Flower)."""
+        return {"item_id": self.item_id, "status": self.status, "message": self.message}
+
+
+def failure_message(exc: BaseException) -> str:
+    """The message stored for a failed item: our errors say what to do; others get their type."""
+    return str(exc) if isinstance(exc, GloperError) else f"{type(exc).__name__}: {exc}"
+
+
+def record_outcome(session: Session, item_id: int, outcome: ItemOutcome, host: str | None,
+                   device: str | None) -> None:
+    """Write an item's candidates and mark it done (in the caller's transaction)."""
+    repo.record_success(
+        session, item_id, outcome.candidates, choice=outcome.choice, seconds=outcome.seconds,
+        width=outcome.width, height=outcome.height, foreground_fraction=outcome.foreground_fraction,
+        foreground_fallback=outcome.foreground_fallback, note=outcome.note, host=host, device=device,
+        info=outcome.info,
+    )
+
+
+def record_error(session: Session, item_id: int, message: str,
+                 status: str = ItemStatus.failed.value) -> None:
+    """Mark an item failed (or back to ``status``) with ``message`` and the traceback being handled."""
+    repo.record_failure(session, item_id, message, traceback.format_exc(), status=status)
+
+
+def close_if_drained(session: Session, job: Job) -> bool:
+    """Mark ``job`` done when nothing is pending, queued or running, and run its kind's
+    :meth:`~gloper_jobs.jobs.kinds.base.JobKind.on_drained`; returns whether it drained."""
+    if not dl.finish_job_if_drained(session, repo.require_id(job)):
+        return False
+    get_kind(job.kind).on_drained(session, job)
+    return True
+
+
+def run_and_record(ctx: WorkerContext, job: Job, item: Item) -> ItemResult:
+    """Run ``item`` with its job's kind and record the outcome, or the error of a bad item.
+
+    Any error but a :class:`TransientError` fails the item (message and traceback
+    kept) and the run goes on; a transient one propagates for the caller to retry.
+    The job is closed when this was its last item.
+    """
+    item_id = repo.require_id(item)
+    try:
+        outcome = get_kind(job.kind).run_item(ctx, job, item)
+    except TransientError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - isolate a bad photo: record it, keep going
+        message = failure_message(exc)
+        with ctx.store.session() as s:
+            record_error(s, item_id, message)
+            close_if_drained(s, job)
+        return ItemResult(item_id, ItemStatus.failed.value, message)
+    with ctx.store.session() as s:
+        record_outcome(s, item_id, outcome, host=ctx.host, device=ctx.device_label(outcome.device))
+        close_if_drained(s, job)
+    return ItemResult(item_id, ItemStatus.done.value)

@@ -1,0 +1,118 @@
+"""The embedded run: a whole dataset on this machine, no broker, resumable.
+
+Interrupt it (Ctrl-C, kill -9) and run it again with the same settings: it
+finds the same job (same key), skips done items, redoes the one that was in
+flight, and writes no duplicate rows (every write is an upsert on a unique key)
+and no half-written files (masks are renamed into place).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gloper_jobs.exceptions import TransientError
+from gloper_jobs.jobs.context import WorkerContext
+from gloper_jobs.jobs.kinds import KINDS, SubmitRequest
+from gloper_jobs.jobs.recording import (
+    close_if_drained,
+    failure_message,
+    record_error,
+    run_and_record,
+)
+from gloper_jobs.scoring.reports import job_report
+from gloper_jobs.settings import Settings
+from gloper_jobs.store import ItemStatus, Job, Store
+from gloper_jobs.store import repository as repo
+
+
+@dataclass
+class RunSummary:
+    """What a run did; ``report`` is the printable Dice table and failure list."""
+
+    job: Job
+    created: bool
+    processed: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    skipped: int = 0
+    report: str = ""
+
+
+def run_dataset(
+    dataset: Path,
+    method: str,
+    settings: Settings,
+    profile: str | None = None,
+    params: dict[str, Any] | None = None,
+    *,
+    foreground: bool = True,
+    retry_failed: bool = False,
+    limit: int | None = None,
+    progress: bool = True,
+    store: Store | None = None,
+    on_item: Callable[[str, str], None] | None = None,
+) -> RunSummary:
+    """Run ``method`` over every photo under ``dataset`` and record everything in the store.
+
+    The job is recorded as the queue records an extract job; every item runs and is
+    recorded by :func:`~gloper_jobs.jobs.recording.run_and_record`, as in a worker.
+    A photo that fails becomes a failed item with its error and traceback; the run
+    goes on. Returns a :class:`RunSummary` whose ``report`` ends with the failures.
+    """
+    ctx = WorkerContext.boot(settings, preload=foreground, store=store)
+    sub = KINDS["extract"].record(ctx.store, settings, SubmitRequest(
+        Path(dataset), method, profile, dict(params or {}), foreground))
+    job, job_id = sub.job, repo.require_id(sub.job)
+    # Parameters that are not part of the job's identity (a device) still apply here.
+    ctx.overrides = {k: v for k, v in (params or {}).items() if k not in job.params}
+    with ctx.store.session() as s:
+        # Nothing else runs this job in the embedded mode: in-flight items are stale.
+        stale = [ItemStatus.running.value, ItemStatus.queued.value]
+        repo.reset_items(s, job_id, stale + ([ItemStatus.failed.value] if retry_failed else []))
+        todo = list(repo.items_with_status(s, job_id, [ItemStatus.pending.value]))
+    summary = RunSummary(job=job, created=sub.created, skipped=job.n_items - len(todo))
+    if limit is not None:
+        todo = todo[:limit]
+    bar = _progress(len(todo), f"{method} on {Path(dataset).name}", progress)
+    try:
+        for item in todo:
+            bar.set_postfix_str(item.rel_path[-40:], refresh=False)
+            with ctx.store.session() as s:
+                repo.mark_running(s, repo.require_id(item), host=ctx.host)
+            try:
+                result = run_and_record(ctx, job, item)
+            except TransientError as exc:
+                with ctx.store.session() as s:
+                    record_error(s, repo.require_id(item), "interrupted by a transient error: "
+                                 + failure_message(exc), status=ItemStatus.pending.value)
+                raise
+            if result.status == ItemStatus.failed.value:
+                summary.failed.append((item.rel_path, result.message or ""))
+            else:
+                summary.processed += 1
+            if on_item:
+                on_item(item.rel_path, result.status)
+            bar.update(1)
+    except KeyboardInterrupt:
+        with ctx.store.session() as s:
+            repo.reset_items(s, job_id, [ItemStatus.running.value])
+        raise
+    finally:
+        bar.close()
+        ctx.segmenters.clear()
+    with ctx.store.session() as s:
+        job = repo.get_job(s, job_id)
+        if close_if_drained(s, job):  # also closes a rerun that had nothing left to do
+            s.refresh(job)
+        summary.job = job
+        summary.report = job_report(s, job)
+    return summary
+
+
+def _progress(total: int, desc: str, enabled: bool) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="photo", disable=not enabled, dynamic_ncols=True,
+                bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_fmt}] {postfix}")

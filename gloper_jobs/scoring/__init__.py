@@ -1,0 +1,1 @@
+"""Scoring masks against labels (pattern Dice at a fixed size) and the printable reports."""
