@@ -58,7 +58,7 @@ def test_early_stop_stops_on_an_easy_image_and_records_its_step() -> None:
 def test_segmenter_records_stop_steps_and_engine_options_in_info() -> None:
     photo, _, body = make_photo("Stripes", 48, np.random.default_rng(1))
     seg = create_segmenter("gloper", size=32, local_sizes="4,8", steps=12, stop_every=3, stop_iou=0.5,
-                           device="cpu", compile="off", batch_sizes="off")
+                           device="cpu", compile="off", batch_sizes="off", channels_last="off")
     out = seg.segment(photo, body)
     assert set(out.info["stop_step"]) == {"local_4", "local_8"}
     assert all(s in (6, 9, 12) for s in out.info["stop_step"].values())  # IoU > 0.5 stops early
@@ -160,7 +160,9 @@ def test_auto_switches_turn_on_with_cuda_only() -> None:
     assert isinstance(p, GloperParams)
     gpu, cpu = p.engine_options(torch.device("cuda")), p.engine_options(CPU)
     assert gpu.batched and gpu.channels_last and gpu.compile == "off" and gpu.steps == 1000
-    assert not cpu.batched and not cpu.channels_last
+    assert not cpu.batched and cpu.channels_last
+    auto = GloperParams(channels_last="auto").engine_options(CPU)
+    assert not auto.channels_last and GloperParams(channels_last="auto").engine_options(torch.device("cuda:1")).channels_last
     one = GloperParams(local_sizes=(8,), choice="local_8").engine_options(torch.device("cuda"))
     assert not one.batched  # nothing to batch
 
