@@ -66,6 +66,9 @@ DEFAULT_METHOD = "gloper"
 
 # --- distributed path (workers/, schedulers/) --------------------------------
 BROKER_URL = "redis://127.0.0.1:6379/0"
+# Job priorities, highest first: each level has its own queues, consumed in this order.
+PRIORITIES = ("urgent", "normal", "bulk")
+DEFAULT_PRIORITY = "normal"
 # (soft, hard) seconds per task of the job kinds that have settings of their own
 # (GLOPER_<KIND>_SOFT_TIME_LIMIT / _TIME_LIMIT); other kinds use extract's. GloPER's paper profile on one
 # large photo takes minutes on a GPU; evaluation only reads PNGs.
@@ -79,9 +82,28 @@ VISIBILITY_TIMEOUT = 7200
 MAX_DELIVERIES = 3  # deliveries that end without a result (dead worker) before failing
 HEARTBEAT_SECONDS = 10.0
 STALE_SECONDS = 120.0
+# A queued item whose message was published longer ago than this and is not waiting
+# in the broker's queue is published again by the reconciler (a duplicate is dropped
+# by the item's lease, so erring early costs one skipped delivery).
+STRANDED_SECONDS = 600.0
 SUBMIT_BATCH = 1000
 # A worker's pool process loads torch, rembg and its models before taking a task;
 # Celery would kill it after 4 s (worker_proc_alive_timeout) without this.
 WORKER_BOOT_TIMEOUT = 300.0
+# `gloper worker` restarts a Celery worker process that exits: after RESTART_BACKOFF s,
+# doubling per exit within RESTART_HEALTHY s of its start, at most RESTART_BACKOFF_MAX s;
+# RESTART_GIVE_UP such quick exits in a row (a configuration error) stop the node.
+RESTART_BACKOFF = 1.0
+RESTART_BACKOFF_MAX = 60.0
+RESTART_HEALTHY = 60.0
+RESTART_GIVE_UP = 5
+# On SIGTERM a worker finishes its item for at most this long, s; then it is stopped
+# cold and the items its node held go straight back to the queue.
+SHUTDOWN_GRACE = 30.0
+# How often a worker with a --window checks whether to pause or resume consuming, s.
+WINDOW_CHECK_SECONDS = 5.0
+# Passwords copied from an example file: refused wherever a secret is read.
+PLACEHOLDER_SECRETS = ("change-me", "changeme", "password", "secret", "example")
 FLOWER_USER = "gloper"
 FLOWER_PORT = 5555
+METRICS_PORT = 9808

@@ -70,5 +70,9 @@ class StoreUnavailableError(TransientError):
     """The result store (SQLite or PostgreSQL) cannot be reached right now."""
 
 
+class BrokerUnavailableError(TransientError):
+    """The broker (Redis) cannot be reached right now."""
+
+
 class DeviceOutOfMemoryError(TransientError):
     """The GPU (or host) ran out of memory; lower the size setting or the concurrency."""

@@ -65,17 +65,31 @@ GLOPER_MAX_DELIVERIES            deliveries of one item that end without a resul
 GLOPER_HEARTBEAT_SECONDS         how often a running item's heartbeat is written (10)
 GLOPER_STALE_SECONDS             a running item whose heartbeat is older is stale:
                                  ``gloper resume`` re-enqueues it (120)
+GLOPER_STRANDED_SECONDS          a queued item published longer ago than this
+                                 whose message is not in the broker's queue is
+                                 published again by the reconciler (600)
 GLOPER_SUBMIT_BATCH              items recorded and enqueued per batch (1000)
 GLOPER_WORKER_BOOT_TIMEOUT       seconds a new pool process may take to load its
                                  models before Celery gives up on it (300)
 GLOPER_WORKER_DEVICE             the device a worker records (``gloper worker``
                                  sets ``cuda:<k>`` per card; else what ran)
+GLOPER_WINDOW                    local times a worker takes items, e.g.
+                                 ``20:00-06:00`` (``gloper worker --window``;
+                                 unset: always)
 GLOPER_PLUGINS                   comma-separated modules imported by workers and
                                  the submitter before use (extra methods)
+GLOPER_SHUTDOWN_GRACE            seconds a stopping worker may finish its item
+                                 before a cold stop gives it back (30)
+GLOPER_BROKER_SSL_CA             CA file for a ``rediss://`` broker (TLS); the
+                                 server's certificate is then verified
+                                 (unset: the system's CAs). PostgreSQL's TLS
+                                 goes in the URL: ``?sslmode=verify-full&
+                                 sslrootcert=/path/ca.pem``
 GLOPER_FLOWER_USER               Flower basic-auth user (``gloper``)
 GLOPER_FLOWER_PASSWORD           Flower basic-auth password (required by
                                  ``gloper flower``)
 GLOPER_FLOWER_PORT               Flower's port (5555)
+GLOPER_METRICS_PORT              ``gloper metrics``' Prometheus port (9808)
 CUDA_VISIBLE_DEVICES             the cards ``gloper worker --gpus all`` may use
                                  (else every card ``nvidia-smi`` lists)
 ===============================  ===============================================
@@ -140,13 +154,18 @@ class Settings(BaseSettings):
     max_deliveries: int = defaults.MAX_DELIVERIES
     heartbeat_seconds: float = defaults.HEARTBEAT_SECONDS
     stale_seconds: float = defaults.STALE_SECONDS
+    stranded_seconds: float = defaults.STRANDED_SECONDS
     submit_batch: int = defaults.SUBMIT_BATCH
     worker_boot_timeout: float = defaults.WORKER_BOOT_TIMEOUT
     worker_device: str | None = None
     plugins: str = ""
+    window: str | None = None
+    shutdown_grace: float = defaults.SHUTDOWN_GRACE
+    broker_ssl_ca: Path | None = None
     flower_user: str = defaults.FLOWER_USER
     flower_password: str | None = None
     flower_port: int = defaults.FLOWER_PORT
+    metrics_port: int = defaults.METRICS_PORT
     visible_devices: str | None = Field(default=None, validation_alias="CUDA_VISIBLE_DEVICES")
 
     @field_validator("models_dir", "results_dir", "weights_dir", "compile_cache_dir", mode="after")
@@ -154,7 +173,7 @@ class Settings(BaseSettings):
     def _expand(cls, value: Path) -> Path:
         return value.expanduser()
 
-    @field_validator("sam_checkpoint", "clipseg_weights", "dino_weights", mode="after")
+    @field_validator("sam_checkpoint", "clipseg_weights", "dino_weights", "broker_ssl_ca", mode="after")
     @classmethod
     def _expand_optional(cls, value: Path | None) -> Path | None:
         return value.expanduser() if value is not None else None
@@ -179,7 +198,7 @@ class Settings(BaseSettings):
         "max_image_pixels", "eval_size", "extract_soft_time_limit", "extract_time_limit",
         "evaluate_soft_time_limit", "evaluate_time_limit", "train_soft_time_limit",
         "train_time_limit", "retry_backoff", "retry_backoff_max", "visibility_timeout",
-        "max_deliveries", "heartbeat_seconds", "stale_seconds", "submit_batch", "flower_port",
+        "max_deliveries", "heartbeat_seconds", "stale_seconds", "stranded_seconds", "submit_batch", "flower_port",
         "worker_boot_timeout",
     )
     @classmethod
@@ -187,6 +206,30 @@ class Settings(BaseSettings):
         if value <= 0:
             raise ValueError("must be a positive integer")
         return value
+
+    @field_validator("database_url", "broker_url", "flower_password")
+    @classmethod
+    def _no_placeholder_secret(cls, value: str | None) -> str | None:
+        if value:
+            from urllib.parse import urlsplit
+
+            secret = urlsplit(value).password if "://" in value else value
+            if secret and secret.lower() in defaults.PLACEHOLDER_SECRETS:
+                raise ValueError(f"the password {secret!r} is a placeholder from an example file; "
+                                 "generate one (e.g. `openssl rand -hex 24`) and set it on the server too")
+        return value
+
+    @field_validator("window")
+    @classmethod
+    def _valid_window(cls, value: str | None) -> str | None:
+        if value:
+            from gloper_jobs.jobs.window import Window
+
+            try:
+                Window.parse(value)
+            except ConfigurationError as exc:
+                raise ValueError(str(exc)) from exc
+        return value or None
 
     @model_validator(mode="after")
     def _limits_ordered(self) -> Settings:

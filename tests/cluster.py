@@ -21,7 +21,7 @@ from gloper_jobs.store import Store
 
 REPO = Path(__file__).resolve().parents[1]
 #: the `gloper` command, as the console script runs it
-GLOPER = [sys.executable, "-c", "from gloper_jobs.cli import main; main()"]
+GLOPER = [sys.executable, "-m", "gloper_jobs.cli"]
 
 
 @dataclass

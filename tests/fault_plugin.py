@@ -3,18 +3,24 @@
 Imported by workers and the submitter through ``GLOPER_PLUGINS=fault_plugin``
 (the ``tests`` folder on ``PYTHONPATH``). Photos whose name contains ``kill``
 SIGKILL the process that segments them, as a segfault or the OOM killer would;
-the others are segmented by k-means.
+the others are segmented by k-means. ``slow_logger`` sleeps per photo and logs
+each run's start and end, for :func:`overlapping_runs`.
 """
 
 from __future__ import annotations
 
 import os
 import signal
-from typing import Any, ClassVar
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, cast
 
 import numpy as np
 
-from gloper_jobs.methods.base import Segmentation, SegmentContext
+from gloper_jobs.data.images import resize_mask
+from gloper_jobs.exceptions import InvalidParameterError
+from gloper_jobs.methods.base import MethodParams, Segmentation, SegmentContext, Segmenter
 from gloper_jobs.methods.classical import KMeansSegmenter
 from gloper_jobs.methods.registry import register_segmenter
 
@@ -32,3 +38,61 @@ class WorkerKiller(KMeansSegmenter):
             os.kill(os.getpid(), signal.SIGKILL)
         return super().segment(image, foreground, context)
 
+
+@dataclass(frozen=True)
+class SlowLoggerParams(MethodParams):
+    """``seconds`` asleep per photo; each run appends ``start``/``end`` lines to ``log``."""
+
+    size: int = 32
+    seconds: float = 2.0
+    log: str = ""
+
+    def validate(self) -> None:
+        if self.seconds < 0:
+            raise InvalidParameterError("seconds must be >= 0")
+
+
+@register_segmenter
+class SlowLogger(Segmenter):
+    """A slow fake method that records when each photo ran in which process, so a test can
+    find two runs of one photo that overlapped (a concurrent double run)."""
+
+    name = "slow_logger"
+    Params = SlowLoggerParams
+    profiles: ClassVar[dict[str, dict[str, Any]]] = {"cpu": {}}
+
+    def segment(self, image: np.ndarray, foreground: np.ndarray,
+                context: SegmentContext | None = None) -> Segmentation:
+        p = cast(SlowLoggerParams, self.params)
+        name = context.name if context is not None and context.name else "?"
+        self._log(p.log, f"start {name} {os.getpid()} {time.time():.3f}")
+        time.sleep(p.seconds)
+        self._log(p.log, f"end {name} {os.getpid()} {time.time():.3f}")
+        mask = resize_mask(foreground, (p.size, p.size))
+        return Segmentation({"all": mask}, "all")
+
+    @staticmethod
+    def _log(path: str, line: str) -> None:
+        if path:
+            with open(path, "a", encoding="utf-8") as fh:  # one short append per line: atomic
+                fh.write(line + "\n")
+
+
+def overlapping_runs(log: Path) -> list[str]:
+    """Photos whose runs in ``log`` overlapped in time (two processes at once). A run
+    without an end (its process was killed) counts from its start to its start."""
+    spans: dict[tuple[str, str], list[float]] = {}
+    for line in log.read_text().splitlines():
+        what, name, pid, t = line.split()
+        spans.setdefault((name, pid), []).append(float(t))
+    by_name: dict[str, list[tuple[float, float]]] = {}
+    for (name, _pid), times in spans.items():
+        ends = times[1::2] + times[len(times[1::2]) * 2::2]  # an unfinished run ends where it began
+        for start, end in zip(times[0::2], ends, strict=False):
+            by_name.setdefault(name, []).append((start, end))
+    bad = []
+    for name, runs in by_name.items():
+        runs.sort()
+        if any(b[0] < a[1] for a, b in zip(runs, runs[1:], strict=False)):
+            bad.append(name)
+    return bad

@@ -104,9 +104,17 @@ class PostgresServer:
     def start(self) -> None:
         self._run(str(self.bindir / "initdb"), "-D", str(self.datadir), "-U", "postgres", "-A", "trust",
                   "--no-sync", "-E", "UTF8")
+        self.resume()
+
+    def resume(self) -> None:
+        """Start the (initialised) server again on the same port and data."""
         self._run(str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-w", "-l", str(self.datadir / "log"),
                   "-o", f"-p {self.port} -k {self.datadir} -c listen_addresses=127.0.0.1 -c fsync=off "
                         "-c max_connections=200", "start")
+
+    def halt(self, mode: str = "fast") -> None:
+        """Stop the server but keep its data (an outage); :meth:`resume` brings it back."""
+        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-m", mode, "-w", "stop")
 
     def stop(self) -> None:
         try:

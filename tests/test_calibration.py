@@ -124,3 +124,30 @@ def test_training_needs_labels(qsettings: Settings, tmp_path: Path) -> None:
     Image.new("RGB", (16, 16)).save(folder / "a.png")
     with pytest.raises(DatasetError, match="labelled"):
         record_train_job(Store(qsettings.database_url), qsettings, tmp_path / "nolabels", parse_grid(["steps=2"], TINY))
+
+
+def test_calibration_learns_polarity_and_settings_from_carries_it(qsettings: Settings, tmp_path: Path) -> None:
+    # pale marks on a dark coat (<Kind>Light) need polarity=lighter; the others darker
+    make_dataset(tmp_path / "both", per_species=1, size=96, polarity="both")
+    store = Store(qsettings.database_url)
+    grid = parse_grid(["polarity=darker,lighter"], TINY)
+    assert [g["polarity"] for g in grid] == ["darker", "lighter"]
+    sub = record_train_job(store, qsettings, tmp_path / "both", grid, foreground=False)
+    ctx = WorkerContext.boot(qsettings, "test", preload=False)
+    assert set(_drain(store, ctx, sub.job)) == {"done"}
+    with store.session() as s:
+        learnt = {c.species: c.params["polarity"]
+                  for c in s.exec(select(Calibration).where(Calibration.job_id == sub.job.id)).all()}
+    assert learnt == {sp: "lighter" if sp.endswith("Light") else "darker" for sp in learnt} and len(learnt) == 8
+
+    ext = record_extract_job(store, qsettings, tmp_path / "both", "gloper", params={**TINY, "polarity": "auto"},
+                             foreground=False, settings_from=sub.job.id)
+    assert set(_drain(store, ctx, ext.job)) == {"done"}
+    with store.session() as s:
+        items = s.exec(select(Item).where(Item.job_id == ext.job.id)).all()
+        for item in items:
+            polarity = item.info["polarity"]
+            assert polarity["polarity"] == learnt[item.species] and polarity["rule"] == "fixed", item.rel_path
+            choice = s.exec(select(Candidate).where(Candidate.item_id == item.id, col(Candidate.is_choice))).one()
+            assert choice.name.endswith("_lighter") == (learnt[item.species] == "lighter")
+    assert len(items) == 8

@@ -23,8 +23,8 @@ def prepared(examples_dir: Path, foreground) -> list[tuple[str, np.ndarray, np.n
     return out
 
 
-def _mean_dice(prepared, name: str, oracle: bool) -> float:
-    seg = create_segmenter(name)
+def _mean_dice(prepared, name: str, oracle: bool, **params) -> float:  # type: ignore[no-untyped-def]
+    seg = create_segmenter(name, **params)
     vals = []
     for _, img, fg, lab in prepared:
         out = seg.segment(img, fg)
@@ -38,6 +38,12 @@ def test_kmeans_matches_reference(prepared) -> None:
     assert _mean_dice(prepared, "kmeans", oracle=True) == pytest.approx(0.657, abs=0.02)
 
 
+def test_kmeans_label_free_polarity(prepared) -> None:
+    # README "Label-free choices": the shared rule reads seal's pale rings, darker-only does not
+    assert _mean_dice(prepared, "kmeans", oracle=False) == pytest.approx(0.640, abs=0.01)
+    assert _mean_dice(prepared, "kmeans", oracle=False, polarity="darker") == pytest.approx(0.560, abs=0.01)
+
+
 def test_watershed_matches_reference(prepared) -> None:
     # METHOD.md: watershed mean Dice 0.443
     assert _mean_dice(prepared, "watershed", oracle=True) == pytest.approx(0.443, abs=0.02)
@@ -45,8 +51,8 @@ def test_watershed_matches_reference(prepared) -> None:
 
 def test_kmeans_choice_rules(prepared) -> None:
     _, img, fg, _ = prepared[-1]
-    dark = create_segmenter("kmeans").segment(img, fg)
-    light = create_segmenter("kmeans", choice="lighter").segment(img, fg)
+    dark = create_segmenter("kmeans", polarity="darker").segment(img, fg)
+    light = create_segmenter("kmeans", polarity="lighter").segment(img, fg)
     small = create_segmenter("kmeans", choice="smaller").segment(img, fg)
     assert dark.choice == "cluster_0" and light.choice == "cluster_1"
     sizes = {n: m.sum() for n, m in small.candidates.items()}

@@ -85,3 +85,13 @@ def test_images_install_a_pinned_torch_before_the_package() -> None:
         torch_at = text.index("pip install torch==2.13.0")
         assert index in text[torch_at:torch_at + 200]
         assert torch_at < text.index("pip install '.[queue]'")
+
+
+def test_published_ports_bind_to_localhost_unless_told_and_examples_hold_no_secret() -> None:
+    services = _compose(REPO / "docker-compose.yml")["services"]
+    for name in ("redis", "postgres", "flower"):
+        for port in services[name]["ports"]:
+            assert port.startswith("${GLOPER_BIND:-127.0.0.1}:"), (name, port)
+    env = dict(line.split("=", 1) for line in (REPO / "deploy" / "env.example").read_text().splitlines()
+               if line and not line.startswith("#"))
+    assert env["POSTGRES_PASSWORD"] == env["REDIS_PASSWORD"] == env["FLOWER_PASSWORD"] == ""

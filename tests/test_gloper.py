@@ -95,10 +95,17 @@ def test_fused_choice_and_profiles() -> None:
     photo, _, _ = make_photo("Patches", 48, np.random.default_rng(2))
     fg = np.ones(photo.shape[:2], dtype=bool)
     out = create_segmenter("gloper", size=32, local_sizes="4,8,16", steps=2, device="cpu").segment(photo, fg)
-    assert set(out.candidates) == {"local_4", "local_8", "local_16", "fused"}
-    assert out.choice == "fused" and out.derived == {"fused"} and "fused" not in out.oracle_names()
+    local = {f"local_{s}{pol}" for s in (4, 8, 16) for pol in ("", "_lighter")}
+    derived = {"fused", "fused_lighter", "consensus", "consensus_lighter"}
+    assert set(out.candidates) == local | derived
+    assert out.derived == derived and set(out.oracle_names()) == local
+    assert out.choice == ("consensus" if out.info["polarity"]["polarity"] == "darker" else "consensus_lighter")
     votes = sum(out.candidates[f"local_{s}"].astype(int) for s in (4, 8, 16))
     assert np.array_equal(out.candidates["fused"], votes >= 2)
+    assert not (out.candidates["consensus"] & ~out.candidates["fused"]).any()
+    fused = create_segmenter("gloper", size=32, local_sizes="4,8,16", steps=2, device="cpu", choice="fused",
+                             polarity="lighter").segment(photo, fg)
+    assert fused.choice == "fused_lighter"
     paper = create_segmenter("gloper", profile="paper").params
     assert (paper.size, paper.local_sizes, paper.steps, paper.tau, paper.rho, paper.lr, paper.seed) == (
         1024, PAPER_LOCAL_SIZES, 1000, 0.1, 0.5, 1e-3, 41)

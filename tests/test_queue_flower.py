@@ -23,6 +23,7 @@ def _get(url: str, auth: tuple[str, str] | None, timeout: float = 10) -> request
 def test_flower_shows_both_workers_and_the_jobs_tasks(
         examples_dir: Path, database_url: str, broker_url: str, tmp_path: Path) -> None:
     port = free_port()
+    database_url = database_url.replace("postgres@", "postgres:flower-db-pw@")  # trusted: accepted, must not leak
     cluster = Cluster(database_url, broker_url, tmp_path,
                       extra_env={"GLOPER_FLOWER_USER": "lab", "GLOPER_FLOWER_PASSWORD": "s3cret"})
     auth = ("lab", "s3cret")
@@ -54,8 +55,10 @@ def test_flower_shows_both_workers_and_the_jobs_tasks(
         while not {"cpu1", "cpu2"} <= {w.split("@")[0] for w in workers}:
             if time.monotonic() > deadline:
                 raise AssertionError(f"Flower shows workers {sorted(workers)}")
-            workers = _get(f"{base}/api/workers?refresh=1", auth, timeout=30).json()
+            reply = _get(f"{base}/api/workers?refresh=1", auth, timeout=30)
+            workers = reply.json()
             time.sleep(1)
+        assert "flower-db-pw" not in reply.text  # Flower shows each worker's conf: no password in it
         tasks = _get(f"{base}/api/tasks", auth).json()
         ours = {tid: t for tid, t in tasks.items() if tid.startswith(f"extract-{job}-")}
         assert len(ours) == 10, sorted(tasks)

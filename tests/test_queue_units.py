@@ -73,7 +73,7 @@ def test_celery_config_is_json_only_late_ack_one_prefetch() -> None:
     assert conf["accept_content"] == ["json"] and conf["task_serializer"] == "json"
     assert conf["task_acks_late"] and conf["task_reject_on_worker_lost"]
     assert conf["worker_prefetch_multiplier"] == 1
-    assert conf["worker_cancel_long_running_tasks_on_connection_loss"] is True
+    assert conf["worker_cancel_long_running_tasks_on_connection_loss"] is False  # celery#9250
     assert conf["worker_send_task_events"] and not conf["task_send_sent_event"]
     assert conf["broker_transport_options"]["visibility_timeout"] == 9999
     assert conf["task_annotations"]["gloper.extract"] == {"soft_time_limit": 10, "time_limit": 20}
@@ -91,6 +91,11 @@ def test_gpu_workers_are_one_process_per_card_with_its_device() -> None:
 
     specs = plan_workers("0,2", available=["0", "1", "2"])
     assert [s.node for s in specs] == ["gpu0@%h", "gpu2@%h"]
+    # two launchers on one host: distinct node names unless the operator names them
+    assert plan_workers("cpu", [], instance="41")[0].node != plan_workers("cpu", [], instance="42")[0].node
+    assert plan_workers("0", ["0"], instance="41")[0].node == "gpu0-41@%h"
+    assert plan_workers("cpu", [], name="night", instance="41")[0].node == "night@%h"
+    assert plan_workers("cpu", [], concurrency=2, torch_threads=3)[0].env["OMP_NUM_THREADS"] == "3"
     assert [s.env["CUDA_VISIBLE_DEVICES"] for s in specs] == ["0", "2"]
     assert [s.env["GLOPER_WORKER_DEVICE"] for s in specs] == ["cuda:0", "cuda:2"]
     assert all(s.concurrency == 1 and s.queues == ["extract.gpu", "evaluate.gpu", "train.gpu"] for s in specs)
@@ -157,21 +162,21 @@ def test_claim_counts_deliveries_and_fails_after_the_cap(settings: Settings, dat
     enqueue_unfinished(store, sub.job, Recorder(), batch=100)
     with store.session() as s:
         item_id = dl.ids_to_enqueue(s, sub.job.id, include_queued=True)[0]
-    for n in (1, 2):  # the worker dies each time: the item stays running
+    for n in (1, 2):  # the worker dies each time: the item stays running, its lease is taken over
         with store.session() as s:
-            c = dl.claim(s, item_id, cap=2, host="h", worker=f"w:{n}")
+            c = dl.claim(s, item_id, cap=2, host="h", worker=f"w:{n}", lease_seconds=30, owner_gone=lambda _: True)
             assert c.skipped is None and c.deliveries == n and c.item.status == "running"
     with store.session() as s:
-        c = dl.claim(s, item_id, cap=2, host="h", worker="w:3")
+        c = dl.claim(s, item_id, cap=2, host="h", worker="w:3", lease_seconds=30, owner_gone=lambda _: True)
     assert c.skipped == "delivery cap reached" and c.item.status == "failed"
     assert "delivered 3 times without finishing (cap 2)" in (c.item.error or "")
     with store.session() as s:  # a late duplicate of a failed item is skipped, not counted
-        c = dl.claim(s, item_id, cap=9, host="h", worker="w:4")
+        c = dl.claim(s, item_id, cap=9, host="h", worker="w:4", lease_seconds=30)
     assert c.skipped == "item is failed" and c.item.deliveries == 3
     pub = Recorder()
     assert retry_failed(store, settings, sub.job.id, pub).added == 1 and item_id in pub.ids
     with store.session() as s:
-        c = dl.claim(s, item_id, cap=2, host="h", worker="w:5")
+        c = dl.claim(s, item_id, cap=2, host="h", worker="w:5", lease_seconds=30)
     assert c.skipped is None and c.deliveries == 1
 
 
@@ -185,7 +190,7 @@ def test_cancelled_job_skips_its_queued_items(settings: Settings, dataset: Path)
     _, n = cancel(store, sub.job.id)
     assert n == sub.job.n_items
     with store.session() as s:
-        c = dl.claim(s, pub.ids[0], cap=3, host="h", worker="w:1")
+        c = dl.claim(s, pub.ids[0], cap=3, host="h", worker="w:1", lease_seconds=30)
     assert c.skipped in ("job cancelled", "item is cancelled")
     assert c.item.deliveries == 0
 
@@ -197,8 +202,10 @@ def test_reconciler_requeues_only_items_whose_heartbeat_stopped(settings: Settin
     with store.session() as s:
         ids = dl.ids_to_enqueue(s, sub.job.id, include_queued=True)
         for i in ids[:2]:
-            dl.claim(s, i, cap=3, host="h", worker="w:1")
+            dl.claim(s, i, cap=3, host="h", worker="w:1", lease_seconds=30)
         s.get(Item, ids[0]).heartbeat_at = utcnow() - timedelta(seconds=60)  # its worker died
+        s.get(Item, ids[0]).lease_expires_at = utcnow() - timedelta(seconds=30)
+    assert reconcile(store, settings, Recorder(), include_stale=False) == 0  # just after a store outage
     pub = Recorder()
     assert reconcile(store, settings, pub) == 1
     assert pub.ids == [ids[0]]
@@ -206,8 +213,9 @@ def test_reconciler_requeues_only_items_whose_heartbeat_stopped(settings: Settin
         assert s.get(Item, ids[0]).status == "queued" and s.get(Item, ids[0]).deliveries == 1
         assert s.get(Item, ids[1]).status == "running"
     with store.session() as s:  # its worker died again, and now the broker is down too
-        dl.claim(s, ids[0], cap=3, host="h", worker="w:2")
+        dl.claim(s, ids[0], cap=3, host="h", worker="w:2", lease_seconds=30)
         s.get(Item, ids[0]).heartbeat_at = utcnow() - timedelta(seconds=60)
+        s.get(Item, ids[0]).lease_expires_at = utcnow() - timedelta(seconds=30)
     with pytest.raises(ConnectionError):
         reconcile(store, settings, Recorder(fail=True))
     with store.session() as s:  # still running and stale: the next pass tries again
@@ -273,3 +281,60 @@ def test_transient_errors_are_released_then_fail_the_item_when_retries_run_out(
     with store.session() as s:
         item = s.get(Item, first)
         assert item.status == "failed" and "lower size" in item.error and item.traceback
+
+
+def test_resume_refuses_a_cancelled_job_unless_uncancel(settings: Settings, dataset: Path) -> None:
+    from gloper_jobs.exceptions import InvalidParameterError
+    from gloper_jobs.jobs.submission import cancel, resume_job
+
+    store = Store(settings.database_url)
+    sub = record_extract_job(store, settings, dataset, "kmeans")
+    enqueue_unfinished(store, sub.job, Recorder(), batch=100)
+    cancel(store, sub.job.id)
+    with pytest.raises(InvalidParameterError, match="--uncancel"):
+        resume_job(store, settings, sub.job.id, Recorder())
+    with store.session() as s:
+        assert {i.status for i in s.exec(select(Item).where(Item.job_id == sub.job.id)).all()} == {"cancelled"}
+    pub = Recorder()
+    assert resume_job(store, settings, sub.job.id, pub, uncancel=True).enqueued == sub.job.n_items
+    assert sorted(pub.ids) == sorted(set(pub.ids))
+
+
+def test_jobs_on_an_empty_store_says_so(tmp_path: Path) -> None:
+    env = {"GLOPER_DATABASE_URL": f"sqlite:///{tmp_path / 'empty.db'}", "PYTHONPATH": str(REPO), "PATH": "/usr/bin"}
+    out = subprocess.run([sys.executable, "-m", "gloper_jobs.cli", "jobs"], env=env, capture_output=True,
+                         text=True, cwd=tmp_path, timeout=120)
+    assert out.returncode == 0 and "no jobs in the store" in out.stdout, out.stderr
+
+
+def test_priority_levels_are_separate_queues_consumed_highest_first() -> None:
+    from gloper_jobs.jobs.queues import priority_queue, with_priorities
+    from workers.app import celery_config
+    from workers.launcher import plan_workers
+
+    assert priority_queue("extract.cpu", "normal") == "extract.cpu"
+    assert priority_queue("extract.cpu", "urgent") == "extract.cpu.urgent"
+    with pytest.raises(ConfigurationError, match="urgent, normal, bulk"):
+        priority_queue("extract.cpu", "asap")
+    assert with_priorities(["extract.cpu", "train.cpu"]) == [
+        "extract.cpu.urgent", "train.cpu.urgent", "extract.cpu", "train.cpu", "extract.cpu.bulk", "train.cpu.bulk"]
+    argv = plan_workers("cpu", [], queues=["extract.cpu"])[0].argv()
+    assert argv[argv.index("--queues") + 1] == "extract.cpu.urgent,extract.cpu,extract.cpu.bulk"
+    assert celery_config(Settings.from_env())["broker_transport_options"]["queue_order_strategy"] == "priority"
+
+
+def test_windows_wrap_past_midnight_and_refuse_nonsense() -> None:
+    from datetime import time as t
+
+    from gloper_jobs.jobs.window import Window
+
+    night = Window.parse("20:00-06:00")
+    assert night.contains(t(23, 59)) and night.contains(t(0, 0)) and night.contains(t(20, 0))
+    assert not night.contains(t(6, 0)) and not night.contains(t(12, 0))
+    day = Window.parse("08:00:30-17:00")
+    assert day.contains(t(8, 0, 30)) and not day.contains(t(8, 0, 29)) and not day.contains(t(17, 0))
+    for bad in ("20:00", "25:00-06:00", "20:00-20:00"):
+        with pytest.raises(ConfigurationError):
+            Window.parse(bad)
+    with pytest.raises(ConfigurationError, match="GLOPER_WINDOW"):
+        Settings.from_env(window="8pm-6am")

@@ -130,7 +130,7 @@ def test_kill_9_then_resume_loses_and_duplicates_nothing(tmp_path: Path, models_
     assert out.returncode == 0, out.stderr
     jobs, items, cands = _counts(db)
     assert (jobs, items) == (1, 4)
-    assert cands == 4 * 3  # local_4, local_8, fused: exactly once each
+    assert cands == 4 * 8  # local_4, local_8, fused, consensus, each in both polarities: exactly once each
     con = sqlite3.connect(db)
     statuses = {r[0] for r in con.execute("select status from item")}
     con.close()
@@ -154,4 +154,4 @@ def test_ctrl_c_leaves_nothing_running(tmp_path: Path, models_dir: Path, synthet
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr
     assert f"{statuses.count(ItemStatus.done.value)} already done" in out.stdout
-    assert _counts(db) == (1, 4, 12)
+    assert _counts(db) == (1, 4, 4 * 8)

@@ -6,12 +6,24 @@ per card). Everything comes from :class:`gloper_jobs.settings.Settings`.
 
 from __future__ import annotations
 
+import ssl
 from typing import Any
 
 from celery import Celery
 
 from gloper_jobs.jobs.queues import all_queues, task_names
 from gloper_jobs.settings import Settings
+
+
+def broker_tls(settings: Settings) -> dict[str, Any] | None:
+    """TLS options of a ``rediss://`` broker: the server's certificate is always verified
+    (against ``GLOPER_BROKER_SSL_CA``, else the system's CAs); None for ``redis://``."""
+    if not settings.broker_url.startswith("rediss://"):
+        return None
+    options: dict[str, Any] = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
+    if settings.broker_ssl_ca is not None:
+        options["ssl_ca_certs"] = str(settings.broker_ssl_ca)
+    return options
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -22,12 +34,16 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         annotations[name] = {"soft_time_limit": soft, "time_limit": hard}
     return {
         "broker_url": settings.broker_url,
+        "broker_use_ssl": broker_tls(settings),
         "broker_connection_retry_on_startup": True,
         "broker_connection_max_retries": None,  # keep reconnecting while Redis restarts
         "broker_transport_options": {
             "visibility_timeout": settings.visibility_timeout,
             # Restore tasks of dead workers as soon as they pass the timeout.
             "unacked_restore_interval": 10,
+            # BRPOP over the queues in the order the worker lists them (urgent, normal,
+            # bulk; see gloper_jobs.jobs.queues.with_priorities), not round robin.
+            "queue_order_strategy": "priority",
         },
         # JSON only: a pickled message could run code on every node.
         "task_serializer": "json",
@@ -45,7 +61,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_prefetch_multiplier": 1,
         # The pool process loads its models in worker_process_init before saying "up".
         "worker_proc_alive_timeout": settings.worker_boot_timeout,
-        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        # Off: a running item keeps running through a broker outage (its lease and
+        # heartbeat live in the store, and its ack after the reconnect is harmless
+        # either way). On, repeated Redis outages crashed the worker in kombu's
+        # restore of unacked messages (celery#9250; issue 12, defect 1).
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
         "task_annotations": annotations,
         "task_queues": None,
         "task_default_queue": "extract.cpu",
@@ -61,15 +81,26 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
 
 
-def make_app(settings: Settings | None = None) -> Celery:
+class GloperCelery(Celery):
+    """The Celery app, holding the settings it was made from.
+
+    The settings are an attribute of the app, not of ``app.conf``: the conf is what
+    ``celery inspect conf`` and Flower's ``/api/workers`` show, and the settings hold
+    the store's and the broker's passwords (issue 12, defect 5).
+    """
+
+    gloper_settings: Settings
+
+
+def make_app(settings: Settings | None = None) -> GloperCelery:
     """A Celery app configured from ``settings`` (from the environment by default)."""
     settings = settings or Settings.from_env()
-    app = Celery("gloper")
+    app = GloperCelery("gloper")
     app.conf.update(celery_config(settings))
-    app.conf.gloper_settings = settings
+    app.gloper_settings = settings
     return app
 
 
 app = make_app()
 
-__all__ = ["all_queues", "app", "make_app"]
+__all__ = ["GloperCelery", "all_queues", "app", "make_app"]

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
 from celery import Celery
+from kombu.exceptions import OperationalError
 
-from gloper_jobs.jobs.queues import task_name
+from gloper_jobs.exceptions import BrokerUnavailableError
+from gloper_jobs.jobs.queues import priority_queue, task_name
 from gloper_jobs.store import Job
 
 
@@ -15,8 +18,14 @@ def task_id(job: Job, item_id: int) -> str:
     return f"{job.kind}-{job.id}-{item_id}"
 
 
+def item_of_task(task: str) -> int | None:
+    """The item id in a task id made by :func:`task_id` (None for any other id)."""
+    tail = task.rpartition("-")[2]
+    return int(tail) if tail.isdigit() else None
+
+
 class CeleryPublisher:
-    """A :data:`gloper_jobs.jobs.submission.Publisher` that sends tasks by name (no task code imported)."""
+    """A :class:`gloper_jobs.jobs.publishing.Publisher` that sends tasks by name (no task code imported)."""
 
     def __init__(self, app: Celery) -> None:
         self.app = app
@@ -25,8 +34,33 @@ class CeleryPublisher:
         if not job.queue:
             raise ValueError(f"job {job.id} has no queue recorded")
         name = task_name(job.kind)
-        with self.app.producer_or_acquire() as producer:
-            for item_id in item_ids:
-                self.app.send_task(name, args=[item_id], queue=job.queue, task_id=task_id(job, item_id),
-                                   producer=producer)
+        queue = priority_queue(job.queue, job.priority)
+        try:
+            with self.app.producer_or_acquire() as producer:
+                for item_id in item_ids:
+                    self.app.send_task(name, args=[item_id], queue=queue, task_id=task_id(job, item_id),
+                                       producer=producer, argsrepr=f"(item {item_id} of job {job.id})")
+        except (OperationalError, OSError) as exc:
+            raise BrokerUnavailableError(
+                f"publishing job {job.id}'s items failed, the broker is unreachable ({exc}); the unsent "
+                f"items stay pending: once Redis is back run `gloper resume {job.id}`") from exc
         return len(item_ids)
+
+    def waiting(self, job: Job) -> set[int]:
+        """Item ids of ``job`` whose message waits in its Redis queue (a list of JSON
+        messages, each with its task id in ``headers.id``). Messages a worker has
+        reserved are not in it: the reconciler only asks about items queued long ago."""
+        if not job.queue:
+            return set()
+        found: set[int] = set()
+        prefix = f"{job.kind}-{job.id}-"
+        with self.app.connection_for_read() as conn:
+            client = conn.default_channel.client
+            for raw in client.lrange(priority_queue(job.queue, job.priority), 0, -1):
+                try:
+                    tid = str(json.loads(raw)["headers"]["id"])
+                except (ValueError, KeyError, TypeError):
+                    continue
+                if tid.startswith(prefix) and (item := item_of_task(tid)) is not None:
+                    found.add(item)
+        return found

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 from celery import Celery, bootsteps
 from celery.signals import worker_process_init, worker_process_shutdown
 
-from gloper_jobs.exceptions import ConfigurationError
+from gloper_jobs.exceptions import ConfigurationError, StoreUnavailableError
 from gloper_jobs.settings import Settings
 
 if TYPE_CHECKING:
@@ -51,15 +52,17 @@ class BootCheck(bootsteps.StartStopStep):
         global _node
         super().__init__(worker, **kwargs)
         _node = getattr(worker, "hostname", None)
-        boot_checks(worker.app.conf.gloper_settings)
+        boot_checks(worker.app.gloper_settings)
 
 
 class Reconciler(bootsteps.StartStopStep):
-    """Every ``stale_seconds / 2`` s, re-enqueue running items whose heartbeat stopped.
+    """Every ``stale_seconds / 2`` s, re-enqueue running items whose heartbeat stopped
+    and queued items whose message is stranded.
 
-    A task cancelled when the broker connection dropped, or whose worker died
-    with its whole node, stays unacknowledged in Redis until the visibility
-    timeout (hours): this brings it back within ``stale_seconds``. It runs on the
+    A task whose worker died with its whole node, or a message left in a dead
+    consumer's unacknowledged hash, stays in Redis until the visibility timeout
+    (hours): this brings it back within ``stale_seconds`` (``stranded_seconds``).
+    It imports nothing that loads torch (the pool forks from this process). It runs on the
     consumer's timer in the main thread: a thread of its own could hold a lock
     (the import lock, a connection) at the moment the pool forks, and the new
     pool process would hang on it.
@@ -71,9 +74,10 @@ class Reconciler(bootsteps.StartStopStep):
         super().__init__(consumer, **kwargs)
         self._timer_ref: Any = None
         self._store: Any = None
+        self._store_back_at = float("-inf")  # when the store answered again after an outage
 
     def start(self, consumer: Any) -> None:
-        settings: Settings = consumer.app.conf.gloper_settings
+        settings: Settings = consumer.app.gloper_settings
         self._timer_ref = consumer.timer.call_repeatedly(settings.stale_seconds / 2, self._pass,
                                                          (consumer.app,), priority=10)
 
@@ -83,28 +87,89 @@ class Reconciler(bootsteps.StartStopStep):
             self._timer_ref = None
 
     def _pass(self, app: Celery) -> None:
-        from gloper_jobs.jobs.submission import reconcile
+        from gloper_jobs.jobs.publishing import reconcile  # torch-free: see that module
         from gloper_jobs.store.db import Store
         from workers.publish import CeleryPublisher
 
-        settings: Settings = app.conf.gloper_settings
+        settings: Settings = app.gloper_settings
         try:
             if self._store is None:
                 self._store = Store(settings.database_url, migrate=False)
-            n = reconcile(self._store, settings, CeleryPublisher(app))
+            # After a store outage every heartbeat is old: give the running items one
+            # stale period to beat again before calling any of them stale.
+            settled = time.monotonic() - self._store_back_at > settings.stale_seconds
+            n = reconcile(self._store, settings, CeleryPublisher(app), include_stale=settled)
             if n:
-                log.warning("re-enqueued %d stale item(s) (their worker stopped heartbeating)", n)
-        except Exception as exc:  # noqa: BLE001 - store or broker down: the next pass retries
+                log.warning("re-enqueued %d stale or stranded item(s)", n)
+        except StoreUnavailableError as exc:
+            self._store_back_at = float("inf")
             log.warning("reconciler pass failed: %s", exc)
+        except Exception as exc:  # noqa: BLE001 - the broker is down: the next pass retries
+            log.warning("reconciler pass failed: %s", exc)
+        else:
+            if self._store_back_at == float("inf"):
+                self._store_back_at = time.monotonic()
         finally:
             if self._store is not None:
                 self._store.dispose()  # hold no connection across the pool's forks
 
 
+class WindowStep(bootsteps.StartStopStep):
+    """With ``GLOPER_WINDOW`` (``gloper worker --window 20:00-06:00``), consume only inside it.
+
+    Every ``WINDOW_CHECK_SECONDS`` it compares the local time with the window: outside
+    it the worker cancels its queues (the item in hand finishes, nothing new is
+    taken), inside it adds them back in their priority order. It first runs when the
+    consumer starts, before the event loop fetches anything, so a worker started
+    outside its window takes nothing.
+    """
+
+    requires = ("celery.worker.consumer.tasks:Tasks",)
+
+    def __init__(self, consumer: Any, **kwargs: Any) -> None:
+        super().__init__(consumer, **kwargs)
+        self._timer_ref: Any = None
+        self._queues: list[str] = []
+        self._paused = False
+
+    def start(self, consumer: Any) -> None:
+        from gloper_jobs.defaults import WINDOW_CHECK_SECONDS
+        from gloper_jobs.jobs.window import Window
+
+        settings: Settings = consumer.app.gloper_settings
+        if not settings.window:
+            return
+        window = Window.parse(settings.window)
+        if not self._queues:
+            self._queues = [q.name for q in consumer.task_consumer.queues]
+        self._check(consumer, window)
+        self._timer_ref = consumer.timer.call_repeatedly(WINDOW_CHECK_SECONDS, self._check,
+                                                         (consumer, window), priority=10)
+
+    def stop(self, consumer: Any) -> None:
+        if self._timer_ref is not None:
+            self._timer_ref.cancel()
+            self._timer_ref = None
+
+    def _check(self, consumer: Any, window: Any) -> None:
+        open_now = window.open_now()
+        if not open_now and not self._paused:
+            for q in self._queues:
+                consumer.cancel_task_queue(q)
+            self._paused = True
+            log.warning("outside the window %s: paused (queues %s)", window, ",".join(self._queues))
+        elif open_now and self._paused:
+            for q in self._queues:  # in their order: urgent, normal, bulk
+                consumer.add_task_queue(q)
+            self._paused = False
+            log.warning("inside the window %s: consuming again", window)
+
+
 def install(app: Celery) -> None:
-    """Add the boot check and the reconciler to ``app``'s workers."""
+    """Add the boot check, the reconciler and the window to ``app``'s workers."""
     app.steps["worker"].add(BootCheck)
     app.steps["consumer"].add(Reconciler)
+    app.steps["consumer"].add(WindowStep)
 
 
 def context() -> WorkerContext:
@@ -114,7 +179,7 @@ def context() -> WorkerContext:
         from gloper_jobs.jobs.context import WorkerContext
         from workers.app import app
 
-        settings: Settings = app.conf.gloper_settings
+        settings: Settings = app.gloper_settings
         _context = WorkerContext.boot(settings, _node)  # loads GLOPER_PLUGINS too
     return _context
 

@@ -20,7 +20,7 @@ from gloper_jobs.jobs.queues import task_name
 from workers import runtime
 from workers.app import app
 
-_settings = app.conf.gloper_settings
+_settings = app.gloper_settings
 
 runtime.install(app)
 

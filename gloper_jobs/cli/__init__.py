@@ -1,4 +1,4 @@
-"""The ``gloper`` command (:mod:`gloper_jobs.cli.main`) and the options its plugins share.
+"""The ``gloper`` command (:mod:`gloper_jobs.cli.commands`) and the options its plugins share.
 
 ``main`` is loaded on first use, so a plugin (``schedulers.cli``) can import
 :mod:`gloper_jobs.cli.options` without running the command's plugin loading.
@@ -11,7 +11,7 @@ from typing import Any
 
 def __getattr__(name: str) -> Any:
     if name == "main":
-        from gloper_jobs.cli.main import main
+        from gloper_jobs.cli.commands import main
 
         return main
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

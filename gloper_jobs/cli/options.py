@@ -1,6 +1,6 @@
 """Options shared by the ``gloper`` commands and the commands plugins add (``schedulers``).
 
-Kept apart from :mod:`gloper_jobs.cli.main`, which loads the plugins when imported,
+Kept apart from :mod:`gloper_jobs.cli.commands`, which loads the plugins when imported,
 so a plugin can use them without importing the CLI back.
 """
 

@@ -4,6 +4,10 @@ Species is the first folder under the dataset root (``Zebra/x.jpg`` -> Zebra),
 or the root's own name for photos directly in it. ``label``/``labels`` folders
 are not photos. Items come out sorted by relative path, so a scan is
 deterministic and can be resumed.
+
+Symlinks: a linked folder is followed when it resolves inside the root (a link to
+a folder above it, a loop, is not) and skipped, and reported, when it leads out; a linked photo leading out is skipped and reported
+too (the worker checks every input again before reading it).
 """
 
 from __future__ import annotations
@@ -32,18 +36,48 @@ def _is_photo(name: str) -> bool:
     return not name.startswith(".") and name.lower().endswith(defaults.IMAGE_EXTENSIONS)
 
 
-def iter_dataset(root: Path, with_labels: bool = True) -> Iterator[DatasetItem]:
-    """Yield the photos under ``root`` in sorted order (see module docstring)."""
+def _inside(path: Path, root_real: Path) -> bool:
+    real = Path(os.path.realpath(path))
+    return real == root_real or real.is_relative_to(root_real)
+
+
+def iter_dataset(root: Path, with_labels: bool = True, skipped: list[str] | None = None) -> Iterator[DatasetItem]:
+    """Yield the photos under ``root`` in sorted order (see module docstring).
+
+    ``skipped`` (if given) receives one line per symlinked folder or photo that
+    leads outside the root and was therefore not scanned.
+    """
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"dataset folder {root} does not exist or is not a folder")
+    root_real = Path(os.path.realpath(root))
     root_name = root.resolve().name
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(
-            d for d in dirnames if d.lower() not in LABEL_DIRNAMES and not d.startswith(".")
-        )
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         folder = Path(dirpath)
-        photos = sorted(f for f in filenames if _is_photo(f))
+        here = Path(os.path.realpath(folder))
+        keep = []
+        for d in sorted(dirnames):
+            if d.lower() in LABEL_DIRNAMES or d.startswith("."):
+                continue
+            link = folder / d
+            if link.is_symlink():
+                target = Path(os.path.realpath(link))
+                why = ("outside the dataset root" if not _inside(link, root_real)
+                       else "a folder above it (a loop)" if here.is_relative_to(target) else None)
+                if why is not None:
+                    if skipped is not None:
+                        skipped.append(f"{link.relative_to(root).as_posix()}/: a symlink to {target}, {why}")
+                    continue
+            keep.append(d)
+        dirnames[:] = keep
+        photos = []
+        for f in sorted(f for f in filenames if _is_photo(f)):
+            if (folder / f).is_symlink() and not _inside(folder / f, root_real):
+                if skipped is not None:
+                    skipped.append(f"{(folder / f).relative_to(root).as_posix()}: a symlink to "
+                                   f"{os.path.realpath(folder / f)}, outside the dataset root")
+                continue
+            photos.append(f)
         if not photos:
             continue
         labels = index_label_dir(folder) if with_labels else {}

@@ -92,6 +92,9 @@ def load_image(path: str | Path, max_pixels: int = defaults.MAX_IMAGE_PIXELS) ->
         ) from exc
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageLoadError(p, f"decompression bomb refused: {exc}") from exc
+    except PermissionError as exc:  # an OSError, but the file is not corrupt
+        raise ImageLoadError(p, "permission denied: the worker's user cannot read this file; fix its "
+                                "permissions (e.g. chmod a+r) and retry the item") from exc
     except (OSError, SyntaxError, ValueError, TypeError, EOFError) as exc:
         msg = str(exc) or type(exc).__name__
         if "truncated" in msg.lower():

@@ -3,7 +3,9 @@
 Each photo is a textured "animal" (an ellipse of coat colour with a pattern:
 stripes, spots, rosettes, patches) on a noisy background; its label is the
 pattern, black on white, in ``<Species>/label/`` exactly like the shared examples.
-Deterministic for a seed.
+The pattern is darker than the coat (``darker``, the default), lighter than a dark
+coat (``lighter``: folders ``<Kind>Light``, like nyala's and seals' pale marks), or
+both. Deterministic for a seed.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 PATTERNS = ("Stripes", "Spots", "Rosettes", "Patches")
+POLARITIES = ("darker", "lighter", "both")
 
 
 def _pattern(kind: str, h: int, w: int, rng: np.random.Generator) -> np.ndarray:
@@ -40,19 +43,26 @@ def _pattern(kind: str, h: int, w: int, rng: np.random.Generator) -> np.ndarray:
     return mask
 
 
-def make_photo(kind: str, size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One synthetic photo ``HxWx3 uint8 RGB``, its label and the animal's body (``HxW bool`` each)."""
+def make_photo(
+    kind: str, size: int, rng: np.random.Generator, lighter: bool = False
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One synthetic photo ``HxWx3 uint8 RGB``, its label and the animal's body (``HxW bool`` each).
+
+    ``lighter``: a dark coat with a light pattern instead of a light coat with a dark one.
+    """
     h, w = size, int(size * 1.25)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     body = ((yy - h / 2) / (h * 0.36)) ** 2 + ((xx - w / 2) / (w * 0.38)) ** 2 < 1.0
     pattern = _pattern(kind, h, w, rng) & body
     bg = np.array([rng.uniform(60, 120), rng.uniform(110, 160), rng.uniform(50, 90)])
     coat = np.array([rng.uniform(190, 235), rng.uniform(150, 200), rng.uniform(90, 140)])
-    dark = np.array([rng.uniform(15, 50), rng.uniform(10, 40), rng.uniform(5, 30)])
+    mark = np.array([rng.uniform(15, 50), rng.uniform(10, 40), rng.uniform(5, 30)])
+    if lighter:  # the roles swap: pale marks on a dark brown coat
+        coat, mark = np.array([rng.uniform(70, 110), rng.uniform(45, 75), rng.uniform(25, 50)]), coat + 20
     img = np.empty((h, w, 3), dtype=np.float32)
     img[:] = bg
     img[body] = coat
-    img[pattern] = dark
+    img[pattern] = mark
     shade = 0.85 + 0.3 * (xx / w)  # soft light gradient across the frame
     img *= shade[..., None]
     img += rng.normal(0, 9, img.shape)
@@ -60,15 +70,26 @@ def make_photo(kind: str, size: int, rng: np.random.Generator) -> tuple[np.ndarr
     return np.asarray(photo), pattern, body
 
 
-def make_dataset(root: Path, per_species: int = 2, size: int = 192, seed: int = 7) -> list[Path]:
-    """Write ``<root>/<Pattern>/<n>.jpg`` and ``<root>/<Pattern>/label/<n>.png``; returns photo paths."""
+def make_dataset(
+    root: Path, per_species: int = 2, size: int = 192, seed: int = 7, polarity: str = "darker"
+) -> list[Path]:
+    """Write ``<root>/<Pattern>/<n>.jpg`` and ``<root>/<Pattern>/label/<n>.png``; returns photo paths.
+
+    ``polarity``: ``darker`` (dark pattern on a light coat), ``lighter`` (light pattern on
+    a dark coat, in ``<Pattern>Light/``) or ``both``. Raises ``ValueError`` for another value.
+    """
+    if polarity not in POLARITIES:
+        raise ValueError(f"polarity={polarity!r}: use one of {', '.join(POLARITIES)}")
+    kinds = [(k, False) for k in PATTERNS] if polarity != "lighter" else []
+    if polarity != "darker":
+        kinds += [(k, True) for k in PATTERNS]
     rng = np.random.default_rng(seed)
     paths: list[Path] = []
-    for kind in PATTERNS:
-        folder = Path(root) / kind
+    for kind, lighter in kinds:
+        folder = Path(root) / (f"{kind}Light" if lighter else kind)
         (folder / "label").mkdir(parents=True, exist_ok=True)
         for i in range(per_species):
-            photo, label, _ = make_photo(kind, size, rng)
+            photo, label, _ = make_photo(kind, size, rng, lighter)
             p = folder / f"{kind.lower()}_{i:02d}.jpg"
             Image.fromarray(photo).save(p, quality=92)
             Image.fromarray(np.where(label, 0, 255).astype(np.uint8)).save(folder / "label" / f"{p.stem}.png")

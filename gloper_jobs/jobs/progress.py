@@ -90,7 +90,7 @@ def format_progress(p: JobProgress) -> str:
     lines = [f"job {job.id} · {job.kind} · {job.method} · {job.status} · queue {job.queue or '-'} · {job.dataset}"]
     lines.append(
         f"  done {c.get('done', 0)}  failed {c.get('failed', 0)}  "
-        f"pending {c.get('pending', 0) + c.get('queued', 0)}  running {c.get('running', 0)}  "
+        f"pending {c.get('pending', 0)}  queued {c.get('queued', 0)}  running {c.get('running', 0)}  "
         f"cancelled {c.get('cancelled', 0)}  (of {job.n_items}; stale running {p.stale})"
     )
     rate = f"{p.per_hour:.0f} photos/h" if p.per_hour else "no photo finished in the last 15 min"

@@ -20,13 +20,19 @@ from gloper_jobs.methods.base import (
     Segmenter,
     check_size,
 )
+from gloper_jobs.methods.choice import check_polarity, choose_polarity, cluster_colours
 
-KMEANS_CHOICES = ("darker", "lighter", "smaller")
+KMEANS_CHOICES = ("polarity", "smaller")
 
 
 @dataclass(frozen=True)
 class KMeansParams(MethodParams):
-    """k-means on foreground RGB: ``k`` clusters, ``attempts`` random restarts."""
+    """k-means on foreground RGB: ``k`` clusters, ``attempts`` random restarts.
+
+    ``choice=polarity`` takes the darkest or the lightest cluster as ``polarity`` says
+    (``auto``: the shared label-free rule of :mod:`gloper_jobs.methods.choice`, which
+    GloPER uses too); ``choice=smaller`` the smallest cluster.
+    """
 
     size: int = 256
     k: int = 2
@@ -34,7 +40,8 @@ class KMeansParams(MethodParams):
     max_iter: int = 100
     epsilon: float = 1.0
     seed: int = 41
-    choice: str = "darker"
+    choice: str = "polarity"
+    polarity: str = "auto"
 
     def validate(self) -> None:
         check_size(self.size)
@@ -42,10 +49,15 @@ class KMeansParams(MethodParams):
             raise InvalidParameterError(f"k={self.k} must be between 2 and 16")
         if self.attempts < 1 or self.max_iter < 1 or self.epsilon <= 0:
             raise InvalidParameterError("attempts and max_iter must be >= 1 and epsilon > 0")
+        if self.choice in ("darker", "lighter"):
+            raise InvalidParameterError(
+                f"choice={self.choice!r} is now --param polarity={self.choice} (choice=polarity is the default)"
+            )
         if self.choice not in KMEANS_CHOICES:
             raise InvalidParameterError(
                 f"choice={self.choice!r}: use one of {', '.join(KMEANS_CHOICES)}"
             )
+        check_polarity(self.polarity)
 
 
 class KMeansSegmenter(Segmenter):
@@ -53,8 +65,10 @@ class KMeansSegmenter(Segmenter):
 
     Clusters are named ``cluster_0`` .. ``cluster_{k-1}`` from darkest to
     lightest centre, so names are stable across runs. k-means cannot know which
-    cluster is the pattern: the label-free choice is the darkest cluster by
-    default (``choice=lighter`` or ``smaller`` otherwise).
+    cluster is the pattern: the label-free choice is the darkest or the lightest
+    cluster as the shared polarity rule calls it (``polarity=auto``, the default),
+    the darkest with ``polarity=darker`` (the paper's reading), the lightest with
+    ``polarity=lighter``, the smallest with ``choice=smaller``.
     """
 
     name = "kmeans"
@@ -69,27 +83,19 @@ class KMeansSegmenter(Segmenter):
         if len(pixels) < p.k:
             blank = {f"cluster_{i}": empty.copy() for i in range(p.k)}
             return Segmentation(blank, "cluster_0", info={"note": "foreground too small"})
-        cv2.setRNGSeed(p.seed)
-        criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, p.max_iter, p.epsilon)
-        _, labels, centres = cv2.kmeans(  # type: ignore[call-overload]
-            pixels, p.k, None, criteria, p.attempts, cv2.KMEANS_RANDOM_CENTERS
-        )
-        order = np.argsort(centres.sum(axis=1), kind="stable")  # darkest first
-        labels = labels.ravel()
+        labels, centres = cluster_colours(pixels, p.k, p.attempts, p.max_iter, p.epsilon, p.seed)
         masks: dict[str, np.ndarray] = {}
         sizes: list[int] = []
-        for rank, cluster in enumerate(order):
+        for rank in range(p.k):
             m = empty.copy()
-            m[fg] = labels == cluster
+            m[fg] = labels == rank
             masks[f"cluster_{rank}"] = m
             sizes.append(int(m.sum()))
-        if p.choice == "darker":
-            choice = "cluster_0"
-        elif p.choice == "lighter":
-            choice = f"cluster_{p.k - 1}"
-        else:
-            choice = f"cluster_{int(np.argmin(sizes))}"
-        return Segmentation(masks, choice, info={"centres_rgb": centres[order].round(1).tolist()})
+        picked = choose_polarity(p.polarity, [masks["cluster_0"]], fg)
+        options = {"darker": "cluster_0", "lighter": f"cluster_{p.k - 1}"}
+        choice = f"cluster_{int(np.argmin(sizes))}" if p.choice == "smaller" else options[picked.polarity]
+        info = {"centres_rgb": centres.round(1).tolist(), "polarity": picked.as_info(options)}
+        return Segmentation(masks, choice, info=info)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import numpy as np
 import torch
@@ -25,7 +25,12 @@ from gloper_jobs.methods.base import (
     check_inputs,
     check_size,
 )
+from gloper_jobs.methods.choice import check_polarity
 from gloper_jobs.methods.gloper_engine import EngineOptions, train_sizes
+from gloper_jobs.methods.gloper_readout import read_out
+
+if TYPE_CHECKING:
+    from gloper_jobs.methods.gloper_inference import ModelExtractor
 
 PAPER_LOCAL_SIZES = (4, 8, 16, 32, 64, 128, 256)
 
@@ -34,7 +39,12 @@ PAPER_LOCAL_SIZES = (4, 8, 16, 32, 64, 128, 256)
 class GloperParams(MethodParams):
     """GloPER's settings; defaults are the CPU profile, ``profile=paper`` the paper's.
 
-    The CPU profile (S=128, local sizes 8 and 16, 25 steps, fused choice) was chosen
+    ``choice`` names the mask a user without labels gets (``consensus``, ``fused`` or
+    ``local_<l>``) and ``polarity`` which colour is the pattern (``auto``: the label-free
+    rule of :mod:`gloper_jobs.methods.choice`; ``darker``: the paper's reading;
+    ``lighter``); see :mod:`gloper_jobs.methods.gloper_readout`.
+
+    The CPU profile (S=128, local sizes 8 and 16, 25 steps) was chosen
     from measurements on the ten example photos on a 2-core machine: about 0.2 s a
     step, so about 11 s a photo, within 0.01-0.02 Dice of 100 steps and of S=256
     (README, "GloPER profiles").
@@ -47,7 +57,11 @@ class GloperParams(MethodParams):
     rho: float = 0.5
     lr: float = 1e-3
     seed: int = 41
-    choice: str = "fused"
+    choice: str = "consensus"
+    polarity: str = "auto"
+    #: a dataset model (``gloper train``): one forward pass per photo instead of ``steps``
+    model: str = ""
+    finetune_steps: int = 0
     # Engine (gloper_engine.py). Early stop and precision change the masks, so they
     # are part of the job's identity; the others only change how fast they come.
     # Stop rule: read out every 10 steps, stop at IoU > 0.97 with the previous
@@ -81,9 +95,14 @@ class GloperParams(MethodParams):
             raise InvalidParameterError(f"rho={self.rho} must be in [0, 1]")
         if self.lr <= 0:
             raise InvalidParameterError(f"lr={self.lr} must be > 0")
-        valid_choices = ["fused"] + [f"local_{ls}" for ls in self.local_sizes]
+        valid_choices = ["consensus", "fused"] + [f"local_{ls}" for ls in self.local_sizes]
         if self.choice not in valid_choices:
             raise InvalidParameterError(f"choice={self.choice!r}: use one of {', '.join(valid_choices)}")
+        check_polarity(self.polarity)
+        if self.finetune_steps < 0:
+            raise InvalidParameterError(f"finetune_steps={self.finetune_steps} must be >= 0")
+        if self.finetune_steps and not self.model:
+            raise InvalidParameterError("finetune_steps warm-starts a dataset model: also pass --param model=MODEL.pt")
         check_device(self.device)
         for name in ("batch_sizes", "channels_last"):
             if getattr(self, name) not in ("auto", "on", "off"):
@@ -126,9 +145,15 @@ def train_local_size(
 
 
 class GloperSegmenter(Segmenter):
-    """GloPER. Candidates ``local_<l>`` per local size, plus ``fused`` (majority vote).
+    """GloPER. Candidates ``local_<l>`` / ``local_<l>_lighter`` per local size in both
+    polarities, plus the derived ``fused`` and ``consensus`` masks of each polarity.
 
-    The label-free choice is ``choice`` (``fused`` by default, or one local size).
+    The label-free choice is ``choice`` (``consensus`` by default) in the colour
+    ``polarity`` calls the pattern; ``info["polarity"]`` says which and why.
+    With ``model`` (a checkpoint of ``gloper train``) no network is trained per photo:
+    the dataset model's one forward pass gives the weight maps
+    (:mod:`gloper_jobs.methods.gloper_inference`), after ``finetune_steps`` per-photo
+    steps, and the same read-out makes the same candidates.
     """
 
     name = "gloper"
@@ -139,19 +164,51 @@ class GloperSegmenter(Segmenter):
         "paper": {"size": 1024, "local_sizes": PAPER_LOCAL_SIZES, "steps": 1000},
     }
 
+    def __init__(self, params: MethodParams) -> None:
+        super().__init__(params)
+        p = cast(GloperParams, params)
+        self._model: ModelExtractor | None = None
+        if p.model:  # load (and check) the dataset model once, here rather than on the first photo
+            self._model = self._load_model(p)
+
+    @staticmethod
+    def _load_model(p: GloperParams) -> ModelExtractor:
+        from gloper_jobs.methods.gloper_inference import ModelExtractor
+
+        return ModelExtractor(p.model, p.size, p.local_sizes, resolve_device(p.device))
+
     @classmethod
     def settings_defaults(cls, settings: Any) -> dict[str, Any]:
         return {"device": settings.device}
 
+    def close(self) -> None:
+        if self._model is not None:
+            self._model.close()
+            self._model = None
+
     def segment(self, image: np.ndarray, foreground: np.ndarray, context: SegmentContext | None = None) -> Segmentation:
         check_inputs(image, foreground)
         p = cast(GloperParams, self.params)
+        if p.model and self._model is None:  # closed (evicted) and asked again
+            self._model = self._load_model(p)
+        if self._model is not None:
+            weights, fg_np, info = self._model.weight_maps(image, foreground, p.finetune_steps, p.seed)
+        else:
+            weights, fg_np, info = self._train_per_photo(image, foreground, p)
+        out = read_out(image, foreground, weights, fg_np, p.rho, p.choice, p.polarity)
+        return Segmentation(out.candidates, out.choice, derived=out.derived, info={**info, **out.info})
+
+    @staticmethod
+    def _train_per_photo(image: np.ndarray, foreground: np.ndarray,
+                         p: GloperParams) -> tuple[dict[int, np.ndarray], np.ndarray, dict[str, Any]]:
+        """Train one network per local size on this photo; its weight maps (``SxS float32``),
+        the foreground at ``SxS bool`` and what to record."""
         device = resolve_device(p.device)
         s = p.size
         rgb = torch.from_numpy(resize_rgb(image, (s, s))).permute(2, 0, 1).unsqueeze(0).contiguous()
         fg_np = resize_mask(foreground, (s, s))
         fg = torch.from_numpy(fg_np.astype(np.float32)).unsqueeze(0)
-        masks: dict[str, np.ndarray] = {}
+        weights: dict[int, np.ndarray] = {}
         opts = p.engine_options(device)
         info: dict[str, Any] = {"device": str(device), "engine": opts.to_info(), "final_loss": {},
                                 "stop_step": {}}
@@ -162,7 +219,7 @@ class GloperSegmenter(Segmenter):
             info["seconds"] = round(time.perf_counter() - t0, 3)
             for ls in p.local_sizes:
                 res = results[ls]
-                masks[f"local_{ls}"] = (res.weight.numpy() > p.rho) & fg_np
+                weights[ls] = res.weight.numpy()
                 info["stop_step"][f"local_{ls}"] = res.stop_step
                 info["final_loss"][f"local_{ls}"] = round(res.losses[-1], 6) if res.losses else None
         except torch.cuda.OutOfMemoryError as exc:
@@ -171,10 +228,4 @@ class GloperSegmenter(Segmenter):
                 "(e.g. --param size=512), train the local sizes one at a time (--param batch_sizes=off), "
                 "use --param precision=bf16, or run fewer workers per card"
             ) from exc
-        derived: frozenset[str] = frozenset()
-        if len(p.local_sizes) > 1:
-            votes = np.sum([m for m in masks.values()], axis=0)
-            masks["fused"] = votes * 2 > len(p.local_sizes)
-            derived = frozenset({"fused"})
-        choice = p.choice if p.choice in masks else next(iter(masks))
-        return Segmentation(masks, choice, derived=derived, info=info)
+        return weights, fg_np, info

@@ -109,4 +109,8 @@ def build_segmenter(method: str, settings: Settings, profile: str | None = None,
                     params: dict[str, Any] | None = None) -> Segmenter:
     """Create the method; settings supply defaults (device, weights) that ``params`` override."""
     merged = {**get_segmenter_class(method).settings_defaults(settings), **(params or {})}
+    if merged.get("model"):  # a dataset model by file or by its name in the store (GloPER)
+        from gloper_jobs.store.model_registry import resolve_model
+
+        merged["model"] = resolve_model(str(merged["model"]), settings.database_url)
     return create_segmenter(method, profile, **merged)

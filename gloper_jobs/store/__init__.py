@@ -8,6 +8,8 @@ from gloper_jobs.store.models import (
     ItemStatus,
     Job,
     JobStatus,
+    Model,
+    ModelStatus,
 )
 
-__all__ = ["Calibration", "Candidate", "Item", "ItemStatus", "Job", "JobStatus", "Store"]
+__all__ = ["Calibration", "Candidate", "Item", "ItemStatus", "Job", "JobStatus", "Model", "ModelStatus", "Store"]

@@ -3,25 +3,29 @@
 A task message only carries an item id. Whatever a redelivery must know lives
 here, in the item row, so it survives any worker:
 
+- :func:`take_pending` is the publishing compare-and-set: it moves pending items to
+  ``queued`` and only its caller publishes them, so concurrent submits, resumes and
+  reconcilers never send one item twice.
 - :func:`claim` is the one atomic step a worker takes before it starts an item:
-  it skips items that are finished, cancelled or failed, counts the delivery
-  (``item.deliveries``), and fails the item once it has been delivered more than
-  the cap allows without finishing. With ``acks_late`` and
-  ``reject_on_worker_lost`` a photo that kills its worker comes back; the count in
-  the store ends that loop.
-- :func:`beat` writes ``heartbeat_at`` while an item runs; :func:`lock_stale`
-  finds running items whose heartbeat stopped (their worker is gone, or its task
-  was cancelled when the broker connection dropped) for the reconciler
-  (:func:`gloper_jobs.jobs.submission.reconcile`) to enqueue again.
+  it takes an exclusive lease (owner and expiry in the row), skips items that are
+  finished, cancelled or failed, drops a second delivery of an item whose lease is
+  live (not run, not counted), counts the delivery (``item.deliveries``), and fails
+  the item once it has been delivered more than the cap allows without finishing.
+  With ``acks_late`` and ``reject_on_worker_lost`` a photo that kills its worker
+  comes back; the count in the store ends that loop.
+- :func:`beat` writes ``heartbeat_at`` and extends the lease while an item runs;
+  :func:`lock_stale` finds running items whose heartbeat stopped (their worker is
+  gone) and :func:`lock_stranded` queued items whose message may be stranded, for
+  the reconciler (:func:`gloper_jobs.jobs.publishing.reconcile`) to publish again.
 - Results are written by :func:`gloper_jobs.store.repository.record_success`, an
   upsert on ``(item_id, name)``: a redelivered item rewrites its rows, never adds.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, or_, update
@@ -35,7 +39,7 @@ def _rowcount(result: Any) -> int:
     return int(result.rowcount or 0)
 
 
-#: statuses a delivered task may start from
+#: statuses of an item that is not finished (a job with one is not drained)
 STARTABLE = (ItemStatus.pending.value, ItemStatus.queued.value, ItemStatus.running.value)
 #: statuses `gloper resume` puts back on the queue (running ones only when stale)
 UNFINISHED = (ItemStatus.pending.value, ItemStatus.queued.value)
@@ -51,15 +55,32 @@ class Claim:
     deliveries: int = 0
 
 
-def claim(session: Session, item_id: int, *, cap: int, host: str | None, worker: str | None,
-          device: str | None = None) -> Claim:
-    """Atomically count one delivery of ``item_id`` and mark it running.
+#: how a worker tells whether a lease's owner process is gone (``<node>:<pid>`` on its host)
+OwnerGone = Callable[[Item], bool]
 
-    ``cap`` is how many deliveries the item may have had (the store's cap plus the
-    task's own retries, which are deliveries that ended cleanly). Returns a
-    :class:`Claim` with ``skipped`` set when the item is finished, failed or
-    cancelled, when its job is cancelled, or when this delivery exceeds ``cap``
-    (the item is then failed, with a message saying so).
+
+def _lease_free(now: datetime) -> ColumnElement[bool]:
+    """An item a delivery may start: not started yet, or running under an expired lease."""
+    return or_(col(Item.status).in_(UNFINISHED),
+               and_(col(Item.status) == ItemStatus.running.value,
+                    or_(col(Item.lease_expires_at).is_(None), col(Item.lease_expires_at) < now)))
+
+
+def claim(session: Session, item_id: int, *, cap: int, host: str | None, worker: str | None,
+          lease_seconds: float, device: str | None = None, owner_gone: OwnerGone | None = None) -> Claim:
+    """Atomically take item ``item_id`` under an exclusive lease and count the delivery.
+
+    The lease (``lease_owner`` = ``worker``, ``lease_expires_at`` = now +
+    ``lease_seconds``, extended by :func:`beat`) is taken by a compare-and-set: only
+    from ``pending``/``queued``, or from ``running`` when the lease has expired or
+    ``owner_gone(item)`` says its holder died (a killed pool process on this host).
+    A delivery of an item whose lease is live is dropped: ``skipped`` says so and
+    ``deliveries`` is not counted, so duplicates never run twice at once nor use up
+    the cap. ``cap`` is how many deliveries the item may have had (the store's cap
+    plus the task's own retries). Returns a :class:`Claim` with ``skipped`` set when
+    the item is finished, failed or cancelled, its job is cancelled, another
+    process holds it, or this delivery exceeds ``cap`` (the item is then failed,
+    with a message saying so).
     """
     row = session.get(Item, item_id)
     if row is None:
@@ -68,21 +89,32 @@ def claim(session: Session, item_id: int, *, cap: int, host: str | None, worker:
     if job is None or job.status == JobStatus.cancelled.value:
         session.execute(update(Item).where(col(Item.id) == item_id, col(Item.status).in_(STARTABLE))
                         .values(status=ItemStatus.cancelled.value, finished_at=utcnow()))
+        session.refresh(row)
         return Claim(row, job, skipped="job cancelled")
     now = utcnow()
+    free = _lease_free(now)
+    if worker is not None:  # a retry of this process's own attempt (its release failed: store down)
+        free = or_(free, and_(col(Item.status) == ItemStatus.running.value, col(Item.lease_owner) == worker))
+    if row.status == ItemStatus.running.value and owner_gone is not None and owner_gone(row):
+        # its holder died on this host: take the lease over, but only the lease we saw
+        free = or_(free, and_(col(Item.status) == ItemStatus.running.value,
+                              col(Item.lease_owner) == row.lease_owner))
     result = session.execute(
-        update(Item).where(col(Item.id) == item_id, col(Item.status).in_(STARTABLE)).values(
+        update(Item).where(col(Item.id) == item_id, free).values(
             status=ItemStatus.running.value, deliveries=Item.deliveries + 1, attempts=Item.attempts + 1,
             started_at=now, heartbeat_at=now, host=host, worker=worker, device=device,
+            lease_owner=worker, lease_expires_at=now + timedelta(seconds=lease_seconds),
         ).returning(col(Item.deliveries))
     ).first()
     if result is None:
         session.refresh(row)
+        if row.status == ItemStatus.running.value:
+            return Claim(row, job, skipped=f"running in {row.lease_owner} (live lease): duplicate delivery dropped")
         return Claim(row, job, skipped=f"item is {row.status}")
     deliveries = int(result[0])
     if deliveries > cap:
         session.execute(update(Item).where(col(Item.id) == item_id).values(
-            status=ItemStatus.failed.value, finished_at=now,
+            status=ItemStatus.failed.value, finished_at=now, lease_owner=None, lease_expires_at=None,
             error=(f"delivered {deliveries} times without finishing (cap {cap}): the photo probably "
                    "kills its worker (out of memory, a crash or the hard time limit); check the "
                    "worker logs, then `gloper retry-failed JOB` after fixing the cause"),
@@ -94,16 +126,86 @@ def claim(session: Session, item_id: int, *, cap: int, host: str | None, worker:
     return Claim(row, job, deliveries=deliveries)
 
 
-def release(session: Session, item_id: int, error: str, traceback_text: str | None) -> None:
-    """Put a running item back to ``queued`` after a transient error (a retry follows)."""
-    session.execute(update(Item).where(col(Item.id) == item_id, col(Item.status) == ItemStatus.running.value)
-                    .values(status=ItemStatus.queued.value, error=error, traceback=traceback_text))
+def _held_by(item_id: int, owner: str | None) -> ColumnElement[bool]:
+    cond = and_(col(Item.id) == item_id, col(Item.status) == ItemStatus.running.value)
+    return and_(cond, col(Item.lease_owner) == owner) if owner is not None else cond
 
 
-def beat(session: Session, item_id: int) -> None:
-    """Write a running item's heartbeat."""
-    session.execute(update(Item).where(col(Item.id) == item_id, col(Item.status) == ItemStatus.running.value)
-                    .values(heartbeat_at=utcnow()))
+def release(session: Session, item_id: int, error: str, traceback_text: str | None,
+            owner: str | None = None) -> None:
+    """Put a running item (held by ``owner``) back to ``queued`` after a transient error
+    (the task's retry is its new message); the lease ends."""
+    session.execute(update(Item).where(_held_by(item_id, owner)).values(
+        status=ItemStatus.queued.value, error=error, traceback=traceback_text, queued_at=utcnow(),
+        lease_owner=None, lease_expires_at=None))
+
+
+def release_node(session: Session, node: str, reason: str) -> int:
+    """A worker node that stopped gives back the items its processes (``<node>:<pid>``) still
+    hold: ``queued`` at once with no publish time, so the reconciler re-publishes any whose
+    message is not in the broker; the interrupted delivery is not counted. Returns how many."""
+    result = session.execute(update(Item).where(
+        col(Item.status) == ItemStatus.running.value, col(Item.lease_owner).startswith(f"{node}:", autoescape=True),
+    ).values(status=ItemStatus.queued.value, error=reason, queued_at=None, lease_owner=None,
+             lease_expires_at=None, heartbeat_at=None, deliveries=Item.deliveries - 1))
+    return _rowcount(result)
+
+
+def beat(session: Session, item_id: int, owner: str | None = None, lease_seconds: float | None = None) -> bool:
+    """Write a running item's heartbeat and extend its lease; returns whether ``owner``
+    still holds it (False: the lease expired and another process took the item)."""
+    values: dict[str, Any] = {"heartbeat_at": utcnow()}
+    if lease_seconds is not None:
+        values["lease_expires_at"] = utcnow() + timedelta(seconds=lease_seconds)
+    return _rowcount(session.execute(update(Item).where(_held_by(item_id, owner)).values(**values))) > 0
+
+
+def take_pending(session: Session, job_id: int, limit: int) -> list[int]:
+    """Compare-and-set for publishing: move up to ``limit`` pending items of the job to
+    ``queued`` and return their ids (path order). Only the caller that moved an item
+    publishes it, so two concurrent submits or resumes never both send one item; on
+    PostgreSQL the rows another caller is taking are skipped, not waited for."""
+    # A CTE, not an IN (subquery): PostgreSQL may re-run a subquery per outer row,
+    # and a re-run LIMIT ... FOR UPDATE SKIP LOCKED would pick every pending item.
+    pick = (select(Item.id).where(col(Item.job_id) == job_id, col(Item.status) == ItemStatus.pending.value)
+            .order_by(col(Item.rel_path)).limit(limit).with_for_update(skip_locked=True).cte("picked"))
+    rows = session.execute(
+        update(Item).where(col(Item.id).in_(select(pick.c.id)), col(Item.status) == ItemStatus.pending.value)
+        .values(status=ItemStatus.queued.value, queued_at=utcnow()).returning(col(Item.id))
+    ).all()
+    return sorted(int(r[0]) for r in rows)
+
+
+def untake(session: Session, item_ids: Sequence[int]) -> int:
+    """Undo :func:`take_pending` for items whose publish failed: back to ``pending``."""
+    if not item_ids:
+        return 0
+    return _rowcount(session.execute(
+        update(Item).where(col(Item.id).in_(list(item_ids)), col(Item.status) == ItemStatus.queued.value)
+        .values(status=ItemStatus.pending.value, queued_at=None)))
+
+
+def lock_stranded(session: Session, job_id: int | None, older_than: float, limit: int) -> list[Item]:
+    """Queued items of jobs not cancelled, published more than ``older_than`` s ago (or never
+    marked): their message may be stranded (left in a dead consumer's unacked hash,
+    lost with the broker's data). Locked for this transaction, oldest first."""
+    cutoff = utcnow() - timedelta(seconds=older_than)
+    stmt = (select(Item).join(Job, col(Job.id) == col(Item.job_id))
+            .where(col(Item.status) == ItemStatus.queued.value, col(Job.status) != JobStatus.cancelled.value,
+                   or_(col(Item.queued_at).is_(None), col(Item.queued_at) < cutoff)))
+    if job_id is not None:
+        stmt = stmt.where(col(Item.job_id) == job_id)
+    stmt = stmt.order_by(col(Item.job_id), col(Item.rel_path)).limit(limit).with_for_update(of=Item, skip_locked=True)
+    return list(session.exec(stmt).all())
+
+
+def mark_published(session: Session, item_ids: Sequence[int]) -> int:
+    """Queued items whose message was published again: their ``queued_at`` restarts."""
+    if not item_ids:
+        return 0
+    return _rowcount(session.execute(
+        update(Item).where(col(Item.id).in_(list(item_ids)), col(Item.status) == ItemStatus.queued.value)
+        .values(queued_at=utcnow())))
 
 
 def ids_to_enqueue(session: Session, job_id: int, include_queued: bool = False) -> list[int]:
@@ -133,7 +235,8 @@ def requeue_stale(session: Session, item_ids: Sequence[int]) -> int:
         return 0
     result = session.execute(
         update(Item).where(col(Item.id).in_(list(item_ids)), col(Item.status) == ItemStatus.running.value)
-        .values(status=ItemStatus.queued.value, heartbeat_at=None),
+        .values(status=ItemStatus.queued.value, heartbeat_at=None, queued_at=utcnow(),
+                lease_owner=None, lease_expires_at=None),
     )
     return _rowcount(result)
 
@@ -152,27 +255,12 @@ def stale_items(session: Session, job_id: int | None, stale_seconds: float) -> S
     return session.exec(stmt.order_by(col(Item.id))).all()
 
 
-def mark_queued(session: Session, item_ids: Sequence[int]) -> int:
-    """Mark pending items whose message was published as ``queued``; returns how many.
-
-    Called after the publish, so an item is never ``queued`` without a message; one a
-    worker already started (running, done) is left as it is.
-    """
-    if not item_ids:
-        return 0
-    result = session.execute(
-        update(Item).where(col(Item.id).in_(list(item_ids)), col(Item.status) == ItemStatus.pending.value)
-        .values(status=ItemStatus.queued.value),
-    )
-    return _rowcount(result)
-
-
 def requeue_failed(session: Session, job_id: int) -> int:
     """Failed items back to pending with their delivery count reset; returns how many."""
     result = session.execute(
         update(Item).where(col(Item.job_id) == job_id, col(Item.status) == ItemStatus.failed.value).values(
             status=ItemStatus.pending.value, deliveries=0, error=None, traceback=None,
-            started_at=None, heartbeat_at=None, finished_at=None,
+            started_at=None, heartbeat_at=None, finished_at=None, lease_owner=None, lease_expires_at=None,
         )
     )
     return _rowcount(result)

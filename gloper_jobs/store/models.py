@@ -59,6 +59,8 @@ class Job(SQLModel, table=True):
     results_dir: str = Field(sa_column=Column(Text, nullable=False))
     n_items: int = 0
     queue: str | None = Field(default=None, max_length=64)  # the distributed run's queue
+    #: ``urgent``, ``normal`` or ``bulk``: which of the queue's priority levels its items go to
+    priority: str = Field(default="normal", max_length=16, sa_column_kwargs={"server_default": "normal"})
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
 
@@ -99,6 +101,11 @@ class Item(SQLModel, table=True):
     started_at: datetime | None = None
     heartbeat_at: datetime | None = None
     finished_at: datetime | None = None
+    #: when its message was last published (the reconciler re-publishes stranded ones)
+    queued_at: datetime | None = None
+    #: the worker process holding the item (``<node>:<pid>``) and until when; see deliveries.claim
+    lease_owner: str | None = Field(default=None, max_length=255)
+    lease_expires_at: datetime | None = None
 
 
 class Candidate(SQLModel, table=True):
@@ -134,3 +141,37 @@ class Calibration(SQLModel, table=True):
     photos: int = 0
     settings_tried: int = 0
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class ModelStatus(StrEnum):
+    """A dataset model's training state: ``training`` until its last step is checkpointed."""
+
+    training = "training"
+    done = "done"
+
+
+class Model(SQLModel, table=True):
+    """A trained (or training) dataset-level GloPER model, by name (``--param model=NAME``).
+
+    ``checkpoint_path`` is the last atomically written checkpoint, ``sha256`` its
+    checksum; ``step`` its step and ``losses`` the loss of every step up to it.
+    """
+
+    __tablename__ = "model"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(index=True, unique=True, max_length=128)
+    dataset: str = Field(sa_column=Column(Text, nullable=False))
+    method: str = Field(default="gloper", max_length=64)
+    settings: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    status: str = Field(default=ModelStatus.training.value, max_length=16)
+    step: int = 0
+    steps: int = 0
+    losses: list[float] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    photos: int = 0
+    seconds: float = 0.0
+    checkpoint_path: str = Field(sa_column=Column(Text, nullable=False))
+    sha256: str | None = Field(default=None, max_length=64)
+    job_id: int | None = Field(default=None, foreign_key="job.id")
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)

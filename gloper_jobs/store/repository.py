@@ -252,3 +252,8 @@ def latest_errors(session: Session, job_id: int, limit: int | None = None) -> Se
         stmt = stmt.limit(limit)
     return session.exec(stmt).all()
 
+
+
+def set_priority(session: Session, job_id: int, priority: str) -> None:
+    """Set a job's priority level (its items published from now on go to that level's queue)."""
+    session.execute(update(Job).where(col(Job.id) == job_id).values(priority=priority, updated_at=utcnow()))

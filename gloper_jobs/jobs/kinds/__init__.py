@@ -12,12 +12,14 @@ from gloper_jobs.jobs.kinds.base import JobKind, Submission, SubmitRequest
 from gloper_jobs.jobs.kinds.evaluate import EvaluateKind
 from gloper_jobs.jobs.kinds.extract import ExtractKind
 from gloper_jobs.jobs.kinds.train import TrainKind
+from gloper_jobs.jobs.kinds.train_model import TrainModelKind
 
 #: kind name -> the kind (stateless; one instance each)
 KINDS: dict[str, JobKind] = {
     ExtractKind.name: ExtractKind(),
     EvaluateKind.name: EvaluateKind(),
     TrainKind.name: TrainKind(),
+    TrainModelKind.name: TrainModelKind(),
 }
 
 

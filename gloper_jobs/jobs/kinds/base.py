@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 class SubmitRequest:
     """What a submitter asks of a kind: the dataset, the method and its settings.
 
-    ``grid`` and ``settings_from`` are options only some kinds take (each kind lists
+    ``grid``, ``settings_from`` and ``model`` are options only some kinds take (each kind lists
     its own in :attr:`JobKind.options`); ``on_device`` sends the items to ``cpu`` or
     ``gpu`` workers instead of the method's own class.
     """
@@ -49,10 +49,11 @@ class SubmitRequest:
     on_device: str | None = None
     grid: tuple[str, ...] = ()
     settings_from: int | None = None
+    model: str | None = None
 
     def options_given(self) -> set[str]:
         """The kind-specific options this request sets (left at their defaults otherwise)."""
-        optional = {"grid": (), "settings_from": None}
+        optional = {"grid": (), "settings_from": None, "model": None}
         return {f.name for f in fields(self) if f.name in optional and getattr(self, f.name) != optional[f.name]}
 
 
@@ -65,6 +66,8 @@ class Submission:
     added: int
     enqueued: int = 0
     requeued_stale: int = 0
+    #: what the scan left out and why (symlinks leading outside the dataset root)
+    skipped: list[str] = field(default_factory=list)
 
 
 class JobKind(ABC):
@@ -76,6 +79,13 @@ class JobKind(ABC):
     summary: ClassVar[str]
     #: kind-specific :class:`SubmitRequest` options this kind accepts
     options: ClassVar[frozenset[str]] = frozenset()
+    #: the kind whose queues this kind's tasks go to (None: its own, ``<name>.<class>``)
+    queues_of: ClassVar[str | None] = None
+
+    @property
+    def queue_kind(self) -> str:
+        """The kind name in this kind's queue names (its own, or :attr:`queues_of`)."""
+        return self.queues_of or self.name
 
     def check_request(self, request: SubmitRequest) -> None:
         """Refuse options that belong to another kind, naming the kind they belong to."""

@@ -76,7 +76,8 @@ def record_extract_job(store: Store, settings: Settings, dataset: Path, method: 
         with store.session() as s:
             per_species = calibration_of(s, settings_from)
         spec = replace(spec, params={**spec.params, SETTINGS_FROM: settings_from, PER_SPECIES: per_species})
-    items = iter_dataset(Path(dataset))
+    skipped: list[str] = []
+    items = iter_dataset(Path(dataset), skipped=skipped)
     with store.session() as s:
         job, created = repo.get_or_create_job(s, spec)
         added = repo.add_items(s, job, items, batch=settings.submit_batch)
@@ -84,4 +85,4 @@ def record_extract_job(store: Store, settings: Settings, dataset: Path, method: 
             raise DatasetError(f"no photos under {dataset}; see `gloper run --help` for the layouts")
         job.queue = queue_name(job.kind, on_device or device_class(method))
         dl.reopen_job(s, job)
-    return Submission(job, created, added)
+    return Submission(job, created, added, skipped=skipped)

@@ -55,9 +55,13 @@ class TrainKind(JobKind):
     name = "train"
     summary = ("a calibration sweep: every --grid setting of GloPER on every labelled photo; the best "
                "settings per species are stored when it finishes, for `submit extract --settings-from JOB`")
-    options: ClassVar[frozenset[str]] = frozenset({"grid"})
+    options: ClassVar[frozenset[str]] = frozenset({"grid", "model"})
 
     def record(self, store: Store, settings: Settings, request: SubmitRequest) -> Submission:
+        if request.model is not None:  # `submit train --model NAME`: a dataset model, not a sweep
+            from gloper_jobs.jobs.kinds.train_model import TrainModelKind
+
+            return TrainModelKind().record(store, settings, request)
         self.check_request(request)
         if request.method != TRAIN_METHOD:
             raise InvalidParameterError(f"training jobs calibrate {TRAIN_METHOD} (--method {TRAIN_METHOD})")

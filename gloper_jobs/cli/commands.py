@@ -89,6 +89,33 @@ def segment(image: Path, method: str | None, profile: str | None, params: tuple[
 
 
 @main.command()
+@click.argument("dataset", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Checkpoint file; training with an existing one continues from it.")
+@click.option("--model", "name", default=None,
+              help="Also record the model in the store under this name (then --param model=NAME finds it).")
+@param_option
+@click.option("--no-foreground", is_flag=True, help="Use the whole frame instead of rembg masks.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def train(dataset: Path, out: Path, name: str | None, params: tuple[str, ...], no_foreground: bool,
+          no_progress: bool) -> None:
+    """Train one GloPER model on every photo under DATASET (no labels); resumable.
+
+    Parameters: size, local_sizes, steps, batch, crop, lr, tau, seed, checkpoint_every,
+    device. Extract with it: gloper run DATASET --method gloper --param model=OUT.
+    Several GPUs: torchrun --nproc_per_node=N -m gloper_jobs.cli train ...
+    """
+    from gloper_jobs.jobs.training import train_dataset
+
+    r = train_dataset(dataset, out, _settings(), _params(params), foreground=not no_foreground,
+                      progress=not no_progress, name=name)
+    ran = r.step - r.start_step
+    click.echo(f"model {r.path}: step {r.step} ({ran} this run, from {r.start_step}), {r.photos} photos, "
+               f"final loss {r.losses[-1] if r.losses else float('nan'):.4f}, {r.seconds:.0f} s in all, "
+               f"{r.photos_per_second:.1f} photos/s")
+
+
+@main.command()
 def methods() -> None:
     """List the registered methods, their parameters and profiles."""
     import dataclasses
@@ -137,7 +164,10 @@ def jobs() -> None:
 
     store = Store(_settings().database_url)
     with store.session() as s:
-        for job in list_jobs(s):
+        listed = list_jobs(s)
+        if not listed:
+            click.echo(f"no jobs in the store {store.url}: start one with `gloper run DATASET` or `gloper submit`")
+        for job in listed:
             counts = status_counts(s, job.id) if job.id else {}
             summary = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
             click.echo(f"{job.id:>5}  {job.kind:<8} {job.method:<10} {job.status:<9} {summary}  {job.dataset}")
@@ -181,11 +211,14 @@ def db_upgrade() -> None:
 @click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--per-species", type=int, default=None, help="Photos per pattern kind (default 2).")
 @click.option("--seed", type=int, default=None)
-def make_synthetic(folder: Path, per_species: int | None, seed: int | None) -> None:
+@click.option("--polarity", type=click.Choice(["darker", "lighter", "both"]), default=None,
+              help="Dark marks on a light coat (default), light marks on a dark coat (<Kind>Light/), or both.")
+def make_synthetic(folder: Path, per_species: int | None, seed: int | None, polarity: str | None) -> None:
     """Generate a small labelled pattern set (stripes, spots, rosettes, patches) in FOLDER."""
     from gloper_jobs.data.synthetic import make_dataset
 
-    kwargs = {k: v for k, v in {"per_species": per_species, "seed": seed}.items() if v is not None}
+    given: dict[str, Any] = {"per_species": per_species, "seed": seed, "polarity": polarity}
+    kwargs = {k: v for k, v in given.items() if v is not None}
     paths = make_dataset(folder, **kwargs)
     click.echo(f"wrote {len(paths)} labelled photos under {folder}")
 

@@ -1,0 +1,164 @@
+"""Fault-injection benchmark: one job through a night's faults (issue 12), JSON out.
+
+Real Redis and PostgreSQL servers, two `gloper worker --gpus cpu` launchers, and a
+job of the fault plugin's ``slow_logger`` method (it sleeps per photo and logs each
+run, so concurrent double runs are visible). In order: two concurrent submits of
+the job, ``--kills`` kill -9 of pool processes mid-item, two Redis outages of
+``--redis-outage`` s, a PostgreSQL outage of ``--pg-outage`` s and a PostgreSQL
+restart. The report gives, per fault, its recovery time (from the end of the fault
+to the next finished item; for a kill, to the killed item finished), and for the
+job: items lost, messages published twice, concurrent double runs, duplicate rows,
+whether the workers are alive, and the launchers' restarts.
+
+    flock /tmp/gloper-heavy.lock python -m bench.faults --photos 160 --out faults
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))
+
+from bench.services import job_id, write  # noqa: E402
+from gloper_jobs.data.synthetic import make_dataset  # noqa: E402
+from tests import queue_services as qs  # noqa: E402
+from tests.cluster import GLOPER, Cluster  # noqa: E402
+from tests.fault_plugin import overlapping_runs  # noqa: E402
+from tests.queue_checks import candidate_rows, counts, drained, items  # noqa: E402
+
+
+def _done(cluster: Cluster, job: int) -> int:
+    try:
+        return counts(cluster.store(), job).get("done", 0)
+    except Exception:  # noqa: BLE001 - the store is down during its outage
+        return -1
+
+
+def _wait_progress(cluster: Cluster, job: int, since: int, timeout: float = 600) -> float:
+    """Seconds until more than ``since`` items are done (or the job drained)."""
+    t0 = time.monotonic()
+    store = cluster.store()
+    cluster.wait_for(lambda: _done(cluster, job) > since or drained(store, job), timeout, "progress")
+    return round(time.monotonic() - t0, 1)
+
+
+def _kill_one(cluster: Cluster, job: int) -> dict[str, Any]:
+    """kill -9 the pool process of an item running for a while; seconds until that item is done."""
+    store = cluster.store()
+    victim: dict[str, Any] = {}
+
+    def running() -> bool:
+        for it in items(store, job).values():
+            if it.status == "running" and it.worker and it.started_at is not None \
+                    and time.time() - it.started_at.timestamp() > 0.5:
+                victim.update(item=it.rel_path, pid=int(it.worker.rsplit(":", 1)[1]))
+                return True
+        return False
+
+    cluster.wait_for(running, 300, "an item to kill")
+    try:
+        os.kill(victim["pid"], signal.SIGKILL)
+    except ProcessLookupError:
+        return {"fault": "kill -9 pool process", "skipped": "it had just finished"}
+    t0 = time.monotonic()
+    cluster.wait_for(lambda: items(store, job)[victim["item"]].status == "done", 600, "the killed item")
+    return {"fault": "kill -9 pool process", "item": victim["item"],
+            "recovery_s": round(time.monotonic() - t0, 1)}
+
+
+def _outage(cluster: Cluster, job: int, name: str, stop: Any, start: Any, seconds: float) -> dict[str, Any]:
+    since = _done(cluster, job)
+    stop()
+    time.sleep(seconds)
+    start()
+    return {"fault": name, "outage_s": seconds, "recovery_s": _wait_progress(cluster, job, since)}
+
+
+def main(argv: list[str] | None = None) -> Path:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--photos", type=int, default=160, help="photos in the job (a multiple of 4)")
+    ap.add_argument("--seconds", type=float, default=2.0, help="seconds per photo (the fake method sleeps)")
+    ap.add_argument("--kills", type=int, default=5)
+    ap.add_argument("--redis-outage", type=float, default=30.0)
+    ap.add_argument("--pg-outage", type=float, default=45.0)
+    ap.add_argument("--out", default="faults")
+    args = ap.parse_args(argv)
+
+    work = Path(tempfile.mkdtemp(prefix="gloper-faults-"))
+    make_dataset(work / "photos", per_species=max(1, args.photos // 4), size=32)
+    runs = work / "runs.log"
+    redis = qs.start_redis()
+    pg = qs.start_postgres()
+    url, _ = qs.create_database(pg.admin_url)
+    cluster = Cluster(url, redis.url, work, extra_env={
+        "GLOPER_PLUGINS": "fault_plugin", "GLOPER_STALE_SECONDS": "20", "GLOPER_HEARTBEAT_SECONDS": "2",
+        "GLOPER_STRANDED_SECONDS": "60"})
+    submit = ["submit", "extract", str(work / "photos"), "--method", "slow_logger", "--no-foreground",
+              "--param", f"seconds={args.seconds}", "--param", f"log={runs}"]
+    faults: list[dict[str, Any]] = []
+    t_start = time.monotonic()
+    try:
+        outs: list[subprocess.CompletedProcess[str]] = []
+        threads = [threading.Thread(target=lambda: outs.append(subprocess.run(
+            [*GLOPER, *submit], env=cluster.env, cwd=work, capture_output=True, text=True, timeout=300)))
+            for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if any(o.returncode for o in outs):
+            raise SystemExit("\n".join(o.stderr for o in outs))
+        job = job_id(outs[0].stdout)
+        n = sum(counts(cluster.store(), job).values())
+        import redis as redis_py
+
+        published = int(redis_py.Redis.from_url(redis.url).llen("extract.cpu"))
+        faults.append({"fault": "2 concurrent submits", "items": n, "messages_published": published})
+        launchers = [cluster.start_worker(f"w{i}", "--concurrency", "2") for i in (1, 2)]
+        for _ in range(args.kills):
+            faults.append(_kill_one(cluster, job))
+        for i in (1, 2):
+            faults.append(_outage(cluster, job, f"Redis outage {i}", redis.stop, redis.start, args.redis_outage))
+        faults.append(_outage(cluster, job, "PostgreSQL outage", pg.halt, pg.resume, args.pg_outage))
+        faults.append(_outage(cluster, job, "PostgreSQL restart", lambda: pg.halt("immediate"), pg.resume, 0.0))
+        store = cluster.store()
+        cluster.wait_for(lambda: drained(store, job), 1800, "the job to drain")
+        alive = all(p.poll() is None for p in launchers)
+        logs = {name: log.read_text(errors="replace") for name, _, log in cluster.workers}
+        final = counts(store, job)
+        rows = items(store, job)
+        result = {
+            "machine": "2-core CPU (this box), other sessions' jobs possibly running outside the lock",
+            "photos": n, "seconds_per_photo": args.seconds, "workers": "2 x gloper worker --gpus cpu -c 2",
+            "wall_s": round(time.monotonic() - t_start, 1),
+            "faults": faults,
+            "final_counts": final,
+            "lost": n - final.get("done", 0),
+            "duplicate_messages_at_submit": published - n,
+            "concurrent_double_runs": overlapping_runs(runs),
+            "duplicate_rows": sum(1 for _, _, c in candidate_rows(store, job) if c > 1),
+            "workers_alive": alive,
+            "celery_worker_restarts": sum(text.count("exited with code") for text in logs.values()),
+            "unrecoverable_errors": sum(text.count("Unrecoverable error") for text in logs.values()),
+            "max_deliveries": max(r.deliveries for r in rows.values()),
+        }
+    finally:
+        cluster.stop()
+        redis.stop()
+        pg.stop()
+    return write(args.out, result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""Publishing items exactly once, and the reconciler that re-publishes lost ones.
+
+This module imports only the store and the settings (never torch, never a
+method): a worker's main process runs :func:`reconcile` periodically, and a pool
+process forked from a main process that had loaded libtorch inherits a broken
+OpenMP state (issue 12, defect 4). ``tests/test_queue_ops.py`` checks it.
+
+- :func:`enqueue_unfinished` publishes through the store's compare-and-set
+  (:func:`gloper_jobs.store.deliveries.take_pending`): only the caller that moved
+  an item from ``pending`` to ``queued`` sends its message; a failed publish puts
+  its batch back to ``pending``.
+- :func:`reconcile` re-publishes running items whose heartbeat stopped and queued
+  items whose message is stranded (older than ``GLOPER_STRANDED_SECONDS`` and not
+  waiting in the broker's queue).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from itertools import groupby
+from typing import Protocol
+
+from gloper_jobs.settings import Settings
+from gloper_jobs.store import Job, Store
+from gloper_jobs.store import deliveries as dl
+from gloper_jobs.store import repository as repo
+
+log = logging.getLogger(__name__)
+
+#: queued items looked at per reconciler pass (the rest wait for the next pass)
+STRANDED_PER_PASS = 1000
+
+
+class Publisher(Protocol):
+    """Publishes one batch of item ids for a job; returns how many were published."""
+
+    def __call__(self, job: Job, item_ids: Sequence[int], /) -> int: ...
+
+
+def waiting_ids(publish: Publisher, job: Job) -> set[int] | None:
+    """Item ids whose message waits in the broker's queue of ``job``, if the publisher can
+    tell (``publish.waiting(job)``); None when it cannot."""
+    waiting = getattr(publish, "waiting", None)
+    return waiting(job) if callable(waiting) else None
+
+
+def batches(ids: Sequence[int], size: int) -> Iterator[Sequence[int]]:
+    for start in range(0, len(ids), size):
+        yield ids[start:start + size]
+
+
+def enqueue_unfinished(store: Store, job: Job, publish: Publisher, batch: int,
+                       include_queued: bool = False) -> int:
+    """Publish every pending item of ``job`` in batches; returns how many were published.
+
+    Each batch is first moved to ``queued`` by the store's compare-and-set, then
+    published; if the publish fails the batch goes back to ``pending`` and the error
+    propagates. ``include_queued`` also re-publishes every queued item (for a broker
+    that lost its messages; the reconciler finds stranded ones without it).
+    """
+    job_id = repo.require_id(job)
+    total = 0
+    while True:
+        with store.session() as s:
+            chunk = dl.take_pending(s, job_id, batch)
+        if not chunk:
+            break
+        try:
+            total += publish(job, chunk)
+        except BaseException:
+            with store.session() as s:
+                dl.untake(s, chunk)
+            raise
+    if include_queued:
+        total += republish_stranded(store, publish, job_id, older_than=0.0, check_broker=False)
+    return total
+
+
+def republish_stale(store: Store, settings: Settings, publish: Publisher, job_id: int | None = None) -> int:
+    """Publish again the running items whose heartbeat stopped (their worker is gone).
+
+    The items are locked while their tasks are published, then marked queued; if
+    publishing fails nothing changes and the next pass tries again.
+    """
+    total = 0
+    with store.session() as s:
+        stale = dl.lock_stale(s, job_id, settings.stale_seconds)
+        for jid, group in groupby(stale, key=lambda it: it.job_id):
+            ids = [it.id for it in group if it.id is not None]
+            publish(repo.get_job(s, jid), ids)
+            total += dl.requeue_stale(s, ids)
+    return total
+
+
+def republish_stranded(store: Store, publish: Publisher, job_id: int | None, older_than: float,
+                       check_broker: bool = True) -> int:
+    """Publish again the queued items published more than ``older_than`` s ago whose
+    message is not waiting in the broker's queue (left in a dead consumer's unacked
+    hash, or lost with the broker's data). A message that still exists somewhere
+    becomes a duplicate, which the lease drops. Returns how many were published."""
+    total = 0
+    with store.session() as s:
+        candidates = dl.lock_stranded(s, job_id, older_than, STRANDED_PER_PASS)
+        for jid, group in groupby(candidates, key=lambda it: it.job_id):
+            job = repo.get_job(s, jid)
+            ids = [it.id for it in group if it.id is not None]
+            waiting = waiting_ids(publish, job) if check_broker else None
+            if waiting:
+                ids = [i for i in ids if i not in waiting]
+            if ids:
+                publish(job, ids)
+                total += dl.mark_published(s, ids)
+    return total
+
+
+def reconcile(store: Store, settings: Settings, publish: Publisher, job_id: int | None = None,
+              include_stale: bool = True) -> int:
+    """The reconciler: re-publish stale running items and stranded queued ones.
+
+    Every worker runs it every ``stale_seconds / 2`` s, and ``gloper resume`` once.
+    ``include_stale=False`` leaves running items alone: right after a store outage
+    every heartbeat is old although the items are still running. Returns how many
+    items were published again.
+    """
+    stale = republish_stale(store, settings, publish, job_id) if include_stale else 0
+    stranded = republish_stranded(store, publish, job_id, settings.stranded_seconds)
+    if stranded:
+        log.warning("re-published %d queued item(s) whose message was stranded", stranded)
+    return stale + stranded

@@ -1,0 +1,78 @@
+"""Training a dataset-level GloPER model on this machine (``gloper train``), resumable.
+
+:func:`train_dataset` scans the archive, computes every photo's foreground once, and
+trains (:func:`gloper_jobs.methods.gloper_training.train_model`); run it again with the
+same ``out`` and it continues from the last checkpoint. The queue's training task calls
+the same function with a hook that records every checkpoint in the store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, cast
+
+from gloper_jobs.data.datasets import scan_dataset
+from gloper_jobs.devices import configure_torch, resolve_device
+from gloper_jobs.foreground.extractor import build_foreground
+from gloper_jobs.methods.gloper_dataset import DatasetModelParams
+from gloper_jobs.methods.gloper_training import (
+    CheckpointHook,
+    PhotoSet,
+    TrainResult,
+    prepare_photos,
+    train_model,
+)
+from gloper_jobs.settings import Settings
+
+
+def model_params(settings: Settings, params: dict[str, Any] | None = None) -> DatasetModelParams:
+    """Validated training settings: ``params`` over the defaults (device from the settings)."""
+    merged: dict[str, Any] = {"device": settings.device, **(params or {})}
+    return cast(DatasetModelParams, DatasetModelParams.build(**merged))
+
+
+def load_photos(dataset: Path, settings: Settings, size: int, foreground: bool = True,
+                progress: bool = True) -> PhotoSet:
+    """Every photo under ``dataset`` with its foreground, at ``size x size`` (labels unused)."""
+    items = scan_dataset(dataset, with_labels=False)
+    fg_fn = build_foreground(settings, None if foreground else "none")
+    return prepare_photos([it.path for it in items], size, fg_fn, settings.max_image_pixels, progress)
+
+
+def train_dataset(dataset: Path, out: Path, settings: Settings, params: dict[str, Any] | None = None, *,
+                  foreground: bool = True, progress: bool = True, name: str | None = None,
+                  job_id: int | None = None, on_step: Callable[[int, float], None] | None = None) -> TrainResult:
+    """Train the dataset model of ``dataset`` into ``out`` (continuing a checkpoint there).
+
+    With ``name`` the model is recorded in the store (``settings.database_url``) and every
+    checkpoint updates its row (step, loss curve, SHA-256), so ``--param model=NAME`` finds it.
+    """
+    configure_torch(settings.torch_threads)
+    p = model_params(settings, params)
+    data = str(Path(dataset).resolve())
+    hook: CheckpointHook | None = None
+    if name is not None:
+        hook = _recorder(settings, name, data, p, Path(out), job_id)
+    photos = load_photos(dataset, settings, p.size, foreground, progress)
+    return train_model(photos, p, Path(out), dataset=data, device=resolve_device(p.device),
+                       progress=progress, on_checkpoint=hook, on_step=on_step)
+
+
+def _recorder(settings: Settings, name: str, dataset: str, p: DatasetModelParams, out: Path,
+              job_id: int | None) -> CheckpointHook:
+    """Register model ``name`` now (refusing a clash) and return the hook that records each checkpoint."""
+    from gloper_jobs.methods.gloper_dataset import RESUMABLE_CHANGES, file_sha256
+    from gloper_jobs.store import Store
+    from gloper_jobs.store.model_registry import record_checkpoint, register_model
+
+    store = Store(settings.database_url)
+    with store.session() as s:
+        register_model(s, name, dataset, p.identity(), str(out.resolve()), p.steps, job_id, RESUMABLE_CHANGES)
+
+    def hook(path: Path, step: int, losses: list[float], seconds: float, photos: int) -> None:
+        sha = file_sha256(path)
+        with store.session() as s:
+            record_checkpoint(s, name, step, losses, sha, seconds, photos)
+
+    return hook

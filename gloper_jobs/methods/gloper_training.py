@@ -1,0 +1,265 @@
+"""Training a dataset-level GloPER model (:mod:`gloper_jobs.methods.gloper_dataset`).
+
+No labels: the loss is GloPER's local reconstruction, on batches of photos with their
+foreground masks, randomly flipped and cropped. Every ``checkpoint_every`` steps the
+model, the optimiser and the loss curve are written atomically; training started
+again with the same output resumes from the last checkpoint. The photo order and the
+random draws of step ``s`` depend only on the seed and ``s``, so a resumed run follows
+the same curve as one that was never interrupted (exactly, on CPU).
+
+Several GPUs or nodes: launch the same command with ``torchrun`` (``torchrun
+--nproc_per_node=4 -m gloper_jobs.cli train DATASET --out m.pt``). Each process
+then joins the ``torch.distributed`` group torchrun describes in its environment,
+wraps the network in ``DistributedDataParallel`` (NCCL on CUDA, Gloo on CPU), trains
+on its own shard of the photos (``DistributedSampler``) with ``batch`` photos per
+process, and only rank 0 writes checkpoints and shows the progress bar.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DistributedSampler
+
+from gloper_jobs.data.images import load_image, resize_mask, resize_rgb_uint8
+from gloper_jobs.exceptions import DatasetError, GloperError
+from gloper_jobs.methods.gloper_dataset import (
+    DatasetGloperNet,
+    DatasetModelParams,
+    load_checkpoint,
+    reconstruction_loss,
+    save_checkpoint,
+)
+
+#: ``HxWx3 uint8 RGB`` -> an object with ``mask`` (``HxW bool``), like ForegroundExtractor
+ForegroundFn = Callable[[np.ndarray], Any]
+#: called after each checkpoint is written: (path, step, loss curve so far, seconds so far, photos)
+CheckpointHook = Callable[[Path, int, list[float], float, int], None]
+
+
+@dataclass
+class PhotoSet:
+    """Training photos at the model's size: ``images`` ``Nx3xSxS uint8`` RGB, ``foreground``
+    ``NxSxS bool`` (True = animal); ``skipped`` lists ``(path, reason)`` of unreadable photos."""
+
+    images: torch.Tensor
+    foreground: torch.Tensor
+    paths: list[str]
+    skipped: list[tuple[str, str]]
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+
+def prepare_photos(paths: Sequence[Path], size: int, foreground_fn: ForegroundFn | None,
+                   max_pixels: int | None = None, progress: bool = False) -> PhotoSet:
+    """Load, mask and resize every photo to ``size x size`` (aspect not kept, as GloPER does).
+
+    ``foreground_fn`` gives the animal mask (None: the whole frame). A photo that cannot be
+    read is skipped and listed; :class:`DatasetError` when none is left.
+    """
+    from tqdm import tqdm
+
+    images, masks, kept, skipped = [], [], [], []
+    for path in tqdm(paths, desc="preparing photos", unit="photo", disable=not progress, dynamic_ncols=True):
+        try:
+            image = load_image(path, max_pixels) if max_pixels else load_image(path)
+        except GloperError as exc:
+            skipped.append((str(path), str(exc)))
+            continue
+        fg = foreground_fn(image).mask if foreground_fn is not None else np.ones(image.shape[:2], dtype=bool)
+        images.append(torch.from_numpy(resize_rgb_uint8(image, (size, size)).copy()).permute(2, 0, 1).contiguous())
+        masks.append(torch.from_numpy(resize_mask(fg, (size, size))))
+        kept.append(str(path))
+    if not images:
+        raise DatasetError(f"none of the {len(paths)} photos could be read: {skipped[:3]}")
+    return PhotoSet(torch.stack(images), torch.stack(masks), kept, skipped)
+
+
+@dataclass(frozen=True)
+class Distributed:
+    """This process's place in a ``torchrun`` launch (``world == 1``: a single process)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @classmethod
+    def from_env(cls) -> Distributed:
+        """Join the process group torchrun set up in the environment, if there is one."""
+        import torch.distributed as dist
+
+        world = int(os.environ.get("WORLD_SIZE", "1"))  # set by torchrun for each process
+        if world <= 1:
+            return cls()
+        if not dist.is_initialized():
+            dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+        return cls(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+    def device(self, asked: torch.device) -> torch.device:
+        """The CUDA card of this local rank under torchrun, else ``asked``."""
+        if self.world > 1 and asked.type == "cuda":
+            return torch.device("cuda", self.local_rank)
+        return asked
+
+    def close(self) -> None:
+        """Leave the process group (after training under torchrun)."""
+        if self.world > 1:
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                dist.destroy_process_group()
+
+    def mean(self, value: torch.Tensor) -> float:
+        """``value`` averaged over the processes (itself when single)."""
+        if self.world > 1:
+            import torch.distributed as dist
+
+            value = value.detach().clone()
+            dist.all_reduce(value)
+            value /= self.world
+        return float(value.detach())
+
+
+@dataclass
+class TrainResult:
+    """What a training run did: final step, the whole loss curve, its own seconds and photos/s."""
+
+    path: Path
+    step: int
+    start_step: int
+    losses: list[float]
+    seconds: float
+    photos_per_second: float
+    photos: int
+    device: str
+
+
+def _batch_indices(sampler: DistributedSampler[int], step: int, batch: int, cache: dict[int, list[int]]) -> list[int]:
+    """This process's photo indices of ``step``: a stream of seeded per-epoch shuffles, cut in batches."""
+    per_epoch = len(sampler)
+    out = []
+    for pos in range(step * batch, (step + 1) * batch):
+        epoch, offset = divmod(pos, per_epoch)
+        if epoch not in cache:
+            sampler.set_epoch(epoch)
+            cache.clear()
+            cache[epoch] = list(iter(sampler))
+        out.append(cache[epoch][offset])
+    return out
+
+
+def augment(images: torch.Tensor, foreground: torch.Tensor, crop: int,
+            generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random horizontal/vertical flips and a random ``crop x crop`` window per photo.
+
+    ``images``: ``Bx3xSxS uint8``; ``foreground``: ``BxSxS bool``. Returns ``Bx3xCxC float32``
+    in [0, 1] and ``BxCxC float32``.
+    """
+    b, _, s, _ = images.shape
+    flips = torch.rand(b, 2, generator=generator) < 0.5
+    offsets = torch.randint(0, s - crop + 1, (b, 2), generator=generator)
+    out_i, out_f = [], []
+    for k in range(b):
+        y, x = int(offsets[k, 0]), int(offsets[k, 1])
+        img = images[k, :, y:y + crop, x:x + crop]
+        fg = foreground[k, y:y + crop, x:x + crop]
+        dims = [d for d, flip in zip((2, 1), flips[k].tolist(), strict=True) if flip]
+        if dims:
+            img, fg = img.flip(dims), fg.flip([d - 1 for d in dims])
+        out_i.append(img)
+        out_f.append(fg)
+    return torch.stack(out_i).float() / 255.0, torch.stack(out_f).float()
+
+
+def train_model(photos: PhotoSet, params: DatasetModelParams, out: Path, *, dataset: str,
+                device: torch.device, progress: bool = True, on_checkpoint: CheckpointHook | None = None,
+                on_step: Callable[[int, float], None] | None = None) -> TrainResult:
+    """Train (or resume training of) the model at ``out`` up to ``params.steps`` steps.
+
+    When ``out`` holds a checkpoint with the same settings (``steps`` may differ) on the
+    same ``dataset``, training continues from its step, optimiser and loss curve;
+    other settings are refused (:class:`ModelSettingsError`), a bad file is a
+    :class:`ModelCheckpointError`. Checkpoints every ``params.checkpoint_every`` steps
+    and at the end. ``on_step(step, loss)`` runs after every step (an exception there
+    stops training, as a killed process would, after the last checkpoint).
+    """
+    from tqdm import tqdm
+
+    ddp = Distributed.from_env()
+    device = ddp.device(device)
+    settings = params.identity()
+    torch.manual_seed(params.seed)  # the initial weights (a resumed run loads its own)
+    net = DatasetGloperNet(params.local_sizes).to(device)
+    opt = torch.optim.AdamW(net.parameters(), lr=params.lr)
+    start, losses, seconds_before = 0, [], 0.0
+    if Path(out).exists():
+        ck = load_checkpoint(out)
+        ck.check_resumable(settings, dataset)
+        net.load_state_dict(ck.state_dict)
+        if ck.optimizer is not None:
+            opt.load_state_dict(ck.optimizer)
+        start, losses, seconds_before = ck.step, list(ck.losses), ck.seconds
+    net.train()
+    model: torch.nn.Module = net
+    if ddp.world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        model = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+    sampler: DistributedSampler[int] = DistributedSampler(
+        range(len(photos)), num_replicas=ddp.world, rank=ddp.rank, shuffle=True, seed=params.seed)  # type: ignore[arg-type]
+    epochs: dict[int, list[int]] = {}
+    crop = params.crop_size
+    per_step = params.batch * ddp.world
+
+    def checkpoint(step: int, elapsed: float) -> None:
+        if ddp.rank != 0:
+            return
+        save_checkpoint(out, {"settings": settings, "dataset": dataset, "photos": len(photos), "step": step,
+                              "losses": losses, "seconds": elapsed, "state_dict": net.state_dict(),
+                              "optimizer": opt.state_dict()})
+        if on_checkpoint is not None:
+            on_checkpoint(Path(out), step, list(losses), elapsed, len(photos))
+
+    bar = tqdm(total=params.steps, initial=start, desc=f"training {Path(out).name}", unit="step",
+               disable=not progress or ddp.rank != 0, dynamic_ncols=True)
+    t0 = time.perf_counter()
+    step = start
+    try:
+        while step < params.steps:
+            gen = torch.Generator().manual_seed(params.seed * 1_000_003 + step * ddp.world + ddp.rank)
+            idx = _batch_indices(sampler, step, params.batch, epochs)
+            images, fg = augment(photos.images[idx], photos.foreground[idx], crop, gen)
+            gumbel = torch.Generator(device=device).manual_seed(int(torch.randint(0, 2**62, (1,), generator=gen)))
+            opt.zero_grad(set_to_none=True)
+            loss = reconstruction_loss(model, images.to(device), fg.to(device), params.tau, gumbel)
+            loss.backward()
+            opt.step()
+            step += 1
+            losses.append(round(ddp.mean(loss), 6))
+            elapsed = time.perf_counter() - t0
+            bar.update(1)
+            bar.set_postfix(loss=f"{losses[-1]:.4f}", photos_s=f"{(step - start) * per_step / elapsed:.1f}",
+                            refresh=False)
+            if step % params.checkpoint_every == 0 or step == params.steps:
+                checkpoint(step, seconds_before + elapsed)
+            if on_step is not None:
+                on_step(step, losses[-1])
+    except KeyboardInterrupt:  # Ctrl-C keeps the steps done since the last checkpoint
+        if len(losses) == step and step > start:
+            checkpoint(step, seconds_before + time.perf_counter() - t0)
+        raise
+    finally:
+        bar.close()
+        ddp.close()
+    elapsed = time.perf_counter() - t0
+    done = step - start
+    return TrainResult(Path(out), step, start, losses, seconds_before + elapsed,
+                       done * per_step / elapsed if done and elapsed > 0 else 0.0, len(photos), str(device))

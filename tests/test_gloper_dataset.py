@@ -1,0 +1,290 @@
+"""The dataset-level GloPER model: training, checkpoints, resume, extraction with it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from sqlmodel import select
+
+from gloper_jobs.exceptions import GloperError
+from gloper_jobs.jobs.runner import run_dataset
+from gloper_jobs.jobs.training import model_params
+from gloper_jobs.methods.gloper_dataset import (
+    DatasetGloperNet,
+    DatasetModelParams,
+    ModelCheckpointError,
+    ModelSettingsError,
+    file_sha256,
+    load_checkpoint,
+    pattern_weights,
+    save_checkpoint,
+)
+from gloper_jobs.methods.gloper_inference import ModelExtractor
+from gloper_jobs.methods.gloper_training import prepare_photos, train_model
+from gloper_jobs.methods.registry import build_segmenter
+from gloper_jobs.settings import Settings
+from gloper_jobs.store import Candidate, Item, Model, ModelStatus, Store
+
+TINY = {"size": 32, "local_sizes": "4,8", "batch": 2, "checkpoint_every": 2, "device": "cpu"}
+
+
+def _params(settings: Settings, **extra: object) -> DatasetModelParams:
+    return model_params(settings, {**TINY, **extra})
+
+
+@pytest.fixture(scope="module")
+def photos(synthetic_dir: Path):  # type: ignore[no-untyped-def]
+    from gloper_jobs.data.datasets import scan_dataset
+
+    return prepare_photos([it.path for it in scan_dataset(synthetic_dir)], 32, None)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory, photos) -> Path:  # type: ignore[no-untyped-def]
+    out = tmp_path_factory.mktemp("model") / "tiny.pt"
+    p = model_params(Settings.from_env(device="cpu"), {**TINY, "steps": 4})
+    train_model(photos, p, out, dataset="synthetic", device=torch.device("cpu"), progress=False)
+    return out
+
+
+def test_network_has_one_head_set_per_local_size() -> None:
+    net = DatasetGloperNet((4, 8))
+    out = net(torch.rand(2, 3, 32, 32))
+    assert sorted(out) == [4, 8]
+    logits, a, b = out[8]
+    assert logits.shape == (2, 2, 32, 32) and a.shape == (2, 2, 3, 4, 4) and b.shape == (2, 2, 3, 2, 2)
+    weights = pattern_weights(net, torch.rand(1, 3, 32, 32))
+    assert weights[4].shape == (32, 32) and 0 <= float(weights[4].min()) <= float(weights[4].max()) <= 1
+
+
+def test_params_validate_and_pick_a_crop(settings: Settings) -> None:
+    assert _params(settings).crop_size == 16
+    assert model_params(settings, {}).crop_size == 96  # S=128, sizes 8/16: a multiple of 32 within 3/4
+    with pytest.raises(GloperError, match="crop=24 must be a multiple of 16"):
+        _params(settings, crop=24)
+    with pytest.raises(GloperError, match="2\\*12 must divide size=32"):
+        _params(settings, local_sizes="12")
+
+
+def test_save_load_round_trip(tiny_model: Path, photos) -> None:  # type: ignore[no-untyped-def]
+    ck = load_checkpoint(tiny_model)
+    assert ck.step == 4 and len(ck.losses) == 4 and ck.photos == len(photos) == 4
+    assert ck.settings["size"] == 32 and ck.settings["local_sizes"] == [4, 8] and ck.dataset == "synthetic"
+    assert all(np.isfinite(ck.losses)) and ck.optimizer is not None and ck.optimizer["state"]
+    net = ck.network()
+    for name, tensor in net.state_dict().items():
+        assert torch.equal(tensor, ck.state_dict[name]), name
+    assert not list(tiny_model.parent.glob(".*.tmp"))  # the atomic write left no temp file
+    image = photos.images[:1].float() / 255
+    assert torch.equal(pattern_weights(net, image)[8], pattern_weights(ck.network(), image)[8])
+
+
+def test_a_model_for_other_settings_is_refused(tiny_model: Path, settings: Settings, photos) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ModelSettingsError) as exc:
+        ModelExtractor(tiny_model, 64, (4, 8), torch.device("cpu"))
+    msg = str(exc.value)
+    assert str(tiny_model) in msg and "--param size=32 --param local_sizes=4,8" in msg
+    with pytest.raises(ModelSettingsError, match="local_sizes=4,8; this run asks for size=32, local_sizes=8"):
+        build_segmenter("gloper", settings, None, {"model": str(tiny_model), "size": 32, "local_sizes": "8"})
+    # continuing training with other settings, or on another dataset, is refused too
+    with pytest.raises(ModelSettingsError, match="lr=0.001 \\(asked 0.01\\)"):
+        train_model(photos, _params(settings, steps=6, lr=0.01), tiny_model, dataset="synthetic",
+                    device=torch.device("cpu"), progress=False)
+    with pytest.raises(ModelSettingsError, match="trained on synthetic, not elsewhere"):
+        train_model(photos, _params(settings, steps=6), tiny_model, dataset="elsewhere",
+                    device=torch.device("cpu"), progress=False)
+
+
+def test_corrupt_or_truncated_checkpoints_name_the_file(tiny_model: Path, tmp_path: Path) -> None:
+    data = tiny_model.read_bytes()
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(data[: len(data) // 2])
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint at all" * 100)
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    for bad in (truncated, garbage, empty):
+        with pytest.raises(ModelCheckpointError, match="corrupt or truncated") as exc:
+            load_checkpoint(bad)
+        assert str(bad) in str(exc.value) and isinstance(exc.value, GloperError)
+    other = tmp_path / "other.pt"
+    torch.save({"weights": torch.zeros(2)}, other)
+    with pytest.raises(ModelCheckpointError, match=f"{other} is not a GloPER dataset model"):
+        load_checkpoint(other)
+    newer = tmp_path / "newer.pt"
+    save_checkpoint(newer, {"version": 99})
+    with pytest.raises(ModelCheckpointError, match="format version 99"):
+        load_checkpoint(newer)
+    with pytest.raises(ModelCheckpointError, match=f"{tmp_path / 'missing.pt'} does not exist"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_resume_continues_the_step_count_and_the_loss_curve(tmp_path: Path, settings: Settings, photos) -> None:  # type: ignore[no-untyped-def]
+    p = _params(settings, steps=6)
+    whole = train_model(photos, p, tmp_path / "whole.pt", dataset="d", device=torch.device("cpu"), progress=False)
+
+    class Killed(Exception):
+        pass
+
+    def kill_at_3(step: int, loss: float) -> None:
+        if step == 3:
+            raise Killed
+
+    out = tmp_path / "killed.pt"
+    with pytest.raises(Killed):
+        train_model(photos, p, out, dataset="d", device=torch.device("cpu"), progress=False, on_step=kill_at_3)
+    ck = load_checkpoint(out)
+    assert ck.step == 2 and len(ck.losses) == 2  # the last checkpoint before the kill
+    again = train_model(photos, p, out, dataset="d", device=torch.device("cpu"), progress=False)
+    assert again.start_step == 2 and again.step == 6 and len(again.losses) == 6
+    # the same photos and draws per step: the resumed curve is the uninterrupted one
+    assert again.losses == pytest.approx(whole.losses, rel=1e-4)
+    assert load_checkpoint(out).losses == again.losses
+    more = train_model(photos, _params(settings, steps=8), out, dataset="d", device=torch.device("cpu"),
+                       progress=False)
+    assert more.start_step == 6 and more.step == 8
+
+
+def test_gloper_run_with_a_model_records_masks(tiny_model: Path, settings: Settings, synthetic_dir: Path) -> None:
+    store = Store(settings.database_url)
+    params = {"model": str(tiny_model), "size": 32, "local_sizes": "4,8"}
+    summary = run_dataset(synthetic_dir, "gloper", settings, None, params, foreground=False, progress=False,
+                          store=store)
+    assert summary.processed == 4 and not summary.failed
+    with store.session() as s:
+        items = s.exec(select(Item)).all()
+        cands = s.exec(select(Candidate)).all()
+    # the same candidates and read-out as per-photo GloPER: both polarities, fused and consensus
+    assert {c.name for c in cands} == {f"{base}{pol}" for pol in ("", "_lighter")
+                                       for base in ("local_4", "local_8", "fused", "consensus")}
+    assert all(i.info and i.info["polarity"]["polarity"] in ("darker", "lighter") for i in items)
+    assert all(Path(c.mask_path).is_file() for c in cands) and all(c.dice is not None for c in cands)
+    assert all(i.info and i.info["model"] == str(tiny_model.resolve()) and i.info["model_step"] == 4 for i in items)
+    # a warm start trains a copy per photo; the loaded model itself is untouched
+    seg = build_segmenter("gloper", settings, None, {**params, "finetune_steps": 2})
+    before = {k: v.clone() for k, v in seg._model.net.state_dict().items()}  # type: ignore[union-attr]
+    image = (np.random.default_rng(0).random((40, 48, 3)) * 255).astype(np.uint8)
+    out = seg.segment(image, np.ones((40, 48), dtype=bool))
+    assert out.info["finetune_steps"] == 2 and out.candidates["fused"].shape == (32, 32)
+    assert all(torch.equal(v, before[k]) for k, v in seg._model.net.state_dict().items())  # type: ignore[union-attr]
+
+
+def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "gloper_jobs.cli", *args], capture_output=True, text=True,
+                          env={**os.environ, **env}, timeout=600)
+
+
+def test_cli_train_records_the_model_and_run_finds_it_by_name(tmp_path: Path, synthetic_dir: Path,
+                                                               models_dir: Path) -> None:
+    env = {"GLOPER_DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}", "GLOPER_RESULTS_DIR": str(tmp_path / "res"),
+           "GLOPER_MODELS_DIR": str(models_dir), "GLOPER_DEVICE": "cpu"}
+    out = tmp_path / "m.pt"
+    tiny = [f"--param={k}={v}" for k, v in TINY.items() if k != "device"]
+    r = _cli("train", str(synthetic_dir), "--out", str(out), "--model", "syn", *tiny, "--param=steps=3",
+             "--no-foreground", env=env)
+    assert r.returncode == 0, r.stderr
+    assert "step 3 (3 this run, from 0), 4 photos" in r.stdout and "photos/s" in r.stdout
+    assert "training m.pt" in r.stderr and "loss=" in r.stderr  # the progress bar
+    store = Store(env["GLOPER_DATABASE_URL"])
+    with store.session() as s:
+        model = s.exec(select(Model)).one()
+    assert model.name == "syn" and model.step == 3 and model.status == ModelStatus.done.value
+    assert model.sha256 == file_sha256(out) and len(model.losses) == 3 and model.photos == 4
+    r = _cli("run", str(synthetic_dir), "-m", "gloper", "--param", "model=syn", "--param", "size=32",
+             "--param", "local_sizes=4,8", "--no-foreground", "--no-progress", env=env)
+    assert r.returncode == 0, r.stderr
+    assert "4 processed" in r.stdout and f"model={out}" in r.stdout
+    r = _cli("run", str(synthetic_dir), "-m", "gloper", "--param", "model=nope", env=env)
+    assert r.returncode == 2 and "no model named 'nope' in the store (models: syn)" in r.stderr
+    r = _cli("run", str(synthetic_dir), "-m", "gloper", "--param", "model=syn", env=env)
+    assert r.returncode == 2 and "--param size=32 --param local_sizes=4,8" in r.stderr
+    out.write_bytes(out.read_bytes()[:1000])
+    r = _cli("run", str(synthetic_dir), "-m", "gloper", "--param", f"model={out}", "--param", "size=32", env=env)
+    assert r.returncode == 2 and f"model checkpoint {out} is corrupt or truncated" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_torchrun_trains_with_ddp_on_two_cpu_processes(tmp_path: Path, synthetic_dir: Path, models_dir: Path) -> None:
+    """The documented multi-GPU path, on two Gloo (CPU) processes: one checkpoint, written by rank 0."""
+    env = {"GLOPER_DATABASE_URL": f"sqlite:///{tmp_path / 'ddp.db'}", "GLOPER_MODELS_DIR": str(models_dir),
+           "GLOPER_DEVICE": "cpu", "GLOPER_TORCH_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    out = tmp_path / "ddp.pt"
+    tiny = [f"--param={k}={v}" for k, v in TINY.items() if k != "device"]
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                        "-m", "gloper_jobs.cli", "train", str(synthetic_dir), "--out", str(out), *tiny,
+                        "--param=steps=2", "--no-foreground", "--no-progress"],
+                       capture_output=True, text=True, env={**os.environ, **env}, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    ck = load_checkpoint(out)
+    assert ck.step == 2 and len(ck.losses) == 2 and ck.photos == 4
+    assert r.stdout.count("model ") == 2  # both ranks finish; only rank 0 wrote the file
+
+
+def test_the_read_out_needs_only_head_a() -> None:
+    net = DatasetGloperNet((4, 8)).eval()
+    x = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        full, fast = net(x), net.centroids_a(x)
+    assert all(torch.equal(full[ls][1], fast[ls]) for ls in (4, 8))
+
+
+def test_submit_train_with_a_model_records_one_item_on_the_train_queue(settings: Settings,
+                                                                        synthetic_dir: Path) -> None:
+    from gloper_jobs.jobs.kinds import SubmitRequest, get_kind
+    from gloper_jobs.store.model_registry import ModelConflictError
+
+    store = Store(settings.database_url)
+    request = SubmitRequest(synthetic_dir, "gloper", params={"size": "32", "local_sizes": "4,8"}, model="m",
+                            on_device="cpu")
+    sub = get_kind("train").record(store, settings, request)  # `submit train --model m`
+    assert sub.created and sub.added == 1 and sub.job.kind == "train_model" and sub.job.queue == "train.cpu"
+    again = get_kind("train_model").record(store, settings, request)
+    assert again.job.id == sub.job.id and again.added == 0
+    with store.session() as s:
+        model = s.exec(select(Model)).one()
+    assert model.status == ModelStatus.training.value and model.step == 0 and model.job_id == sub.job.id
+    assert model.checkpoint_path == str(settings.results_dir.resolve() / "models" / "m.pt")
+    with pytest.raises(ModelConflictError, match="model 'm' already exists with settings local_sizes=\\[4, 8\\] \\(asked \\[8, 16\\]\\), size=32 \\(asked 128\\)"):
+        get_kind("train").record(store, settings, SubmitRequest(synthetic_dir, "gloper", model="m"))
+    with pytest.raises(GloperError, match="--grid belongs to `submit train`"):
+        get_kind("train").record(store, settings, SubmitRequest(synthetic_dir, "gloper", model="m2",
+                                                                grid=("rho=0.3,0.5",)))
+    with pytest.raises(GloperError, match="needs a name: --model NAME"):
+        get_kind("train_model").record(store, settings, SubmitRequest(synthetic_dir, "gloper"))
+
+
+def test_a_model_training_item_runs_through_the_recording_path_and_resumes(settings: Settings,
+                                                                             synthetic_dir: Path) -> None:
+    """The kind's run_item as a worker runs it (no broker): a second delivery after a kill
+    continues from the checkpoint the first one left (the real queue: tests/test_queue_model.py)."""
+    from gloper_jobs.jobs.context import WorkerContext
+    from gloper_jobs.jobs.kinds import SubmitRequest, get_kind
+    from gloper_jobs.jobs.recording import run_and_record
+
+    store = Store(settings.database_url)
+    params = {**{k: str(v) for k, v in TINY.items() if k != "device"}, "steps": "4"}
+    sub = get_kind("train").record(store, settings, SubmitRequest(synthetic_dir, "gloper", params=params,
+                                                                  foreground=False, model="m"))
+    with store.session() as s:
+        item = s.exec(select(Item).where(Item.job_id == sub.job.id)).one()
+        model = s.exec(select(Model)).one()
+    # a first delivery killed after step 2's checkpoint: leave that checkpoint behind
+    photos = prepare_photos([p for p in sorted(synthetic_dir.rglob("*.jpg"))], 32, None)
+    train_model(photos, _params(settings, steps=2), Path(model.checkpoint_path), dataset=model.dataset,
+                device=torch.device("cpu"), progress=False)
+    ctx = WorkerContext.boot(settings, preload=False, store=store)
+    result = run_and_record(ctx, sub.job, item)
+    assert result.status == "done", result.message
+    with store.session() as s:
+        done = s.get(Item, item.id)
+        model = s.exec(select(Model)).one()
+    assert done is not None and done.info is not None
+    assert done.info["start_step"] == 2 and done.info["step"] == 4 and done.info["model"] == "m"
+    assert model.status == ModelStatus.done.value and model.step == 4 and len(model.losses) == 4
+    assert model.sha256 == file_sha256(model.checkpoint_path)
