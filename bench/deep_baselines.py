@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if unknown:
         raise SystemExit(f"--methods: {', '.join(unknown)} not among {', '.join(DEEP_METHODS)} (see bench/quality.py)")
     settings = Settings.from_env()
-    configure_torch(settings.torch_threads)
+    configure_torch(settings.torch_threads, settings.compile_cache_dir)
     overrides = parse_params(args.param)
     if args.tiny:
         from tests.deep_fixtures import tiny_params

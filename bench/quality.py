@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = ap.parse_args(argv)
 
     settings = Settings.from_env()
-    configure_torch(settings.torch_threads)
+    configure_torch(settings.torch_threads, settings.compile_cache_dir)
     methods = args.methods.split(",") if args.methods else list_segmenters()
     overrides = parse_params(args.param)
     items = [it for it in scan_dataset(args.dataset) if it.label_path is not None]

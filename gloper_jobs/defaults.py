@@ -65,6 +65,11 @@ REPORT_THUMB_SIDE = 256  # px, longest side of a gallery thumbnail
 REPORT_CANDIDATE_SIDE = 96  # px, a candidate's small mask beside it
 REPORT_GALLERY = 6  # photos at each end (best and worst) or in the sample
 
+# --- torch -------------------------------------------------------------------
+# torch.compile's kernels (Inductor/Triton) are cached here, so a restarted worker
+# reuses them instead of compiling again (GLOPER_COMPILE_CACHE_DIR).
+COMPILE_CACHE_DIR = Path("~/.cache/gloper-jobs/torch-compile")
+
 # --- evaluation -------------------------------------------------------------
 EVAL_SIZE = 256  # Dice is computed at EVAL_SIZE x EVAL_SIZE over the whole frame
 

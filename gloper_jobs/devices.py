@@ -5,6 +5,8 @@ Checking needs no torch (settings use it); resolving imports torch when called.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gloper_jobs.exceptions import InvalidParameterError
@@ -44,9 +46,30 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def configure_torch(threads: int | None) -> None:
-    """Set torch's CPU threads for this process (None: leave torch's default)."""
-    if threads:
-        import torch
+def available_cores() -> int:
+    """CPU cores this process may run on (``sched_getaffinity``: a container's CPU set)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
-        torch.set_num_threads(threads)
+
+def default_torch_threads(processes: int = 1) -> int:
+    """Torch threads per process when ``processes`` torch processes share this machine.
+
+    The embedded ``gloper run`` is one process and gets every core; ``gloper worker``
+    divides the cores among its pool processes (CPU) or its cards (GPU).
+    """
+    return max(1, available_cores() // max(1, processes))
+
+
+def configure_torch(threads: int | None, compile_cache_dir: Path | None = None) -> None:
+    """Set torch's CPU threads for this process (None: :func:`default_torch_threads`) and
+    point ``torch.compile``'s kernel cache at ``compile_cache_dir``, so it survives restarts."""
+    import torch
+
+    torch.set_num_threads(threads or default_torch_threads(1))
+    if compile_cache_dir is not None:
+        # Inductor and Triton take their cache folders from the environment only.
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(compile_cache_dir)
+        os.environ["TRITON_CACHE_DIR"] = str(compile_cache_dir / "triton")

@@ -13,7 +13,12 @@ GLOPER_RESULTS_DIR         where mask PNGs go (``./gloper-results``)
 GLOPER_MODELS_DIR          foreground weights folder (``$U2NET_HOME`` or ``~/.u2net``)
 GLOPER_FOREGROUND_MODEL    ``u2netp`` (default) or ``u2net`` (the paper's)
 GLOPER_DEVICE              ``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:1``
-GLOPER_TORCH_THREADS       CPU threads for torch (all cores)
+GLOPER_TORCH_THREADS       CPU threads for torch (every core this process may
+                           use; ``gloper worker`` gives each of its processes
+                           cores / processes)
+GLOPER_COMPILE_CACHE_DIR   where ``torch.compile`` keeps its kernels across
+                           restarts (``~/.cache/gloper-jobs/torch-compile``;
+                           sets ``TORCHINDUCTOR_CACHE_DIR`` and ``TRITON_CACHE_DIR``)
 GLOPER_MAX_IMAGE_PIXELS    photos larger than this are refused (100,000,000)
 GLOPER_EVAL_SIZE           side of the square Dice is computed at (256)
 GLOPER_EXAMPLES_DIR        the shared example photos, for tests and benchmarks
@@ -128,6 +133,7 @@ class Settings(BaseSettings):
     foreground_model: str = defaults.FOREGROUND_MODEL
     device: str = "auto"
     torch_threads: int | None = None
+    compile_cache_dir: Path = defaults.COMPILE_CACHE_DIR
     max_image_pixels: int = defaults.MAX_IMAGE_PIXELS
     eval_size: int = defaults.EVAL_SIZE
     examples_dir: Path | None = None
@@ -167,7 +173,7 @@ class Settings(BaseSettings):
     metrics_port: int = defaults.METRICS_PORT
     visible_devices: str | None = Field(default=None, validation_alias="CUDA_VISIBLE_DEVICES")
 
-    @field_validator("models_dir", "results_dir", "weights_dir", "staging_dir", mode="after")
+    @field_validator("models_dir", "results_dir", "weights_dir", "staging_dir", "compile_cache_dir", mode="after")
     @classmethod
     def _expand(cls, value: Path) -> Path:
         return value.expanduser()

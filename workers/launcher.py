@@ -25,6 +25,7 @@ from gloper_jobs.defaults import (
     RESTART_HEALTHY,
     SHUTDOWN_GRACE,
 )
+from gloper_jobs.devices import default_torch_threads
 from gloper_jobs.exceptions import ConfigurationError
 from gloper_jobs.jobs.queues import all_queues, queues_for, with_priorities
 
@@ -69,9 +70,9 @@ def plan_workers(gpus: str, available: list[str], concurrency: int | None = None
     ``gpus`` is ``all``, a list like ``0,2`` or ``cpu``; ``available`` the visible
     cards (:func:`visible_gpus`). GPU workers run one
     process per card (``concurrency`` must then be 1 or None); a CPU worker runs
-    ``concurrency`` processes (default 1), each with ``cpus // concurrency`` torch
+    ``concurrency`` processes (default 1), each with ``cores // concurrency`` torch
     threads unless ``torch_threads`` is given; a GPU worker's process gets
-    ``cpus // cards``. ``OMP_NUM_THREADS`` is set to the same number, so the workers
+    ``cores // cards`` (cores this process may use). ``OMP_NUM_THREADS`` is set to the same number, so the workers
     of one launcher never oversubscribe the node. Without ``name``, node names carry
     ``instance`` (``gloper worker`` passes its pid: ``cpu-4242@host``), so two
     launchers on one host never share a node name (Flower would merge them).
@@ -84,7 +85,7 @@ def plan_workers(gpus: str, available: list[str], concurrency: int | None = None
         raise ConfigurationError(f"unknown queue(s) {', '.join(unknown)}; valid: {', '.join(all_queues())}")
     if gpus == "cpu":
         n = concurrency or 1
-        threads = torch_threads or max(1, (os.cpu_count() or 1) // n)
+        threads = torch_threads or default_torch_threads(n)
         env = {"CUDA_VISIBLE_DEVICES": "", "GLOPER_DEVICE": "cpu", "GLOPER_TORCH_THREADS": str(threads),
                "OMP_NUM_THREADS": str(threads)}
         return [WorkerSpec(f"{name or 'cpu'}{tag}@{host}", queues or queues_for("cpu"), n, env, loglevel)]
@@ -103,7 +104,7 @@ def plan_workers(gpus: str, available: list[str], concurrency: int | None = None
     if not cards:
         raise ConfigurationError("no GPU visible on this node (nvidia-smi found none); use --gpus cpu")
     specs = []
-    threads = torch_threads or max(1, (os.cpu_count() or 1) // len(cards))
+    threads = torch_threads or default_torch_threads(len(cards))
     for k in cards:
         env = {"CUDA_VISIBLE_DEVICES": k, "GLOPER_DEVICE": "cuda", "GLOPER_WORKER_DEVICE": f"cuda:{k}",
                "GLOPER_TORCH_THREADS": str(threads), "OMP_NUM_THREADS": str(threads)}

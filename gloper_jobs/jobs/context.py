@@ -51,7 +51,7 @@ class WorkerContext:
         from gloper_jobs.methods.registry import build_segmenter, load_plugins
 
         load_plugins(settings.plugin_modules)
-        configure_torch(settings.torch_threads)
+        configure_torch(settings.torch_threads, settings.compile_cache_dir)
         cache = SegmenterCache(lambda m, p, params: build_segmenter(m, settings, p, params))
         host = socket.gethostname()
         ctx = cls(settings, store or Store(settings.database_url), cache, host, f"{node or host}:{os.getpid()}")

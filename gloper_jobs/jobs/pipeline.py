@@ -131,7 +131,7 @@ def segment_image(image_path: Path, method: str, settings: Settings, out_dir: Pa
     from gloper_jobs.foreground import build_foreground
     from gloper_jobs.methods.registry import build_segmenter, load_plugins
 
-    configure_torch(settings.torch_threads)
+    configure_torch(settings.torch_threads, settings.compile_cache_dir)
     load_plugins(settings.plugin_modules)
     segmenter = build_segmenter(method, settings, profile, params)
     fg_fn = build_foreground(settings, None if foreground else "none")

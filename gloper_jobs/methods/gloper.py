@@ -1,7 +1,8 @@
 """GloPER: one small UNet trained per photo and per local size (METHOD.md).
 
-:func:`train_local_size` trains one model and returns the pattern weight map;
-:class:`GloperSegmenter` runs it for every local size and reads out the masks.
+:mod:`gloper_jobs.methods.gloper_engine` trains the models (early stop, all sizes
+in one pass, precision options); :func:`train_local_size` trains one;
+:class:`GloperSegmenter` trains every local size and reads out the masks.
 """
 
 from __future__ import annotations
@@ -25,12 +26,7 @@ from gloper_jobs.methods.base import (
     check_size,
 )
 from gloper_jobs.methods.choice import check_polarity
-from gloper_jobs.methods.gloper_model import (
-    GloperNet,
-    hard_gumbel_softmax,
-    pattern_weight,
-    reconstruct,
-)
+from gloper_jobs.methods.gloper_engine import EngineOptions, train_sizes
 from gloper_jobs.methods.gloper_readout import read_out
 
 if TYPE_CHECKING:
@@ -66,7 +62,19 @@ class GloperParams(MethodParams):
     #: a dataset model (``gloper train``): one forward pass per photo instead of ``steps``
     model: str = ""
     finetune_steps: int = 0
+    # Engine (gloper_engine.py). Early stop and precision change the masks, so they
+    # are part of the job's identity; the others only change how fast they come.
+    # Stop rule: read out every 10 steps, stop at IoU > 0.97 with the previous
+    # read-out (bench/gloper_stop_rules.py, README "The training engine").
+    stop_every: int = 10
+    stop_iou: float = 0.97
+    precision: str = "fp32"
     device: str = field(default="auto", metadata={"identity": False})
+    # Batching the sizes under vmap is 4x slower per model step on CPU: auto = CUDA only.
+    batch_sizes: str = field(default="auto", metadata={"identity": False})
+    # channels_last: 0.60 vs 0.67 s per step at S=256 on the 2-core CPU; on for CUDA too.
+    channels_last: str = field(default="on", metadata={"identity": False})
+    compile: str = field(default="off", metadata={"identity": False})
 
     def validate(self) -> None:
         check_size(self.size, 16)
@@ -96,6 +104,22 @@ class GloperParams(MethodParams):
         if self.finetune_steps and not self.model:
             raise InvalidParameterError("finetune_steps warm-starts a dataset model: also pass --param model=MODEL.pt")
         check_device(self.device)
+        for name in ("batch_sizes", "channels_last"):
+            if getattr(self, name) not in ("auto", "on", "off"):
+                raise InvalidParameterError(f"{name}={getattr(self, name)!r}: use auto (on with CUDA), on or off")
+        self.engine_options(torch.device("cpu"))  # checks precision, compile, stop_every, stop_iou
+
+    def engine_options(self, device: torch.device) -> EngineOptions:
+        """The engine's options on ``device`` (``auto`` switches: on with CUDA, off on CPU)."""
+
+        def switch(value: str) -> bool:
+            return value == "on" or (value == "auto" and device.type == "cuda")
+
+        return EngineOptions(
+            steps=self.steps, tau=self.tau, lr=self.lr, seed=self.seed, rho=self.rho,
+            stop_every=self.stop_every, stop_iou=self.stop_iou, precision=self.precision,
+            channels_last=switch(self.channels_last), compile=self.compile,
+            batched=switch(self.batch_sizes) and len(self.local_sizes) > 1)
 
 
 
@@ -107,47 +131,17 @@ def train_local_size(
     device: torch.device,
     readout_steps: tuple[int, ...] = (),
 ) -> tuple[torch.Tensor, list[float], dict[int, torch.Tensor]]:
-    """Train one GloPER model on one image; return its pattern weight map and losses.
+    """Train one GloPER model on one image every step (no early stop); the authors' loop.
 
     ``image``: ``1x3xSxS float32`` in [0, 1] on ``device``; ``foreground``: ``1xSxS
     float32`` (1 = animal). Returns ``SxS float32`` weights in [0, 1] (on CPU),
     the loss of every step, and the weight maps read out after each step in
-    ``readout_steps`` (for calibration sweeps over the number of steps).
+    ``readout_steps`` and at the end (for calibration sweeps over the number of steps).
     Deterministic for a fixed seed on CPU.
     """
-    torch.manual_seed(params.seed)
-    gen = torch.Generator(device=device)
-    gen.manual_seed(params.seed)
-    model = GloperNet(local_size).to(device)
-    model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=params.lr)
-    losses: list[float] = []
-    snapshots: dict[int, torch.Tensor] = {}
-    for _ in range(params.steps):
-        opt.zero_grad(set_to_none=True)
-        logits, cen_a, cen_b = model(image)
-        assign = hard_gumbel_softmax(logits, params.tau, gen)
-        rec_a = reconstruct(assign, cen_a, local_size)
-        rec_b = reconstruct(assign, cen_b, 2 * local_size)
-        loss = (torch.linalg.vector_norm(image - rec_a, dim=1) * foreground).mean() + (
-            torch.linalg.vector_norm(image - rec_b, dim=1) * foreground
-        ).mean()
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
-        if len(losses) in readout_steps and len(losses) < params.steps:
-            snapshots[len(losses)] = _readout(model, image, local_size)
-    weight = _readout(model, image, local_size)
-    snapshots[params.steps] = weight
-    return weight, losses, snapshots
-
-
-def _readout(model: GloperNet, image: torch.Tensor, local_size: int) -> torch.Tensor:
-    """Pattern weights ``SxS float32`` (CPU) from head A of the model as it is now."""
-    with torch.no_grad():
-        # BatchNorm stays as in training (batch statistics of this one image).
-        _, cen_a, _ = model(image)
-        return pattern_weight(image, cen_a, local_size)[0].float().cpu()
+    opts = EngineOptions(steps=params.steps, tau=params.tau, lr=params.lr, seed=params.seed, rho=params.rho)
+    out = train_sizes(image, foreground, (local_size,), opts, device, readout_steps=readout_steps)[local_size]
+    return out.weight, out.losses, out.snapshots
 
 
 class GloperSegmenter(Segmenter):
@@ -215,18 +209,23 @@ class GloperSegmenter(Segmenter):
         fg_np = resize_mask(foreground, (s, s))
         fg = torch.from_numpy(fg_np.astype(np.float32)).unsqueeze(0)
         weights: dict[int, np.ndarray] = {}
-        info: dict[str, Any] = {"device": str(device), "seconds": {}, "final_loss": {}}
+        opts = p.engine_options(device)
+        info: dict[str, Any] = {"device": str(device), "engine": opts.to_info(), "final_loss": {},
+                                "stop_step": {}}
         try:
             rgb, fg = rgb.to(device), fg.to(device)
+            t0 = time.perf_counter()
+            results = train_sizes(rgb, fg, p.local_sizes, opts, device)
+            info["seconds"] = round(time.perf_counter() - t0, 3)
             for ls in p.local_sizes:
-                t0 = time.perf_counter()
-                weight, losses, _ = train_local_size(rgb, fg, ls, p, device)
-                weights[ls] = weight.numpy()
-                info["seconds"][f"local_{ls}"] = round(time.perf_counter() - t0, 3)
-                info["final_loss"][f"local_{ls}"] = round(losses[-1], 6)
+                res = results[ls]
+                weights[ls] = res.weight.numpy()
+                info["stop_step"][f"local_{ls}"] = res.stop_step
+                info["final_loss"][f"local_{ls}"] = round(res.losses[-1], 6) if res.losses else None
         except torch.cuda.OutOfMemoryError as exc:
             raise DeviceOutOfMemoryError(
                 f"out of GPU memory on {device} at size={s}: lower the GloPER size parameter "
-                "(e.g. --param size=512) or run fewer workers per card"
+                "(e.g. --param size=512), train the local sizes one at a time (--param batch_sizes=off), "
+                "use --param precision=bf16, or run fewer workers per card"
             ) from exc
         return weights, fg_np, info

@@ -61,12 +61,20 @@ class GloperNet(nn.Module):
         return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=True)
 
     def _centroids(self, feats: torch.Tensor, head: nn.Conv2d) -> torch.Tensor:
-        pooled = F.avg_pool2d(feats, kernel_size=self.local_size, stride=self.local_size)
-        colours = torch.sigmoid(head(pooled))
-        b, _, h, w = colours.shape
-        return colours.view(b, self.num_classes, 3, h, w)
+        return centroid_colours(feats, head.weight, head.bias, self.local_size, self.num_classes)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        logits, x0, x1 = self.features(x)
+        # Head A pools full-resolution features over l x l windows; head B pools the
+        # half-resolution features over l x l cells, i.e. 2l x 2l windows of the image.
+        return logits, self._centroids(x0, self.head_a), self._centroids(x1, self.head_b)
+
+    def features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The UNet without the centroid heads: ``(logits Bx2xSxS, x0 Bx32xSxS, x1 Bx64x(S/2)x(S/2))``.
+
+        Independent of ``local_size``, so models of several local sizes can be
+        stacked and run together (``torch.func.vmap``, the training engine).
+        """
         x0 = self.enc0(x)
         x1 = self.enc1(F.max_pool2d(x0, 2))
         x2 = self.enc2(F.max_pool2d(x1, 2))
@@ -76,15 +84,29 @@ class GloperNet(nn.Module):
         d2 = self.dec2(torch.cat([x2, self._up(d3)], 1))
         d1 = self.dec1(torch.cat([x1, self._up(d2)], 1))
         d0 = self.dec0(torch.cat([x0, self._up(d1)], 1))
-        logits = self.final(d0)
-        # Head A pools full-resolution features over l x l windows; head B pools the
-        # half-resolution features over l x l cells, i.e. 2l x 2l windows of the image.
-        return logits, self._centroids(x0, self.head_a), self._centroids(x1, self.head_b)
+        return self.final(d0), x0, x1
+
+
+def centroid_colours(feats: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, window: int,
+                     num_classes: int = 2) -> torch.Tensor:
+    """A centroid head: average-pool ``BxCxHxW`` features over ``window`` x ``window`` cells,
+    1x1 conv (``weight``: ``(num_classes*3)xCx1x1``), sigmoid. Returns
+    ``Bx num_classes x3x(H/window)x(W/window)`` colours in [0, 1]."""
+    pooled = F.avg_pool2d(feats, kernel_size=window, stride=window)
+    colours = torch.sigmoid(F.conv2d(pooled, weight, bias))
+    b, _, h, w = colours.shape
+    return colours.view(b, num_classes, 3, h, w)
 
 
 def hard_gumbel_softmax(logits: torch.Tensor, tau: float, generator: torch.Generator | None) -> torch.Tensor:
     """Straight-through hard Gumbel-softmax over dim 1: one-hot forward, soft gradient backward."""
     u = torch.rand(logits.shape, generator=generator, device=logits.device, dtype=logits.dtype)
+    return hard_gumbel_from_uniform(logits, tau, u)
+
+
+def hard_gumbel_from_uniform(logits: torch.Tensor, tau: float, u: torch.Tensor) -> torch.Tensor:
+    """:func:`hard_gumbel_softmax` with its uniform draws ``u`` given (broadcast to ``logits``:
+    one draw shared by several stacked models, as each would draw it from its own seeded generator)."""
     exponential = (-torch.log(u.clamp_min(1e-10))).clamp_min(1e-10)  # Exp(1) samples, > 0
     gumbel = -torch.log(exponential)
     soft = F.softmax((logits + gumbel) / tau, dim=1)
