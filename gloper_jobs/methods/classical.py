@@ -7,7 +7,7 @@ GloPER does) with the foreground resized the same way (nearest).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, cast
+from typing import Any, ClassVar, cast
 
 import cv2
 import numpy as np
@@ -23,6 +23,10 @@ from gloper_jobs.methods.base import (
 from gloper_jobs.methods.choice import check_polarity, choose_polarity, cluster_colours
 
 KMEANS_CHOICES = ("polarity", "smaller")
+
+
+#: both classical baselines: S=256 on a CPU, the paper's S=1024 one flag away
+CLASSICAL_PROFILES: dict[str, dict[str, Any]] = {"cpu": {}, "paper": {"size": 1024}}
 
 
 @dataclass(frozen=True)
@@ -73,7 +77,7 @@ class KMeansSegmenter(Segmenter):
 
     name = "kmeans"
     Params = KMeansParams
-    profiles: ClassVar = {"cpu": {}, "paper": {"size": 1024}}
+    profiles: ClassVar = CLASSICAL_PROFILES
 
     def segment(self, image: np.ndarray, foreground: np.ndarray, context: SegmentContext | None = None) -> Segmentation:
         p = cast(KMeansParams, self.params)
@@ -126,7 +130,7 @@ class WatershedSegmenter(Segmenter):
 
     name = "watershed"
     Params = WatershedParams
-    profiles: ClassVar = {"cpu": {}, "paper": {"size": 1024}}
+    profiles: ClassVar = CLASSICAL_PROFILES
 
     def segment(self, image: np.ndarray, foreground: np.ndarray, context: SegmentContext | None = None) -> Segmentation:
         p = cast(WatershedParams, self.params)

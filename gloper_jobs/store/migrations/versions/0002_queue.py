@@ -3,10 +3,6 @@
 ``job.queue`` keeps the queue chosen at submission (``extract.gpu``, or
 ``extract.cpu`` with ``--device-class cpu``) so resumes go to the same one; the
 index serves "pending items of job J", asked once per enqueued batch.
-
-Revision ID: 0002
-Revises: 0001
-Create Date: 2026-11-24
 """
 
 from __future__ import annotations
@@ -16,8 +12,6 @@ from alembic import op
 
 revision = "0002"
 down_revision = "0001"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:

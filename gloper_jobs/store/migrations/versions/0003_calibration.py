@@ -1,9 +1,4 @@
-"""Calibration results: the best GloPER settings per species of a training job.
-
-Revision ID: 0003
-Revises: 0002
-Create Date: 2026-11-24
-"""
+"""Calibration results: the best GloPER settings per species of a training job."""
 
 from __future__ import annotations
 
@@ -12,8 +7,6 @@ from alembic import op
 
 revision = "0003"
 down_revision = "0002"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:

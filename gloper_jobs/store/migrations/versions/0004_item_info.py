@@ -2,10 +2,6 @@
 
 GloPER's per-size seconds, final losses and (later) engine options, stop steps and
 the label-free choice's reasons live here, so a result says how it was produced.
-
-Revision ID: 0004
-Revises: 0003
-Create Date: 2026-11-25
 """
 
 from __future__ import annotations
@@ -15,8 +11,6 @@ from alembic import op
 
 revision = "0004"
 down_revision = "0003"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:

@@ -6,10 +6,6 @@
 - ``item.queued_at``: when the item's message was (last) published, so the reconciler
   can find queued items whose message was stranded.
 - ``job.priority``: ``urgent``, ``normal`` or ``bulk``; each level has its own queues.
-
-Revision ID: 0005
-Revises: 0004
-Create Date: 2026-11-25
 """
 
 from __future__ import annotations
@@ -19,8 +15,6 @@ from alembic import op
 
 revision = "0005"
 down_revision = "0004"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:

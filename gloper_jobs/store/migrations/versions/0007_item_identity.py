@@ -3,10 +3,6 @@
 A manifest (or a wildlife-datasets metadata table) names each photo's ``identity``
 (the individual animal) and ``image_id``; exports carry both. ``job.source`` says
 where the items were listed (a manifest file and its digest, an ``s3://`` URL).
-
-Revision ID: 0007
-Revises: 0006
-Create Date: 2026-11-25
 """
 
 from __future__ import annotations
@@ -16,8 +12,6 @@ from alembic import op
 
 revision = "0007"
 down_revision = "0006"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:
