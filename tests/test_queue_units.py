@@ -96,6 +96,8 @@ def test_gpu_workers_are_one_process_per_card_with_its_device() -> None:
     assert plan_workers("0", ["0"], instance="41")[0].node == "gpu0-41@%h"
     assert plan_workers("cpu", [], name="night", instance="41")[0].node == "night@%h"
     assert plan_workers("cpu", [], concurrency=2, torch_threads=3)[0].env["OMP_NUM_THREADS"] == "3"
+    # idle OpenMP threads sleep: two launchers on one node must not starve each other spinning
+    assert all(s.env["OMP_WAIT_POLICY"] == "PASSIVE" for s in [*specs, *plan_workers("cpu", [])])
     assert [s.env["CUDA_VISIBLE_DEVICES"] for s in specs] == ["0", "2"]
     assert [s.env["GLOPER_WORKER_DEVICE"] for s in specs] == ["cuda:0", "cuda:2"]
     assert all(s.concurrency == 1 and s.queues == ["extract.gpu", "evaluate.gpu", "train.gpu"] for s in specs)

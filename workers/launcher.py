@@ -29,6 +29,10 @@ from gloper_jobs.devices import default_torch_threads
 from gloper_jobs.exceptions import ConfigurationError
 from gloper_jobs.jobs.queues import all_queues, queues_for, with_priorities
 
+#: OpenMP threads that wait for work sleep instead of spinning: two launchers on one node
+#: each size their threads for the whole node, and spinning threads of one starve the other
+#: (bench/pool_speed.py: 2 workers on 2 cores ran 7x slower per item with spinning threads)
+OMP_PASSIVE = {"OMP_WAIT_POLICY": "PASSIVE"}
 
 @dataclass(frozen=True)
 class WorkerSpec:
@@ -87,7 +91,7 @@ def plan_workers(gpus: str, available: list[str], concurrency: int | None = None
         n = concurrency or 1
         threads = torch_threads or default_torch_threads(n)
         env = {"CUDA_VISIBLE_DEVICES": "", "GLOPER_DEVICE": "cpu", "GLOPER_TORCH_THREADS": str(threads),
-               "OMP_NUM_THREADS": str(threads)}
+               "OMP_NUM_THREADS": str(threads), **OMP_PASSIVE}
         return [WorkerSpec(f"{name or 'cpu'}{tag}@{host}", queues or queues_for("cpu"), n, env, loglevel)]
     if concurrency not in (None, 1):
         raise ConfigurationError("a GPU worker runs one process per card: drop --concurrency or use --gpus cpu")
@@ -107,7 +111,7 @@ def plan_workers(gpus: str, available: list[str], concurrency: int | None = None
     threads = torch_threads or default_torch_threads(len(cards))
     for k in cards:
         env = {"CUDA_VISIBLE_DEVICES": k, "GLOPER_DEVICE": "cuda", "GLOPER_WORKER_DEVICE": f"cuda:{k}",
-               "GLOPER_TORCH_THREADS": str(threads), "OMP_NUM_THREADS": str(threads)}
+               "GLOPER_TORCH_THREADS": str(threads), "OMP_NUM_THREADS": str(threads), **OMP_PASSIVE}
         specs.append(WorkerSpec(f"{name or 'gpu'}{k}{tag}@{host}", queues or queues_for("gpu"), 1, env, loglevel))
     return specs
 
