@@ -32,9 +32,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
-from bench.services import job_id, write  # noqa: E402
+from bench.services import job_id, services, write  # noqa: E402
 from gloper_jobs.data.synthetic import make_dataset  # noqa: E402
-from tests import queue_services as qs  # noqa: E402
 from tests.cluster import GLOPER, Cluster  # noqa: E402
 from tests.queue_checks import drained, items  # noqa: E402
 
@@ -79,12 +78,9 @@ def main(argv: list[str] | None = None) -> Path:
 
     work = Path(tempfile.mkdtemp(prefix="gloper-pool-speed-"))
     make_dataset(work / "photos", per_species=max(1, args.photos // 4), size=96)
-    redis, pg = qs.start_redis(), qs.start_postgres()
-    url, _ = qs.create_database(pg.admin_url)
-    cluster = Cluster(url, redis.url, work)
     result: dict[str, Any] = {"machine": f"{os.cpu_count()}-core CPU (this box)", "load_before": os.getloadavg(),
                               "params": args.param, "photos": args.photos}
-    try:
+    with services(work) as cluster:
         # 1. one worker; kill its pool process after a third of the items
         job = _submit(cluster, work / "photos", args.param)
         store = cluster.store()
@@ -131,10 +127,6 @@ def main(argv: list[str] | None = None) -> Path:
             "note": "wall times include each worker's boot (torch, the store) and, for one worker, the kill",
         }
         result["load_after"] = os.getloadavg()
-    finally:
-        cluster.stop()
-        redis.stop()
-        pg.stop()
     return write(args.out, result)
 
 
