@@ -62,7 +62,12 @@ def _kill_one(cluster: Cluster, job: int) -> dict[str, Any]:
         for it in items(store, job).values():
             if it.status == "running" and it.worker and it.started_at is not None \
                     and time.time() - it.started_at.timestamp() > 0.5:
-                victim.update(item=it.rel_path, pid=int(it.worker.rsplit(":", 1)[1]))
+                pid = int(it.worker.rsplit(":", 1)[1])
+                try:
+                    os.kill(pid, 0)  # a row still naming a process killed before is not a victim
+                except ProcessLookupError:
+                    continue
+                victim.update(item=it.rel_path, pid=pid)
                 return True
         return False
 
