@@ -6,14 +6,17 @@
 On the same photos, at the same size S, local sizes and step budget, photo by photo:
 
 - ``plain``: the authors' loop written out here as plainly as theirs: one fresh fp32
-  GloperNet per local size, AdamW, every step, no early stop, then the read-out;
+  GloperNet per local size, AdamW, every step, no early stop, then the project's
+  read-out (``gloper_readout.read_out``, so both have the same candidates);
 - ``fast``: the project's GloPER segmenter with its default engine (early stop,
   and on CUDA all sizes in one pass, channels_last), plus any ``--param``.
 
 Profiles: ``target`` (default) S=256, local sizes 8/16/32, 100 steps (the issue's CPU
 target); ``cpu`` the project's CPU profile; ``paper`` S=1024, sizes 4..256, 1000 steps
 (GPU). Writes ``plain_s_per_photo``, ``fast_s_per_photo``, ``ratio``, ``plain_dice``,
-``fast_dice`` (mean oracle Dice: best local size per photo) and ``device``, with per-size
+``fast_dice`` (mean oracle Dice: best local size in either polarity per photo) and
+``device``, the label-free Dice of each (the same read-out on both: ``choice`` and
+``polarity``), with per-size
 Dice, the step each size stopped at, the engine options, the machine's load average
 before and after, and on CUDA the fraction of the card's dense bf16 peak reached.
 """
@@ -48,6 +51,7 @@ from gloper_jobs.methods.gloper_model import (  # noqa: E402
     pattern_weight,
     reconstruct,
 )
+from gloper_jobs.methods.gloper_readout import read_out  # noqa: E402
 from gloper_jobs.scoring.metrics import scores_at  # noqa: E402
 from gloper_jobs.settings import Settings  # noqa: E402
 
@@ -64,10 +68,10 @@ BF16_PEAK = {"H200": 989e12, "H100 PCIe": 756e12, "H100": 989e12, "A100": 312e12
 def plain_loop(image: torch.Tensor, fg: torch.Tensor, p: GloperParams, device: torch.device) -> dict[int, np.ndarray]:
     """The authors' algorithm, plainly: per local size a fresh seeded fp32 model, every step.
 
-    ``image`` ``1x3xSxS float32``, ``fg`` ``1xSxS float32`` on ``device``; returns
-    ``SxS bool`` masks (``weight > rho`` in the foreground) per local size.
+    ``image`` ``1x3xSxS float32``, ``fg`` ``1xSxS float32`` on ``device``; returns the
+    ``SxS float32`` pattern weight map per local size (the same read-out makes the masks).
     """
-    masks = {}
+    weights = {}
     for ls in p.local_sizes:
         torch.manual_seed(p.seed)
         gen = torch.Generator(device=device)
@@ -88,8 +92,8 @@ def plain_loop(image: torch.Tensor, fg: torch.Tensor, p: GloperParams, device: t
         with torch.no_grad():
             _, cen_a, _ = model(image)
             weight = pattern_weight(image, cen_a, ls)[0]
-        masks[ls] = ((weight > p.rho) & (fg[0] > 0.5)).cpu().numpy()
-    return masks
+        weights[ls] = weight.cpu().numpy()
+    return weights
 
 
 def step_flops(size: int, device: torch.device) -> float:
@@ -151,11 +155,12 @@ def summarise(rows: list[dict[str, Any]], p: GloperParams, engine: dict[str, Any
         "plain_s_per_photo": round(plain_sp, 2), "fast_s_per_photo": round(fast_sp, 2),
         "ratio": round(plain_sp / fast_sp, 2),
         "plain_dice": mean([r["plain_oracle"] for r in rows]), "fast_dice": mean([r["fast_oracle"] for r in rows]),
+        "plain_label_free_dice": mean([r["plain_choice"] for r in rows]),
+        "fast_label_free_dice": mean([r["fast_choice"] for r in rows]),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name,
         "photos": n, "profile": profile, "params": p.identity(), "engine": engine,
         "plain_dice_per_size": {s: mean([r["plain_dice"][s] for r in rows]) for s in sizes},
         "fast_dice_per_size": {s: mean([r["fast_dice"][s] for r in rows]) for s in sizes},
-        "fast_dice_fused": mean([r["fast_dice"]["fused"] for r in rows]) if "fused" in rows[0]["fast_dice"] else None,
         "mean_stop_step": {s: mean([r["stop_step"][s] for r in rows]) for s in sizes},
         "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
         "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
@@ -197,21 +202,26 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         rgb, fg = to_tensors(photo, device)
         sync(device)
         t0 = time.perf_counter()
-        plain = plain_loop(rgb, fg, p, device)
+        plain_w = plain_loop(rgb, fg, p, device)
+        plain = read_out(photo["image"], photo["fg"], plain_w, photo["fg"], p.rho, p.choice, p.polarity)
         sync(device)
         plain_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         out = seg.segment(photo["image"], photo["fg"])
         sync(device)
         fast_s = time.perf_counter() - t0
-        pd = dice_block({f"local_{ls}": m for ls, m in plain.items()}, photo["label"], settings.eval_size)
+        pd = dice_block(plain.candidates, photo["label"], settings.eval_size)
         fd = dice_block(out.candidates, photo["label"], settings.eval_size)
         stops = out.info["stop_step"]
+        oracle = out.oracle_names()  # every local size in both polarities, for both
         rows.append({"photo": photo["name"], "plain_s": round(plain_s, 2), "fast_s": round(fast_s, 2),
                      "plain_dice": pd, "fast_dice": fd, "stop_step": stops,
-                     "plain_oracle": max(pd.values()), "fast_oracle": max(fd[k] for k in out.oracle_names())})
-        print(f"{photo['name']:<45} plain {plain_s:7.1f}s oracle {rows[-1]['plain_oracle']:.3f} | fast "
-              f"{fast_s:6.1f}s oracle {rows[-1]['fast_oracle']:.3f} stops {stops}", flush=True)
+                     "plain_oracle": max(pd[k] for k in oracle), "fast_oracle": max(fd[k] for k in oracle),
+                     "plain_choice": pd[plain.choice], "fast_choice": fd[out.choice]})
+        r = rows[-1]
+        print(f"{photo['name']:<40} plain {plain_s:6.1f}s oracle {r['plain_oracle']:.3f} label-free "
+              f"{r['plain_choice']:.3f} | fast {fast_s:6.1f}s oracle {r['fast_oracle']:.3f} label-free "
+              f"{r['fast_choice']:.3f} stops {stops}", flush=True)
         if args.json:  # the photos done so far, in case the run is cut short
             partial = summarise(rows, p, out.info["engine"], flops, device, args.profile, load_before)
             write_report({**partial, "partial": True}, args.json, "gloper-speed")

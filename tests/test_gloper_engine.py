@@ -61,8 +61,11 @@ def test_segmenter_records_stop_steps_and_engine_options_in_info() -> None:
                            device="cpu", compile="off", batch_sizes="off", channels_last="off")
     out = seg.segment(photo, body)
     assert set(out.info["stop_step"]) == {"local_4", "local_8"}
-    assert all(s in (6, 9, 12) for s in out.info["stop_step"].values())  # IoU > 0.5 stops early
+    # IoU > 0.5 stops early: the largest size (cold) at its second read-out at the soonest,
+    # the smaller (warm-started from it, read out at step 0 too) at its first
+    assert out.info["stop_step"]["local_8"] in (6, 9, 12) and out.info["stop_step"]["local_4"] in (3, 6, 9, 12)
     engine = out.info["engine"]
+    assert engine["chain_sizes"] is True
     assert engine["stop_every"] == 3 and engine["stop_iou"] == 0.5 and engine["steps"] == 12
     assert engine["batched"] is False and engine["channels_last"] is False and engine["precision"] == "fp32"
     ident = seg.params.identity()
@@ -129,6 +132,30 @@ def test_warm_start_from_a_previous_photo() -> None:
     assert shared.losses == per_size.losses
     with pytest.raises(InvalidParameterError, match="does not fit GloperNet"):
         train_sizes(img, fg, (4,), EngineOptions(steps=1), CPU, initial_state={"conv.weight": torch.zeros(1)})
+
+
+def test_size_chain_starts_smaller_sizes_from_the_largest_and_stops_them_sooner() -> None:
+    img, fg = _easy(32)
+    opts = EngineOptions(steps=40, stop_every=5, stop_iou=0.99)
+    cold = train_sizes(img, fg, (4, 8), opts, CPU)
+    chain = train_sizes(img, fg, (4, 8), EngineOptions(**{**opts.to_info(), "chain_sizes": True}), CPU)
+    assert list(chain) == [4, 8]  # in the order asked for
+    # The largest size is trained exactly as without the chain.
+    assert torch.equal(chain[8].weight, cold[8].weight) and chain[8].losses == cold[8].losses
+    # The smaller starts from its settled weights: a lower first loss, read out at step 0,
+    # so it settles after one read-out interval, where cold it needs two at least.
+    assert chain[4].losses[0] < cold[4].losses[0]
+    assert chain[4].stop_step == 5 < cold[4].stop_step
+    assert chain[4].state is None and chain[8].state is None  # kept only when asked
+    assert mask_iou(chain[4].weight > 0.5, img[0, 0] < 0.5) > 0.95
+    # Batched (the CUDA default) chains the same way: the largest alone, the rest stacked.
+    kept = train_sizes(img, fg, (4, 8), EngineOptions(**{**opts.to_info(), "chain_sizes": True, "batched": True}),
+                       CPU, keep_state=True)
+    assert kept[8].state is not None and kept[4].stop_step == chain[4].stop_step
+    seg = create_segmenter("gloper", size=32, local_sizes="4,8", steps=10, stop_every=5, device="cpu")
+    assert seg.params.identity()["chain_sizes"] is True  # the default; it changes masks
+    off = create_segmenter("gloper", size=32, local_sizes="4,8", steps=10, chain_sizes="off", device="cpu")
+    assert off.params.engine_options(CPU).chain_sizes is False
 
 
 def test_torch_threads_default_to_cores_per_process(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -69,6 +69,9 @@ class GloperParams(MethodParams):
     stop_every: int = 10
     stop_iou: float = 0.97
     precision: str = "fp32"
+    #: the largest local size trains from scratch, the others from its settled weights
+    #: (gloper_engine.py; bench/gloper_speed.py: 3.9x fewer steps, the plain loop's Dice)
+    chain_sizes: bool = True
     device: str = field(default="auto", metadata={"identity": False})
     # Batching the sizes under vmap is 4x slower per model step on CPU: auto = CUDA only.
     batch_sizes: str = field(default="auto", metadata={"identity": False})
@@ -118,7 +121,7 @@ class GloperParams(MethodParams):
         return EngineOptions(
             steps=self.steps, tau=self.tau, lr=self.lr, seed=self.seed, rho=self.rho,
             stop_every=self.stop_every, stop_iou=self.stop_iou, precision=self.precision,
-            channels_last=switch(self.channels_last), compile=self.compile,
+            chain_sizes=self.chain_sizes, channels_last=switch(self.channels_last), compile=self.compile,
             batched=switch(self.batch_sizes) and len(self.local_sizes) > 1)
 
 

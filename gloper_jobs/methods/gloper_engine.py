@@ -16,9 +16,15 @@ head A, the losses and the step it stopped at. What it adds to the authors' loop
   statistics there (they are never used: the read-out uses batch statistics).
 - **precision and kernels**: ``bf16`` autocast or TF32 for the UNet,
   ``channels_last``, ``torch.compile`` (``reduce-overhead`` adds CUDA graphs).
+- **size chain** (``chain_sizes``), coarse to fine: the largest local size trains from
+  scratch (it settles soonest); every other size starts from its settled weights and,
+  warm, usually settles within a read-out or two. The sizes' masks differ little, so
+  most of their separate training is the same work done again (bench/gloper_speed.py
+  measures the Dice cost against the plain loop).
 - **warm start**: ``initial_state`` (one state dict for every size, e.g. a
   dataset-level model's) or ``initial_states`` (per local size, e.g. the previous
-  photo's, from ``keep_state=True``).
+  photo's, from ``keep_state=True``). A warm model's first read-out is at step 0, so
+  one that is already settled stops after ``stop_every`` steps.
 
 Same seed, same sizes: every size starts from the same initial weights and draws
 the same Gumbel noise, in separate and in batched training alike.
@@ -61,6 +67,7 @@ class EngineOptions:
     channels_last: bool = False
     compile: str = "off"
     batched: bool = False
+    chain_sizes: bool = False
 
     def __post_init__(self) -> None:
         if self.stop_every < 0:
@@ -146,17 +153,32 @@ def train_sizes(
         cls = StackedModels if options.batched and len(sizes) > 1 else SeparateModels
         return cls(list(sizes), options, device, states)
 
-    groups = [list(local_sizes)] if options.batched else [[ls] for ls in local_sizes]
+    warm = initial_state is not None or bool(initial_states)
+    sizes_left = list(local_sizes)
+    if options.chain_sizes and len(sizes_left) > 1 and not warm:
+        first = max(sizes_left)
+        sizes_left.remove(first)
+        head = _fit(start([first]), image, foreground, fg_mask, options, device, set(readout_steps),
+                    keep_state=True, warm=False)
+        initial_state, warm = head[first].state, True
+        if not keep_state:
+            head[first].state = None
+        results.update(head)
+    groups = [sizes_left] if options.batched else [[ls] for ls in sizes_left]
     for sizes in groups:
         models = start(sizes)
-        results.update(_fit(models, image, foreground, fg_mask, options, device, set(readout_steps), keep_state))
-    return results
+        results.update(_fit(models, image, foreground, fg_mask, options, device, set(readout_steps),
+                            keep_state, warm))
+    return {ls: results[ls] for ls in local_sizes}
 
 
 def _fit(models: ModelSet, image: torch.Tensor, foreground: torch.Tensor, fg_mask: torch.Tensor,
          options: EngineOptions, device: torch.device, readout_steps: set[int],
-         keep_state: bool) -> dict[int, SizeResult]:
-    """The training loop over the models still running; see :func:`train_sizes`."""
+         keep_state: bool, warm: bool) -> dict[int, SizeResult]:
+    """The training loop over the models still running; see :func:`train_sizes`.
+
+    ``warm``: the models start from trained weights, so step 0 is read out too.
+    """
     gen = torch.Generator(device=device)
     gen.manual_seed(options.seed)
     losses: dict[int, list[torch.Tensor]] = {ls: [] for ls in models.sizes}
@@ -166,7 +188,7 @@ def _fit(models: ModelSet, image: torch.Tensor, foreground: torch.Tensor, fg_mas
     k = options.stop_every
     for step in range(options.steps + 1):
         last = step == options.steps
-        check = k > 0 and step > 0 and step % k == 0 and not last
+        check = k > 0 and step % k == 0 and (step > 0 or warm) and not last
         grad = torch.enable_grad() if not last else torch.no_grad()
         with grad, precision_context(options.precision, device):
             logits, cen_a, cen_b = models.forward(image)
