@@ -10,6 +10,7 @@ import pytest
 from gloper_jobs.data.datasets import scan_dataset
 from gloper_jobs.data.images import load_image
 from gloper_jobs.data.labels import load_label
+from gloper_jobs.exceptions import InvalidParameterError
 from gloper_jobs.methods import create_segmenter
 from gloper_jobs.scoring.metrics import scores_at
 
@@ -42,6 +43,26 @@ def test_kmeans_label_free_polarity(prepared) -> None:
     # README "Label-free choices": the shared rule reads seal's pale rings, darker-only does not
     assert _mean_dice(prepared, "kmeans", oracle=False) == pytest.approx(0.640, abs=0.01)
     assert _mean_dice(prepared, "kmeans", oracle=False, polarity="darker") == pytest.approx(0.560, abs=0.01)
+
+
+def test_kmeans_restarts_on_a_sample_find_the_all_pixel_clusters(prepared) -> None:
+    # sample=0 runs every restart on every pixel (as before); the default runs them on a
+    # seeded 4096-pixel sample and refines once on all: the same clusters up to the
+    # stopping tolerance, and the same mean Dice.
+    from gloper_jobs.methods.choice import cluster_colours
+
+    for _, img, fg, _ in prepared[:4]:
+        seg_all, seg_sampled = create_segmenter("kmeans", sample=0), create_segmenter("kmeans")
+        a, b = seg_all.segment(img, fg), seg_sampled.segment(img, fg)
+        differ = (a.candidates["cluster_0"] != b.candidates["cluster_0"]).sum()
+        assert differ <= 0.02 * max(1, a.candidates["cluster_0"].sum() + a.candidates["cluster_1"].sum())
+    assert _mean_dice(prepared, "kmeans", oracle=True, sample=0) == pytest.approx(
+        _mean_dice(prepared, "kmeans", oracle=True), abs=0.005)
+    pixels = np.random.default_rng(0).integers(0, 255, (5000, 3)).astype(np.float32)
+    first, _ = cluster_colours(pixels, 2, sample=1000)
+    assert np.array_equal(first, cluster_colours(pixels, 2, sample=1000)[0])  # deterministic for a seed
+    with pytest.raises(InvalidParameterError, match="sample"):
+        create_segmenter("kmeans", sample=-1)
 
 
 def test_watershed_matches_reference(prepared) -> None:

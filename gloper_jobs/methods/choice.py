@@ -44,6 +44,9 @@ KMEANS_ATTEMPTS = 20
 KMEANS_MAX_ITER = 100
 KMEANS_EPSILON = 1.0
 KMEANS_SEED = 41
+#: k-means' attempts run on a seeded sample of this many pixels; the best attempt's
+#: centres then start one run over every pixel (0: every attempt on every pixel)
+KMEANS_SAMPLE = 4096
 
 Rule = Callable[[Sequence[np.ndarray], np.ndarray], float]
 
@@ -150,18 +153,32 @@ POLARITY_RULES: dict[str, Rule] = {
 
 def cluster_colours(
     pixels: np.ndarray, k: int, attempts: int = KMEANS_ATTEMPTS, max_iter: int = KMEANS_MAX_ITER,
-    epsilon: float = KMEANS_EPSILON, seed: int = KMEANS_SEED,
+    epsilon: float = KMEANS_EPSILON, seed: int = KMEANS_SEED, sample: int = KMEANS_SAMPLE,
 ) -> tuple[np.ndarray, np.ndarray]:
     """OpenCV k-means of ``Nx3 float32`` colours; clusters renumbered darkest first.
 
+    With more than ``sample`` pixels the ``attempts`` random restarts run on a seeded
+    sample of ``sample`` pixels and the best one's centres start a single run over all
+    of them: about 6x faster at 256x256 than every restart on every pixel, and the
+    same clusters up to the ``epsilon`` stopping tolerance (bench/kmeans_sample.py).
     Returns ``N int`` cluster indices (0 = darkest centre by R+G+B) and the ``kx3
     float32`` centres in that order. Deterministic for a seed.
     """
     cv2.setRNGSeed(seed)
     criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, max_iter, epsilon)
-    _, labels, centres = cv2.kmeans(  # type: ignore[call-overload]
-        pixels, k, None, criteria, attempts, cv2.KMEANS_RANDOM_CENTERS
-    )
+    if 0 < sample < len(pixels) and attempts > 1:
+        subset = pixels[np.random.default_rng(seed).choice(len(pixels), sample, replace=False)]
+        _, _, best = cv2.kmeans(  # type: ignore[call-overload]
+            subset, k, None, criteria, attempts, cv2.KMEANS_RANDOM_CENTERS
+        )
+        nearest = ((best**2).sum(axis=1) - 2 * pixels @ best.T).argmin(axis=1).astype(np.int32)
+        _, labels, centres = cv2.kmeans(  # type: ignore[call-overload]
+            pixels, k, nearest.reshape(-1, 1), criteria, 1, cv2.KMEANS_USE_INITIAL_LABELS
+        )
+    else:
+        _, labels, centres = cv2.kmeans(  # type: ignore[call-overload]
+            pixels, k, None, criteria, attempts, cv2.KMEANS_RANDOM_CENTERS
+        )
     order = np.argsort(centres.sum(axis=1), kind="stable")
     rank = np.empty(k, dtype=np.int64)
     rank[order] = np.arange(k)

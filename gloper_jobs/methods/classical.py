@@ -20,7 +20,12 @@ from gloper_jobs.methods.base import (
     Segmenter,
     check_size,
 )
-from gloper_jobs.methods.choice import check_polarity, choose_polarity, cluster_colours
+from gloper_jobs.methods.choice import (
+    KMEANS_SAMPLE,
+    check_polarity,
+    choose_polarity,
+    cluster_colours,
+)
 
 KMEANS_CHOICES = ("polarity", "smaller")
 
@@ -31,7 +36,8 @@ CLASSICAL_PROFILES: dict[str, dict[str, Any]] = {"cpu": {}, "paper": {"size": 10
 
 @dataclass(frozen=True)
 class KMeansParams(MethodParams):
-    """k-means on foreground RGB: ``k`` clusters, ``attempts`` random restarts.
+    """k-means on foreground RGB: ``k`` clusters, ``attempts`` random restarts on a sample
+    of ``sample`` pixels, then one run on all of them (``sample=0``: restarts on all).
 
     ``choice=polarity`` takes the darkest or the lightest cluster as ``polarity`` says
     (``auto``: the shared label-free rule of :mod:`gloper_jobs.methods.choice`, which
@@ -44,11 +50,14 @@ class KMeansParams(MethodParams):
     max_iter: int = 100
     epsilon: float = 1.0
     seed: int = 41
+    sample: int = KMEANS_SAMPLE
     choice: str = "polarity"
     polarity: str = "auto"
 
     def validate(self) -> None:
         check_size(self.size)
+        if self.sample < 0:
+            raise InvalidParameterError(f"sample={self.sample} must be >= 0 (0: every restart on every pixel)")
         if not 2 <= self.k <= 16:
             raise InvalidParameterError(f"k={self.k} must be between 2 and 16")
         if self.attempts < 1 or self.max_iter < 1 or self.epsilon <= 0:
@@ -87,7 +96,7 @@ class KMeansSegmenter(Segmenter):
         if len(pixels) < p.k:
             blank = {f"cluster_{i}": empty.copy() for i in range(p.k)}
             return Segmentation(blank, "cluster_0", info={"note": "foreground too small"})
-        labels, centres = cluster_colours(pixels, p.k, p.attempts, p.max_iter, p.epsilon, p.seed)
+        labels, centres = cluster_colours(pixels, p.k, p.attempts, p.max_iter, p.epsilon, p.seed, p.sample)
         masks: dict[str, np.ndarray] = {}
         sizes: list[int] = []
         for rank in range(p.k):
