@@ -152,6 +152,15 @@ def test_size_chain_starts_smaller_sizes_from_the_largest_and_stops_them_sooner(
     kept = train_sizes(img, fg, (4, 8), EngineOptions(**{**opts.to_info(), "chain_sizes": True, "batched": True}),
                        CPU, keep_state=True)
     assert kept[8].state is not None and kept[4].stop_step == chain[4].stop_step
+    # ... and goes on with its AdamW state: the smaller size's step count continues the largest's.
+    assert kept[8].optimizer_state is not None and kept[4].optimizer_state is not None
+    donor_steps = int(kept[8].optimizer_state["final.weight"]["step"])
+    assert donor_steps == kept[8].stop_step
+    assert int(kept[4].optimizer_state["final.weight"]["step"]) == donor_steps + kept[4].stop_step
+    separate = train_sizes(img, fg, (4, 8), EngineOptions(**{**opts.to_info(), "chain_sizes": True}), CPU,
+                           keep_state=True)
+    assert separate[4].optimizer_state is not None
+    assert int(separate[4].optimizer_state["final.weight"]["step"]) == donor_steps + separate[4].stop_step
     seg = create_segmenter("gloper", size=32, local_sizes="4,8", steps=10, stop_every=5, device="cpu")
     assert seg.params.identity()["chain_sizes"] is True  # the default; it changes masks
     off = create_segmenter("gloper", size=32, local_sizes="4,8", steps=10, chain_sizes="off", device="cpu")

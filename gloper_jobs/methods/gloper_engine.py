@@ -41,7 +41,7 @@ import torch
 
 from gloper_jobs.exceptions import InvalidParameterError
 from gloper_jobs.methods.gloper_model import hard_gumbel_from_uniform, pattern_weight, reconstruct
-from gloper_jobs.methods.gloper_stack import ModelSet, SeparateModels, StackedModels
+from gloper_jobs.methods.gloper_stack import ModelSet, OptimizerState, SeparateModels, StackedModels
 
 StateDict = Mapping[str, torch.Tensor]
 
@@ -91,7 +91,8 @@ class SizeResult:
     ``weight``: ``SxS float32`` (CPU) pattern weights in [0, 1] of the final model;
     ``losses``: the loss of every step taken; ``stop_step``: the optimizer steps
     taken (``steps`` when it never settled); ``snapshots``: weight maps after the
-    steps asked for in ``readout_steps``; ``state``: final weights (``keep_state``).
+    steps asked for in ``readout_steps``; ``state``: final weights and
+    ``optimizer_state`` AdamW's state (``keep_state``).
     """
 
     weight: torch.Tensor
@@ -99,6 +100,7 @@ class SizeResult:
     stop_step: int
     snapshots: dict[int, torch.Tensor] = field(default_factory=dict)
     state: dict[str, torch.Tensor] | None = None
+    optimizer_state: OptimizerState | None = None
 
 
 def mask_iou(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -148,10 +150,12 @@ def train_sizes(
     fg_mask = foreground[0] > 0.5
     results: dict[int, SizeResult] = {}
 
+    donor_optimizer: OptimizerState | None = None
+
     def start(sizes: Sequence[int]) -> ModelSet:
         states = [initial_states[ls] if initial_states and ls in initial_states else initial_state for ls in sizes]
         cls = StackedModels if options.batched and len(sizes) > 1 else SeparateModels
-        return cls(list(sizes), options, device, states)
+        return cls(list(sizes), options, device, states, [donor_optimizer] * len(sizes))
 
     warm = initial_state is not None or bool(initial_states)
     sizes_left = list(local_sizes)
@@ -160,9 +164,11 @@ def train_sizes(
         sizes_left.remove(first)
         head = _fit(start([first]), image, foreground, fg_mask, options, device, set(readout_steps),
                     keep_state=True, warm=False)
-        initial_state, warm = head[first].state, True
+        # The smaller sizes go on from the largest's weights and AdamW state (fresh moments
+        # would make their first steps full-size ones and unsettle the mask).
+        initial_state, donor_optimizer, warm = head[first].state, head[first].optimizer_state, True
         if not keep_state:
-            head[first].state = None
+            head[first].state = head[first].optimizer_state = None
         results.update(head)
     groups = [sizes_left] if options.batched else [[ls] for ls in sizes_left]
     for sizes in groups:
@@ -208,7 +214,8 @@ def _fit(models: ModelSet, image: torch.Tensor, foreground: torch.Tensor, fg_mas
                 snapshots[ls][step] = weight.cpu()
                 done[ls] = SizeResult(
                     weight.cpu(), [float(v) for v in torch.stack(losses[ls]).tolist()] if losses[ls] else [],
-                    step, snapshots[ls], models.state(j) if keep_state else None)
+                    step, snapshots[ls], models.state(j) if keep_state else None,
+                    models.optimizer_state(j) if keep_state else None)
         if last:
             break
         running = [j for j in range(len(models.sizes)) if j not in stopped]

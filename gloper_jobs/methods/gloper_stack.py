@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from gloper_jobs.methods.gloper_engine import EngineOptions
 
 Outputs = tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]
+#: AdamW's state per GloperNet parameter name ({"step", "exp_avg", "exp_avg_sq"} tensors)
+OptimizerState = dict[str, dict[str, torch.Tensor]]
 _BN_STATS = ("running_mean", "running_var", "num_batches_tracked")
 
 
@@ -42,6 +44,9 @@ class ModelSet(Protocol):
 
     def state(self, j: int) -> dict[str, torch.Tensor]:
         """Model ``j``'s weights as a GloperNet state dict on CPU (BatchNorm statistics may be absent)."""
+
+    def optimizer_state(self, j: int) -> OptimizerState:
+        """Model ``j``'s AdamW state by GloperNet parameter name (on the device)."""
 
 
 def new_net(local_size: int, seed: int, state: Mapping[str, torch.Tensor] | None) -> GloperNet:
@@ -68,7 +73,8 @@ class SeparateModels:
     """One model (``sizes`` has one entry), trained as the authors do."""
 
     def __init__(self, sizes: Sequence[int], options: EngineOptions, device: torch.device,
-                 states: Sequence[Mapping[str, torch.Tensor] | None]) -> None:
+                 states: Sequence[Mapping[str, torch.Tensor] | None],
+                 optimizer_states: Sequence[OptimizerState | None] | None = None) -> None:
         if len(sizes) != 1:
             raise ValueError("SeparateModels holds exactly one local size")
         self.sizes = list(sizes)
@@ -77,6 +83,9 @@ class SeparateModels:
             self.net = self.net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.net.train()
         self.opt = torch.optim.AdamW(self.net.parameters(), lr=options.lr)
+        if optimizer_states and optimizer_states[0]:
+            for name, param in self.net.named_parameters():
+                self.opt.state[param] = {k: v.clone() for k, v in optimizer_states[0][name].items()}
         self._cuda_graphs = options.compile == "reduce-overhead"
         self._fn = _compiled(self.net, options.compile)
 
@@ -98,6 +107,10 @@ class SeparateModels:
     def state(self, j: int) -> dict[str, torch.Tensor]:
         return {k: v.detach().cpu().clone() for k, v in self.net.state_dict().items()}
 
+    def optimizer_state(self, j: int) -> OptimizerState:
+        return {name: {k: v.clone() for k, v in self.opt.state[p].items()}
+                for name, p in self.net.named_parameters() if p in self.opt.state}
+
 
 class _Features(nn.Module):
     """A GloperNet whose forward is its UNet without heads (what ``vmap`` runs)."""
@@ -118,7 +131,8 @@ class StackedModels:
     """
 
     def __init__(self, sizes: Sequence[int], options: EngineOptions, device: torch.device,
-                 states: Sequence[Mapping[str, torch.Tensor] | None]) -> None:
+                 states: Sequence[Mapping[str, torch.Tensor] | None],
+                 optimizer_states: Sequence[OptimizerState | None] | None = None) -> None:
         self.sizes = list(sizes)
         self.lr = options.lr
         self.device = device
@@ -131,6 +145,13 @@ class StackedModels:
         self.params: dict[str, torch.Tensor] = dict(params)
         self.buffers: dict[str, torch.Tensor] = dict(buffers)
         self.opt = torch.optim.AdamW(list(self.params.values()), lr=options.lr)
+        if optimizer_states and all(optimizer_states):
+            for key, param in self.params.items():
+                per_model = [st[key.removeprefix("net.")] for st in optimizer_states if st]
+                self.opt.state[param] = {
+                    "step": per_model[0]["step"].clone(),
+                    "exp_avg": torch.stack([st["exp_avg"] for st in per_model]).to(device),
+                    "exp_avg_sq": torch.stack([st["exp_avg_sq"] for st in per_model]).to(device)}
         base = copy.deepcopy(nets[0]).to("meta")
 
         def call(p: dict[str, torch.Tensor], b: dict[str, torch.Tensor], x: torch.Tensor) -> Any:
@@ -168,6 +189,11 @@ class StackedModels:
                                   "exp_avg_sq": st["exp_avg_sq"][idx].clone()}
         self.opt = opt
         self.sizes = [self.sizes[j] for j in keep]
+
+    def optimizer_state(self, j: int) -> OptimizerState:
+        return {k.removeprefix("net."): {"step": st["step"].clone(), "exp_avg": st["exp_avg"][j].clone(),
+                                         "exp_avg_sq": st["exp_avg_sq"][j].clone()}
+                for k, p in self.params.items() if (st := self.opt.state.get(p))}
 
     def state(self, j: int) -> dict[str, torch.Tensor]:
         out = {k.removeprefix("net."): v[j].detach().cpu().clone() for k, v in self.params.items()}
