@@ -83,14 +83,16 @@ PRIORITIES = ("urgent", "normal", "bulk")
 DEFAULT_PRIORITY = "normal"
 # (soft, hard) seconds per task of the job kinds that have settings of their own
 # (GLOPER_<KIND>_SOFT_TIME_LIMIT / _TIME_LIMIT); other kinds use extract's. GloPER's paper profile on one
-# large photo takes minutes on a GPU; evaluation only reads PNGs.
-TIME_LIMITS = {"extract": (1800, 1860), "evaluate": (120, 150), "train": (1800, 1860)}
+# large photo takes minutes on a GPU; evaluation only reads PNGs; a dataset model's training is one
+# task for the whole archive (it checkpoints as it goes, so a stop only costs the last interval).
+TIME_LIMITS = {"extract": (1800, 1860), "evaluate": (120, 150), "train": (1800, 1860),
+               "train_model": (6 * 3600, 6 * 3600 + 60)}
 RETRY_BACKOFF = 5  # s, first retry delay after a transient error; doubles each time
 RETRY_BACKOFF_MAX = 300  # s
 MAX_RETRIES = 8
 # Redis re-delivers an unacknowledged task after this long: above every hard limit
 # plus the longest retry delay (Settings.check_visibility_timeout enforces it).
-VISIBILITY_TIMEOUT = 7200
+VISIBILITY_TIMEOUT = 8 * 3600
 MAX_DELIVERIES = 3  # deliveries that end without a result (dead worker) before failing
 HEARTBEAT_SECONDS = 10.0
 STALE_SECONDS = 120.0

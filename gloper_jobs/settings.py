@@ -58,12 +58,15 @@ GLOPER_EVALUATE_SOFT_TIME_LIMIT  the same for evaluate tasks (120)
 GLOPER_EVALUATE_TIME_LIMIT       (150)
 GLOPER_TRAIN_SOFT_TIME_LIMIT     the same for one calibration task (1800)
 GLOPER_TRAIN_TIME_LIMIT          (1860)
+GLOPER_TRAIN_MODEL_SOFT_TIME_LIMIT  the same for a dataset model's training, one
+                                 task for the whole archive (21600: 6 h)
+GLOPER_TRAIN_MODEL_TIME_LIMIT    (21660)
 GLOPER_RETRY_BACKOFF             first retry delay of a transient error, s (5)
 GLOPER_RETRY_BACKOFF_MAX         longest retry delay, s (300)
 GLOPER_MAX_RETRIES               retries of a transient error per delivery (8)
 GLOPER_VISIBILITY_TIMEOUT        Redis redelivers an unacknowledged task after
                                  this many s; must exceed the longest hard limit
-                                 plus GLOPER_RETRY_BACKOFF_MAX (7200)
+                                 plus GLOPER_RETRY_BACKOFF_MAX (28800: 8 h)
 GLOPER_MAX_DELIVERIES            deliveries of one item that end without a result
                                  (its worker died) before it is failed (3)
 GLOPER_HEARTBEAT_SECONDS         how often a running item's heartbeat is written (10)
@@ -152,6 +155,8 @@ class Settings(BaseSettings):
     evaluate_time_limit: int = defaults.TIME_LIMITS["evaluate"][1]
     train_soft_time_limit: int = defaults.TIME_LIMITS["train"][0]
     train_time_limit: int = defaults.TIME_LIMITS["train"][1]
+    train_model_soft_time_limit: int = defaults.TIME_LIMITS["train_model"][0]
+    train_model_time_limit: int = defaults.TIME_LIMITS["train_model"][1]
     retry_backoff: int = defaults.RETRY_BACKOFF
     retry_backoff_max: int = defaults.RETRY_BACKOFF_MAX
     max_retries: int = defaults.MAX_RETRIES
@@ -202,7 +207,7 @@ class Settings(BaseSettings):
     @field_validator(
         "max_image_pixels", "eval_size", "extract_soft_time_limit", "extract_time_limit",
         "evaluate_soft_time_limit", "evaluate_time_limit", "train_soft_time_limit",
-        "train_time_limit", "retry_backoff", "retry_backoff_max", "visibility_timeout",
+        "train_time_limit", "train_model_soft_time_limit", "train_model_time_limit", "retry_backoff", "retry_backoff_max", "visibility_timeout",
         "max_deliveries", "heartbeat_seconds", "stale_seconds", "stranded_seconds", "submit_batch", "flower_port",
         "worker_boot_timeout",
     )

@@ -55,7 +55,7 @@ class Recorder:
 
 
 def test_visibility_timeout_must_exceed_hard_limit_plus_backoff() -> None:
-    limits = {f"{k}_{w}time_limit": v for k in ("extract", "evaluate", "train")
+    limits = {f"{k}_{w}time_limit": v for k in ("extract", "evaluate", "train", "train_model")
               for w, v in (("soft_", 90), ("", 100))}
     Settings.from_env(**limits, retry_backoff_max=20, visibility_timeout=121).check_visibility_timeout()
     bad = Settings.from_env(**limits, retry_backoff_max=20, visibility_timeout=120)
@@ -77,6 +77,11 @@ def test_celery_config_is_json_only_late_ack_one_prefetch() -> None:
     assert conf["worker_send_task_events"] and not conf["task_send_sent_event"]
     assert conf["broker_transport_options"]["visibility_timeout"] == 9999
     assert conf["task_annotations"]["gloper.extract"] == {"soft_time_limit": 10, "time_limit": 20}
+    # a dataset model's training is one long task: limits of its own, not extract's 30 min
+    assert conf["task_annotations"]["gloper.train_model"] == {"soft_time_limit": 21600, "time_limit": 21660}
+    assert Settings.from_env(train_model_soft_time_limit=60, train_model_time_limit=90).time_limits(
+        "train_model") == (60, 90)
+    Settings.from_env().check_visibility_timeout()  # the defaults are consistent
 
 
 def test_importing_workers_loads_no_torch() -> None:

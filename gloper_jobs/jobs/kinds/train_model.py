@@ -10,10 +10,9 @@ SHA-256) in the store while the item's heartbeat runs. A killed worker's item go
 stale and is delivered again; that delivery continues from the last checkpoint, not
 from step 0. Extract with the model by ``--param model=NAME``.
 
-The kind has no time-limit settings of its own, so its task runs under the extract
-kind's (``GLOPER_EXTRACT_[SOFT_]TIME_LIMIT``, 30 min by default): a longer training is
-stopped there and continues from its last checkpoint on the next delivery (``gloper
-retry-failed JOB`` once the delivery cap is reached); long trainings want larger limits.
+Its task has time limits of its own (``GLOPER_TRAIN_MODEL_[SOFT_]TIME_LIMIT``, 6 h by
+default; the extract kind's 30 min would stop an archive's training): a training stopped
+there fails its item, and ``gloper retry-failed JOB`` continues it from its last checkpoint.
 """
 
 from __future__ import annotations
