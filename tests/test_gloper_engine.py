@@ -165,6 +165,11 @@ def test_size_chain_starts_smaller_sizes_from_the_largest_and_stops_them_sooner(
     assert seg.params.identity()["chain_sizes"] is True  # the default; it changes masks
     off = create_segmenter("gloper", size=32, local_sizes="4,8", steps=10, chain_sizes="off", device="cpu")
     assert off.params.engine_options(CPU).chain_sizes is False
+    # Without early stop the chain saves nothing: every size starts from scratch (the authors' loop).
+    authors = create_segmenter("gloper", size=32, local_sizes="4,8", steps=10, stop_every=0, device="cpu")
+    assert authors.params.engine_options(CPU).chain_sizes is False
+    no_stop = train_sizes(img, fg, (4, 8), EngineOptions(steps=6, chain_sizes=True), CPU)
+    assert no_stop[4].losses == train_sizes(img, fg, (4,), EngineOptions(steps=6), CPU)[4].losses
 
 
 def test_torch_threads_default_to_cores_per_process(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -121,7 +121,9 @@ class GloperParams(MethodParams):
         return EngineOptions(
             steps=self.steps, tau=self.tau, lr=self.lr, seed=self.seed, rho=self.rho,
             stop_every=self.stop_every, stop_iou=self.stop_iou, precision=self.precision,
-            chain_sizes=self.chain_sizes, channels_last=switch(self.channels_last), compile=self.compile,
+            # the chain saves steps only when the warm sizes may stop early; without early
+            # stop (stop_every=0) every size trains from scratch, as in the authors' loop
+            chain_sizes=self.chain_sizes and self.stop_every > 0, channels_last=switch(self.channels_last), compile=self.compile,
             batched=switch(self.batch_sizes) and len(self.local_sizes) > 1)
 
 

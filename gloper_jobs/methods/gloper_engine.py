@@ -20,7 +20,8 @@ head A, the losses and the step it stopped at. What it adds to the authors' loop
   scratch (it settles soonest); every other size starts from its settled weights and,
   warm, usually settles within a read-out or two. The sizes' masks differ little, so
   most of their separate training is the same work done again (bench/gloper_speed.py
-  measures the Dice cost against the plain loop).
+  measures the Dice cost against the plain loop). Only with early stop: without it
+  (``stop_every=0``) the chain would save nothing.
 - **warm start**: ``initial_state`` (one state dict for every size, e.g. a
   dataset-level model's) or ``initial_states`` (per local size, e.g. the previous
   photo's, from ``keep_state=True``). A warm model's first read-out is at step 0, so
@@ -159,7 +160,7 @@ def train_sizes(
 
     warm = initial_state is not None or bool(initial_states)
     sizes_left = list(local_sizes)
-    if options.chain_sizes and len(sizes_left) > 1 and not warm:
+    if options.chain_sizes and options.stop_every > 0 and len(sizes_left) > 1 and not warm:
         first = max(sizes_left)
         sizes_left.remove(first)
         head = _fit(start([first]), image, foreground, fg_mask, options, device, set(readout_steps),
