@@ -4,6 +4,7 @@ servers (started from the installed binaries) for the queue tests."""
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +14,20 @@ from gloper_jobs.settings import Settings
 from tests import queue_services as qs
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Give SIGINT and SIGQUIT their usual meaning in the suite and what it starts.
+
+    A suite started in the background of a shell without job control (``bash scripts/test.sh &``,
+    nohup, some CI runners) inherits both signals ignored, and so would every process it
+    starts: the tests that press Ctrl-C on ``gloper run`` or cold-stop a worker with SIGQUIT
+    would then test nothing (a Python handler, unlike an ignored signal, is not inherited).
+    """
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if signal.getsignal(signal.SIGQUIT) == signal.SIG_IGN:
+        signal.signal(signal.SIGQUIT, signal.SIG_DFL)
 
 
 def _env(name: str) -> str | None:
