@@ -16,9 +16,9 @@ target); ``cpu`` the project's CPU profile; ``paper`` S=1024, sizes 4..256, 1000
 (GPU). Writes ``plain_s_per_photo``, ``fast_s_per_photo``, ``ratio``, ``plain_dice``,
 ``fast_dice`` (mean oracle Dice: best local size in either polarity per photo) and
 ``device``, the label-free Dice of each (the same read-out on both: ``choice`` and
-``polarity``), with per-size
-Dice, the step each size stopped at, the engine options, the machine's load average
-before and after, and on CUDA the fraction of the card's dense bf16 peak reached.
+``polarity``), per-size Dice, the step each size stopped at, the engine options, the
+machine's load average before and after, and on CUDA the fraction of the card's dense
+bf16 peak reached.
 """
 
 from __future__ import annotations
