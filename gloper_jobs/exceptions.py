@@ -75,6 +75,14 @@ class StorageError(PermanentError):
     """A storage URL (``s3://...``) cannot be used: unknown scheme, missing extra, no access."""
 
 
+class ModelCheckpointError(PermanentError):
+    """A GloPER model checkpoint is missing, corrupt, truncated or not a GloPER model."""
+
+
+class ModelSettingsError(PermanentError):
+    """A GloPER model was trained for other settings than the run asks for."""
+
+
 class JobNotFoundError(PermanentError):
     """No job with that id or key is in the store."""
 

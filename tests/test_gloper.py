@@ -8,24 +8,21 @@ import torch
 
 from gloper_jobs.data.synthetic import make_photo
 from gloper_jobs.methods import create_segmenter
-from gloper_jobs.methods.gloper import PAPER_LOCAL_SIZES, GloperParams, train_local_size
-from gloper_jobs.methods.gloper_model import (
-    GloperNet,
-    hard_gumbel_softmax,
-    pattern_weight,
-    reconstruct,
-)
+from gloper_jobs.methods.gloper import PAPER_LOCAL_SIZES
+from gloper_jobs.methods.gloper.engine import train_sizes
+from gloper_jobs.methods.gloper.loss import hard_gumbel_softmax, reconstruct
+from gloper_jobs.methods.gloper.net import GloperNet, pattern_weight
+from gloper_jobs.methods.gloper.params import EngineOptions
 from gloper_jobs.scoring.metrics import scores
 
 
 def test_network_shapes() -> None:
-    net = GloperNet(local_size=4)
-    logits, a, b = net(torch.rand(1, 3, 64, 64))
+    net = GloperNet((4,))
+    logits, a, b = net(torch.rand(1, 3, 64, 64))[4]
     assert logits.shape == (1, 2, 64, 64)
     assert a.shape == (1, 2, 3, 16, 16) and b.shape == (1, 2, 3, 8, 8)
     assert 0 <= float(a.detach().min()) and float(a.detach().max()) <= 1
-    channels = [net.enc0.body[0].out_channels, net.enc1.body[0].out_channels, net.enc2.body[0].out_channels,
-                net.enc3.body[0].out_channels, net.enc4.body[0].out_channels]
+    channels = [block.body[0].out_channels for block in net.enc]
     assert channels == [32, 64, 128, 256, 512]
 
 
@@ -77,16 +74,17 @@ def test_same_seed_same_mask_and_seed_matters() -> None:
     assert np.array_equal(a, b)
     img = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     ones = torch.ones(1, 32, 32)
-    w1, _, _ = train_local_size(img, ones, 4, GloperParams(size=32, local_sizes=(4,), steps=3, seed=1), torch.device("cpu"))
-    w2, _, _ = train_local_size(img, ones, 4, GloperParams(size=32, local_sizes=(4,), steps=3, seed=2), torch.device("cpu"))
+    w1 = train_sizes(img, ones, (4,), EngineOptions.plain(size=32, local_sizes=(4,), steps=3, seed=1), torch.device("cpu"))[4].weight
+    w2 = train_sizes(img, ones, (4,), EngineOptions.plain(size=32, local_sizes=(4,), steps=3, seed=2), torch.device("cpu"))[4].weight
     assert not torch.equal(w1, w2)
 
 
 def test_loss_ignores_background_and_snapshots() -> None:
     img = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     fg = torch.zeros(1, 32, 32)
-    _, losses, snaps = train_local_size(img, fg, 4, GloperParams(size=32, local_sizes=(4,), steps=3),
-                                        torch.device("cpu"), readout_steps=(1, 2))
+    out = train_sizes(img, fg, (4,), EngineOptions.plain(size=32, local_sizes=(4,), steps=3),
+                      torch.device("cpu"), readout_steps=(1, 2))[4]
+    losses, snaps = out.losses, out.snapshots
     assert losses == [0.0, 0.0, 0.0]
     assert sorted(snaps) == [1, 2, 3] and snaps[3].shape == (32, 32)
 

@@ -12,21 +12,18 @@ import pytest
 import torch
 from sqlmodel import select
 
-from gloper_jobs.exceptions import GloperError
+from gloper_jobs.exceptions import GloperError, ModelCheckpointError, ModelSettingsError
 from gloper_jobs.jobs.runner import run_dataset
 from gloper_jobs.jobs.training import model_params
-from gloper_jobs.methods.gloper_dataset import (
-    DatasetGloperNet,
-    DatasetModelParams,
-    ModelCheckpointError,
-    ModelSettingsError,
+from gloper_jobs.methods.gloper.dataset_model.checkpoint import (
     file_sha256,
     load_checkpoint,
-    pattern_weights,
     save_checkpoint,
 )
-from gloper_jobs.methods.gloper_inference import ModelExtractor
-from gloper_jobs.methods.gloper_training import prepare_photos, train_model
+from gloper_jobs.methods.gloper.dataset_model.extract import ModelExtractor, pattern_weights
+from gloper_jobs.methods.gloper.dataset_model.train import prepare_photos, train_model
+from gloper_jobs.methods.gloper.net import GloperNet
+from gloper_jobs.methods.gloper.params import DatasetModelParams
 from gloper_jobs.methods.registry import build_segmenter
 from gloper_jobs.settings import Settings
 from gloper_jobs.store import Candidate, Item, Model, ModelStatus, Store
@@ -54,7 +51,7 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory, photos) -> Path:  # typ
 
 
 def test_network_has_one_head_set_per_local_size() -> None:
-    net = DatasetGloperNet((4, 8))
+    net = GloperNet((4, 8))
     out = net(torch.rand(2, 3, 32, 32))
     assert sorted(out) == [4, 8]
     logits, a, b = out[8]
@@ -227,7 +224,7 @@ def test_torchrun_trains_with_ddp_on_two_cpu_processes(tmp_path: Path, synthetic
 
 
 def test_the_read_out_needs_only_head_a() -> None:
-    net = DatasetGloperNet((4, 8)).eval()
+    net = GloperNet((4, 8)).eval()
     x = torch.rand(1, 3, 32, 32)
     with torch.no_grad():
         full, fast = net(x), net.centroids_a(x)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +14,9 @@ from gloper_jobs.devices import configure_torch, default_torch_threads
 from gloper_jobs.exceptions import InvalidParameterError
 from gloper_jobs.jobs.runner import run_dataset
 from gloper_jobs.methods import create_segmenter
-from gloper_jobs.methods.gloper import GloperParams, train_local_size
-from gloper_jobs.methods.gloper_engine import EngineOptions, mask_iou, train_sizes
+from gloper_jobs.methods.gloper.engine import train_sizes
+from gloper_jobs.methods.gloper.params import EngineOptions, GloperParams
+from gloper_jobs.scoring.metrics import iou as mask_iou
 from gloper_jobs.settings import Settings
 from gloper_jobs.store import Store
 from gloper_jobs.store import repository as repo
@@ -41,12 +43,12 @@ def _easy(size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
 
 def test_early_stop_stops_on_an_easy_image_and_records_its_step() -> None:
     img, fg = _easy()
-    opts = EngineOptions(steps=40, stop_every=5, stop_iou=0.99)
+    opts = EngineOptions.plain(steps=40, stop_every=5, stop_iou=0.99)
     stopped = train_sizes(img, fg, (4,), opts, CPU)[4]
     assert 10 <= stopped.stop_step < 40 and stopped.stop_step % 5 == 0
     assert len(stopped.losses) == stopped.stop_step
     # Stopping changes nothing before the stop: its mask is the full run's mask at that step.
-    full = train_sizes(img, fg, (4,), EngineOptions(steps=40), CPU, readout_steps=range(1, 40))[4]
+    full = train_sizes(img, fg, (4,), EngineOptions.plain(steps=40), CPU, readout_steps=range(1, 40))[4]
     assert full.stop_step == 40 and len(full.losses) == 40
     assert torch.equal(full.snapshots[stopped.stop_step], stopped.weight)
     assert full.losses[: stopped.stop_step] == stopped.losses
@@ -92,21 +94,22 @@ def test_engine_options_reach_the_stored_item(tmp_path: Path, settings: Settings
 def test_batched_sizes_match_separate_training() -> None:
     img, fg = _tensors("Stripes", 64)
     sizes = (4, 8, 16)
-    separate = train_sizes(img, fg, sizes, EngineOptions(steps=20), CPU)
-    batched = train_sizes(img, fg, sizes, EngineOptions(steps=20, batched=True), CPU)
+    separate = train_sizes(img, fg, sizes, EngineOptions.plain(steps=20), CPU)
+    batched = train_sizes(img, fg, sizes, replace(EngineOptions.plain(steps=20), batched=True), CPU)
     for ls in sizes:
         assert separate[ls].losses[0] == pytest.approx(batched[ls].losses[0], rel=1e-5)
         assert mask_iou(separate[ls].weight > 0.5, batched[ls].weight > 0.5) > 0.99
     # The engine's separate path is the authors' loop, bit for bit.
-    w, losses, _ = train_local_size(img, fg, 8, GloperParams(size=64, local_sizes=(8,), steps=20), CPU)
+    alone = train_sizes(img, fg, (8,), EngineOptions.plain(size=64, local_sizes=(8,), steps=20), CPU)[8]
+    w, losses = alone.weight, alone.losses
     assert torch.equal(w, separate[8].weight) and losses == separate[8].losses
 
 
 def test_batched_early_stop_drops_settled_sizes_and_goes_on() -> None:
     img, fg = _easy(32)
-    opts = EngineOptions(steps=40, stop_every=5, stop_iou=0.99)
+    opts = EngineOptions.plain(steps=40, stop_every=5, stop_iou=0.99)
     separate = train_sizes(img, fg, (4, 8), opts, CPU)
-    batched = train_sizes(img, fg, (4, 8), EngineOptions(**{**opts.to_info(), "batched": True}), CPU)
+    batched = train_sizes(img, fg, (4, 8), replace(opts, batched=True), CPU)
     for ls in (4, 8):
         assert batched[ls].stop_step == separate[ls].stop_step
         assert len(batched[ls].losses) == batched[ls].stop_step
@@ -115,30 +118,27 @@ def test_batched_early_stop_drops_settled_sizes_and_goes_on() -> None:
 
 def test_bf16_autocast_runs_on_cpu_and_finds_the_stripes() -> None:
     img, fg = _easy()
-    out = train_sizes(img, fg, (4,), EngineOptions(steps=25, precision="bf16"), CPU)[4]
+    out = train_sizes(img, fg, (4,), EngineOptions.plain(steps=25, precision="bf16"), CPU)[4]
     assert out.weight.dtype == torch.float32 and mask_iou(out.weight > 0.5, img[0, 0] < 0.5) > 0.9
 
 
 def test_warm_start_from_a_previous_photo() -> None:
     img, fg = _tensors("Spots", 32)
-    first = train_sizes(img, fg, (4, 8), EngineOptions(steps=15, batched=True), CPU, keep_state=True)
+    first = train_sizes(img, fg, (4, 8), replace(EngineOptions.plain(steps=15), batched=True), CPU, keep_state=True)
     states = {ls: r.state for ls, r in first.items() if r.state is not None}
     assert set(states) == {4, 8}
-    cold = train_sizes(img, fg, (4,), EngineOptions(steps=2), CPU)[4]
-    warm = train_sizes(img, fg, (4,), EngineOptions(steps=2), CPU, initial_states=states)[4]
+    cold = train_sizes(img, fg, (4,), EngineOptions.plain(steps=2), CPU)[4]
+    warm = train_sizes(img, fg, (4,), EngineOptions.plain(steps=2), CPU, initial_state=states[4])[4]
     assert warm.losses[0] < cold.losses[0]  # it starts where the trained model ended
-    shared = train_sizes(img, fg, (8,), EngineOptions(steps=2), CPU, initial_state=states[8])[8]
-    per_size = train_sizes(img, fg, (8,), EngineOptions(steps=2), CPU, initial_states=states)[8]
-    assert shared.losses == per_size.losses
     with pytest.raises(InvalidParameterError, match="does not fit GloperNet"):
-        train_sizes(img, fg, (4,), EngineOptions(steps=1), CPU, initial_state={"conv.weight": torch.zeros(1)})
+        train_sizes(img, fg, (4,), EngineOptions.plain(steps=1), CPU, initial_state={"conv.weight": torch.zeros(1)})
 
 
 def test_size_chain_starts_smaller_sizes_from_the_largest_and_stops_them_sooner() -> None:
     img, fg = _easy(32)
-    opts = EngineOptions(steps=40, stop_every=5, stop_iou=0.99)
+    opts = EngineOptions.plain(steps=40, stop_every=5, stop_iou=0.99)
     cold = train_sizes(img, fg, (4, 8), opts, CPU)
-    chain = train_sizes(img, fg, (4, 8), EngineOptions(**{**opts.to_info(), "chain_sizes": True}), CPU)
+    chain = train_sizes(img, fg, (4, 8), replace(opts, chain_sizes=True), CPU)
     assert list(chain) == [4, 8]  # in the order asked for
     # The largest size is trained exactly as without the chain.
     assert torch.equal(chain[8].weight, cold[8].weight) and chain[8].losses == cold[8].losses
@@ -149,18 +149,18 @@ def test_size_chain_starts_smaller_sizes_from_the_largest_and_stops_them_sooner(
     assert chain[4].state is None and chain[8].state is None  # kept only when asked
     assert mask_iou(chain[4].weight > 0.5, img[0, 0] < 0.5) > 0.95
     # Batched (the CUDA default) chains the same way: the largest alone, the rest stacked.
-    kept = train_sizes(img, fg, (4, 8), EngineOptions(**{**opts.to_info(), "chain_sizes": True, "batched": True}),
+    kept = train_sizes(img, fg, (4, 8), replace(opts, chain_sizes=True, batched=True),
                        CPU, keep_state=True)
     assert kept[8].state is not None and kept[4].stop_step == chain[4].stop_step
     # ... and goes on with its AdamW state: the smaller size's step count continues the largest's.
     assert kept[8].optimizer_state is not None and kept[4].optimizer_state is not None
-    donor_steps = int(kept[8].optimizer_state["final.weight"]["step"])
+    donor_steps = int(kept[8].optimizer_state["logits.0.weight"]["step"])
     assert donor_steps == kept[8].stop_step
-    assert int(kept[4].optimizer_state["final.weight"]["step"]) == donor_steps + kept[4].stop_step
-    separate = train_sizes(img, fg, (4, 8), EngineOptions(**{**opts.to_info(), "chain_sizes": True}), CPU,
+    assert int(kept[4].optimizer_state["logits.0.weight"]["step"]) == donor_steps + kept[4].stop_step
+    separate = train_sizes(img, fg, (4, 8), replace(opts, chain_sizes=True), CPU,
                            keep_state=True)
     assert separate[4].optimizer_state is not None
-    assert int(separate[4].optimizer_state["final.weight"]["step"]) == donor_steps + separate[4].stop_step
+    assert int(separate[4].optimizer_state["logits.0.weight"]["step"]) == donor_steps + separate[4].stop_step
     seg = create_segmenter("gloper", size=32, local_sizes="4,8", steps=10, stop_every=5, device="cpu")
     assert seg.params.identity()["chain_sizes"] is True  # the default; it changes masks
     off = create_segmenter("gloper", size=32, local_sizes="4,8", steps=10, chain_sizes="off", device="cpu")
@@ -168,8 +168,8 @@ def test_size_chain_starts_smaller_sizes_from_the_largest_and_stops_them_sooner(
     # Without early stop the chain saves nothing: every size starts from scratch (the authors' loop).
     authors = create_segmenter("gloper", size=32, local_sizes="4,8", steps=10, stop_every=0, device="cpu")
     assert authors.params.engine_options(CPU).chain_sizes is False
-    no_stop = train_sizes(img, fg, (4, 8), EngineOptions(steps=6, chain_sizes=True), CPU)
-    assert no_stop[4].losses == train_sizes(img, fg, (4,), EngineOptions(steps=6), CPU)[4].losses
+    no_stop = train_sizes(img, fg, (4, 8), replace(EngineOptions.plain(steps=6), chain_sizes=True), CPU)
+    assert no_stop[4].losses == train_sizes(img, fg, (4,), EngineOptions.plain(steps=6), CPU)[4].losses
 
 
 def test_torch_threads_default_to_cores_per_process(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -214,10 +214,10 @@ def test_auto_switches_turn_on_with_cuda_only() -> None:
 def test_compiled_batched_bf16_matches_eager_on_cuda() -> None:  # pragma: no cover - GPU nodes
     img, fg = (t.cuda() for t in _tensors("Stripes", 64))
     cuda = torch.device("cuda")
-    eager = train_sizes(img, fg, (4, 8), EngineOptions(steps=20), cuda)
-    for opts in (EngineOptions(steps=20, batched=True, channels_last=True, compile="default"),
-                 EngineOptions(steps=20, batched=True, precision="bf16"),
-                 EngineOptions(steps=20, precision="tf32", compile="reduce-overhead")):
+    eager = train_sizes(img, fg, (4, 8), EngineOptions.plain(steps=20), cuda)
+    for opts in (EngineOptions.plain(steps=20, batched=True, channels_last=True, compile="default"),
+                 EngineOptions.plain(steps=20, batched=True, precision="bf16"),
+                 EngineOptions.plain(steps=20, precision="tf32", compile="reduce-overhead")):
         fast = train_sizes(img, fg, (4, 8), opts, cuda)
         for ls in (4, 8):
             assert mask_iou(eager[ls].weight > 0.5, fast[ls].weight > 0.5) > 0.95, opts

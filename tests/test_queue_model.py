@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from sqlmodel import select
 
-from gloper_jobs.methods.gloper_dataset import file_sha256, load_checkpoint
+from gloper_jobs.methods.gloper.dataset_model.checkpoint import file_sha256, load_checkpoint
 from gloper_jobs.store import Model
 from tests.cluster import Cluster
 from tests.queue_checks import counts, drained, items

@@ -1,7 +1,7 @@
 """Training a dataset-level GloPER model on this machine (``gloper train``), resumable.
 
 :func:`train_dataset` scans the archive, computes every photo's foreground once, and
-trains (:func:`gloper_jobs.methods.gloper_training.train_model`); run it again with the
+trains (:func:`gloper_jobs.methods.gloper.dataset_model.train.train_model`); run it again with the
 same ``out`` and it continues from the last checkpoint. The queue's training task calls
 the same function with a hook that records every checkpoint in the store.
 """
@@ -15,14 +15,14 @@ from typing import Any, cast
 from gloper_jobs.data.datasets import scan_dataset
 from gloper_jobs.devices import configure_torch, resolve_device
 from gloper_jobs.foreground.extractor import build_foreground
-from gloper_jobs.methods.gloper_dataset import DatasetModelParams
-from gloper_jobs.methods.gloper_training import (
+from gloper_jobs.methods.gloper.dataset_model.train import (
     CheckpointHook,
     PhotoSet,
     TrainResult,
     prepare_photos,
     train_model,
 )
+from gloper_jobs.methods.gloper.params import DatasetModelParams
 from gloper_jobs.settings import Settings
 
 
@@ -62,7 +62,7 @@ def train_dataset(dataset: Path, out: Path, settings: Settings, params: dict[str
 def _recorder(settings: Settings, name: str, dataset: str, p: DatasetModelParams, out: Path,
               job_id: int | None) -> CheckpointHook:
     """Register model ``name`` now (refusing a clash) and return the hook that records each checkpoint."""
-    from gloper_jobs.methods.gloper_dataset import RESUMABLE_CHANGES, file_sha256
+    from gloper_jobs.methods.gloper.dataset_model.checkpoint import RESUMABLE_CHANGES, file_sha256
     from gloper_jobs.store import Store
     from gloper_jobs.store.model_registry import record_checkpoint, register_model
 

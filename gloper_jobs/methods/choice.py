@@ -29,6 +29,7 @@ import numpy as np
 
 from gloper_jobs.data.images import resize_mask, resize_rgb_uint8
 from gloper_jobs.exceptions import InvalidParameterError
+from gloper_jobs.scoring.metrics import dice
 
 POLARITIES = ("auto", "darker", "lighter")
 #: a region smaller than this share of the foreground counts as no piece (noise)
@@ -125,18 +126,13 @@ def enclosed(darker: Sequence[np.ndarray], fg: np.ndarray) -> float:
     return _mean(darker, fg, lambda d, light: _enclosed_share(d, fg) - _enclosed_share(light, fg))
 
 
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    total = float(a.sum() + b.sum())
-    return 2 * float((a & b).sum()) / total if total else 1.0
-
-
 def agreement(darker: Sequence[np.ndarray], fg: np.ndarray) -> float:
     """The colour whose masks agree more across local sizes (mean pairwise Dice) is the pattern."""
     pairs = [(a, b) for i, a in enumerate(darker) for b in darker[i + 1:]]
     if not pairs:
         return 0.0
-    dark = np.mean([_dice(a & fg, b & fg) for a, b in pairs])
-    light = np.mean([_dice(fg & ~a, fg & ~b) for a, b in pairs])
+    dark = np.mean([dice(a & fg, b & fg) for a, b in pairs])
+    light = np.mean([dice(fg & ~a, fg & ~b) for a, b in pairs])
     return float(dark - light)
 
 
@@ -217,16 +213,6 @@ class PolarityChoice:
                 "score": None if self.score is None else round(self.score, 4),
                 "rule_scores": {k: round(v, 4) for k, v in self.scores.items()},
                 "margin": AUTO_MARGIN, "candidates": dict(candidates)}
-
-
-def picks_by_rule(info: dict[str, Any]) -> dict[str, str]:
-    """From a stored polarity report (:meth:`PolarityChoice.as_info`): the candidate each
-    rule would have chosen (at the stored margin), plus ``darker`` and ``lighter``."""
-    cands, margin = info["candidates"], info["margin"]
-    picks = {"darker": cands["darker"], "lighter": cands["lighter"]}
-    for rule, score in info["rule_scores"].items():
-        picks[rule] = cands["lighter" if score < -margin else "darker"]
-    return picks
 
 
 def check_polarity(polarity: str, rule: str = AUTO_RULE) -> None:

@@ -7,6 +7,7 @@ brings a prediction and a label to the evaluation size first).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
@@ -26,8 +27,22 @@ class Scores:
         return asdict(self)
 
 
+def dice(a: Any, b: Any) -> float:
+    """Dice = 2|A&B|/(|A|+|B|) of two same-shape bool masks (numpy arrays or torch tensors);
+    1.0 when both are empty."""
+    total = int(a.sum()) + int(b.sum())
+    return 1.0 if total == 0 else 2 * int((a & b).sum()) / total
+
+
+def iou(a: Any, b: Any) -> float:
+    """IoU = |A&B|/|A|B| of two same-shape bool masks (numpy arrays or torch tensors);
+    1.0 when both are empty."""
+    union = int((a | b).sum())
+    return 1.0 if union == 0 else int((a & b).sum()) / union
+
+
 def scores(pred: np.ndarray, label: np.ndarray) -> Scores:
-    """Dice = 2|P&L|/(|P|+|L|), IoU, precision, recall over the whole frame.
+    """Dice, IoU, precision and recall over the whole frame.
 
     Two empty masks agree perfectly (all 1.0); an empty prediction of a
     non-empty label scores 0.
@@ -39,12 +54,11 @@ def scores(pred: np.ndarray, label: np.ndarray) -> Scores:
     tp = float(np.count_nonzero(p & lab))
     np_ = float(np.count_nonzero(p))
     nl = float(np.count_nonzero(lab))
-    union = float(np.count_nonzero(p | lab))
     if np_ == 0 and nl == 0:
         return Scores(1.0, 1.0, 1.0, 1.0)
     return Scores(
-        dice=2 * tp / (np_ + nl),
-        iou=tp / union if union else 0.0,
+        dice=dice(p, lab),
+        iou=iou(p, lab),
         precision=tp / np_ if np_ else 0.0,
         recall=tp / nl if nl else 0.0,
     )

@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
-from gloper_jobs.exceptions import PermanentError
+from gloper_jobs.exceptions import ModelCheckpointError, PermanentError
 from gloper_jobs.store.models import Model, ModelStatus, utcnow
 
 
@@ -86,8 +86,6 @@ def resolve_model(reference: str, database_url: str) -> str:
     if path.is_file():
         return str(path.resolve())
     if path.suffix or "/" in reference:
-        from gloper_jobs.methods.gloper_dataset import ModelCheckpointError
-
         raise ModelCheckpointError(f"model checkpoint {path} does not exist; train one with "
                                    f"`gloper train DATASET --out {path}`")
     from gloper_jobs.store.db import Store

@@ -85,7 +85,7 @@ def record_model_job(store: Store, settings: Settings, dataset: Path, name: str,
     ``steps`` may grow) and a folder without photos (:class:`DatasetError`).
     """
     from gloper_jobs.jobs.training import model_params
-    from gloper_jobs.methods.gloper_dataset import RESUMABLE_CHANGES
+    from gloper_jobs.methods.gloper.dataset_model.checkpoint import RESUMABLE_CHANGES
     from gloper_jobs.store.model_registry import register_model
 
     p = model_params(settings, params)

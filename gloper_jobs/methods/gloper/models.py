@@ -1,99 +1,109 @@
-"""The models the training engine steps: one at a time, or all sizes stacked under ``vmap``.
+"""The networks the training loop steps: one network, or one-size networks stacked under ``vmap``.
 
-Both give, for the ``N`` local sizes they hold, ``logits`` ``Nx2xSxS`` and per size
-the head-A colours ``1x2x3x(S/l)x(S/l)`` and head-B colours ``1x2x3x(S/2l)x(S/2l)``
-(:mod:`gloper_jobs.methods.gloper_model` for the shapes). Every model of one seed
-starts from the same weights, as separate seeded models do.
+Both are a :class:`ModelSet`: for the ``N`` local sizes they hold, ``forward`` gives
+per size ``(logits Bx2xHxW, head-A colours Bx2x3x(H/l)x(W/l), head-B colours
+Bx2x3x(H/2l)x(W/2l))`` (:mod:`gloper_jobs.methods.gloper.net`), and ``step`` takes one
+AdamW step on a loss over all of them.
+
+- :class:`OneNetwork`: one :class:`~gloper_jobs.methods.gloper.net.GloperNet` with one
+  head set (the authors' per-photo, per-size model) or several (the dataset model,
+  also under ``DistributedDataParallel``; its per-photo fine-tune).
+- :class:`StackedModels`: several one-size networks as one grouped network: their
+  UNets run in one ``vmap`` (one kernel launch per layer for all sizes), their
+  centroid heads (the pooling window differs) per size.
+
+Every one-size network of one seed starts from the same weights, as separate seeded
+networks do.
 """
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import nn
 from torch.func import functional_call, replace_all_batch_norm_modules_, stack_module_state, vmap
 
 from gloper_jobs.exceptions import InvalidParameterError
-from gloper_jobs.methods.gloper_model import GloperNet, centroid_colours
+from gloper_jobs.methods.gloper.net import GloperNet, HeadOutputs, centroid_colours
 
-if TYPE_CHECKING:
-    from gloper_jobs.methods.gloper_engine import EngineOptions
-
-Outputs = tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]
 #: AdamW's state per GloperNet parameter name ({"step", "exp_avg", "exp_avg_sq"} tensors)
 OptimizerState = dict[str, dict[str, torch.Tensor]]
+StateDict = Mapping[str, torch.Tensor]
 _BN_STATS = ("running_mean", "running_var", "num_batches_tracked")
 
 
 class ModelSet(Protocol):
-    """The models of the local sizes still training (``sizes``, in order)."""
+    """The networks of the local sizes still training (``sizes``, in order)."""
 
     sizes: list[int]
 
-    def forward(self, image: torch.Tensor) -> Outputs:
-        """``image`` ``1x3xSxS`` -> (logits ``Nx2xSxS``, head-A colours per size, head-B colours per size)."""
+    def forward(self, images: torch.Tensor) -> list[HeadOutputs]:
+        """``images`` ``Bx3xHxW`` -> per size in ``sizes`` order ``(logits, centroids_a, centroids_b)``."""
 
     def step(self, loss: torch.Tensor) -> None:
-        """Back-propagate ``loss`` (a scalar over every model) and take one AdamW step."""
+        """Back-propagate ``loss`` (a scalar over every size) and take one AdamW step."""
 
     def drop(self, keep: list[int]) -> None:
-        """Keep only the models at positions ``keep`` (the others have stopped)."""
+        """Keep only the sizes at positions ``keep`` (the others have stopped)."""
 
     def state(self, j: int) -> dict[str, torch.Tensor]:
-        """Model ``j``'s weights as a GloperNet state dict on CPU (BatchNorm statistics may be absent)."""
+        """Size ``j``'s one-size network as a state dict on CPU (BatchNorm statistics may be absent)."""
 
     def optimizer_state(self, j: int) -> OptimizerState:
-        """Model ``j``'s AdamW state by GloperNet parameter name (on the device)."""
+        """Size ``j``'s AdamW state by parameter name (on the device)."""
 
 
-def new_net(local_size: int, seed: int, state: Mapping[str, torch.Tensor] | None) -> GloperNet:
-    """A GloperNet seeded like the authors' loop, optionally warm-started from ``state``."""
+def new_net(local_size: int, seed: int, state: StateDict | None) -> GloperNet:
+    """A one-size GloperNet seeded like the authors' loop, optionally warm-started from ``state``."""
     torch.manual_seed(seed)
-    net = GloperNet(local_size)
+    net = GloperNet((local_size,))
     if state is not None:
         missing, unexpected = net.load_state_dict(dict(state), strict=False)
         wrong = list(unexpected) + [k for k in missing if not k.endswith(_BN_STATS)]
         if wrong:
             raise InvalidParameterError(
                 f"the initial state does not fit GloperNet (keys {', '.join(sorted(wrong)[:5])} ...): "
-                "pass a state dict saved from a GloperNet (model.state_dict())")
+                "pass a state dict saved from a one-size GloperNet (model.state_dict())")
     return net
 
 
-def _compiled(fn: Callable[..., Any], mode: str) -> Callable[..., Any]:
+def compiled(fn: Callable[..., Any], mode: str) -> Callable[..., Any]:
+    """``torch.compile(fn)`` in ``mode`` (``off``: ``fn`` itself)."""
     if mode == "off":
         return fn
     return torch.compile(fn, mode=None if mode == "default" else mode)  # type: ignore[return-value]
 
 
-class SeparateModels:
-    """One model (``sizes`` has one entry), trained as the authors do."""
+class OneNetwork:
+    """One GloperNet (any number of head sets) and its AdamW optimiser.
 
-    def __init__(self, sizes: Sequence[int], options: EngineOptions, device: torch.device,
-                 states: Sequence[Mapping[str, torch.Tensor] | None],
-                 optimizer_states: Sequence[OptimizerState | None] | None = None) -> None:
-        if len(sizes) != 1:
-            raise ValueError("SeparateModels holds exactly one local size")
-        self.sizes = list(sizes)
-        self.net = new_net(sizes[0], options.seed, states[0]).to(device)
-        if options.channels_last:
+    ``module`` is what runs the forward pass (the network itself, a
+    ``DistributedDataParallel`` wrapper of it, or a compiled version); ``net`` is the
+    network whose weights are stepped and saved.
+    """
+
+    def __init__(self, net: GloperNet, lr: float, *, compile: str = "off", channels_last: bool = False,
+                 optimizer_state: OptimizerState | None = None, module: nn.Module | None = None) -> None:
+        self.net = net
+        if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.net.train()
-        self.opt = torch.optim.AdamW(self.net.parameters(), lr=options.lr)
-        if optimizer_states and optimizer_states[0]:
+        self.sizes = list(net.local_sizes)
+        self.opt = torch.optim.AdamW(self.net.parameters(), lr=lr)
+        if optimizer_state:
             for name, param in self.net.named_parameters():
-                self.opt.state[param] = {k: v.clone() for k, v in optimizer_states[0][name].items()}
-        self._cuda_graphs = options.compile == "reduce-overhead"
-        self._fn = _compiled(self.net, options.compile)
+                self.opt.state[param] = {k: v.clone() for k, v in optimizer_state[name].items()}
+        self._cuda_graphs = compile == "reduce-overhead"
+        self._fn = compiled(module if module is not None else self.net, compile)
 
-    def forward(self, image: torch.Tensor) -> Outputs:
+    def forward(self, images: torch.Tensor) -> list[HeadOutputs]:
         if self._cuda_graphs:
             torch.compiler.cudagraph_mark_step_begin()
-        logits, cen_a, cen_b = self._fn(image)
-        return logits, [cen_a], [cen_b]
+        out = self._fn(images)
+        return [out[ls] for ls in self.sizes]
 
     def step(self, loss: torch.Tensor) -> None:
         self.opt.zero_grad(set_to_none=True)
@@ -101,8 +111,8 @@ class SeparateModels:
         self.opt.step()
 
     def drop(self, keep: list[int]) -> None:
-        if keep != [0]:
-            raise ValueError("a single model cannot drop itself; stop training instead")
+        if keep != list(range(len(self.sizes))):
+            raise ValueError("one network's head sets share its trunk: they stop together")
 
     def state(self, j: int) -> dict[str, torch.Tensor]:
         return {k: v.detach().cpu().clone() for k, v in self.net.state_dict().items()}
@@ -113,7 +123,8 @@ class SeparateModels:
 
 
 class _Features(nn.Module):
-    """A GloperNet whose forward is its UNet without heads (what ``vmap`` runs)."""
+    """A one-size GloperNet whose forward is its UNet and logits without the centroid heads
+    (what ``vmap`` runs)."""
 
     def __init__(self, net: GloperNet) -> None:
         super().__init__()
@@ -124,28 +135,29 @@ class _Features(nn.Module):
 
 
 class StackedModels:
-    """Every local size's model stacked along a leading dim, their UNets run by one ``vmap``.
+    """Every local size's one-size network stacked along a leading dim, their UNets run by one ``vmap``.
 
     A stacked convolution is a grouped convolution: one kernel launch per layer for
-    all sizes. The centroid heads (their pooling window differs) run per size.
+    all sizes. BatchNorm keeps no running statistics here (the read-out during training
+    uses batch statistics).
     """
 
-    def __init__(self, sizes: Sequence[int], options: EngineOptions, device: torch.device,
-                 states: Sequence[Mapping[str, torch.Tensor] | None],
-                 optimizer_states: Sequence[OptimizerState | None] | None = None) -> None:
+    def __init__(self, sizes: Sequence[int], lr: float, seed: int, device: torch.device,
+                 states: Sequence[StateDict | None], optimizer_states: Sequence[OptimizerState | None],
+                 compile: str = "off") -> None:
         self.sizes = list(sizes)
-        self.lr = options.lr
+        self.lr = lr
         self.device = device
         nets = []
         for ls, st in zip(sizes, states, strict=True):
-            net = new_net(ls, options.seed, st)
+            net = new_net(ls, seed, st)
             replace_all_batch_norm_modules_(net)  # batch statistics only, no running buffers
             nets.append(_Features(net).to(device))
         params, buffers = stack_module_state(nets)  # type: ignore[arg-type]
         self.params: dict[str, torch.Tensor] = dict(params)
         self.buffers: dict[str, torch.Tensor] = dict(buffers)
-        self.opt = torch.optim.AdamW(list(self.params.values()), lr=options.lr)
-        if optimizer_states and all(optimizer_states):
+        self.opt = torch.optim.AdamW(list(self.params.values()), lr=lr)
+        if all(optimizer_states):
             for key, param in self.params.items():
                 per_model = [st[key.removeprefix("net.")] for st in optimizer_states if st]
                 self.opt.state[param] = {
@@ -157,19 +169,17 @@ class StackedModels:
         def call(p: dict[str, torch.Tensor], b: dict[str, torch.Tensor], x: torch.Tensor) -> Any:
             return functional_call(base, (p, b), (x,))
 
-        self._cuda_graphs = options.compile == "reduce-overhead"
-        self._fn = _compiled(vmap(call, in_dims=(0, 0, None)), options.compile)
+        self._cuda_graphs = compile == "reduce-overhead"
+        self._fn = compiled(vmap(call, in_dims=(0, 0, None)), compile)
 
-    def forward(self, image: torch.Tensor) -> Outputs:
+    def forward(self, images: torch.Tensor) -> list[HeadOutputs]:
         if self._cuda_graphs:
             torch.compiler.cudagraph_mark_step_begin()
-        logits, x0, x1 = self._fn(self.params, self.buffers, image)  # N x 1 x C x H x W each
+        logits, x0, x1 = self._fn(self.params, self.buffers, images)  # N x B x C x H x W each
         p = self.params
-        cen_a = [centroid_colours(x0[j], p["net.head_a.weight"][j], p["net.head_a.bias"][j], ls)
-                 for j, ls in enumerate(self.sizes)]
-        cen_b = [centroid_colours(x1[j], p["net.head_b.weight"][j], p["net.head_b.bias"][j], ls)
-                 for j, ls in enumerate(self.sizes)]
-        return logits[:, 0], cen_a, cen_b
+        return [(logits[j], centroid_colours(x0[j], p["net.head_a.0.weight"][j], p["net.head_a.0.bias"][j], ls),
+                 centroid_colours(x1[j], p["net.head_b.0.weight"][j], p["net.head_b.0.bias"][j], ls))
+                for j, ls in enumerate(self.sizes)]
 
     def step(self, loss: torch.Tensor) -> None:
         self.opt.zero_grad(set_to_none=True)

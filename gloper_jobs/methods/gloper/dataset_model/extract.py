@@ -2,8 +2,9 @@
 
 :class:`ModelExtractor` loads a checkpoint once (a worker keeps it in its segmenter
 cache) and turns a photo into the weight maps per-photo GloPER would train for, from
-head A; GloPER's read-out then makes the same candidates and label-free choice. With ``finetune_steps > 0`` a copy of the network first takes that many
-per-photo steps on the photo (a warm start instead of training from scratch).
+head A; GloPER's read-out then makes the same candidates and label-free choice. With
+``finetune_steps > 0`` a copy of the network first takes that many per-photo steps of
+the one training loop on the photo (a warm start instead of training from scratch).
 """
 
 from __future__ import annotations
@@ -17,20 +18,34 @@ import numpy as np
 import torch
 
 from gloper_jobs.data.images import resize_mask, resize_rgb
-from gloper_jobs.methods.gloper_dataset import (
-    DatasetGloperNet,
-    load_checkpoint,
-    pattern_weights,
-    reconstruction_loss,
-)
+from gloper_jobs.methods.gloper.dataset_model.checkpoint import load_checkpoint
+from gloper_jobs.methods.gloper.engine import Batch, train_loop
+from gloper_jobs.methods.gloper.models import OneNetwork
+from gloper_jobs.methods.gloper.net import GloperNet, pattern_weight
+
+
+def pattern_weights(net: GloperNet, image: torch.Tensor) -> dict[int, torch.Tensor]:
+    """One forward pass; per local size the pattern weight map ``HxW float32`` in [0, 1] (CPU).
+
+    ``image``: ``1x3xHxW float32`` in [0, 1] on the network's device. Read-out as per-photo
+    GloPER (:func:`~gloper_jobs.methods.gloper.net.pattern_weight` on head A), with
+    BatchNorm's running statistics of the training photos.
+    """
+    was_training = net.training
+    net.eval()
+    try:
+        with torch.inference_mode():
+            weights = net.centroids_a(image)
+            return {ls: pattern_weight(image, cen, ls)[0].float().cpu() for ls, cen in weights.items()}
+    finally:
+        net.train(was_training)
 
 
 class ModelExtractor:
     """A trained dataset model on ``device``, checked against the run's ``size``/``local_sizes``.
 
-    Raises :class:`~gloper_jobs.methods.gloper_dataset.ModelCheckpointError` for a bad file
-    and :class:`~gloper_jobs.methods.gloper_dataset.ModelSettingsError` for a model trained
-    for other settings.
+    Raises :class:`~gloper_jobs.exceptions.ModelCheckpointError` for a bad file and
+    :class:`~gloper_jobs.exceptions.ModelSettingsError` for a model trained for other settings.
     """
 
     def __init__(self, path: Path | str, size: int, local_sizes: tuple[int, ...], device: torch.device) -> None:
@@ -45,19 +60,14 @@ class ModelExtractor:
         self.lr = float(ck.settings.get("lr", 1e-3))
         self.net = ck.network(device)
 
-    def _finetuned(self, rgb: torch.Tensor, fg: torch.Tensor, steps: int, seed: int) -> tuple[DatasetGloperNet, list[float]]:
+    def _finetuned(self, rgb: torch.Tensor, fg: torch.Tensor, steps: int, seed: int) -> tuple[GloperNet, list[float]]:
         """A copy of the network after ``steps`` AdamW steps on this one photo (full frame, batch 1)."""
-        net = copy.deepcopy(self.net).train()
-        opt = torch.optim.AdamW(net.parameters(), lr=self.lr)
+        models = OneNetwork(copy.deepcopy(self.net), self.lr)
         gen = torch.Generator(device=self.device).manual_seed(seed)
-        losses = []
-        for _ in range(steps):
-            opt.zero_grad(set_to_none=True)
-            loss = reconstruction_loss(net, rgb, fg, self.tau, gen)
-            loss.backward()
-            opt.step()
-            losses.append(round(float(loss.detach()), 6))
-        return net, losses
+        losses: list[float] = []
+        train_loop(models, lambda _step: Batch(rgb, fg, gen), steps=steps, tau=self.tau, device=self.device,
+                   after_step=lambda _s, _p, total: losses.append(round(float(total.detach()), 6)))
+        return models.net, losses
 
     def weight_maps(self, image: np.ndarray, foreground: np.ndarray, finetune_steps: int = 0,
                     seed: int = 41) -> tuple[dict[int, np.ndarray], np.ndarray, dict[str, Any]]:
@@ -68,7 +78,7 @@ class ModelExtractor:
         Returns local size -> ``SxS float32`` in [0, 1] at the model's size S, the
         foreground at ``SxS bool``, and what to record (model, step, seconds). The
         masks and the label-free choice are per-photo GloPER's read-out
-        (:func:`~gloper_jobs.methods.gloper_readout.read_out`).
+        (:func:`~gloper_jobs.methods.gloper.readout.read_out`).
         """
         s = self.size
         t0 = time.perf_counter()

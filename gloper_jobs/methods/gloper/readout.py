@@ -1,7 +1,7 @@
 """GloPER's read-out: masks from the per-size weight maps, in both polarities, and the
 label-free choice among them (which local size or fusion, which colour).
 
-The network's read-out (:func:`~gloper_jobs.methods.gloper_model.pattern_weight`)
+The network's read-out (:func:`~gloper_jobs.methods.gloper.net.pattern_weight`)
 gives ``w``, the weight of the darker centroid of each window; the lighter colour's
 weight is ``1 - w``. Candidates: ``local_<l>`` (darker colour, the paper's reading)
 and ``local_<l>_lighter`` per local size, and two derived masks per polarity:

@@ -1,6 +1,6 @@
-"""Training a dataset-level GloPER model (:mod:`gloper_jobs.methods.gloper_dataset`).
+"""Training a dataset-level GloPER model (:mod:`gloper_jobs.methods.gloper.dataset_model`).
 
-No labels: the loss is GloPER's local reconstruction, on batches of photos with their
+No labels: GloPER's one training loop and loss (:mod:`gloper_jobs.methods.gloper.engine`), on batches of photos with their
 foreground masks, randomly flipped and cropped. Every ``checkpoint_every`` steps the
 model, the optimiser and the loss curve are written atomically; training started
 again with the same output resumes from the last checkpoint. The photo order and the
@@ -30,13 +30,11 @@ from torch.utils.data import DistributedSampler
 
 from gloper_jobs.data.images import load_image, resize_mask, resize_rgb_uint8
 from gloper_jobs.exceptions import DatasetError, GloperError
-from gloper_jobs.methods.gloper_dataset import (
-    DatasetGloperNet,
-    DatasetModelParams,
-    load_checkpoint,
-    reconstruction_loss,
-    save_checkpoint,
-)
+from gloper_jobs.methods.gloper.dataset_model.checkpoint import load_checkpoint, save_checkpoint
+from gloper_jobs.methods.gloper.engine import Batch, train_loop
+from gloper_jobs.methods.gloper.models import OneNetwork
+from gloper_jobs.methods.gloper.net import GloperNet
+from gloper_jobs.methods.gloper.params import DatasetModelParams
 
 #: ``HxWx3 uint8 RGB`` -> an object with ``mask`` (``HxW bool``), like ForegroundExtractor
 ForegroundFn = Callable[[np.ndarray], Any]
@@ -197,22 +195,22 @@ def train_model(photos: PhotoSet, params: DatasetModelParams, out: Path, *, data
     device = ddp.device(device)
     settings = params.identity()
     torch.manual_seed(params.seed)  # the initial weights (a resumed run loads its own)
-    net = DatasetGloperNet(params.local_sizes).to(device)
-    opt = torch.optim.AdamW(net.parameters(), lr=params.lr)
+    net = GloperNet(params.local_sizes).to(device)
+    module: torch.nn.Module = net
+    if ddp.world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        module = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+    models = OneNetwork(net, params.lr, module=module)
     start, losses, seconds_before = 0, [], 0.0
     if Path(out).exists():
         ck = load_checkpoint(out)
         ck.check_resumable(settings, dataset)
         net.load_state_dict(ck.state_dict)
         if ck.optimizer is not None:
-            opt.load_state_dict(ck.optimizer)
+            models.opt.load_state_dict(ck.optimizer)
         start, losses, seconds_before = ck.step, list(ck.losses), ck.seconds
     net.train()
-    model: torch.nn.Module = net
-    if ddp.world > 1:
-        from torch.nn.parallel import DistributedDataParallel
-
-        model = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
     sampler: DistributedSampler[int] = DistributedSampler(
         range(len(photos)), num_replicas=ddp.world, rank=ddp.rank, shuffle=True, seed=params.seed)  # type: ignore[arg-type]
     epochs: dict[int, list[int]] = {}
@@ -224,42 +222,47 @@ def train_model(photos: PhotoSet, params: DatasetModelParams, out: Path, *, data
             return
         save_checkpoint(out, {"settings": settings, "dataset": dataset, "photos": len(photos), "step": step,
                               "losses": losses, "seconds": elapsed, "state_dict": net.state_dict(),
-                              "optimizer": opt.state_dict()})
+                              "optimizer": models.opt.state_dict()})
         if on_checkpoint is not None:
             on_checkpoint(Path(out), step, list(losses), elapsed, len(photos))
+
+    def batch(step: int) -> Batch:
+        """Step ``step``'s crops: the photo order and draws depend only on the seed and the step."""
+        gen = torch.Generator().manual_seed(params.seed * 1_000_003 + step * ddp.world + ddp.rank)
+        idx = _batch_indices(sampler, step, params.batch, epochs)
+        images, fg = augment(photos.images[idx], photos.foreground[idx], crop, gen)
+        gumbel = torch.Generator(device=device).manual_seed(int(torch.randint(0, 2**62, (1,), generator=gen)))
+        return Batch(images.to(device), fg.to(device), gumbel)
 
     bar = tqdm(total=params.steps, initial=start, desc=f"training {Path(out).name}", unit="step",
                disable=not progress or ddp.rank != 0, dynamic_ncols=True)
     t0 = time.perf_counter()
-    step = start
+    done = start
+
+    def after_step(step: int, per_size: dict[int, torch.Tensor], total: torch.Tensor) -> None:
+        nonlocal done
+        done = step
+        losses.append(round(ddp.mean(total), 6))
+        elapsed = time.perf_counter() - t0
+        bar.update(1)
+        bar.set_postfix(loss=f"{losses[-1]:.4f}", photos_s=f"{(step - start) * per_step / elapsed:.1f}",
+                        refresh=False)
+        if step % params.checkpoint_every == 0 or step == params.steps:
+            checkpoint(step, seconds_before + elapsed)
+        if on_step is not None:
+            on_step(step, losses[-1])
+
     try:
-        while step < params.steps:
-            gen = torch.Generator().manual_seed(params.seed * 1_000_003 + step * ddp.world + ddp.rank)
-            idx = _batch_indices(sampler, step, params.batch, epochs)
-            images, fg = augment(photos.images[idx], photos.foreground[idx], crop, gen)
-            gumbel = torch.Generator(device=device).manual_seed(int(torch.randint(0, 2**62, (1,), generator=gen)))
-            opt.zero_grad(set_to_none=True)
-            loss = reconstruction_loss(model, images.to(device), fg.to(device), params.tau, gumbel)
-            loss.backward()
-            opt.step()
-            step += 1
-            losses.append(round(ddp.mean(loss), 6))
-            elapsed = time.perf_counter() - t0
-            bar.update(1)
-            bar.set_postfix(loss=f"{losses[-1]:.4f}", photos_s=f"{(step - start) * per_step / elapsed:.1f}",
-                            refresh=False)
-            if step % params.checkpoint_every == 0 or step == params.steps:
-                checkpoint(step, seconds_before + elapsed)
-            if on_step is not None:
-                on_step(step, losses[-1])
+        train_loop(models, batch, steps=params.steps, tau=params.tau, device=device, start=start,
+                   after_step=after_step)
     except KeyboardInterrupt:  # Ctrl-C keeps the steps done since the last checkpoint
-        if len(losses) == step and step > start:
-            checkpoint(step, seconds_before + time.perf_counter() - t0)
+        if len(losses) == done and done > start:
+            checkpoint(done, seconds_before + time.perf_counter() - t0)
         raise
     finally:
         bar.close()
         ddp.close()
     elapsed = time.perf_counter() - t0
-    done = step - start
-    return TrainResult(Path(out), step, start, losses, seconds_before + elapsed,
-                       done * per_step / elapsed if done and elapsed > 0 else 0.0, len(photos), str(device))
+    taken = done - start
+    return TrainResult(Path(out), done, start, losses, seconds_before + elapsed,
+                       taken * per_step / elapsed if taken and elapsed > 0 else 0.0, len(photos), str(device))
