@@ -21,7 +21,6 @@ written to a temporary file and renamed, so a killed writer never leaves half a 
 
 from __future__ import annotations
 
-import hashlib
 import os
 import pickle
 import tempfile
@@ -34,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gloper_jobs.checksums import file_hexdigest
 from gloper_jobs.exceptions import InvalidParameterError, PermanentError
 from gloper_jobs.methods.base import MethodParams, check_size
 from gloper_jobs.methods.gloper_model import (
@@ -318,8 +318,4 @@ def load_checkpoint(path: Path | str) -> Checkpoint:
 
 def file_sha256(path: Path | str) -> str:
     """Hex SHA-256 of a file (the checksum the store records for a model)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return file_hexdigest(path, "sha256")
