@@ -108,7 +108,7 @@ class MethodParams:
         except ValidationError as exc:
             raise InvalidParameterError("; ".join(
                 _explain(err, params, fields) for err in exc.errors(include_url=False)
-            )) from None
+            )) from exc
         obj.validate()
         return obj
 
