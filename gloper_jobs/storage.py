@@ -98,8 +98,11 @@ def stage_tree(url: str, staging_dir: Path) -> Path:
 
     Photos and labels (any of ``defaults.IMAGE_EXTENSIONS``) keep their relative
     paths. A file already staged with the same size is not fetched again, so a
-    resumed run only downloads what is new. Raises :class:`StorageError` when the
-    URL holds no image.
+    resumed run only downloads what is new. The rest come in one fsspec ``get``
+    (concurrent with s3fs), each to a ``.partial-`` name renamed into place once
+    it is whole, so no reader sees half a photo. Raises :class:`StorageError`
+    when the URL holds no image or a download fails (keeping the files that
+    arrived whole).
     """
     fs, root = filesystem(url)
     root = root.rstrip("/")
@@ -112,29 +115,38 @@ def stage_tree(url: str, staging_dir: Path) -> Path:
     images = {k: v for k, v in listing.items() if k.lower().endswith(defaults.IMAGE_EXTENSIONS)}
     if not images:
         raise StorageError(f"{url}: no images under this prefix (looked for {', '.join(defaults.IMAGE_EXTENSIONS)})")
+    wanted: dict[str, Path] = {}
     for key, info in sorted(images.items()):
-        rel = key[len(root):].lstrip("/")
-        dest = local_root / rel
-        if dest.is_file() and dest.stat().st_size == info.get("size"):
-            continue
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(f".partial-{os.getpid()}-{dest.name}")
-        try:
-            fs.get_file(key, str(tmp))
-        except OSError as exc:
-            raise _wrap(f"{url.rstrip('/')}/{rel}", exc) from exc
-        os.replace(tmp, dest)
+        dest = local_root / key[len(root):].lstrip("/")
+        if not (dest.is_file() and dest.stat().st_size == info.get("size")):
+            wanted[key] = dest
+    partial = [d.with_name(f".partial-{os.getpid()}-{d.name}") for d in wanted.values()]
+    for folder in {t.parent for t in partial}:  # async filesystems make them, the others need not
+        folder.mkdir(parents=True, exist_ok=True)
+    failure: OSError | None = None
+    try:
+        fs.get(list(wanted), [str(t) for t in partial])
+    except OSError as exc:
+        failure = exc
+    for (key, dest), tmp in zip(wanted.items(), partial, strict=True):
+        # after a failure, what arrived whole is kept, so a retry fetches only the rest
+        if failure is None or (tmp.is_file() and tmp.stat().st_size == images[key].get("size")):
+            os.replace(tmp, dest)
+        else:
+            tmp.unlink(missing_ok=True)
+    if failure is not None:
+        raise _wrap(url, failure) from failure
     return local_root
 
 
 def upload_tree(local: Path, url: str) -> int:
-    """Mirror the files under ``local`` to ``url`` (same relative paths); returns how many."""
+    """Mirror the files under ``local`` to ``url`` (same relative paths) in one fsspec ``put``;
+    returns how many. Files still being written (``.partial-`` names) are left out."""
     fs, root = filesystem(url)
     root = root.rstrip("/")
     files = sorted(p for p in Path(local).rglob("*") if p.is_file() and not p.name.startswith(".partial-"))
     try:
-        for p in files:
-            fs.put_file(str(p), f"{root}/{p.relative_to(local).as_posix()}")
+        fs.put([str(p) for p in files], [f"{root}/{p.relative_to(local).as_posix()}" for p in files])
     except OSError as exc:
         raise _wrap(url, exc) from exc
     return len(files)

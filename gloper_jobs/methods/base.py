@@ -9,11 +9,13 @@ the method's own label-free choice among them.
 from __future__ import annotations
 
 import dataclasses
+import typing
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
+from pydantic import ConfigDict, TypeAdapter, ValidationError
 
 from gloper_jobs.data.images import resize_mask, resize_rgb_uint8
 from gloper_jobs.exceptions import InvalidParameterError
@@ -60,8 +62,14 @@ class MethodParams:
     """Base of every method's parameters; subclasses add typed fields.
 
     Fields with ``metadata={"identity": False}`` (such as the device) do not
-    change the result and are left out of :meth:`identity`.
+    change the result and are left out of :meth:`identity`. :meth:`build` checks
+    and coerces values with pydantic, which validates stdlib dataclasses as they
+    are; ``__pydantic_config__`` is its configuration for every subclass.
     """
+
+    #: pydantic's lax mode ("64" -> 64, "off" -> False, 2.5 refused for an int),
+    #: plus numbers accepted for string fields (``model=5`` -> ``"5"``)
+    __pydantic_config__: ClassVar[ConfigDict] = ConfigDict(coerce_numbers_to_str=True)
 
     def validate(self) -> None:
         """Raise :class:`InvalidParameterError` for a bad value (override)."""
@@ -81,46 +89,57 @@ class MethodParams:
 
     @classmethod
     def build(cls, **params: Any) -> MethodParams:
-        """Build and validate from keyword values (strings from a CLI are coerced)."""
-        valid = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(params) - set(valid))
+        """Build and validate from keyword values (strings from a CLI are coerced).
+
+        Raises :class:`InvalidParameterError` for an unknown name (listing the
+        valid ones), a value of the wrong type (naming the parameter, the value
+        and the expected type) or a value :meth:`validate` refuses.
+        """
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(params) - set(fields))
         if unknown:
             raise InvalidParameterError(
-                f"unknown parameter(s) {', '.join(unknown)}; valid: {', '.join(valid)}"
+                f"unknown parameter(s) {', '.join(unknown)}; valid: {', '.join(fields)}"
             )
-        coerced = {k: _coerce(k, v, valid[k].type) for k, v in params.items()}
-        obj = cls(**coerced)
+        adapter, tuple_fields = _adapter(cls)
+        values = {k: _split_list(v) if k in tuple_fields else v for k, v in params.items()}
+        try:
+            obj: MethodParams = adapter.validate_python(values)
+        except ValidationError as exc:
+            raise InvalidParameterError("; ".join(
+                _explain(err, params, fields) for err in exc.errors(include_url=False)
+            )) from exc
         obj.validate()
         return obj
 
 
-def _coerce(name: str, value: Any, annotation: Any) -> Any:
-    """Coerce CLI strings and JSON lists to the field's declared type."""
-    ann = str(annotation)
-    try:
-        if ann.startswith("tuple[int"):
-            if isinstance(value, str):
-                value = [v for v in value.replace(",", " ").split() if v]
-            return tuple(int(v) for v in value)
-        if ann == "bool":
-            if isinstance(value, str):
-                if value.lower() in ("1", "true", "yes", "on"):
-                    return True
-                if value.lower() in ("0", "false", "no", "off"):
-                    return False
-                raise ValueError(value)
-            return bool(value)
-        if ann == "int":
-            if isinstance(value, float) and not value.is_integer():
-                raise ValueError(value)
-            return int(value)
-        if ann == "float":
-            return float(value)
-        if ann.startswith("str"):
-            return str(value)
-    except (TypeError, ValueError) as exc:
-        raise InvalidParameterError(f"parameter {name}={value!r} is not a valid {ann}") from exc
+_ADAPTERS: dict[type[MethodParams], tuple[TypeAdapter[Any], frozenset[str]]] = {}
+
+
+def _adapter(cls: type[MethodParams]) -> tuple[TypeAdapter[Any], frozenset[str]]:
+    """pydantic's validator for ``cls`` and the names of its tuple fields (built once per class)."""
+    if cls not in _ADAPTERS:
+        hints = typing.get_type_hints(cls)
+        tuples = frozenset(n for n, t in hints.items() if typing.get_origin(t) is tuple)
+        _ADAPTERS[cls] = TypeAdapter(cls), tuples
+    return _ADAPTERS[cls]
+
+
+def _split_list(value: Any) -> Any:
+    """A CLI list, ``"8,16"`` or ``"8 16"``, as its items; other values as they are."""
+    if isinstance(value, str):
+        return [v for v in value.replace(",", " ").split() if v]
     return value
+
+
+def _explain(err: Any, given: dict[str, Any], fields: dict[str, dataclasses.Field[Any]]) -> str:
+    """One pydantic error as ``parameter NAME=VALUE is not a valid TYPE (why)``."""
+    loc = err["loc"]
+    name = str(loc[0]) if loc else "?"
+    field_type = fields[name].type if name in fields else "value"
+    expected = field_type if isinstance(field_type, str) else getattr(field_type, "__name__", str(field_type))
+    item = f"item {loc[1]}: " if len(loc) > 1 else ""
+    return f"parameter {name}={given.get(name)!r} is not a valid {expected} ({item}{err['msg']})"
 
 
 class Segmenter(ABC):

@@ -3,8 +3,8 @@
 The photo is resized to ``input_size`` (1008 = 72 patches of 14 px), ImageNet
 normalised and run through DINOv2 ``dinov2_vitg14_reg``. The patch features of
 the last ``layers`` (4) blocks, each after the final LayerNorm as torch hub's
-``get_intermediate_layers`` returns them, are averaged; PCA (exact SVD over all
-patches) keeps three components, min-max normalised together to an RGB image,
+``get_intermediate_layers`` returns them, are averaged; scikit-learn's PCA (exact
+SVD over all patches, signs fixed) keeps three components, min-max normalised together to an RGB image,
 resized to the working size (bicubic), converted to grayscale (ITU-R 601) and
 thresholded (0.5, the supplementary's value). Candidates: ``mask`` and its
 ``inverse``, both restricted to the foreground.
@@ -254,18 +254,24 @@ def _holds_checkpoint(folder: Path) -> bool:
 def pca_rgb(features: np.ndarray) -> np.ndarray:
     """``(g, g, D) float32`` features -> ``(g, g, 3) float32`` in [0, 1].
 
-    Exact PCA (SVD of the centred patches); each component's sign is fixed so its
-    largest loading is positive, then the three are min-max normalised together.
+    ``sklearn.decomposition.PCA(n_components=3)`` as the authors use it: fit on
+    every patch (background included), no whitening. The solver is pinned to the
+    exact SVD (``svd_solver="full"``): the authors' ``"auto"`` picks the randomized
+    solver at 1008 px, which varies from run to run. PCA's sign is arbitrary; each
+    component's sign is fixed here, not left to scikit-learn's version, so that its
+    largest-magnitude loading is positive (what scikit-learn >= 1.5 does too). The
+    three projections are then min-max normalised together.
     """
+    from sklearn.decomposition import PCA
+
     g1, g2, d = features.shape
     x = features.reshape(-1, d).astype(np.float64)
-    x -= x.mean(axis=0, keepdims=True)
-    _, _, vt = np.linalg.svd(x, full_matrices=False)
-    comps = vt[:3]
+    pca = PCA(n_components=min(3, *x.shape), svd_solver="full").fit(x)
+    comps = pca.components_
     signs = np.sign(comps[np.arange(len(comps)), np.argmax(np.abs(comps), axis=1)])
     signs[signs == 0] = 1
-    proj = x @ (comps * signs[:, None]).T
-    if proj.shape[1] < 3:  # fewer than three features: pad with zeros
+    proj = pca.transform(x) * signs
+    if proj.shape[1] < 3:  # fewer than three features or patches: pad with zeros
         proj = np.pad(proj, ((0, 0), (0, 3 - proj.shape[1])))
     lo, hi = float(proj.min()), float(proj.max())
     rgb = (proj - lo) / (hi - lo) if hi > lo else np.zeros_like(proj)

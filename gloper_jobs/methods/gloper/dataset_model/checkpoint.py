@@ -14,7 +14,6 @@ per local size. Version 1 (head sets named by local size) is read and renamed.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import pickle
 import tempfile
@@ -25,6 +24,7 @@ from typing import Any
 
 import torch
 
+from gloper_jobs.checksums import file_hexdigest
 from gloper_jobs.exceptions import ModelCheckpointError, ModelSettingsError
 from gloper_jobs.methods.gloper.net import GloperNet
 
@@ -158,5 +158,4 @@ def _heads_by_position(state: dict[str, torch.Tensor], local_sizes: list[int]) -
 
 def file_sha256(path: Path | str) -> str:
     """Hex SHA-256 of a file (the checksum the store records for a model)."""
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
+    return file_hexdigest(path, "sha256")
