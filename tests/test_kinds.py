@@ -146,12 +146,12 @@ def test_run_and_record_isolates_a_bad_photo(settings: Settings, dataset: Path) 
 
 def test_kind_options_belong_to_their_kind(settings: Settings, dataset: Path) -> None:
     store = Store(settings.database_url)
-    with pytest.raises(InvalidParameterError, match="--grid belongs to `submit train`"):
+    with pytest.raises(InvalidParameterError, match="--grid belongs to `submit calibrate`"):
         get_kind("extract").record(store, settings, SubmitRequest(dataset, "gloper", grid=("steps=2",)))
     with pytest.raises(InvalidParameterError, match="--settings-from belongs to `submit extract`"):
-        get_kind("train").record(store, settings, SubmitRequest(dataset, "gloper", grid=("steps=2",),
-                                                                 settings_from=1))
-    with pytest.raises(ConfigurationError, match="extract, evaluate, train"):
+        get_kind("calibrate").record(store, settings, SubmitRequest(dataset, "gloper", grid=("steps=2",),
+                                                                     settings_from=1))
+    with pytest.raises(ConfigurationError, match="extract, evaluate, calibrate, train"):
         get_kind("nope")
 
 

@@ -163,8 +163,8 @@ def report(job_id: int | None, html_out: str | None) -> None:
 @main.command()
 @click.argument("job_id", type=int)
 def calibration(job_id: int) -> None:
-    """Print (and store) the best GloPER settings per species of training job JOB_ID."""
-    from gloper_jobs.jobs.kinds.train import best_settings, format_calibration
+    """Print (and store) the best GloPER settings per species of calibration job JOB_ID."""
+    from gloper_jobs.jobs.calibration import best_settings, format_calibration
     from gloper_jobs.store import Store
     from gloper_jobs.store.repository import get_job
 
