@@ -1,4 +1,4 @@
-"""Training (calibration) jobs: the grid, one item per (photo, setting), the best settings per
+"""Calibration jobs: the grid, one item per (photo, setting), the best settings per
 species stored, and extract jobs that use them. Runs the real execute_item on SQLite; the
 Celery task is the same thin call (tests/test_queue_e2e.py drives tasks through real workers)."""
 

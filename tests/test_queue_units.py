@@ -102,7 +102,7 @@ def test_time_limit_variables_follow_the_kinds_and_the_old_names_still_work(monk
 
 
 def test_importing_workers_loads_no_torch() -> None:
-    code = ("import sys, workers.app, workers.tasks, workers.runtime, workers.launcher, schedulers.cli; "
+    code = ("import sys, workers.app, workers.tasks, workers.runtime, workers.launcher, gloper_jobs.cli; "
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
     assert out.stdout.strip() == "False"

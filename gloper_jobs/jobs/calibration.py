@@ -19,7 +19,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlmodel import Session, col, select
 
@@ -28,6 +28,9 @@ from gloper_jobs.exceptions import DatasetError, InvalidParameterError, JobNotFo
 from gloper_jobs.store import Calibration, Candidate, Item, ItemStatus, Job, JobStatus
 from gloper_jobs.store.models import utcnow
 from gloper_jobs.store.repository import JobSpec, insert_statement
+
+if TYPE_CHECKING:
+    from gloper_jobs.settings import Settings
 
 #: ``job.kind`` of a calibration job (the name of :class:`~gloper_jobs.jobs.kinds.calibrate.CalibrateKind`)
 KIND = "calibrate"
@@ -72,8 +75,11 @@ def parse_grid(pairs: Sequence[str], base: dict[str, Any] | None = None) -> list
     return list(unique.values())
 
 
-def calibration_spec(base: JobSpec, grid: list[dict[str, Any]]) -> JobSpec:
+def calibration_spec(settings: Settings, dataset: Path, grid: list[dict[str, Any]], foreground: bool) -> JobSpec:
     """The job spec of a calibration job over ``grid`` (its identity includes the grid)."""
+    from gloper_jobs.jobs.kinds.base import job_spec
+
+    base = job_spec(settings, dataset, CALIBRATED_METHOD, None, None, foreground)
     return replace(base, kind=KIND, method=CALIBRATED_METHOD, params={"grid": grid})
 
 

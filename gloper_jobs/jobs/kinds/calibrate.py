@@ -16,20 +16,14 @@ from sqlmodel import Session
 
 from gloper_jobs.exceptions import InvalidParameterError
 from gloper_jobs.jobs import calibration as cal
-from gloper_jobs.jobs.kinds.base import (
-    JobKind,
-    Submission,
-    SubmitOption,
-    SubmitRequest,
-    device_class,
-    job_spec,
-)
+from gloper_jobs.jobs.kinds.base import JobKind, Submission, SubmitOption, device_class
 from gloper_jobs.store import deliveries as dl
 from gloper_jobs.store import repository as repo
 from gloper_jobs.store.models import Item, Job
 
 if TYPE_CHECKING:
     from gloper_jobs.jobs.context import WorkerContext
+    from gloper_jobs.jobs.kinds.base import SubmitRequest
     from gloper_jobs.jobs.pipeline import ItemOutcome
     from gloper_jobs.settings import Settings
     from gloper_jobs.store import Store
@@ -80,7 +74,7 @@ def record_calibrate_job(store: Store, settings: Settings, dataset: Path, grid: 
     Its items go to ``calibrate.<device class>`` (GloPER's ``gpu``, or ``on_device``).
     Raises :class:`DatasetError` when the dataset has no labelled photo.
     """
-    spec = cal.calibration_spec(job_spec(settings, dataset, cal.CALIBRATED_METHOD, None, None, foreground), grid)
+    spec = cal.calibration_spec(settings, dataset, grid, foreground)
     items = cal.calibration_items(Path(dataset), len(grid))
     with store.session() as s:
         job, created = repo.get_or_create_job(s, spec)
