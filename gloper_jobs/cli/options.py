@@ -22,16 +22,20 @@ def parse_params(pairs: tuple[str, ...]) -> dict[str, str]:
     return out
 
 
+def _click_settings(option: SubmitOption) -> dict[str, Any]:
+    """A kind's submit option as click's keyword arguments (default None: left out of the request)."""
+    return {"type": option.type, "multiple": option.multiple, "metavar": option.metavar, "help": option.help,
+            "default": None}
+
+
 def kind_option(option: SubmitOption, hidden: bool = False) -> click.Option:
-    """The click option of a job kind's submit option (default None: left out of the request)."""
-    return click.Option([option.flag, option.name], type=option.type, multiple=option.multiple,
-                        metavar=option.metavar, help=option.help, hidden=hidden, default=None)
+    """The click option of a job kind's submit option."""
+    return click.Option([option.flag, option.name], hidden=hidden, **_click_settings(option))
 
 
 def option_decorator(option: SubmitOption) -> Callable[[Any], Any]:
     """:func:`kind_option` as a decorator, for commands other than ``submit``."""
-    return click.option(option.flag, option.name, type=option.type, multiple=option.multiple,
-                        metavar=option.metavar, help=option.help, default=None)
+    return click.option(option.flag, option.name, **_click_settings(option))
 
 
 method_option = click.option("--method", "-m", default=None, help="Method name (see `gloper methods`); default gloper.")

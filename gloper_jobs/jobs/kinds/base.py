@@ -94,10 +94,6 @@ class SubmitRequest:
                  if f.name in KIND_OPTION_FIELDS and getattr(self, f.name) != KIND_OPTION_FIELDS[f.name]}
         return named | {k for k, v in self.extra.items() if v not in (None, ())}
 
-    def option(self, name: str) -> Any:
-        """The value of kind-specific option ``name`` (a field, else :attr:`extra`; None if unset)."""
-        return getattr(self, name) if name in KIND_OPTION_FIELDS else self.extra.get(name)
-
 
 @dataclass
 class Submission:
