@@ -84,12 +84,11 @@ BROKER_URL = "redis://127.0.0.1:6379/0"
 # Job priorities, highest first: each level has its own queues, consumed in this order.
 PRIORITIES = ("urgent", "normal", "bulk")
 DEFAULT_PRIORITY = "normal"
-# (soft, hard) seconds per task of the job kinds that have settings of their own
-# (GLOPER_<KIND>_SOFT_TIME_LIMIT / _TIME_LIMIT); other kinds use extract's. GloPER's paper profile on one
-# large photo takes minutes on a GPU; evaluation only reads PNGs; a dataset model's training is one
-# task for the whole archive (it checkpoints as it goes, so a stop only costs the last interval).
-TIME_LIMITS = {"extract": (1800, 1860), "evaluate": (120, 150), "train": (1800, 1860),
-               "train_model": (6 * 3600, 6 * 3600 + 60)}
+# Device classes: every job kind has one queue per class (``extract.gpu``, ``train.cpu``).
+DEVICE_CLASSES = ("cpu", "gpu")
+# (soft, hard) seconds per task of a job kind that sets no limits of its own; each kind
+# declares its own (JobKind.time_limits), overridable by GLOPER_<KIND>_[SOFT_]TIME_LIMIT.
+TASK_TIME_LIMITS = (1800, 1860)
 RETRY_BACKOFF = 5  # s, first retry delay after a transient error; doubles each time
 RETRY_BACKOFF_MAX = 300  # s
 MAX_RETRIES = 8

@@ -56,11 +56,13 @@ GLOPER_EXTRACT_SOFT_TIME_LIMIT   seconds before an extract task is told to stop
 GLOPER_EXTRACT_TIME_LIMIT        seconds before its process is killed (1860)
 GLOPER_EVALUATE_SOFT_TIME_LIMIT  the same for evaluate tasks (120)
 GLOPER_EVALUATE_TIME_LIMIT       (150)
-GLOPER_TRAIN_SOFT_TIME_LIMIT     the same for one calibration task (1800)
-GLOPER_TRAIN_TIME_LIMIT          (1860)
-GLOPER_TRAIN_MODEL_SOFT_TIME_LIMIT  the same for a dataset model's training, one
-                                 task for the whole archive (21600: 6 h)
-GLOPER_TRAIN_MODEL_TIME_LIMIT    (21660)
+GLOPER_CALIBRATE_SOFT_TIME_LIMIT the same for one task of a calibration sweep (1800)
+GLOPER_CALIBRATE_TIME_LIMIT      (1860)
+GLOPER_TRAIN_SOFT_TIME_LIMIT     the same for a dataset model's training, one
+                                 task for the whole archive (21600: 6 h);
+                                 ``GLOPER_TRAIN_MODEL_SOFT_TIME_LIMIT`` is accepted
+GLOPER_TRAIN_TIME_LIMIT          (21660; ``GLOPER_TRAIN_MODEL_TIME_LIMIT`` is accepted)
+                                 (unset: the kind's own limits, ``JobKind.time_limits``)
 GLOPER_RETRY_BACKOFF             first retry delay of a transient error, s (5)
 GLOPER_RETRY_BACKOFF_MAX         longest retry delay, s (300)
 GLOPER_MAX_RETRIES               retries of a transient error per delivery (8)
@@ -125,7 +127,8 @@ def _default_results_dir() -> Path:
 class Settings(BaseSettings):
     """Everything configurable from the environment, validated once."""
 
-    model_config = SettingsConfigDict(env_prefix="GLOPER_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(env_prefix="GLOPER_", extra="ignore", frozen=True,
+                                      populate_by_name=True)
 
     database_url: str = Field(default_factory=_default_database_url)
     results_dir: Path = Field(default_factory=_default_results_dir)
@@ -149,14 +152,18 @@ class Settings(BaseSettings):
 
     # --- distributed path (workers/, schedulers/) ---------------------------
     broker_url: str = defaults.BROKER_URL
-    extract_soft_time_limit: int = defaults.TIME_LIMITS["extract"][0]
-    extract_time_limit: int = defaults.TIME_LIMITS["extract"][1]
-    evaluate_soft_time_limit: int = defaults.TIME_LIMITS["evaluate"][0]
-    evaluate_time_limit: int = defaults.TIME_LIMITS["evaluate"][1]
-    train_soft_time_limit: int = defaults.TIME_LIMITS["train"][0]
-    train_time_limit: int = defaults.TIME_LIMITS["train"][1]
-    train_model_soft_time_limit: int = defaults.TIME_LIMITS["train_model"][0]
-    train_model_time_limit: int = defaults.TIME_LIMITS["train_model"][1]
+    # Overrides of the job kinds' own task time limits (None: the kind's, JobKind.time_limits).
+    extract_soft_time_limit: int | None = None
+    extract_time_limit: int | None = None
+    evaluate_soft_time_limit: int | None = None
+    evaluate_time_limit: int | None = None
+    calibrate_soft_time_limit: int | None = None
+    calibrate_time_limit: int | None = None
+    # the dataset model's training was kind train_model: its variables still work
+    train_soft_time_limit: int | None = Field(default=None, validation_alias=AliasChoices(
+        "GLOPER_TRAIN_SOFT_TIME_LIMIT", "GLOPER_TRAIN_MODEL_SOFT_TIME_LIMIT"))
+    train_time_limit: int | None = Field(default=None, validation_alias=AliasChoices(
+        "GLOPER_TRAIN_TIME_LIMIT", "GLOPER_TRAIN_MODEL_TIME_LIMIT"))
     retry_backoff: int = defaults.RETRY_BACKOFF
     retry_backoff_max: int = defaults.RETRY_BACKOFF_MAX
     max_retries: int = defaults.MAX_RETRIES
@@ -206,14 +213,14 @@ class Settings(BaseSettings):
 
     @field_validator(
         "max_image_pixels", "eval_size", "extract_soft_time_limit", "extract_time_limit",
-        "evaluate_soft_time_limit", "evaluate_time_limit", "train_soft_time_limit",
-        "train_time_limit", "train_model_soft_time_limit", "train_model_time_limit", "retry_backoff", "retry_backoff_max", "visibility_timeout",
-        "max_deliveries", "heartbeat_seconds", "stale_seconds", "stranded_seconds", "submit_batch", "flower_port",
-        "worker_boot_timeout",
+        "evaluate_soft_time_limit", "evaluate_time_limit", "calibrate_soft_time_limit",
+        "calibrate_time_limit", "train_soft_time_limit", "train_time_limit", "retry_backoff",
+        "retry_backoff_max", "visibility_timeout", "max_deliveries", "heartbeat_seconds", "stale_seconds",
+        "stranded_seconds", "submit_batch", "flower_port", "worker_boot_timeout",
     )
     @classmethod
-    def _positive(cls, value: int) -> int:
-        if value <= 0:
+    def _positive(cls, value: int | None) -> int | None:
+        if value is not None and value <= 0:
             raise ValueError("must be a positive integer")
         return value
 
@@ -243,7 +250,9 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _limits_ordered(self) -> Settings:
-        for kind in defaults.TIME_LIMITS:
+        from gloper_jobs.jobs.kinds import KINDS
+
+        for kind in KINDS:
             soft, hard = self.time_limits(kind)
             if soft >= hard:
                 raise ValueError(
@@ -255,16 +264,16 @@ class Settings(BaseSettings):
         return self
 
     def time_limits(self, kind: str) -> tuple[int, int]:
-        """``(soft, hard)`` seconds for one task of job kind ``kind``.
-
-        Kinds with ``GLOPER_<KIND>_[SOFT_]TIME_LIMIT`` settings use them; a kind
-        without its own (a plugin's) gets the extract kind's limits.
+        """``(soft, hard)`` seconds for one task of job kind ``kind``: the kind's own
+        (:attr:`~gloper_jobs.jobs.kinds.base.JobKind.time_limits`), each overridden by its
+        ``GLOPER_<KIND>_[SOFT_]TIME_LIMIT`` where the kind has such settings and they are set.
         """
-        soft = getattr(self, f"{kind}_soft_time_limit", None)
-        hard = getattr(self, f"{kind}_time_limit", None)
-        if soft is None or hard is None:
-            return self.time_limits("extract")
-        return int(soft), int(hard)
+        from gloper_jobs.jobs.kinds import get_kind
+
+        soft, hard = get_kind(kind).time_limits
+        soft_set = getattr(self, f"{kind}_soft_time_limit", None)
+        hard_set = getattr(self, f"{kind}_time_limit", None)
+        return int(soft if soft_set is None else soft_set), int(hard if hard_set is None else hard_set)
 
     def check_visibility_timeout(self) -> None:
         """Refuse a Redis visibility timeout that could redeliver a task still running.
@@ -273,7 +282,9 @@ class Settings(BaseSettings):
         ``visibility_timeout`` seconds (celery#5935): it must exceed the longest hard
         time limit plus the longest retry delay. Raises :class:`ConfigurationError`.
         """
-        longest = max(self.time_limits(k)[1] for k in defaults.TIME_LIMITS) + self.retry_backoff_max
+        from gloper_jobs.jobs.kinds import KINDS
+
+        longest = max(self.time_limits(k)[1] for k in KINDS) + self.retry_backoff_max
         if self.visibility_timeout <= longest:
             raise ConfigurationError(
                 f"GLOPER_VISIBILITY_TIMEOUT={self.visibility_timeout} s must exceed the longest hard "
@@ -297,8 +308,13 @@ class Settings(BaseSettings):
             return cls(**clean)  # type: ignore[arg-type]
         except ValidationError as exc:
             problems = "; ".join(
-                f"GLOPER_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
-                for err in exc.errors()
+                f"{_variable('_'.join(str(p) for p in err['loc']))}: {err['msg']}" for err in exc.errors()
             )
             raise ConfigurationError(f"invalid settings: {problems}") from exc
 
+
+
+def _variable(name: str) -> str:
+    """The environment variable of a field or alias name (``eval_size`` -> ``GLOPER_EVAL_SIZE``)."""
+    upper = name.upper()
+    return upper if upper.startswith("GLOPER_") or upper == "U2NET_HOME" else f"GLOPER_{upper}"

@@ -1,1 +1,3 @@
-"""The submitting side of gloper-jobs: ``gloper submit``, ``status``, ``resume`` and friends."""
+"""The submitting side's library: the checks the queue commands run before they write
+(:mod:`schedulers.preflight`) and the Prometheus exporter (:mod:`schedulers.metrics`).
+The commands themselves are ``gloper_jobs/cli/queue.py``."""

@@ -27,15 +27,16 @@ def mask_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[2]}"))
 
 
-def check_queue_extra() -> None:
-    """Raise :class:`ConfigurationError` unless Celery and redis-py import."""
-    for module in ("celery", "redis"):
+def check_queue_extra(*modules: str) -> None:
+    """Raise :class:`ConfigurationError`, saying how to install the ``[queue]`` extra, unless
+    ``modules`` (Celery and redis-py by default) import."""
+    for module in modules or ("celery", "redis"):
         try:
             importlib.import_module(module)
         except ImportError as exc:
             raise ConfigurationError(
                 f"the queue commands need the [queue] extra ({module} is not importable: {exc}); "
-                "install it with `pip install 'gloper-jobs[queue]'`") from exc
+                "install it with `pip install 'gloper-jobs[queue]'` (or `bash scripts/setup.sh queue`)") from exc
 
 
 def check_broker(url: str, timeout: float = PING_TIMEOUT, ssl_ca: str | None = None) -> None:

@@ -1,4 +1,4 @@
-"""Training (calibration) jobs: the grid, one item per (photo, setting), the best settings per
+"""Calibration jobs: the grid, one item per (photo, setting), the best settings per
 species stored, and extract jobs that use them. Runs the real execute_item on SQLite; the
 Celery task is the same thin call (tests/test_queue_e2e.py drives tasks through real workers)."""
 
@@ -13,10 +13,11 @@ from sqlmodel import col, select
 
 from gloper_jobs.data.synthetic import make_dataset
 from gloper_jobs.exceptions import DatasetError, InvalidParameterError, JobNotFoundError
+from gloper_jobs.jobs.calibration import SETTING_MARK, parse_grid
 from gloper_jobs.jobs.context import WorkerContext
 from gloper_jobs.jobs.execution import execute_item
+from gloper_jobs.jobs.kinds.calibrate import record_calibrate_job
 from gloper_jobs.jobs.kinds.extract import record_extract_job
-from gloper_jobs.jobs.kinds.train import SETTING_MARK, parse_grid, record_train_job
 from gloper_jobs.jobs.submission import enqueue_unfinished
 from gloper_jobs.settings import Settings
 from gloper_jobs.store import Calibration, Candidate, Item, Job, Store
@@ -69,9 +70,9 @@ def test_parse_grid() -> None:
 def test_training_job_calibrates_each_species_and_extract_uses_it(qsettings: Settings, photos: Path) -> None:
     store = Store(qsettings.database_url)
     grid = parse_grid(["rho=0.2,0.5"], TINY)
-    sub = record_train_job(store, qsettings, photos, grid, foreground=False)
-    assert sub.created and sub.added == 8 * 2 and sub.job.queue == "train.gpu"
-    assert record_train_job(store, qsettings, photos, grid, foreground=False).added == 0
+    sub = record_calibrate_job(store, qsettings, photos, grid, foreground=False)
+    assert sub.created and sub.added == 8 * 2 and sub.job.queue == "calibrate.gpu"
+    assert record_calibrate_job(store, qsettings, photos, grid, foreground=False).added == 0
     with pytest.raises(JobNotFoundError, match="not finished"):
         record_extract_job(store, qsettings, photos, "gloper", params=TINY, foreground=False,
                            settings_from=sub.job.id)
@@ -123,7 +124,7 @@ def test_training_needs_labels(qsettings: Settings, tmp_path: Path) -> None:
 
     Image.new("RGB", (16, 16)).save(folder / "a.png")
     with pytest.raises(DatasetError, match="labelled"):
-        record_train_job(Store(qsettings.database_url), qsettings, tmp_path / "nolabels", parse_grid(["steps=2"], TINY))
+        record_calibrate_job(Store(qsettings.database_url), qsettings, tmp_path / "nolabels", parse_grid(["steps=2"], TINY))
 
 
 def test_calibration_learns_polarity_and_settings_from_carries_it(qsettings: Settings, tmp_path: Path) -> None:
@@ -132,7 +133,7 @@ def test_calibration_learns_polarity_and_settings_from_carries_it(qsettings: Set
     store = Store(qsettings.database_url)
     grid = parse_grid(["polarity=darker,lighter"], TINY)
     assert [g["polarity"] for g in grid] == ["darker", "lighter"]
-    sub = record_train_job(store, qsettings, tmp_path / "both", grid, foreground=False)
+    sub = record_calibrate_job(store, qsettings, tmp_path / "both", grid, foreground=False)
     ctx = WorkerContext.boot(qsettings, "test", preload=False)
     assert set(_drain(store, ctx, sub.job)) == {"done"}
     with store.session() as s:

@@ -240,8 +240,8 @@ def test_submit_train_with_a_model_records_one_item_on_the_train_queue(settings:
     request = SubmitRequest(synthetic_dir, "gloper", params={"size": "32", "local_sizes": "4,8"}, model="m",
                             on_device="cpu")
     sub = get_kind("train").record(store, settings, request)  # `submit train --model m`
-    assert sub.created and sub.added == 1 and sub.job.kind == "train_model" and sub.job.queue == "train.cpu"
-    again = get_kind("train_model").record(store, settings, request)
+    assert sub.created and sub.added == 1 and sub.job.kind == "train" and sub.job.queue == "train.cpu"
+    again = get_kind("train").record(store, settings, request)
     assert again.job.id == sub.job.id and again.added == 0
     with store.session() as s:
         model = s.exec(select(Model)).one()
@@ -249,11 +249,11 @@ def test_submit_train_with_a_model_records_one_item_on_the_train_queue(settings:
     assert model.checkpoint_path == str(settings.results_dir.resolve() / "models" / "m.pt")
     with pytest.raises(ModelConflictError, match="model 'm' already exists with settings local_sizes=\\[4, 8\\] \\(asked \\[8, 16\\]\\), size=32 \\(asked 128\\)"):
         get_kind("train").record(store, settings, SubmitRequest(synthetic_dir, "gloper", model="m"))
-    with pytest.raises(GloperError, match="--grid belongs to `submit train`"):
+    with pytest.raises(GloperError, match="--grid belongs to `submit calibrate`"):
         get_kind("train").record(store, settings, SubmitRequest(synthetic_dir, "gloper", model="m2",
                                                                 grid=("rho=0.3,0.5",)))
     with pytest.raises(GloperError, match="needs a name: --model NAME"):
-        get_kind("train_model").record(store, settings, SubmitRequest(synthetic_dir, "gloper"))
+        get_kind("train").record(store, settings, SubmitRequest(synthetic_dir, "gloper"))
 
 
 def test_a_model_training_item_runs_through_the_recording_path_and_resumes(settings: Settings,

@@ -20,7 +20,7 @@ from gloper_jobs.exceptions import ConfigurationError, InvalidParameterError, Jo
 from gloper_jobs.jobs import queues
 from gloper_jobs.jobs.context import WorkerContext
 from gloper_jobs.jobs.execution import execute_item
-from gloper_jobs.jobs.kinds import KINDS, JobKind, Submission, SubmitRequest, get_kind
+from gloper_jobs.jobs.kinds import KINDS, JobKind, Submission, SubmitOption, SubmitRequest, get_kind
 from gloper_jobs.jobs.kinds.base import job_spec
 from gloper_jobs.jobs.pipeline import ItemOutcome
 from gloper_jobs.jobs.recording import run_and_record
@@ -53,6 +53,8 @@ class CountKind(JobKind):
 
     name = "count"
     summary = "count characters (test kind)"
+    submit_options = (SubmitOption("letters", metavar="CHARS", help="Count only these characters."),)
+    time_limits = (5, 10)
     drained: list[int] = []
 
     def record(self, store: Store, settings: Settings, request: SubmitRequest) -> Submission:
@@ -109,6 +111,34 @@ def test_a_registered_kind_gets_queues_tasks_and_the_recording_path(
     assert count_kind.drained == [sub.job.id]  # on_drained ran once, when the last item finished
 
 
+def test_a_registered_kind_gets_its_submit_command_options_and_time_limits(
+        count_kind: CountKind, dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing outside the kind's class names it: `gloper submit count` and its --letters, the
+    other kinds' refusal of --letters, its task's time limits."""
+    from click.testing import CliRunner
+
+    from gloper_jobs.cli import main
+
+    monkeypatch.setenv("GLOPER_DATABASE_URL", f"sqlite:///{tmp_path / 'cli.db'}")
+    monkeypatch.setenv("GLOPER_BROKER_URL", "redis://127.0.0.1:9/0")  # nothing listens: submit stops there
+    runner = CliRunner()
+    assert "count characters (test kind)" in runner.invoke(main, ["submit", "--help"]).output
+    assert "--letters CHARS" in runner.invoke(main, ["submit", "count", "--help"]).output
+    assert "--letters" not in runner.invoke(main, ["submit", "extract", "--help"]).output
+    wrong = runner.invoke(main, ["submit", "extract", str(dataset), "--letters", "ab"])
+    assert wrong.exit_code == 2 and "--letters belongs to `submit count`, not `submit extract`" in wrong.output
+    pytest.importorskip("redis")
+    taken = runner.invoke(main, ["submit", "count", str(dataset), "-m", "kmeans", "--letters", "ab"])
+    assert taken.exit_code == 2 and "does not answer" in taken.output  # past the options, at the broker
+    assert not (tmp_path / "cli.db").exists()
+    assert Settings.from_env().time_limits("count") == (5, 10)
+    pytest.importorskip("celery")
+    from workers.app import celery_config
+
+    assert celery_config(Settings.from_env())["task_annotations"]["gloper.count"] == {
+        "soft_time_limit": 5, "time_limit": 10}
+
+
 def test_the_embedded_run_and_a_worker_record_the_same_way(settings: Settings, dataset: Path,
                                                            tmp_path: Path) -> None:
     """k-means through the runner and through execute_item: same rows, same item info keys."""
@@ -146,12 +176,12 @@ def test_run_and_record_isolates_a_bad_photo(settings: Settings, dataset: Path) 
 
 def test_kind_options_belong_to_their_kind(settings: Settings, dataset: Path) -> None:
     store = Store(settings.database_url)
-    with pytest.raises(InvalidParameterError, match="--grid belongs to `submit train`"):
+    with pytest.raises(InvalidParameterError, match="--grid belongs to `submit calibrate`"):
         get_kind("extract").record(store, settings, SubmitRequest(dataset, "gloper", grid=("steps=2",)))
     with pytest.raises(InvalidParameterError, match="--settings-from belongs to `submit extract`"):
-        get_kind("train").record(store, settings, SubmitRequest(dataset, "gloper", grid=("steps=2",),
-                                                                 settings_from=1))
-    with pytest.raises(ConfigurationError, match="extract, evaluate, train"):
+        get_kind("calibrate").record(store, settings, SubmitRequest(dataset, "gloper", grid=("steps=2",),
+                                                                     settings_from=1))
+    with pytest.raises(ConfigurationError, match="extract, evaluate, calibrate, train"):
         get_kind("nope")
 
 
@@ -197,7 +227,7 @@ def test_the_reconciler_path_and_the_launcher_load_no_torch() -> None:
     """A worker's main process imports these; torch there would be inherited by forked pool
     processes in a broken OpenMP state (issue [ops] 4)."""
     code = ("import sys\n"
-            "import workers.runtime, workers.launcher, workers.tasks, schedulers.cli\n"
+            "import workers.runtime, workers.launcher, workers.tasks, gloper_jobs.cli\n"
             "from gloper_jobs.jobs.submission import reconcile\n"
             "from gloper_jobs.jobs import execution, recording, runner\n"
             "print('TORCH', 'torch' in sys.modules)\n")

@@ -110,12 +110,12 @@ def test_training_job_through_a_real_worker_then_extract_with_its_settings(
     cluster = Cluster(database_url, broker_url, tmp_path)
     store = cluster.store()
     try:
-        tr = cluster.gloper("submit", "train", str(dataset), "--method", "gloper", "--device-class", "cpu",
+        tr = cluster.gloper("submit", "calibrate", str(dataset), "--method", "gloper", "--device-class", "cpu",
                             "--grid", "rho=0.3,0.5", *tiny)
         tr_job = _job_id(tr.stdout)
-        assert "20 enqueued on train.cpu" in tr.stdout  # 10 labelled photos x 2 settings
+        assert "20 enqueued on calibrate.cpu" in tr.stdout  # 10 labelled photos x 2 settings
         cluster.start_worker("cpu1")
-        cluster.wait_for(lambda: drained(store, tr_job), 600, "the training job to finish")
+        cluster.wait_for(lambda: drained(store, tr_job), 600, "the calibration job to finish")
         table = cluster.gloper("calibration", str(tr_job)).stdout
         assert all(sp in table for sp in ("Zebra", "Tiger", "Seal")) and "rho=" in table
         ex = cluster.gloper("submit", "extract", str(dataset), "--method", "gloper", "--device-class", "cpu",

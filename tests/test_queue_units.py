@@ -55,7 +55,7 @@ class Recorder:
 
 
 def test_visibility_timeout_must_exceed_hard_limit_plus_backoff() -> None:
-    limits = {f"{k}_{w}time_limit": v for k in ("extract", "evaluate", "train", "train_model")
+    limits = {f"{k}_{w}time_limit": v for k in ("extract", "evaluate", "calibrate", "train")
               for w, v in (("soft_", 90), ("", 100))}
     Settings.from_env(**limits, retry_backoff_max=20, visibility_timeout=121).check_visibility_timeout()
     bad = Settings.from_env(**limits, retry_backoff_max=20, visibility_timeout=120)
@@ -78,14 +78,31 @@ def test_celery_config_is_json_only_late_ack_one_prefetch() -> None:
     assert conf["broker_transport_options"]["visibility_timeout"] == 9999
     assert conf["task_annotations"]["gloper.extract"] == {"soft_time_limit": 10, "time_limit": 20}
     # a dataset model's training is one long task: limits of its own, not extract's 30 min
-    assert conf["task_annotations"]["gloper.train_model"] == {"soft_time_limit": 21600, "time_limit": 21660}
-    assert Settings.from_env(train_model_soft_time_limit=60, train_model_time_limit=90).time_limits(
-        "train_model") == (60, 90)
+    assert conf["task_annotations"]["gloper.train"] == {"soft_time_limit": 21600, "time_limit": 21660}
+    assert Settings.from_env(train_soft_time_limit=60, train_time_limit=90).time_limits(
+        "train") == (60, 90)
     Settings.from_env().check_visibility_timeout()  # the defaults are consistent
 
 
+def test_time_limit_variables_follow_the_kinds_and_the_old_names_still_work(monkeypatch: pytest.MonkeyPatch) -> None:
+    """GLOPER_TRAIN_* are the dataset model's (kind train, formerly train_model, whose variables
+    are still read); GLOPER_CALIBRATE_* the calibration sweep's."""
+    monkeypatch.setenv("GLOPER_TRAIN_MODEL_SOFT_TIME_LIMIT", "100")
+    monkeypatch.setenv("GLOPER_TRAIN_MODEL_TIME_LIMIT", "200")
+    monkeypatch.setenv("GLOPER_CALIBRATE_SOFT_TIME_LIMIT", "10")
+    monkeypatch.setenv("GLOPER_CALIBRATE_TIME_LIMIT", "20")
+    s = Settings.from_env()
+    assert s.time_limits("train") == (100, 200) and s.time_limits("calibrate") == (10, 20)
+    assert s.time_limits("extract") == (1800, 1860)
+    monkeypatch.setenv("GLOPER_TRAIN_TIME_LIMIT", "300")  # the new name wins over the old one
+    assert Settings.from_env().time_limits("train") == (100, 300)
+    monkeypatch.setenv("GLOPER_TRAIN_SOFT_TIME_LIMIT", "400")
+    with pytest.raises(ConfigurationError, match="train_soft_time_limit \\(400\\) must be below"):
+        Settings.from_env()
+
+
 def test_importing_workers_loads_no_torch() -> None:
-    code = ("import sys, workers.app, workers.tasks, workers.runtime, workers.launcher, schedulers.cli; "
+    code = ("import sys, workers.app, workers.tasks, workers.runtime, workers.launcher, gloper_jobs.cli; "
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
     assert out.stdout.strip() == "False"
@@ -105,7 +122,7 @@ def test_gpu_workers_are_one_process_per_card_with_its_device() -> None:
     assert all(s.env["OMP_WAIT_POLICY"] == "PASSIVE" for s in [*specs, *plan_workers("cpu", [])])
     assert [s.env["CUDA_VISIBLE_DEVICES"] for s in specs] == ["0", "2"]
     assert [s.env["GLOPER_WORKER_DEVICE"] for s in specs] == ["cuda:0", "cuda:2"]
-    assert all(s.concurrency == 1 and s.queues == ["extract.gpu", "evaluate.gpu", "train.gpu"] for s in specs)
+    assert all(s.concurrency == 1 and s.queues == ["extract.gpu", "evaluate.gpu", "calibrate.gpu", "train.gpu"] for s in specs)
     argv = specs[1].argv()
     assert argv[argv.index("--concurrency") + 1] == "1" and argv[argv.index("--pool") + 1] == "prefork"
     assert len(plan_workers("all", available=["0", "1"])) == 2
@@ -115,7 +132,7 @@ def test_gpu_workers_are_one_process_per_card_with_its_device() -> None:
         plan_workers("all", available=[])
     cpu = plan_workers("cpu", available=[], concurrency=2)
     assert len(cpu) == 1 and cpu[0].concurrency == 2 and cpu[0].env["CUDA_VISIBLE_DEVICES"] == ""
-    assert cpu[0].queues == ["extract.cpu", "evaluate.cpu", "train.cpu"]
+    assert cpu[0].queues == ["extract.cpu", "evaluate.cpu", "calibrate.cpu", "train.cpu"]
     both = plan_workers("cpu", available=[], queues=["extract.cpu", "extract.gpu"])
     assert both[0].queues == ["extract.cpu", "extract.gpu"]
     with pytest.raises(ConfigurationError, match="unknown queue"):

@@ -82,3 +82,45 @@ def test_unreachable_store_says_how_to_fix() -> None:
         Store("postgresql://nobody@127.0.0.1:1/none")
     with pytest.raises(ConfigurationError, match="not a database URL"):
         Store("definitely not a url")
+
+
+def test_migration_0008_renames_the_kinds_and_keys_stored_jobs_as_a_new_submission_would(tmp_path: Path) -> None:
+    """Stored `train` (calibration) jobs become `calibrate` on calibrate.* queues, then `train_model`
+    jobs become `train`; each key is the one the renamed kind computes, and downgrading restores both."""
+    from dataclasses import replace
+
+    from alembic import command
+    from sqlmodel import Session
+
+    from gloper_jobs.store.db import _alembic_config, make_engine
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    cfg = _alembic_config(engine)
+    command.upgrade(cfg, "0007")
+    sweep = replace(_spec(), kind="train", method="gloper", params={"grid": [{"rho": 0.4}, {"rho": 0.5}]})
+    model = replace(_spec(), kind="train_model", method="gloper", params={"model": "m", "steps": 10})
+    extract = _spec()
+    specs = {"sweep": (sweep, "train.gpu"), "model": (model, "train.cpu"), "extract": (extract, "extract.cpu")}
+    ids = {}
+    with Session(engine) as s:
+        for name, (spec, queue) in specs.items():
+            job, _ = repo.get_or_create_job(s, spec)
+            job.queue = queue
+            s.add(job)
+            s.commit()
+            ids[name] = job.id
+
+    def stored() -> dict[str, tuple[str, str | None, str]]:
+        with Session(engine) as s:
+            return {name: (j.kind, j.queue, j.key) for name in ids if (j := s.get(Job, ids[name])) is not None}
+
+    before = stored()
+    command.upgrade(cfg, "head")
+    assert stored() == {
+        "sweep": ("calibrate", "calibrate.gpu", replace(sweep, kind="calibrate").key),
+        "model": ("train", "train.cpu", replace(model, kind="train").key),
+        "extract": before["extract"],
+    }
+    command.downgrade(cfg, "0007")
+    assert stored() == before
+    engine.dispose()

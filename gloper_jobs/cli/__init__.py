@@ -1,17 +1,32 @@
-"""The ``gloper`` command (:mod:`gloper_jobs.cli.commands`) and the options its plugins share.
+"""The ``gloper`` command: one click group, its commands in modules by what users do.
 
-``main`` is loaded on first use, so a plugin (``schedulers.cli``) can import
-:mod:`gloper_jobs.cli.options` without running the command's plugin loading.
+- :mod:`~gloper_jobs.cli.runs`: run and inspect (run, segment, methods, report,
+  calibration, jobs, status, export);
+- :mod:`~gloper_jobs.cli.queue`: the queue and its workers (submit KIND, resume,
+  retry-failed, cancel, worker, flower, metrics), which need the ``[queue]`` extra;
+- :mod:`~gloper_jobs.cli.models`: train, models install;
+- :mod:`~gloper_jobs.cli.data`: make-synthetic, db upgrade.
+
+Each command parses, builds the objects, calls one library function and prints;
+heavy modules (torch, Celery) are imported inside the commands.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import click
+
+from gloper_jobs.cli import data, models, queue, runs
+from gloper_jobs.cli.common import GloperGroup
 
 
-def __getattr__(name: str) -> Any:
-    if name == "main":
-        from gloper_jobs.cli.commands import main
+@click.group(cls=GloperGroup)
+@click.version_option(package_name="gloper-jobs")
+def main() -> None:
+    """gloper: extract animal coat patterns (GloPER and baselines) from photo archives."""
 
-        return main
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+for _module in (runs, queue, models, data):
+    for _command in _module.COMMANDS:
+        main.add_command(_command)
+
+__all__ = ["main"]

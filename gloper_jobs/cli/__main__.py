@@ -1,6 +1,6 @@
 """``python -m gloper_jobs.cli``: the ``gloper`` command."""
 
-from gloper_jobs.cli.commands import main
+from gloper_jobs.cli import main
 
 if __name__ == "__main__":
     main()

@@ -1,12 +1,14 @@
-"""Options shared by the ``gloper`` commands and the commands plugins add (``schedulers``).
-
-Kept apart from :mod:`gloper_jobs.cli.commands`, which loads the plugins when imported,
-so a plugin can use them without importing the CLI back.
-"""
+"""Options shared by the ``gloper`` commands, and the click options of the job kinds' own
+``gloper submit KIND`` options (:class:`~gloper_jobs.jobs.kinds.base.SubmitOption`)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import click
+
+from gloper_jobs.jobs.kinds.base import MANIFEST, SubmitOption
 
 
 def parse_params(pairs: tuple[str, ...]) -> dict[str, str]:
@@ -20,12 +22,26 @@ def parse_params(pairs: tuple[str, ...]) -> dict[str, str]:
     return out
 
 
+def _click_settings(option: SubmitOption) -> dict[str, Any]:
+    """A kind's submit option as click's keyword arguments (default None: left out of the request)."""
+    return {"type": option.type, "multiple": option.multiple, "metavar": option.metavar, "help": option.help,
+            "default": None}
+
+
+def kind_option(option: SubmitOption, hidden: bool = False) -> click.Option:
+    """The click option of a job kind's submit option."""
+    return click.Option([option.flag, option.name], hidden=hidden, **_click_settings(option))
+
+
+def option_decorator(option: SubmitOption) -> Callable[[Any], Any]:
+    """:func:`kind_option` as a decorator, for commands other than ``submit``."""
+    return click.option(option.flag, option.name, **_click_settings(option))
+
+
 method_option = click.option("--method", "-m", default=None, help="Method name (see `gloper methods`); default gloper.")
 profile_option = click.option("--profile", "-p", default=None, help="Parameter profile: cpu (default) or paper.")
 param_option = click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
                             help="Override one method parameter, e.g. --param steps=50 --param local_sizes=8,16.")
-manifest_option = click.option(
-    "--manifest", default=None, metavar="FILE.csv|FILE.parquet",
-    help="List the photos in a table (column path, relative to DATASET; optional species, identity, "
-         "label_path, image_id; a wildlife-datasets metadata table works as it is) instead of scanning. "
-         "Local or s3://.")
+no_foreground_option = click.option("--no-foreground", is_flag=True,
+                                    help="Use the whole frame instead of rembg masks.")
+manifest_option = option_decorator(MANIFEST)

@@ -1,7 +1,7 @@
 """Processing one photo end to end: load, foreground, segment, write, score.
 
 :func:`process_photo` is the single function every path that segments a photo
-calls: the extract and train kinds (embedded run and queue alike), ``gloper
+calls: the extract and calibrate kinds (embedded run and queue alike), ``gloper
 segment`` and the benchmarks. It touches no database: it returns an
 :class:`ItemOutcome` that :mod:`gloper_jobs.jobs.recording` records.
 """

@@ -1,29 +1,19 @@
 """Names of the distributed run's queues and tasks: one per job kind and device class.
 
 Plain names only (this library never imports Celery): ``extract.gpu``,
-``evaluate.cpu``, task ``gloper.extract``. A method's ``device_class`` picks the
-default class; the kinds come from :data:`gloper_jobs.jobs.kinds.KINDS`.
+``evaluate.cpu``, task ``gloper.extract``. Each kind names its own queues
+(:meth:`~gloper_jobs.jobs.kinds.base.JobKind.queue_name`); this module lists them
+over the registry :data:`gloper_jobs.jobs.kinds.KINDS`, which imports nothing from here.
 """
 
 from __future__ import annotations
 
-from gloper_jobs.defaults import PRIORITIES
+from gloper_jobs.defaults import DEVICE_CLASSES, PRIORITIES
 from gloper_jobs.exceptions import ConfigurationError
+from gloper_jobs.jobs.kinds import KINDS, get_kind
 
-DEVICE_CLASSES = ("cpu", "gpu")
-
-
-def _kinds() -> list[str]:
-    from gloper_jobs.jobs.kinds import KINDS  # the kinds import this module's queue_name
-
-    return list(KINDS)
-
-
-def _queue_kinds() -> list[str]:
-    """The kinds that own queues (a kind may send its tasks to another kind's queues)."""
-    from gloper_jobs.jobs.kinds import KINDS
-
-    return list(dict.fromkeys(kind.queue_kind for kind in KINDS.values()))
+__all__ = ["DEVICE_CLASSES", "all_queues", "check_priority", "priority_queue", "queue_name", "queues_for",
+           "task_name", "task_names", "with_priorities"]
 
 
 def task_name(kind: str) -> str:
@@ -33,25 +23,22 @@ def task_name(kind: str) -> str:
 
 def task_names() -> dict[str, str]:
     """Kind name -> its Celery task's name, for every registered kind."""
-    return {kind: task_name(kind) for kind in _kinds()}
+    return {kind: task_name(kind) for kind in KINDS}
 
 
 def queue_name(kind: str, device_class: str) -> str:
     """The queue of a job kind on a device class: ``<kind>.<device class>``, e.g. ``extract.gpu``."""
-    if kind not in _queue_kinds():
-        raise ConfigurationError(f"job kind {kind!r}: use one of {', '.join(_queue_kinds())}")
-    if device_class not in DEVICE_CLASSES:
-        raise ConfigurationError(f"device class {device_class!r}: use one of {', '.join(DEVICE_CLASSES)}")
-    return f"{kind}.{device_class}"
+    return get_kind(kind).queue_name(device_class)
 
 
 def queues_for(device_class: str) -> list[str]:
     """Every queue a worker of ``device_class`` consumes by default."""
-    return [queue_name(kind, device_class) for kind in _queue_kinds()]
+    return list(dict.fromkeys(kind.queue_name(device_class) for kind in KINDS.values()))
 
 
 def all_queues() -> list[str]:
-    return [queue_name(k, d) for k in _queue_kinds() for d in DEVICE_CLASSES]
+    """Every queue of every kind, kind by kind (``extract.cpu``, ``extract.gpu``, ...)."""
+    return list(dict.fromkeys(kind.queue_name(d) for kind in KINDS.values() for d in DEVICE_CLASSES))
 
 
 def check_priority(priority: str) -> str:

@@ -132,7 +132,7 @@ class Candidate(SQLModel, table=True):
 
 
 class Calibration(SQLModel, table=True):
-    """The best GloPER settings for one species, found by a training (calibration) job."""
+    """The best GloPER settings for one species, found by a calibration job."""
 
     __tablename__ = "calibration"
     __table_args__ = (UniqueConstraint("job_id", "species", name="uq_calibration_job_species"),)

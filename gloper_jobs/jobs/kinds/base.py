@@ -1,11 +1,14 @@
 """What a job kind is: how its job is recorded, how one item runs, what happens when it drains.
 
-Every kind (extract, evaluate, train) is one module with one :class:`JobKind`
-subclass and one line in :data:`gloper_jobs.jobs.kinds.KINDS`. The embedded run
+Every kind (extract, evaluate, calibrate, train) is one module with one :class:`JobKind`
+subclass and one line in :data:`gloper_jobs.jobs.kinds.KINDS`. A kind owns its
+name, its queues (``<name>.<device class>``), its task's time limits and its
+``gloper submit`` options; the Celery tasks, the workers' queues and the CLI's
+``submit`` subcommands are generated from the registry. The embedded run
 (:mod:`gloper_jobs.jobs.runner`) and the queue (:mod:`gloper_jobs.jobs.execution`)
 both run an item as ``KINDS[job.kind].run_item`` and record what it returns through
-:mod:`gloper_jobs.jobs.recording`; the Celery tasks and the CLI's choices are
-generated from the registry.
+:mod:`gloper_jobs.jobs.recording`. Kinds never import each other: what two kinds
+share lives in a module of its own (:mod:`gloper_jobs.jobs.calibration`).
 
 Heavy modules (torch, the methods) are imported inside the methods, never at
 import time: the worker's main process and the launcher import this registry.
@@ -21,7 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from sqlmodel import Session
 
 from gloper_jobs import defaults
-from gloper_jobs.exceptions import InvalidParameterError
+from gloper_jobs.exceptions import ConfigurationError, InvalidParameterError
 from gloper_jobs.store.models import Item, Job
 from gloper_jobs.store.repository import JobSpec
 
@@ -33,12 +36,43 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
+class SubmitOption:
+    """A ``gloper submit KIND`` option that only some kinds take: ``--<name>`` (``_`` as ``-``).
+
+    ``name`` is a :class:`SubmitRequest` field (``grid``, ``model``, ...) or, for an
+    option no built-in kind has, a key of :attr:`SubmitRequest.extra`.
+    """
+
+    name: str
+    help: str
+    metavar: str
+    type: type = str  # str or int
+    multiple: bool = False
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+#: ``--manifest``, taken by the kinds that list photos (extract, evaluate)
+MANIFEST = SubmitOption(
+    "manifest", metavar="FILE.csv|FILE.parquet",
+    help="List the photos in a table (column path, relative to DATASET; optional species, identity, "
+         "label_path, image_id; a wildlife-datasets metadata table works as it is) instead of scanning. "
+         "Local or s3://.")
+
+#: the :class:`SubmitRequest` fields that are kind-specific options (see :attr:`JobKind.submit_options`)
+KIND_OPTION_FIELDS = {"grid": (), "settings_from": None, "model": None, "manifest": None}
+
+
+@dataclass(frozen=True)
 class SubmitRequest:
     """What a submitter asks of a kind: the dataset, the method and its settings.
 
-    ``grid``, ``settings_from`` and ``model`` are options only some kinds take (each kind lists
-    its own in :attr:`JobKind.options`); ``on_device`` sends the items to ``cpu`` or
-    ``gpu`` workers instead of the method's own class.
+    ``grid``, ``settings_from``, ``model`` and ``manifest`` are options only some kinds take
+    (each kind lists its own in :attr:`JobKind.submit_options`); ``extra`` holds the options of
+    kinds that need others. ``on_device`` sends the items to ``cpu`` or ``gpu`` workers
+    instead of the method's own class.
     """
 
     dataset: Path
@@ -52,11 +86,13 @@ class SubmitRequest:
     model: str | None = None
     manifest: str | None = None  # a CSV/Parquet listing the photos (gloper_jobs.manifest)
     origin: str | None = None  # the s3:// URL ``dataset`` was staged from (the embedded run)
+    extra: dict[str, Any] = field(default_factory=dict)  # options no SubmitRequest field holds
 
     def options_given(self) -> set[str]:
         """The kind-specific options this request sets (left at their defaults otherwise)."""
-        optional = {"grid": (), "settings_from": None, "model": None, "manifest": None}
-        return {f.name for f in fields(self) if f.name in optional and getattr(self, f.name) != optional[f.name]}
+        named = {f.name for f in fields(self)
+                 if f.name in KIND_OPTION_FIELDS and getattr(self, f.name) != KIND_OPTION_FIELDS[f.name]}
+        return named | {k for k, v in self.extra.items() if v not in (None, ())}
 
 
 @dataclass
@@ -73,24 +109,40 @@ class Submission:
 
 
 class JobKind(ABC):
-    """One kind of job. Subclasses set :attr:`name` and implement the three steps."""
+    """One kind of job. Subclasses set :attr:`name` and :attr:`summary` and implement the steps.
 
-    #: the kind's name: ``job.kind`` in the store, ``gloper submit NAME``, queue ``NAME.<class>``
+    Everything else about a kind is here too, so nothing outside its module names it:
+    its queues (:meth:`queue_name`), its task's :attr:`time_limits` and its
+    :attr:`submit_options`.
+    """
+
+    #: the kind's name: ``job.kind`` in the store, ``gloper submit NAME``, task ``gloper.NAME``,
+    #: queues ``NAME.<device class>``
     name: ClassVar[str]
     #: one line for ``gloper submit --help``
     summary: ClassVar[str]
-    #: kind-specific :class:`SubmitRequest` options this kind accepts
-    options: ClassVar[frozenset[str]] = frozenset()
-    #: the kind whose queues this kind's tasks go to (None: its own, ``<name>.<class>``)
-    queues_of: ClassVar[str | None] = None
+    #: the ``gloper submit NAME`` options only this kind (and those listing the same one) takes
+    submit_options: ClassVar[tuple[SubmitOption, ...]] = ()
+    #: ``(soft, hard)`` seconds for one task of this kind; ``GLOPER_<NAME>_[SOFT_]TIME_LIMIT``
+    #: overrides them for the built-in kinds (:meth:`gloper_jobs.settings.Settings.time_limits`)
+    time_limits: ClassVar[tuple[int, int]] = defaults.TASK_TIME_LIMITS
 
     @property
-    def queue_kind(self) -> str:
-        """The kind name in this kind's queue names (its own, or :attr:`queues_of`)."""
-        return self.queues_of or self.name
+    def options(self) -> frozenset[str]:
+        """The names of :attr:`submit_options`."""
+        return frozenset(o.name for o in self.submit_options)
+
+    @classmethod
+    def queue_name(cls, device_class: str) -> str:
+        """This kind's queue on a device class: ``<name>.<device class>``, e.g. ``extract.gpu``."""
+        if device_class not in defaults.DEVICE_CLASSES:
+            raise ConfigurationError(
+                f"device class {device_class!r}: use one of {', '.join(defaults.DEVICE_CLASSES)}")
+        return f"{cls.name}.{device_class}"
 
     def check_request(self, request: SubmitRequest) -> None:
-        """Refuse options that belong to another kind, naming the kind they belong to."""
+        """Refuse a request this kind cannot take before anything is written: options that
+        belong to another kind are named with the kind they belong to."""
         from gloper_jobs.jobs.kinds import KINDS
 
         for option in sorted(request.options_given() - self.options):

@@ -24,8 +24,14 @@ from gloper_jobs.data.datasets import DatasetItem
 from gloper_jobs.data.labels import load_label
 from gloper_jobs.data.outputs import read_mask
 from gloper_jobs.exceptions import JobNotFoundError, LabelError
-from gloper_jobs.jobs.kinds.base import JobKind, Submission, SubmitRequest, job_spec
-from gloper_jobs.jobs.queues import queue_name
+from gloper_jobs.jobs.kinds.base import (
+    MANIFEST,
+    JobKind,
+    Submission,
+    SubmitOption,
+    SubmitRequest,
+    job_spec,
+)
 from gloper_jobs.scoring.metrics import scores_at
 from gloper_jobs.store import deliveries as dl
 from gloper_jobs.store import repository as repo
@@ -97,7 +103,8 @@ class EvaluateKind(JobKind):
 
     name = "evaluate"
     summary = "score the masks the extract job with the same settings stored, against the labels"
-    options: ClassVar[frozenset[str]] = frozenset({"manifest"})
+    submit_options: ClassVar[tuple[SubmitOption, ...]] = (MANIFEST,)
+    time_limits: ClassVar[tuple[int, int]] = (120, 150)  # it only reads PNGs
 
     def record(self, store: Store, settings: Settings, request: SubmitRequest) -> Submission:
         self.check_request(request)
@@ -142,6 +149,6 @@ def record_evaluate_job(store: Store, settings: Settings, dataset: Path, method:
                 for i in labelled_done_items(s, source.id)]
         added = repo.add_items(s, job, todo, batch=settings.submit_batch)
         job.results_dir = source.results_dir  # the masks it scores
-        job.queue = queue_name(job.kind, "cpu")
+        job.queue = EvaluateKind.queue_name("cpu")
         dl.reopen_job(s, job)
     return Submission(job, created, added)

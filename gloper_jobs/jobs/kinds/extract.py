@@ -1,8 +1,8 @@
 """Extract jobs: segment every photo of a dataset with one method and its settings.
 
-An extract job submitted with ``--settings-from JOB`` (a finished training job)
+An extract job submitted with ``--settings-from JOB`` (a finished calibration job)
 runs each photo with its species' calibrated GloPER settings
-(:func:`gloper_jobs.jobs.kinds.train.item_params`).
+(:func:`gloper_jobs.jobs.calibration.item_params`).
 """
 
 from __future__ import annotations
@@ -12,8 +12,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from gloper_jobs.exceptions import DatasetError, InvalidParameterError
-from gloper_jobs.jobs.kinds.base import JobKind, Submission, SubmitRequest, device_class, job_spec
-from gloper_jobs.jobs.queues import queue_name
+from gloper_jobs.jobs import calibration as cal
+from gloper_jobs.jobs.kinds.base import (
+    MANIFEST,
+    JobKind,
+    Submission,
+    SubmitOption,
+    SubmitRequest,
+    device_class,
+    job_spec,
+)
 from gloper_jobs.store import deliveries as dl
 from gloper_jobs.store import repository as repo
 from gloper_jobs.store.models import Item, Job
@@ -32,7 +40,13 @@ class ExtractKind(JobKind):
 
     name = "extract"
     summary = "segment every photo"
-    options: ClassVar[frozenset[str]] = frozenset({"settings_from", "manifest"})
+    submit_options: ClassVar[tuple[SubmitOption, ...]] = (
+        SubmitOption("settings_from", type=int, metavar="JOB",
+                     help="Run each photo with its species' best GloPER settings from calibration job JOB."),
+        MANIFEST,
+    )
+    # GloPER's paper profile on one large photo takes minutes on a GPU
+    time_limits: ClassVar[tuple[int, int]] = (1800, 1860)
 
     def record(self, store: Store, settings: Settings, request: SubmitRequest) -> Submission:
         self.check_request(request)
@@ -41,10 +55,9 @@ class ExtractKind(JobKind):
                                   request.settings_from, request.manifest, request.origin)
 
     def run_item(self, ctx: WorkerContext, job: Job, item: Item) -> ItemOutcome:
-        from gloper_jobs.jobs.kinds.train import item_params
         from gloper_jobs.jobs.pipeline import item_output_dir
 
-        segmenter = ctx.segmenter(job.method, job.profile, item_params(job, item))
+        segmenter = ctx.segmenter(job.method, job.profile, cal.item_params(job, item))
         return ctx.process(job, item, segmenter, item_output_dir(Path(job.results_dir), item.rel_path))
 
 
@@ -58,7 +71,7 @@ def record_extract_job(store: Store, settings: Settings, dataset: Path, method: 
     Its items go to ``extract.<device class>``: the method's own class, or
     ``on_device`` (``cpu`` sends GloPER to CPU workers). The method is built once
     here to validate its parameters and compute the job's identity; it loads no
-    weights. With ``settings_from`` (a finished training job), each photo runs with
+    weights. With ``settings_from`` (a finished calibration job), each photo runs with
     its species' calibrated GloPER settings. Raises :class:`DatasetError` for an
     empty folder, :class:`ManifestError` for a bad manifest (before anything is written).
     ``origin`` is the ``s3://`` URL an embedded run staged ``dataset`` from.
@@ -72,23 +85,17 @@ def record_extract_job(store: Store, settings: Settings, dataset: Path, method: 
     spec = replace(job_spec(settings, dataset, method, profile, params, foreground),
                    source=source_of(origin, listed))
     if settings_from is not None:
-        from gloper_jobs.jobs.kinds.train import (
-            PER_SPECIES,
-            SETTINGS_FROM,
-            TRAIN_METHOD,
-            calibration_of,
-        )
-
-        if method != TRAIN_METHOD:
-            raise InvalidParameterError(f"--settings-from calibrates {TRAIN_METHOD} only, not {method}")
+        if method != cal.CALIBRATED_METHOD:
+            raise InvalidParameterError(f"--settings-from calibrates {cal.CALIBRATED_METHOD} only, not {method}")
         with store.session() as s:
-            per_species = calibration_of(s, settings_from)
-        spec = replace(spec, params={**spec.params, SETTINGS_FROM: settings_from, PER_SPECIES: per_species})
+            per_species = cal.calibration_of(s, settings_from)
+        spec = replace(spec, params={**spec.params, cal.SETTINGS_FROM: settings_from,
+                                     cal.PER_SPECIES: per_species})
     with store.session() as s:
         job, created = repo.get_or_create_job(s, spec)
         added = repo.add_items(s, job, items, batch=settings.submit_batch)
         if job.n_items == 0:
             raise DatasetError(f"no photos under {dataset}; see `gloper run --help` for the layouts")
-        job.queue = queue_name(job.kind, on_device or device_class(method))
+        job.queue = ExtractKind.queue_name(on_device or device_class(method))
         dl.reopen_job(s, job)
     return Submission(job, created, added, skipped=skipped)

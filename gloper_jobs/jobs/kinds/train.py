@@ -1,35 +1,39 @@
-"""Training jobs: calibration sweeps of GloPER's settings on the labelled photos.
+"""Training jobs: one dataset-level GloPER model, trained as one long task.
 
-Its items go to ``train.<device class>`` (GloPER's ``gpu``, or ``--device-class``).
+``gloper submit train DATASET --method gloper --model NAME`` records a job of this kind
+with a single item (the whole dataset) on ``train.<device class>`` (GloPER's ``gpu``, or
+``--device-class``), and the model's row in the store (checkpoint under
+``<results dir>/models/NAME.pt``). The worker that takes the item trains with
+:func:`gloper_jobs.jobs.training.train_dataset`, writing a checkpoint every
+``checkpoint_every`` steps and recording it (step, loss curve, SHA-256) in the store
+while the item's heartbeat runs. A killed worker's item goes stale and is delivered
+again; that delivery continues from the last checkpoint, not from step 0. Extract with
+the model by ``--param model=NAME``.
 
-A training job tries every setting of a grid (over S, local sizes, steps, tau,
-rho, ...) on every labelled photo, one (photo, setting) per item and task. When
-it is done, the setting whose label-free choice scores the best mean Dice on a
-species' photos is stored as that species' calibration; an extract job submitted
-with ``--settings-from JOB`` then runs each photo with its species' settings
-(species without a calibration keep the job's own settings).
+Its task has time limits of its own (6 h; ``GLOPER_TRAIN_[SOFT_]TIME_LIMIT``, formerly
+``GLOPER_TRAIN_MODEL_...``): the extract kind's 30 min would stop an archive's training.
+A training stopped there fails its item, and ``gloper retry-failed JOB`` continues it
+from its last checkpoint.
 """
 
 from __future__ import annotations
 
-import itertools
-from collections import defaultdict
-from collections.abc import Sequence
-from dataclasses import replace
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from sqlmodel import Session, col, select
-
-from gloper_jobs.data.datasets import DatasetItem, iter_dataset
-from gloper_jobs.exceptions import DatasetError, InvalidParameterError, JobNotFoundError
-from gloper_jobs.jobs.kinds.base import JobKind, Submission, SubmitRequest, device_class, job_spec
-from gloper_jobs.jobs.queues import queue_name
-from gloper_jobs.store import Calibration, Candidate, Item, ItemStatus, Job, JobStatus
+from gloper_jobs.data.datasets import DatasetItem, scan_dataset
+from gloper_jobs.exceptions import InvalidParameterError
+from gloper_jobs.jobs.kinds.base import (
+    JobKind,
+    Submission,
+    SubmitOption,
+    SubmitRequest,
+    device_class,
+)
 from gloper_jobs.store import deliveries as dl
 from gloper_jobs.store import repository as repo
-from gloper_jobs.store.models import utcnow
-from gloper_jobs.store.repository import JobSpec, insert_statement
+from gloper_jobs.store.models import Item, Job
 
 if TYPE_CHECKING:
     from gloper_jobs.jobs.context import WorkerContext
@@ -37,180 +41,107 @@ if TYPE_CHECKING:
     from gloper_jobs.settings import Settings
     from gloper_jobs.store import Store
 
-#: a training item's rel_path is "<photo rel_path><SETTING_MARK><index into the grid>"
-SETTING_MARK = "#setting="
-TRAIN_METHOD = "gloper"
-#: job.params keys of an extract job that uses a calibration
-PER_SPECIES = "per_species"
-SETTINGS_FROM = "settings_from"
+MODEL_METHOD = "gloper"
+#: job.params key naming the model the job trains
+MODEL_KEY = "model"
 
 
 class TrainKind(JobKind):
-    """A calibration sweep: every ``--grid`` setting of GloPER on every labelled photo.
-
-    When it drains, the best setting per species is stored (:func:`best_settings`)
-    for ``gloper submit extract --settings-from JOB``.
-    """
+    """Train one dataset model on every photo (no labels); one item, resumable from checkpoints."""
 
     name = "train"
-    summary = ("a calibration sweep: every --grid setting of GloPER on every labelled photo; the best "
-               "settings per species are stored when it finishes, for `submit extract --settings-from JOB`")
-    options: ClassVar[frozenset[str]] = frozenset({"grid", "model"})
+    summary = ("train one dataset-level GloPER model NAME on every photo (no labels) as one task; "
+               "extract with --param model=NAME")
+    submit_options: ClassVar[tuple[SubmitOption, ...]] = (
+        SubmitOption("model", metavar="NAME",
+                     help="The model's name (required): its checkpoint is <results dir>/models/NAME.pt; "
+                          "extract with it by --param model=NAME."),
+    )
+    # one task for the whole archive (it checkpoints as it goes, so a stop costs the last interval)
+    time_limits: ClassVar[tuple[int, int]] = (6 * 3600, 6 * 3600 + 60)
+
+    def check_request(self, request: SubmitRequest) -> None:
+        super().check_request(request)
+        model_name(request)
+        if request.method != MODEL_METHOD:
+            raise InvalidParameterError(f"dataset models are {MODEL_METHOD} models (--method {MODEL_METHOD})")
+        if request.profile is not None:
+            raise InvalidParameterError("--profile does not apply to model training; use --param (size, steps, ...)")
 
     def record(self, store: Store, settings: Settings, request: SubmitRequest) -> Submission:
-        if request.model is not None:  # `submit train --model NAME`: a dataset model, not a sweep
-            from gloper_jobs.jobs.kinds.train_model import TrainModelKind
-
-            return TrainModelKind().record(store, settings, request)
         self.check_request(request)
-        if request.method != TRAIN_METHOD:
-            raise InvalidParameterError(f"training jobs calibrate {TRAIN_METHOD} (--method {TRAIN_METHOD})")
-        return record_train_job(store, settings, request.dataset, parse_grid(request.grid, request.params),
+        return record_model_job(store, settings, request.dataset, model_name(request), request.params,
                                 request.foreground, request.on_device)
 
     def run_item(self, ctx: WorkerContext, job: Job, item: Item) -> ItemOutcome:
-        from gloper_jobs.jobs.pipeline import item_output_dir
+        from gloper_jobs.jobs.pipeline import ItemOutcome
 
-        params, photo = setting_of(job, item)
-        out_dir = item_output_dir(Path(job.results_dir), photo) / f"setting-{item.rel_path.rpartition('=')[2]}"
-        return ctx.process(job, item, ctx.segmenter(job.method, None, params), out_dir)
+        t0 = time.perf_counter()
+        info = run_model_job(ctx.settings, ctx.store, job)
+        return ItemOutcome(candidates=[], choice="", seconds=time.perf_counter() - t0, width=0, height=0,
+                           foreground_fraction=None, foreground_fallback=None, device=info.pop("device"),
+                           info=info)
 
-    def on_drained(self, session: Session, job: Job) -> None:
-        best_settings(session, job)
+
+def model_name(request: SubmitRequest) -> str:
+    """The model a training request names; without one, the error says what to pass."""
+    if not request.model:
+        raise InvalidParameterError(
+            "a training job needs a name: --model NAME (the dataset model to train; extract with it by "
+            "--param model=NAME). A sweep of settings over labelled photos is `gloper submit calibrate "
+            "LABELLED --grid NAME=V1,V2`")
+    return request.model
 
 
-def record_train_job(store: Store, settings: Settings, dataset: Path, grid: list[dict[str, Any]],
-                     foreground: bool = True, on_device: str | None = None) -> Submission:
-    """Record a training (calibration) job: every labelled photo x every setting of ``grid``
-    (from :func:`parse_grid`), one item each (idempotent).
+def checkpoint_path(settings: Settings, name: str) -> Path:
+    """Where the queue keeps model ``name``'s checkpoint: ``<results dir>/models/<name>.pt``."""
+    return settings.results_dir.resolve() / "models" / f"{name}.pt"
 
-    Its items go to ``train.<device class>`` (GloPER's ``gpu``, or ``on_device``).
-    Raises :class:`DatasetError` when the dataset has no labelled photo.
+
+def record_model_job(store: Store, settings: Settings, dataset: Path, name: str,
+                     params: dict[str, Any] | None = None, foreground: bool = True,
+                     on_device: str | None = None) -> Submission:
+    """Record (idempotently) the job that trains model ``name`` on ``dataset``, and the model.
+
+    Validates the training settings, refuses a name taken by a model of another dataset or
+    other settings (:class:`~gloper_jobs.store.model_registry.ModelConflictError`; only
+    ``steps`` may grow) and a folder without photos (:class:`DatasetError`).
     """
-    spec = train_spec(job_spec(settings, dataset, TRAIN_METHOD, None, None, foreground), grid)
-    items = train_items(Path(dataset), len(grid))
+    from gloper_jobs.jobs.training import model_params
+    from gloper_jobs.methods.gloper.dataset_model.checkpoint import RESUMABLE_CHANGES
+    from gloper_jobs.store.model_registry import register_model
+
+    p = model_params(settings, params)
+    data = str(Path(dataset).resolve())
+    scan_dataset(Path(dataset), with_labels=False)  # fails now, naming the folder, if it has no photos
+    spec = repo.JobSpec(
+        kind=TrainKind.name, dataset=data, method=MODEL_METHOD, params={MODEL_KEY: name, **p.identity()},
+        profile=None, foreground_model=settings.foreground_model if foreground else "none",
+        eval_size=settings.eval_size, results_root=str(settings.results_dir.resolve()),
+    )
     with store.session() as s:
         job, created = repo.get_or_create_job(s, spec)
-        added = repo.add_items(s, job, items, batch=settings.submit_batch)
-        job.queue = queue_name(job.kind, on_device or device_class(TRAIN_METHOD))
+        register_model(s, name, data, p.identity(), str(checkpoint_path(settings, name)), p.steps, job.id,
+                       RESUMABLE_CHANGES)
+        added = repo.add_items(s, job, [DatasetItem(f"{MODEL_KEY}:{name}", Path(data), "all", None)])
+        job.queue = TrainKind.queue_name(on_device or device_class(MODEL_METHOD))
         dl.reopen_job(s, job)
     return Submission(job, created, added)
 
 
-def parse_grid(pairs: Sequence[str], base: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """The settings of a grid, validated: the product of every ``NAME=V1,V2`` pair.
+def run_model_job(settings: Settings, store: Store, job: Job) -> dict[str, Any]:
+    """Train the model of ``job``, continuing its last checkpoint; returns the item's ``info``."""
+    from gloper_jobs.jobs.training import train_dataset
+    from gloper_jobs.store.model_registry import get_model
 
-    ``local_sizes`` alternatives are separated by ``;`` (``local_sizes=8,16;16,32``),
-    every other parameter's by ``,``. ``base`` holds the fixed parameters. Returns
-    each setting's result-determining parameters (a GloPER identity dict).
-    Raises :class:`InvalidParameterError` naming the bad pair or setting.
-    """
-    from gloper_jobs.methods.gloper import GloperParams
-    axes: dict[str, list[str]] = {}
-    for pair in pairs:
-        name, sep, values = pair.partition("=")
-        name = name.strip()
-        if not sep or not values.strip():
-            raise InvalidParameterError(f"--grid {pair!r}: use NAME=V1,V2 (e.g. --grid steps=25,50)")
-        if name not in GloperParams.field_names():
-            raise InvalidParameterError(f"--grid {name!r}: valid names: {', '.join(GloperParams.field_names())}")
-        alternatives = values.split(";") if name == "local_sizes" else values.split(",")
-        axes[name] = [v.strip() for v in alternatives if v.strip()]
-    if not axes:
-        raise InvalidParameterError("a training job needs at least one --grid NAME=V1,V2")
-    settings: list[dict[str, Any]] = []
-    for combo in itertools.product(*axes.values()):
-        setting: dict[str, Any] = {**(base or {}), **dict(zip(axes, combo, strict=True))}
-        try:
-            settings.append(GloperParams.build(**setting).identity())
-        except InvalidParameterError as exc:
-            raise InvalidParameterError(f"grid setting {setting}: {exc}") from exc
-    unique = {repr(sorted(s.items())): s for s in settings}
-    return list(unique.values())
-
-
-def train_spec(base: JobSpec, grid: list[dict[str, Any]]) -> JobSpec:
-    """The job spec of a training job over ``grid`` (its identity includes the grid)."""
-    return replace(base, kind=TrainKind.name, method=TRAIN_METHOD, params={"grid": grid})
-
-
-def train_items(dataset: Path, n_settings: int) -> list[DatasetItem]:
-    """One item per (labelled photo, setting); raises :class:`DatasetError` without labels."""
-    photos = [it for it in iter_dataset(Path(dataset)) if it.label_path is not None]
-    if not photos:
-        raise DatasetError(f"no labelled photos under {dataset}: a training job needs label/ or labels/ folders")
-    return [replace(it, rel_path=f"{it.rel_path}{SETTING_MARK}{k}") for it in photos for k in range(n_settings)]
-
-
-def setting_of(job: Job, item: Item) -> tuple[dict[str, Any], str]:
-    """The GloPER parameters a training item runs with, and its photo's rel_path."""
-    photo, sep, index = item.rel_path.rpartition(SETTING_MARK)
-    grid = job.params.get("grid", [])
-    if not sep or not index.isdigit() or int(index) >= len(grid):
-        raise InvalidParameterError(f"training item {item.rel_path!r} names no setting of job {job.id}'s grid")
-    return dict(grid[int(index)]), photo
-
-
-def item_params(job: Job, item: Item) -> dict[str, Any]:
-    """The method parameters an extract item runs with: its species' calibration if the
-    job was submitted with ``--settings-from``, else the job's own."""
-    params = {k: v for k, v in job.params.items() if k not in (PER_SPECIES, SETTINGS_FROM)}
-    return {**params, **job.params.get(PER_SPECIES, {}).get(item.species, {})}
-
-
-def best_settings(session: Session, job: Job) -> list[Calibration]:
-    """Compute and store (upsert) the best setting per species of a finished training job.
-
-    The score of a setting on a species is the mean Dice of the label-free choice
-    over the species' photos (what an unlabelled archive would get); ties keep the
-    earlier setting of the grid.
-    """
-    if job.id is None or job.kind != TrainKind.name:
-        raise JobNotFoundError(f"job {job.id} is not a training job")
-    rows = session.exec(
-        select(Item, Candidate).join(Candidate, col(Candidate.item_id) == col(Item.id))
-        .where(Item.job_id == job.id, Item.status == ItemStatus.done.value, col(Candidate.is_choice))
-    ).all()
-    scores: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for item, cand in rows:
-        if cand.dice is None:
-            continue
-        index = int(item.rel_path.rpartition(SETTING_MARK)[2])
-        scores[item.species][index].append(cand.dice)
-    grid = job.params["grid"]
-    out: list[Calibration] = []
-    for species, per_setting in sorted(scores.items()):
-        means = {k: sum(v) / len(v) for k, v in per_setting.items()}
-        best = min(means, key=lambda k: (-means[k], k))
-        values = {"job_id": job.id, "species": species, "params": grid[best], "dice": means[best],
-                  "photos": len(per_setting[best]), "settings_tried": len(means), "created_at": utcnow()}
-        stmt = insert_statement(session, Calibration).values(**values)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["job_id", "species"],
-            set_={k: stmt.excluded[k] for k in values if k not in ("job_id", "species")})
-        session.execute(stmt)
-        out.append(Calibration(**values))
-    return out
-
-
-def calibration_of(session: Session, job_id: int) -> dict[str, dict[str, Any]]:
-    """Species -> best GloPER parameters of training job ``job_id`` (which must be done)."""
-    job = session.get(Job, job_id)
-    if job is None or job.kind != TrainKind.name:
-        raise JobNotFoundError(f"job {job_id} is not a training job; `gloper jobs` lists them")
-    if job.status != JobStatus.done.value:
-        raise JobNotFoundError(f"training job {job_id} is not finished ({job.status}); "
-                               f"see `gloper status {job_id}`")
-    stored = session.exec(select(Calibration).where(Calibration.job_id == job_id)).all()
-    rows = stored or best_settings(session, job)
-    if not rows:
-        raise JobNotFoundError(f"training job {job_id} scored no photo; nothing to calibrate from")
-    return {c.species: dict(c.params) for c in rows}
-
-
-def format_calibration(rows: Sequence[Calibration]) -> str:
-    lines = [f"{'species':<14} {'photos':>6} {'tried':>5} {'Dice':>6}  settings"]
-    for c in rows:
-        settings = ", ".join(f"{k}={v}" for k, v in c.params.items())
-        lines.append(f"{c.species:<14} {c.photos:>6} {c.settings_tried:>5} {c.dice:>6.3f}  {settings}")
-    return "\n".join(lines)
+    name = str(job.params[MODEL_KEY])
+    params = {k: v for k, v in job.params.items() if k != MODEL_KEY}
+    with store.session() as s:
+        out = Path(get_model(s, name).checkpoint_path)
+    foreground = job.foreground_model != "none"
+    run_settings = settings.model_copy(update={"foreground_model": job.foreground_model}) if foreground else settings
+    r = train_dataset(Path(job.dataset), out, run_settings, params, foreground=foreground, progress=False,
+                      name=name, job_id=job.id)
+    return {"model": name, "checkpoint": str(out), "step": r.step, "start_step": r.start_step,
+            "final_loss": r.losses[-1] if r.losses else None, "photos": r.photos, "device": r.device,
+            "train_seconds": round(r.seconds, 3), "photos_per_second": round(r.photos_per_second, 3)}

@@ -1,0 +1,208 @@
+"""``gloper`` commands that run and inspect: run, segment, methods, report, calibration, jobs,
+status, export. Each parses, builds the objects, calls one library function, prints.
+
+Options default to None and are dropped, so the library's defaults apply.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from gloper_jobs import defaults
+from gloper_jobs.cli.common import load_settings, open_store
+from gloper_jobs.cli.options import (
+    manifest_option,
+    method_option,
+    no_foreground_option,
+    param_option,
+    profile_option,
+)
+from gloper_jobs.cli.options import parse_params as _params
+
+if TYPE_CHECKING:
+    from gloper_jobs.settings import Settings
+
+
+@click.command()
+@click.argument("dataset")
+@method_option
+@profile_option
+@param_option
+@no_foreground_option
+@click.option("--retry-failed", is_flag=True, help="Process failed items again.")
+@click.option("--limit", type=int, default=None, help="Process at most N pending photos this time.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@manifest_option
+@click.option("--upload-results", default=None, metavar="s3://BUCKET/PREFIX",
+              help="Mirror the job's mask folder there when the run ends.")
+def run(dataset: str, method: str | None, profile: str | None, params: tuple[str, ...], no_foreground: bool,
+        retry_failed: bool, limit: int | None, no_progress: bool, manifest: str | None,
+        upload_results: str | None) -> None:
+    """Process every photo under DATASET (a folder or s3://bucket/prefix) on this machine; resumable."""
+    from gloper_jobs.jobs.runner import run_dataset
+
+    settings = load_settings()
+    summary = run_dataset(dataset, method or defaults.DEFAULT_METHOD, settings, profile, _params(params),
+                          foreground=not no_foreground, retry_failed=retry_failed, limit=limit,
+                          progress=not no_progress, manifest=manifest)
+    click.echo(f"job {summary.job.id}: {summary.processed} processed, {len(summary.failed)} failed, "
+               f"{summary.skipped} already done (store: {settings.database_url})")
+    click.echo(summary.report)
+    if upload_results:
+        from gloper_jobs.storage import upload_tree
+
+        target = f"{upload_results.rstrip('/')}/{Path(summary.job.results_dir).name}"
+        click.echo(f"uploaded {upload_tree(Path(summary.job.results_dir), target)} files to {target}")
+
+
+@click.command()
+@click.argument("image", type=click.Path(path_type=Path))
+@method_option
+@profile_option
+@param_option
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Output folder (default: <results dir>/segment/<image name>).")
+@click.option("--species", default=None, help="Species name, for methods that use it.")
+@no_foreground_option
+def segment(image: Path, method: str | None, profile: str | None, params: tuple[str, ...],
+            out_dir: Path | None, species: str | None, no_foreground: bool) -> None:
+    """Segment one photo: writes every candidate mask and an overlay PNG of the choice."""
+    from gloper_jobs.jobs.pipeline import segment_image
+
+    settings = load_settings()
+    out = out_dir or settings.results_dir / "segment" / image.name
+    result = segment_image(image, method or defaults.DEFAULT_METHOD, settings, out, profile, _params(params),
+                           species=species, foreground=not no_foreground)
+    for name, path in result.masks.items():
+        mark = "  <- choice" if name == result.choice else ""
+        click.echo(f"{name}: {path}{mark}")
+    click.echo(f"overlay: {result.overlay}")
+
+
+@click.command()
+def methods() -> None:
+    """List the registered methods, their parameters and profiles."""
+    import dataclasses
+
+    from gloper_jobs.methods.registry import REGISTRY, list_segmenters, load_plugins
+
+    load_plugins(load_settings().plugin_modules)
+    for name in list_segmenters():
+        cls = REGISTRY[name]
+        fields = ", ".join(f"{f.name}={f.default!r}" for f in dataclasses.fields(cls.Params))
+        click.echo(f"{name}  [{cls.device_class}]  profiles: {', '.join(cls.profiles)}")
+        click.echo(f"    {fields}")
+
+
+@click.command()
+@click.argument("job_id", type=int, required=False)
+@click.option("--html", "html_out", default=None, metavar="PATH",
+              help="Write a self-contained HTML report there (local or s3://) instead of printing.")
+def report(job_id: int | None, html_out: str | None) -> None:
+    """Print a job's Dice table and failed photos (the newest job by default)."""
+    from gloper_jobs.scoring.reports import job_report
+    from gloper_jobs.store.repository import get_job
+
+    store = open_store(load_settings())
+    with store.session() as s:
+        job = get_job(s, job_id)
+        if html_out is None:
+            click.echo(job_report(s, job))
+            return
+        from gloper_jobs.reporting import write_html_report
+
+        click.echo(f"wrote {write_html_report(s, job, html_out)}")
+
+
+@click.command()
+@click.argument("job_id", type=int)
+def calibration(job_id: int) -> None:
+    """Print (and store) the best GloPER settings per species of calibration job JOB_ID."""
+    from gloper_jobs.jobs.calibration import best_settings, format_calibration
+    from gloper_jobs.store.repository import get_job
+
+    store = open_store(load_settings())
+    with store.session() as s:
+        click.echo(format_calibration(best_settings(s, get_job(s, job_id))))
+
+
+@click.command()
+def jobs() -> None:
+    """List the jobs in the store."""
+    from gloper_jobs.store.repository import list_jobs, status_counts
+
+    store = open_store(load_settings())
+    with store.session() as s:
+        listed = list_jobs(s)
+        if not listed:
+            click.echo(f"no jobs in the store {store.url}: start one with `gloper run DATASET` or `gloper submit`")
+        for job in listed:
+            counts = status_counts(s, job.id) if job.id else {}
+            summary = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+            click.echo(f"{job.id:>5}  {job.kind:<9} {job.method:<10} {job.status:<9} {summary}  {job.dataset}")
+
+
+@click.command()
+@click.argument("job_id", type=int, required=False)
+@click.option("--watch", "watch", type=float, default=None, is_flag=False, flag_value=5.0,
+              help="Print again every N seconds (5 by default) until the job is finished.")
+def status(job_id: int | None, watch: float | None) -> None:
+    """Progress of JOB (the newest by default): counts, photos/h, ETA, workers, latest errors."""
+    from gloper_jobs.jobs.progress import format_progress, job_progress
+    from gloper_jobs.store import JobStatus
+    from gloper_jobs.store.repository import get_job
+
+    settings = load_settings()
+    store = open_store(settings)
+    while True:
+        with store.session() as s:
+            p = job_progress(s, get_job(s, job_id), settings.stale_seconds)
+        if watch:
+            click.clear()
+        click.echo(format_progress(p))
+        paused = _paused_workers(settings)
+        if paused:
+            click.echo(f"  paused (outside their --window): {', '.join(paused)}")
+        if not watch or p.job.status in (JobStatus.done.value, JobStatus.cancelled.value):
+            return
+        time.sleep(watch)
+
+
+def _paused_workers(settings: Settings, timeout: float = 1.0) -> list[str]:
+    """Workers that answer but consume no queue (outside their ``--window``); [] when the
+    broker or the extra is missing (status reads the store, which is what matters)."""
+    try:
+        from schedulers.preflight import check_broker
+        from workers.app import make_app
+
+        check_broker(settings.broker_url, timeout=0.5,  # down: say nothing rather than hang on retries
+                     ssl_ca=str(settings.broker_ssl_ca) if settings.broker_ssl_ca else None)
+        queues = make_app(settings).control.inspect(timeout=timeout).active_queues() or {}
+    except Exception:  # noqa: BLE001 - a live view only; never fail `gloper status` on it
+        return []
+    return sorted(node for node, qs in queues.items() if not qs)
+
+
+@click.command()
+@click.argument("job_ids", type=int, nargs=-1, required=True)
+@click.option("--format", "fmt", type=click.Choice(defaults.EXPORT_FORMATS), default="parquet", show_default=True)
+@click.option("--out", "out", required=True, metavar="PATH",
+              help="File to write (local or s3://bucket/key).")
+def export(job_ids: tuple[int, ...], fmt: str, out: str) -> None:
+    """Export jobs JOB_IDS: one row per photo (Parquet, CSV) or a COCO JSON of the chosen masks."""
+    from gloper_jobs.exports import export_jobs
+
+    store = open_store(load_settings())
+    with store.session() as s:
+        result = export_jobs(s, job_ids, fmt, out)
+    unit = "annotations" if fmt == "coco" else "rows"
+    click.echo(f"wrote {result.location}: {result.rows} {unit}, {result.size:,} bytes, {result.seconds:.2f} s")
+    if result.problems:
+        click.secho(f"{result.problems} mask file(s) could not be read: see the rows' error column", fg="yellow")
+
+
+COMMANDS = [run, segment, methods, report, calibration, jobs, status, export]

@@ -1,0 +1,167 @@
+"""Calibration: GloPER's settings swept over the labelled photos, the best per species kept.
+
+The one home of what the ``calibrate`` kind (:mod:`gloper_jobs.jobs.kinds.calibrate`), the
+``extract`` kind (``--settings-from JOB``) and ``gloper calibration JOB`` share, so no
+kind imports another.
+
+A calibration job tries every setting of a grid (over S, local sizes, steps, tau,
+rho, ...) on every labelled photo, one (photo, setting) per item and task. When
+it is done, the setting whose label-free choice scores the best mean Dice on a
+species' photos is stored as that species' calibration (table ``calibration``); an
+extract job submitted with ``--settings-from JOB`` then runs each photo with its
+species' settings (species without a calibration keep the job's own settings).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlmodel import Session, col, select
+
+from gloper_jobs.data.datasets import DatasetItem, iter_dataset
+from gloper_jobs.exceptions import DatasetError, InvalidParameterError, JobNotFoundError
+from gloper_jobs.store import Calibration, Candidate, Item, ItemStatus, Job, JobStatus
+from gloper_jobs.store.models import utcnow
+from gloper_jobs.store.repository import JobSpec, insert_statement
+
+if TYPE_CHECKING:
+    from gloper_jobs.settings import Settings
+
+#: ``job.kind`` of a calibration job (the name of :class:`~gloper_jobs.jobs.kinds.calibrate.CalibrateKind`)
+KIND = "calibrate"
+#: the method calibrated
+CALIBRATED_METHOD = "gloper"
+#: a calibration item's rel_path is "<photo rel_path><SETTING_MARK><index into the grid>"
+SETTING_MARK = "#setting="
+#: job.params keys of an extract job that uses a calibration
+PER_SPECIES = "per_species"
+SETTINGS_FROM = "settings_from"
+
+
+def parse_grid(pairs: Sequence[str], base: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The settings of a grid, validated: the product of every ``NAME=V1,V2`` pair.
+
+    ``local_sizes`` alternatives are separated by ``;`` (``local_sizes=8,16;16,32``),
+    every other parameter's by ``,``. ``base`` holds the fixed parameters. Returns
+    each setting's result-determining parameters (a GloPER identity dict).
+    Raises :class:`InvalidParameterError` naming the bad pair or setting.
+    """
+    from gloper_jobs.methods.gloper import GloperParams
+    axes: dict[str, list[str]] = {}
+    for pair in pairs:
+        name, sep, values = pair.partition("=")
+        name = name.strip()
+        if not sep or not values.strip():
+            raise InvalidParameterError(f"--grid {pair!r}: use NAME=V1,V2 (e.g. --grid steps=25,50)")
+        if name not in GloperParams.field_names():
+            raise InvalidParameterError(f"--grid {name!r}: valid names: {', '.join(GloperParams.field_names())}")
+        alternatives = values.split(";") if name == "local_sizes" else values.split(",")
+        axes[name] = [v.strip() for v in alternatives if v.strip()]
+    if not axes:
+        raise InvalidParameterError("a calibration job needs at least one --grid NAME=V1,V2")
+    settings: list[dict[str, Any]] = []
+    for combo in itertools.product(*axes.values()):
+        setting: dict[str, Any] = {**(base or {}), **dict(zip(axes, combo, strict=True))}
+        try:
+            settings.append(GloperParams.build(**setting).identity())
+        except InvalidParameterError as exc:
+            raise InvalidParameterError(f"grid setting {setting}: {exc}") from exc
+    unique = {repr(sorted(s.items())): s for s in settings}
+    return list(unique.values())
+
+
+def calibration_spec(settings: Settings, dataset: Path, grid: list[dict[str, Any]], foreground: bool) -> JobSpec:
+    """The job spec of a calibration job over ``grid`` (its identity includes the grid)."""
+    from gloper_jobs.jobs.kinds.base import job_spec
+
+    base = job_spec(settings, dataset, CALIBRATED_METHOD, None, None, foreground)
+    return replace(base, kind=KIND, method=CALIBRATED_METHOD, params={"grid": grid})
+
+
+def calibration_items(dataset: Path, n_settings: int) -> list[DatasetItem]:
+    """One item per (labelled photo, setting); raises :class:`DatasetError` without labels."""
+    photos = [it for it in iter_dataset(Path(dataset)) if it.label_path is not None]
+    if not photos:
+        raise DatasetError(f"no labelled photos under {dataset}: a calibration job needs label/ or labels/ "
+                           "folders")
+    return [replace(it, rel_path=f"{it.rel_path}{SETTING_MARK}{k}") for it in photos for k in range(n_settings)]
+
+
+def setting_of(job: Job, item: Item) -> tuple[dict[str, Any], str]:
+    """The GloPER parameters a calibration item runs with, and its photo's rel_path."""
+    photo, sep, index = item.rel_path.rpartition(SETTING_MARK)
+    grid = job.params.get("grid", [])
+    if not sep or not index.isdigit() or int(index) >= len(grid):
+        raise InvalidParameterError(f"calibration item {item.rel_path!r} names no setting of job {job.id}'s grid")
+    return dict(grid[int(index)]), photo
+
+
+def item_params(job: Job, item: Item) -> dict[str, Any]:
+    """The method parameters an extract item runs with: its species' calibration if the
+    job was submitted with ``--settings-from``, else the job's own."""
+    params = {k: v for k, v in job.params.items() if k not in (PER_SPECIES, SETTINGS_FROM)}
+    return {**params, **job.params.get(PER_SPECIES, {}).get(item.species, {})}
+
+
+def best_settings(session: Session, job: Job) -> list[Calibration]:
+    """Compute and store (upsert) the best setting per species of a finished calibration job.
+
+    The score of a setting on a species is the mean Dice of the label-free choice
+    over the species' photos (what an unlabelled archive would get); ties keep the
+    earlier setting of the grid.
+    """
+    if job.id is None or job.kind != KIND:
+        raise JobNotFoundError(f"job {job.id} is not a calibration job; `gloper jobs` lists them")
+    rows = session.exec(
+        select(Item, Candidate).join(Candidate, col(Candidate.item_id) == col(Item.id))
+        .where(Item.job_id == job.id, Item.status == ItemStatus.done.value, col(Candidate.is_choice))
+    ).all()
+    scores: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for item, cand in rows:
+        if cand.dice is None:
+            continue
+        index = int(item.rel_path.rpartition(SETTING_MARK)[2])
+        scores[item.species][index].append(cand.dice)
+    grid = job.params["grid"]
+    out: list[Calibration] = []
+    for species, per_setting in sorted(scores.items()):
+        means = {k: sum(v) / len(v) for k, v in per_setting.items()}
+        best = min(means, key=lambda k: (-means[k], k))
+        values = {"job_id": job.id, "species": species, "params": grid[best], "dice": means[best],
+                  "photos": len(per_setting[best]), "settings_tried": len(means), "created_at": utcnow()}
+        stmt = insert_statement(session, Calibration).values(**values)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["job_id", "species"],
+            set_={k: stmt.excluded[k] for k in values if k not in ("job_id", "species")})
+        session.execute(stmt)
+        out.append(Calibration(**values))
+    return out
+
+
+def calibration_of(session: Session, job_id: int) -> dict[str, dict[str, Any]]:
+    """Species -> best GloPER parameters of calibration job ``job_id`` (which must be done)."""
+    job = session.get(Job, job_id)
+    if job is None or job.kind != KIND:
+        raise JobNotFoundError(f"job {job_id} is not a calibration job; `gloper jobs` lists them")
+    if job.status != JobStatus.done.value:
+        raise JobNotFoundError(f"calibration job {job_id} is not finished ({job.status}); "
+                               f"see `gloper status {job_id}`")
+    stored = session.exec(select(Calibration).where(Calibration.job_id == job_id)).all()
+    rows = stored or best_settings(session, job)
+    if not rows:
+        raise JobNotFoundError(f"calibration job {job_id} scored no photo; nothing to calibrate from")
+    return {c.species: dict(c.params) for c in rows}
+
+
+def format_calibration(rows: Sequence[Calibration]) -> str:
+    """The printable table of ``gloper calibration JOB``: one line per species."""
+    lines = [f"{'species':<14} {'photos':>6} {'tried':>5} {'Dice':>6}  settings"]
+    for c in rows:
+        settings = ", ".join(f"{k}={v}" for k, v in c.params.items())
+        lines.append(f"{c.species:<14} {c.photos:>6} {c.settings_tried:>5} {c.dice:>6.3f}  {settings}")
+    return "\n".join(lines)

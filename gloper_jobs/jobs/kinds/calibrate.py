@@ -1,0 +1,84 @@
+"""Calibration jobs: every ``--grid`` setting of GloPER on every labelled photo.
+
+``gloper submit calibrate LABELLED --method gloper --grid rho=0.4,0.5`` records one item
+per (photo, setting) on ``calibrate.<device class>`` (GloPER's ``gpu``, or
+``--device-class``). When the job drains, the best setting per species is stored for
+``gloper submit extract --settings-from JOB``; the grid, the scoring and the stored
+calibrations are :mod:`gloper_jobs.jobs.calibration`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from sqlmodel import Session
+
+from gloper_jobs.exceptions import InvalidParameterError
+from gloper_jobs.jobs import calibration as cal
+from gloper_jobs.jobs.kinds.base import JobKind, Submission, SubmitOption, device_class
+from gloper_jobs.store import deliveries as dl
+from gloper_jobs.store import repository as repo
+from gloper_jobs.store.models import Item, Job
+
+if TYPE_CHECKING:
+    from gloper_jobs.jobs.context import WorkerContext
+    from gloper_jobs.jobs.kinds.base import SubmitRequest
+    from gloper_jobs.jobs.pipeline import ItemOutcome
+    from gloper_jobs.settings import Settings
+    from gloper_jobs.store import Store
+
+
+class CalibrateKind(JobKind):
+    """A calibration sweep: every ``--grid`` setting of GloPER on every labelled photo.
+
+    When it drains, the best setting per species is stored
+    (:func:`~gloper_jobs.jobs.calibration.best_settings`).
+    """
+
+    name = cal.KIND
+    summary = ("a calibration sweep: every --grid setting of GloPER on every labelled photo; the best "
+               "settings per species are stored when it finishes, for `submit extract --settings-from JOB`")
+    submit_options: ClassVar[tuple[SubmitOption, ...]] = (
+        SubmitOption("grid", multiple=True, metavar="NAME=V1,V2",
+                     help="One axis of the GloPER settings grid, e.g. --grid size=128,256 --grid steps=25,50 "
+                          "--grid local_sizes=8,16;16,32 (local_sizes alternatives split by ';')."),
+    )
+    time_limits: ClassVar[tuple[int, int]] = (1800, 1860)  # one (photo, setting), as an extract task
+
+    def record(self, store: Store, settings: Settings, request: SubmitRequest) -> Submission:
+        self.check_request(request)
+        if request.method != cal.CALIBRATED_METHOD:
+            raise InvalidParameterError(
+                f"calibration jobs calibrate {cal.CALIBRATED_METHOD} (--method {cal.CALIBRATED_METHOD})")
+        return record_calibrate_job(store, settings, request.dataset,
+                                    cal.parse_grid(request.grid, request.params), request.foreground,
+                                    request.on_device)
+
+    def run_item(self, ctx: WorkerContext, job: Job, item: Item) -> ItemOutcome:
+        from gloper_jobs.jobs.pipeline import item_output_dir
+
+        params, photo = cal.setting_of(job, item)
+        out_dir = item_output_dir(Path(job.results_dir), photo) / f"setting-{item.rel_path.rpartition('=')[2]}"
+        return ctx.process(job, item, ctx.segmenter(job.method, None, params), out_dir)
+
+    def on_drained(self, session: Session, job: Job) -> None:
+        cal.best_settings(session, job)
+
+
+def record_calibrate_job(store: Store, settings: Settings, dataset: Path, grid: list[dict[str, Any]],
+                         foreground: bool = True, on_device: str | None = None) -> Submission:
+    """Record a calibration job: every labelled photo x every setting of ``grid``
+    (from :func:`~gloper_jobs.jobs.calibration.parse_grid`), one item each (idempotent).
+
+    Its items go to ``calibrate.<device class>`` (GloPER's ``gpu``, or ``on_device``).
+    Raises :class:`DatasetError` when the dataset has no labelled photo.
+    """
+    spec = cal.calibration_spec(settings, dataset, grid, foreground)
+    items = cal.calibration_items(Path(dataset), len(grid))
+    with store.session() as s:
+        job, created = repo.get_or_create_job(s, spec)
+        added = repo.add_items(s, job, items, batch=settings.submit_batch)
+        job.queue = CalibrateKind.queue_name(on_device or device_class(cal.CALIBRATED_METHOD))
+        dl.reopen_job(s, job)
+    return Submission(job, created, added)
