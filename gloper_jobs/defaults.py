@@ -93,7 +93,7 @@ RETRY_BACKOFF = 5  # s, first retry delay after a transient error; doubles each 
 RETRY_BACKOFF_MAX = 300  # s
 MAX_RETRIES = 8
 # Redis re-delivers an unacknowledged task after this long: above every hard limit
-# plus the longest retry delay (Settings.check_visibility_timeout enforces it).
+# plus the longest retry delay (gloper_jobs.jobs.kinds.check_time_limits enforces it).
 VISIBILITY_TIMEOUT = 8 * 3600
 MAX_DELIVERIES = 3  # deliveries that end without a result (dead worker) before failing
 HEARTBEAT_SECONDS = 10.0

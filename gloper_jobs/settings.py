@@ -250,47 +250,22 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _limits_ordered(self) -> Settings:
-        from gloper_jobs.jobs.kinds import KINDS
-
-        for kind in KINDS:
-            soft, hard = self.time_limits(kind)
-            if soft >= hard:
-                raise ValueError(
-                    f"{kind}_soft_time_limit ({soft}) must be below {kind}_time_limit ({hard})"
-                )
+        for name in type(self).model_fields:
+            if name.endswith("_soft_time_limit"):
+                kind = name.removesuffix("_soft_time_limit")
+                soft, hard = self.time_limit_overrides(kind)
+                if soft is not None and hard is not None and soft >= hard:
+                    raise ValueError(f"{kind}_soft_time_limit ({soft}) must be below {kind}_time_limit ({hard})")
         if self.stale_seconds <= 2 * self.heartbeat_seconds:
             raise ValueError(f"stale_seconds ({self.stale_seconds}) must exceed twice "
                              f"heartbeat_seconds ({self.heartbeat_seconds})")
         return self
 
-    def time_limits(self, kind: str) -> tuple[int, int]:
-        """``(soft, hard)`` seconds for one task of job kind ``kind``: the kind's own
-        (:attr:`~gloper_jobs.jobs.kinds.base.JobKind.time_limits`), each overridden by its
-        ``GLOPER_<KIND>_[SOFT_]TIME_LIMIT`` where the kind has such settings and they are set.
-        """
-        from gloper_jobs.jobs.kinds import get_kind
-
-        soft, hard = get_kind(kind).time_limits
-        soft_set = getattr(self, f"{kind}_soft_time_limit", None)
-        hard_set = getattr(self, f"{kind}_time_limit", None)
-        return int(soft if soft_set is None else soft_set), int(hard if hard_set is None else hard_set)
-
-    def check_visibility_timeout(self) -> None:
-        """Refuse a Redis visibility timeout that could redeliver a task still running.
-
-        Redis hands an unacknowledged task to another worker after
-        ``visibility_timeout`` seconds (celery#5935): it must exceed the longest hard
-        time limit plus the longest retry delay. Raises :class:`ConfigurationError`.
-        """
-        from gloper_jobs.jobs.kinds import KINDS
-
-        longest = max(self.time_limits(k)[1] for k in KINDS) + self.retry_backoff_max
-        if self.visibility_timeout <= longest:
-            raise ConfigurationError(
-                f"GLOPER_VISIBILITY_TIMEOUT={self.visibility_timeout} s must exceed the longest hard "
-                f"time limit plus GLOPER_RETRY_BACKOFF_MAX ({longest} s), or Redis would hand running "
-                f"tasks to a second worker; set GLOPER_VISIBILITY_TIMEOUT={longest * 2}"
-            )
+    def time_limit_overrides(self, kind: str) -> tuple[int | None, int | None]:
+        """``GLOPER_<KIND>_SOFT_TIME_LIMIT`` and ``GLOPER_<KIND>_TIME_LIMIT`` (None where unset
+        or where the kind has no such settings); the kinds' own limits apply otherwise
+        (:func:`gloper_jobs.jobs.kinds.time_limits`)."""
+        return getattr(self, f"{kind}_soft_time_limit", None), getattr(self, f"{kind}_time_limit", None)
 
     @property
     def plugin_modules(self) -> list[str]:

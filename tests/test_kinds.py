@@ -20,7 +20,15 @@ from gloper_jobs.exceptions import ConfigurationError, InvalidParameterError, Jo
 from gloper_jobs.jobs import queues
 from gloper_jobs.jobs.context import WorkerContext
 from gloper_jobs.jobs.execution import execute_item
-from gloper_jobs.jobs.kinds import KINDS, JobKind, Submission, SubmitOption, SubmitRequest, get_kind
+from gloper_jobs.jobs.kinds import (
+    KINDS,
+    JobKind,
+    Submission,
+    SubmitOption,
+    SubmitRequest,
+    get_kind,
+    time_limits,
+)
 from gloper_jobs.jobs.kinds.base import job_spec
 from gloper_jobs.jobs.pipeline import ItemOutcome
 from gloper_jobs.jobs.recording import run_and_record
@@ -131,7 +139,7 @@ def test_a_registered_kind_gets_its_submit_command_options_and_time_limits(
     taken = runner.invoke(main, ["submit", "count", str(dataset), "-m", "kmeans", "--letters", "ab"])
     assert taken.exit_code == 2 and "does not answer" in taken.output  # past the options, at the broker
     assert not (tmp_path / "cli.db").exists()
-    assert Settings.from_env().time_limits("count") == (5, 10)
+    assert time_limits(Settings.from_env(), "count") == (5, 10)
     pytest.importorskip("celery")
     from workers.app import celery_config
 

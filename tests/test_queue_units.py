@@ -14,6 +14,7 @@ from sqlmodel import select
 
 from gloper_jobs.data.synthetic import make_dataset
 from gloper_jobs.exceptions import ConfigurationError
+from gloper_jobs.jobs.kinds import check_time_limits, time_limits
 from gloper_jobs.jobs.kinds.extract import record_extract_job
 from gloper_jobs.jobs.submission import enqueue_unfinished, reconcile, retry_failed
 from gloper_jobs.settings import Settings
@@ -57,10 +58,10 @@ class Recorder:
 def test_visibility_timeout_must_exceed_hard_limit_plus_backoff() -> None:
     limits = {f"{k}_{w}time_limit": v for k in ("extract", "evaluate", "calibrate", "train")
               for w, v in (("soft_", 90), ("", 100))}
-    Settings.from_env(**limits, retry_backoff_max=20, visibility_timeout=121).check_visibility_timeout()
+    check_time_limits(Settings.from_env(**limits, retry_backoff_max=20, visibility_timeout=121))
     bad = Settings.from_env(**limits, retry_backoff_max=20, visibility_timeout=120)
     with pytest.raises(ConfigurationError, match="GLOPER_VISIBILITY_TIMEOUT=120"):
-        bad.check_visibility_timeout()
+        check_time_limits(bad)
     with pytest.raises(ConfigurationError, match="must be below"):
         Settings.from_env(extract_soft_time_limit=100, extract_time_limit=100)
 
@@ -79,9 +80,8 @@ def test_celery_config_is_json_only_late_ack_one_prefetch() -> None:
     assert conf["task_annotations"]["gloper.extract"] == {"soft_time_limit": 10, "time_limit": 20}
     # a dataset model's training is one long task: limits of its own, not extract's 30 min
     assert conf["task_annotations"]["gloper.train"] == {"soft_time_limit": 21600, "time_limit": 21660}
-    assert Settings.from_env(train_soft_time_limit=60, train_time_limit=90).time_limits(
-        "train") == (60, 90)
-    Settings.from_env().check_visibility_timeout()  # the defaults are consistent
+    assert time_limits(Settings.from_env(train_soft_time_limit=60, train_time_limit=90), "train") == (60, 90)
+    check_time_limits(Settings.from_env())  # the defaults are consistent
 
 
 def test_time_limit_variables_follow_the_kinds_and_the_old_names_still_work(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -92,10 +92,10 @@ def test_time_limit_variables_follow_the_kinds_and_the_old_names_still_work(monk
     monkeypatch.setenv("GLOPER_CALIBRATE_SOFT_TIME_LIMIT", "10")
     monkeypatch.setenv("GLOPER_CALIBRATE_TIME_LIMIT", "20")
     s = Settings.from_env()
-    assert s.time_limits("train") == (100, 200) and s.time_limits("calibrate") == (10, 20)
-    assert s.time_limits("extract") == (1800, 1860)
+    assert time_limits(s, "train") == (100, 200) and time_limits(s, "calibrate") == (10, 20)
+    assert time_limits(s, "extract") == (1800, 1860)
     monkeypatch.setenv("GLOPER_TRAIN_TIME_LIMIT", "300")  # the new name wins over the old one
-    assert Settings.from_env().time_limits("train") == (100, 300)
+    assert time_limits(Settings.from_env(), "train") == (100, 300)
     monkeypatch.setenv("GLOPER_TRAIN_SOFT_TIME_LIMIT", "400")
     with pytest.raises(ConfigurationError, match="train_soft_time_limit \\(400\\) must be below"):
         Settings.from_env()

@@ -11,6 +11,7 @@ from typing import Any
 
 from celery import Celery
 
+from gloper_jobs.jobs.kinds import time_limits
 from gloper_jobs.jobs.queues import all_queues, task_names
 from gloper_jobs.settings import Settings
 
@@ -30,7 +31,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     """The app's configuration (a plain dict, so tests can assert on it)."""
     annotations = {}
     for kind, name in task_names().items():
-        soft, hard = settings.time_limits(kind)
+        soft, hard = time_limits(settings, kind)
         annotations[name] = {"soft_time_limit": soft, "time_limit": hard}
     return {
         "broker_url": settings.broker_url,

@@ -19,6 +19,7 @@ from celery import Celery, bootsteps
 from celery.signals import worker_process_init, worker_process_shutdown
 
 from gloper_jobs.exceptions import ConfigurationError, StoreUnavailableError
+from gloper_jobs.jobs.kinds import check_time_limits
 from gloper_jobs.settings import Settings
 
 if TYPE_CHECKING:
@@ -35,7 +36,7 @@ def boot_checks(settings: Settings) -> None:
     from gloper_jobs.foreground.weights import locate_model
     from gloper_jobs.store.db import Store
 
-    settings.check_visibility_timeout()
+    check_time_limits(settings)
     for name in settings.plugin_modules:  # imported in the children; here only found
         if importlib.util.find_spec(name) is None:
             raise ConfigurationError(f"GLOPER_PLUGINS names {name!r}, which is not importable here")

@@ -193,10 +193,11 @@ def worker(gpus: str, concurrency: int | None, name: str | None, queues: str | N
            window: str | None) -> None:
     """Start Celery workers: one per visible card (CUDA_VISIBLE_DEVICES set to it), or CPU ones."""
     require_queue_extra()
+    from gloper_jobs.jobs.kinds import check_time_limits
     from workers.launcher import plan_workers, run_workers, visible_gpus
 
     settings = load_settings(window=window)  # a --window is validated here, not in each worker
-    settings.check_visibility_timeout()  # fail here, before any worker starts
+    check_time_limits(settings)  # fail here, before any worker starts
     available = [] if gpus == "cpu" else visible_gpus(settings.visible_devices)
     specs = plan_workers(gpus, available, concurrency, name,
                          [q for q in queues.split(",") if q] if queues else None,
