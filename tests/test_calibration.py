@@ -63,8 +63,11 @@ def test_parse_grid() -> None:
         parse_grid(["nope=1"])
     with pytest.raises(InvalidParameterError, match="steps"):
         parse_grid(["steps=0,2"], TINY)
-    with pytest.raises(InvalidParameterError, match="at least one"):
-        parse_grid([])
+    assert parse_grid([], TINY) == [parse_grid(["steps=2"], TINY)[0]]  # no axis: the base setting alone
+    km = parse_grid(["k=2,3"], {"size": "64"}, method="kmeans")
+    assert [(g["k"], g["size"]) for g in km] == [(2, 64), (3, 64)]
+    with pytest.raises(InvalidParameterError, match="valid names.*attempts"):
+        parse_grid(["rho=0.5"], method="kmeans")
 
 
 def test_training_job_calibrates_each_species_and_extract_uses_it(qsettings: Settings, photos: Path) -> None:
@@ -82,16 +85,21 @@ def test_training_job_calibrates_each_species_and_extract_uses_it(qsettings: Set
     with store.session() as s:
         assert s.get(Job, sub.job.id).status == "done"
         rows = {c.species: c for c in s.exec(select(Calibration).where(Calibration.job_id == sub.job.id)).all()}
-        # recompute the expected winner from the stored scores
-        per: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+        # recompute the expected winner from the stored scores: the best (setting, candidate)
+        per: dict[str, dict[tuple[int, str], list[float]]] = defaultdict(lambda: defaultdict(list))
         for item, cand in s.exec(select(Item, Candidate).join(Candidate, col(Candidate.item_id) == col(Item.id))
-                                 .where(Item.job_id == sub.job.id, col(Candidate.is_choice))).all():
-            per[item.species][int(item.rel_path.rpartition(SETTING_MARK)[2])].append(cand.dice)
+                                 .where(Item.job_id == sub.job.id)).all():
+            per[item.species][(int(item.rel_path.rpartition(SETTING_MARK)[2]), cand.name)].append(cand.dice)
     assert set(rows) == {"Patches", "Rosettes", "Spots", "Stripes"}
-    for species, by_setting in per.items():
-        means = {k: sum(v) / len(v) for k, v in by_setting.items()}
-        best = min(means, key=lambda k: (-means[k], k))
-        assert rows[species].params == grid[best] and rows[species].dice == pytest.approx(means[best])
+    for species, by_pair in per.items():
+        means = {k: sum(v) / len(v) for k, v in by_pair.items()}
+        best = max(means.values())
+        p = rows[species].params
+        name = p["choice"] + ("_lighter" if p["polarity"] == "lighter" else "")
+        assert {k: v for k, v in p.items() if k not in ("choice", "polarity")} == {
+            k: v for k, v in grid[0].items() if k not in ("choice", "polarity", "rho")} | {"rho": p["rho"]}
+        assert means[(grid.index({**grid[0], "rho": p["rho"]}), name)] == pytest.approx(best)
+        assert rows[species].dice == pytest.approx(best)
         assert rows[species].photos == 2 and rows[species].settings_tried == 2
 
     calls: list[tuple[str, dict]] = []
@@ -109,11 +117,12 @@ def test_training_job_calibrates_each_species_and_extract_uses_it(qsettings: Set
     with store.session() as s:
         species_of = {i.id: i.species for i in s.exec(select(Item).where(Item.job_id == ext.job.id)).all()}
     assert len(calls) == len(species_of) == 8
-    used_rho = sorted({p["rho"] for _, p in calls})
-    assert used_rho == sorted({rows[sp].params["rho"] for sp in rows})
+    used = sorted({(p["rho"], p["choice"], p["polarity"]) for _, p in calls})
+    assert used == sorted({(rows[sp].params["rho"], rows[sp].params["choice"], rows[sp].params["polarity"])
+                           for sp in rows})
     for _, params in calls:
         assert "per_species" not in params and "settings_from" not in params
-    with pytest.raises(InvalidParameterError, match="gloper only"):
+    with pytest.raises(InvalidParameterError, match="calibrated --method gloper"):
         record_extract_job(store, qsettings, photos, "kmeans", foreground=False, settings_from=sub.job.id)
 
 

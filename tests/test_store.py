@@ -14,6 +14,7 @@ from gloper_jobs.exceptions import ConfigurationError, StoreUnavailableError
 from gloper_jobs.store import Candidate, Item, ItemStatus, Job, Store
 from gloper_jobs.store import repository as repo
 from gloper_jobs.store.db import head_revision
+from gloper_jobs.store.models import utcnow
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -101,18 +102,26 @@ def test_migration_0008_renames_the_kinds_and_keys_stored_jobs_as_a_new_submissi
     model = replace(_spec(), kind="train_model", method="gloper", params={"model": "m", "steps": 10})
     extract = _spec()
     specs = {"sweep": (sweep, "train.gpu"), "model": (model, "train.cpu"), "extract": (extract, "extract.cpu")}
+    import sqlalchemy as sa
+
+    # Core statements over the columns of revision 0007 (the model has columns of later revisions)
+    table = Job.__table__  # type: ignore[attr-defined]
     ids = {}
     with Session(engine) as s:
         for name, (spec, queue) in specs.items():
-            job, _ = repo.get_or_create_job(s, spec)
-            job.queue = queue
-            s.add(job)
-            s.commit()
-            ids[name] = job.id
+            row = {"key": spec.key, "kind": spec.kind, "dataset": spec.dataset, "method": spec.method,
+                   "params": spec.params, "profile": spec.profile, "foreground_model": spec.foreground_model,
+                   "eval_size": spec.eval_size, "results_dir": spec.results_root, "status": "pending",
+                   "n_items": 0, "queue": queue, "source": spec.source,
+                   "created_at": utcnow(), "updated_at": utcnow()}
+            ids[name] = s.execute(sa.insert(table).values(**row).returning(table.c.id)).scalar_one()
+        s.commit()
 
     def stored() -> dict[str, tuple[str, str | None, str]]:
         with Session(engine) as s:
-            return {name: (j.kind, j.queue, j.key) for name in ids if (j := s.get(Job, ids[name])) is not None}
+            rows = s.execute(sa.select(table.c.id, table.c.kind, table.c.queue, table.c.key)).all()
+        by_id = {r.id: (r.kind, r.queue, r.key) for r in rows}
+        return {name: by_id[i] for name, i in ids.items()}
 
     before = stored()
     command.upgrade(cfg, "head")
@@ -123,4 +132,21 @@ def test_migration_0008_renames_the_kinds_and_keys_stored_jobs_as_a_new_submissi
     }
     command.downgrade(cfg, "0007")
     assert stored() == before
+    engine.dispose()
+
+
+def test_migration_0009_adds_the_species_polarity_column(tmp_path: Path) -> None:
+    """0009 adds job.species_polarity (JSON, empty for old jobs) and downgrading drops it."""
+    from alembic import command
+
+    from gloper_jobs.store.db import _alembic_config, make_engine
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    cfg = _alembic_config(engine)
+    command.upgrade(cfg, "0008")
+    assert "species_polarity" not in {c["name"] for c in inspect(engine).get_columns("job")}
+    command.upgrade(cfg, "0009")
+    assert "species_polarity" in {c["name"] for c in inspect(engine).get_columns("job")}
+    command.downgrade(cfg, "0008")
+    assert "species_polarity" not in {c["name"] for c in inspect(engine).get_columns("job")}
     engine.dispose()

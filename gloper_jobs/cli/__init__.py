@@ -1,7 +1,7 @@
 """The ``gloper`` command: one click group, its commands in modules by what users do.
 
-- :mod:`~gloper_jobs.cli.runs`: run and inspect (run, segment, methods, report,
-  calibration, jobs, status, export);
+- :mod:`~gloper_jobs.cli.runs`: run and inspect (run, segment, methods, report, calibrate,
+  calibration, polarity, jobs, status, export);
 - :mod:`~gloper_jobs.cli.queue`: the queue and its workers (submit KIND, resume,
   retry-failed, cancel, worker, flower, metrics), which need the ``[queue]`` extra;
 - :mod:`~gloper_jobs.cli.models`: train, models install;

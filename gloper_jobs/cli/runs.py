@@ -1,5 +1,5 @@
-"""``gloper`` commands that run and inspect: run, segment, methods, report, calibration, jobs,
-status, export. Each parses, builds the objects, calls one library function, prints.
+"""``gloper`` commands that run and inspect: run, segment, methods, report, calibrate,
+calibration, polarity, jobs, status, export. Each parses, builds the objects, calls one library function, prints.
 
 Options default to None and are dropped, so the library's defaults apply.
 """
@@ -39,16 +39,23 @@ if TYPE_CHECKING:
 @manifest_option
 @click.option("--upload-results", default=None, metavar="s3://BUCKET/PREFIX",
               help="Mirror the job's mask folder there when the run ends.")
+@click.option("--settings-from", "settings_from", type=int, default=None, metavar="CALIBRATION",
+              help="Run each photo with its species' calibrated settings, polarity and mask "
+                   "(the id `gloper calibrate` printed).")
+@click.option("--polarity", default=None, metavar="SPECIES=darker|lighter,...",
+              help="Which colour is the pattern for these species, over their photos' vote "
+                   "(`gloper polarity JOB` changes it later without re-running).")
 def run(dataset: str, method: str | None, profile: str | None, params: tuple[str, ...], no_foreground: bool,
         retry_failed: bool, limit: int | None, no_progress: bool, manifest: str | None,
-        upload_results: str | None) -> None:
+        upload_results: str | None, settings_from: int | None, polarity: str | None) -> None:
     """Process every photo under DATASET (a folder or s3://bucket/prefix) on this machine; resumable."""
     from gloper_jobs.jobs.runner import run_dataset
 
     settings = load_settings()
     summary = run_dataset(dataset, method or defaults.DEFAULT_METHOD, settings, profile, _params(params),
                           foreground=not no_foreground, retry_failed=retry_failed, limit=limit,
-                          progress=not no_progress, manifest=manifest)
+                          progress=not no_progress, manifest=manifest, settings_from=settings_from,
+                          polarity=polarity)
     click.echo(f"job {summary.job.id}: {summary.processed} processed, {len(summary.failed)} failed, "
                f"{summary.skipped} already done (store: {settings.database_url})")
     click.echo(summary.report)
@@ -116,6 +123,62 @@ def report(job_id: int | None, html_out: str | None) -> None:
         from gloper_jobs.reporting import write_html_report
 
         click.echo(f"wrote {write_html_report(s, job, html_out)}")
+
+
+@click.command()
+@click.argument("dataset")
+@method_option
+@param_option
+@click.option("--grid", multiple=True, metavar="NAME=V1,V2",
+              help="One axis of the settings tried (default: the method's own; GloPER rho=0.4,0.5,0.6); "
+                   "local_sizes alternatives split by ';'.")
+@no_foreground_option
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def calibrate(dataset: str, method: str | None, params: tuple[str, ...], grid: tuple[str, ...],
+              no_foreground: bool, no_progress: bool) -> None:
+    """Learn per species, from the labelled photos under DATASET, the settings, polarity and mask
+    with the best Dice; prints `calibration <id>` last, for `gloper run ... --settings-from <id>`."""
+    from gloper_jobs.jobs.calibration import best_settings, format_calibration
+    from gloper_jobs.jobs.runner import run_dataset
+    from gloper_jobs.store.repository import get_job
+
+    settings = load_settings()
+    summary = run_dataset(dataset, method or defaults.DEFAULT_METHOD, settings, None, _params(params),
+                          foreground=not no_foreground, progress=not no_progress, kind="calibrate", grid=grid)
+    click.echo(f"job {summary.job.id}: {summary.processed} runs, {len(summary.failed)} failed, "
+               f"{summary.skipped} already done (store: {settings.database_url})")
+    if summary.job.status != "done":
+        raise click.ClickException(f"calibration job {summary.job.id} did not finish ({summary.job.status}); "
+                                   f"run the same command again or see `gloper status {summary.job.id}`")
+    store = open_store(settings)
+    with store.session() as s:
+        click.echo(format_calibration(best_settings(s, get_job(s, summary.job.id))))
+    click.echo(f"calibration {summary.job.id}")
+
+
+@click.command()
+@click.argument("job_id", type=int)
+@click.argument("overrides", nargs=-1, metavar="[SPECIES=darker|lighter ...]")
+def polarity(job_id: int, overrides: tuple[str, ...]) -> None:
+    """Show (and with SPECIES=darker|lighter, correct) which colour is the pattern per species of
+    extract job JOB_ID; re-points each photo's chosen mask, nothing runs again."""
+    from gloper_jobs.jobs.polarity import (
+        check_overrides,
+        decide_species_polarity,
+        format_species_polarity,
+        parse_overrides,
+    )
+    from gloper_jobs.store.repository import get_job, job_species
+
+    store = open_store(load_settings())
+    with store.session() as s:
+        job = get_job(s, job_id)
+        wanted = parse_overrides(overrides)
+        check_overrides(wanted, job_species(s, job_id))
+        decide_species_polarity(s, job, wanted)
+        s.commit()
+        s.refresh(job)
+        click.echo(format_species_polarity(job))
 
 
 @click.command()
@@ -205,4 +268,4 @@ def export(job_ids: tuple[int, ...], fmt: str, out: str) -> None:
         click.secho(f"{result.problems} mask file(s) could not be read: see the rows' error column", fg="yellow")
 
 
-COMMANDS = [run, segment, methods, report, calibration, jobs, status, export]
+COMMANDS = [run, segment, methods, report, calibrate, calibration, polarity, jobs, status, export]

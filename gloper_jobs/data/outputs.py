@@ -79,3 +79,14 @@ def clean_partial(folder: Path) -> int:
             p.unlink(missing_ok=True)
             removed += 1
     return removed
+
+
+def repoint_choice(folder: Path, choice: str) -> Path:
+    """Rewrite ``<folder>/choice.json`` to name ``choice`` (a candidate already written there)."""
+    path = Path(folder) / CHOICE_FILE
+    doc = json.loads(path.read_text())
+    doc["choice"], doc["mask"] = choice, f"{choice}.png"
+    tmp = path.with_name(f"{TMP_MARK}{os.getpid()}-{path.name}")
+    tmp.write_text(json.dumps(doc, indent=1) + "\n")
+    os.replace(tmp, path)
+    return path

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 #: ``job.kind`` of a calibration job (the name of :class:`~gloper_jobs.jobs.kinds.calibrate.CalibrateKind`)
 KIND = "calibrate"
-#: the method calibrated
+#: the method calibrated when none is named
 CALIBRATED_METHOD = "gloper"
 #: a calibration item's rel_path is "<photo rel_path><SETTING_MARK><index into the grid>"
 SETTING_MARK = "#setting="
@@ -43,44 +43,47 @@ PER_SPECIES = "per_species"
 SETTINGS_FROM = "settings_from"
 
 
-def parse_grid(pairs: Sequence[str], base: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+def parse_grid(pairs: Sequence[str], base: dict[str, Any] | None = None,
+               method: str = CALIBRATED_METHOD) -> list[dict[str, Any]]:
     """The settings of a grid, validated: the product of every ``NAME=V1,V2`` pair.
 
     ``local_sizes`` alternatives are separated by ``;`` (``local_sizes=8,16;16,32``),
-    every other parameter's by ``,``. ``base`` holds the fixed parameters. Returns
-    each setting's result-determining parameters (a GloPER identity dict).
-    Raises :class:`InvalidParameterError` naming the bad pair or setting.
+    every other parameter's by ``,``. ``base`` holds the fixed parameters; no pair at
+    all is the one setting ``base``. Returns each setting's result-determining
+    parameters (``method``'s identity dict). Raises :class:`InvalidParameterError`
+    naming the bad pair or setting.
     """
-    from gloper_jobs.methods.gloper import GloperParams
+    from gloper_jobs.methods.registry import get_segmenter_class
+
+    params_cls = get_segmenter_class(method).Params
     axes: dict[str, list[str]] = {}
     for pair in pairs:
         name, sep, values = pair.partition("=")
         name = name.strip()
         if not sep or not values.strip():
             raise InvalidParameterError(f"--grid {pair!r}: use NAME=V1,V2 (e.g. --grid steps=25,50)")
-        if name not in GloperParams.field_names():
-            raise InvalidParameterError(f"--grid {name!r}: valid names: {', '.join(GloperParams.field_names())}")
+        if name not in params_cls.field_names():
+            raise InvalidParameterError(f"--grid {name!r}: valid names: {', '.join(params_cls.field_names())}")
         alternatives = values.split(";") if name == "local_sizes" else values.split(",")
         axes[name] = [v.strip() for v in alternatives if v.strip()]
-    if not axes:
-        raise InvalidParameterError("a calibration job needs at least one --grid NAME=V1,V2")
     settings: list[dict[str, Any]] = []
     for combo in itertools.product(*axes.values()):
         setting: dict[str, Any] = {**(base or {}), **dict(zip(axes, combo, strict=True))}
         try:
-            settings.append(GloperParams.build(**setting).identity())
+            settings.append(params_cls.build(**setting).identity())
         except InvalidParameterError as exc:
             raise InvalidParameterError(f"grid setting {setting}: {exc}") from exc
     unique = {repr(sorted(s.items())): s for s in settings}
     return list(unique.values())
 
 
-def calibration_spec(settings: Settings, dataset: Path, grid: list[dict[str, Any]], foreground: bool) -> JobSpec:
-    """The job spec of a calibration job over ``grid`` (its identity includes the grid)."""
+def calibration_spec(settings: Settings, dataset: Path, grid: list[dict[str, Any]], foreground: bool,
+                     method: str = CALIBRATED_METHOD) -> JobSpec:
+    """The job spec of a calibration job of ``method`` over ``grid`` (its identity includes the grid)."""
     from gloper_jobs.jobs.kinds.base import job_spec
 
-    base = job_spec(settings, dataset, CALIBRATED_METHOD, None, None, foreground)
-    return replace(base, kind=KIND, method=CALIBRATED_METHOD, params={"grid": grid})
+    base = job_spec(settings, dataset, method, None, None, foreground)
+    return replace(base, kind=KIND, method=method, params={"grid": grid})
 
 
 def calibration_items(dataset: Path, n_settings: int) -> list[DatasetItem]:
@@ -109,31 +112,44 @@ def item_params(job: Job, item: Item) -> dict[str, Any]:
 
 
 def best_settings(session: Session, job: Job) -> list[Calibration]:
-    """Compute and store (upsert) the best setting per species of a finished calibration job.
+    """Compute and store (upsert) the best setting and candidate per species of a finished calibration job.
 
-    The score of a setting on a species is the mean Dice of the label-free choice
-    over the species' photos (what an unlabelled archive would get); ties keep the
-    earlier setting of the grid.
+    For every species, every (setting, candidate) pair whose candidate the method can
+    make its label-free choice (:meth:`~gloper_jobs.methods.base.Segmenter.choice_params`:
+    for GloPER the size choice and the polarity, for k-means the polarity) is scored
+    by its mean Dice over the species' photos; the best pair's setting plus the
+    parameters that choose its candidate are stored. Ties keep the earlier setting of
+    the grid, then the candidate the method chose itself.
     """
+    from gloper_jobs.methods.registry import get_segmenter_class
+
     if job.id is None or job.kind != KIND:
         raise JobNotFoundError(f"job {job.id} is not a calibration job; `gloper jobs` lists them")
+    method = get_segmenter_class(job.method)
     rows = session.exec(
         select(Item, Candidate).join(Candidate, col(Candidate.item_id) == col(Item.id))
-        .where(Item.job_id == job.id, Item.status == ItemStatus.done.value, col(Candidate.is_choice))
+        .where(Item.job_id == job.id, Item.status == ItemStatus.done.value)
     ).all()
-    scores: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    grid = job.params["grid"]
+    scores: dict[str, dict[tuple[int, str], list[float]]] = defaultdict(lambda: defaultdict(list))
+    chosen: set[tuple[str, int, str]] = set()
     for item, cand in rows:
         if cand.dice is None:
             continue
         index = int(item.rel_path.rpartition(SETTING_MARK)[2])
-        scores[item.species][index].append(cand.dice)
-    grid = job.params["grid"]
+        if cand.is_choice or method.choice_params(cand.name, grid[index]) is not None:
+            scores[item.species][(index, cand.name)].append(cand.dice)
+        if cand.is_choice:
+            chosen.add((item.species, index, cand.name))
     out: list[Calibration] = []
-    for species, per_setting in sorted(scores.items()):
-        means = {k: sum(v) / len(v) for k, v in per_setting.items()}
-        best = min(means, key=lambda k: (-means[k], k))
-        values = {"job_id": job.id, "species": species, "params": grid[best], "dice": means[best],
-                  "photos": len(per_setting[best]), "settings_tried": len(means), "created_at": utcnow()}
+    for species, per_pair in sorted(scores.items()):
+        n_photos = max(len(v) for v in per_pair.values())
+        means = {k: sum(v) / len(v) for k, v in per_pair.items() if len(v) == n_photos}
+        best = min(means, key=lambda k: (-round(means[k], 9), k[0], (species, *k) not in chosen, k[1]))
+        index, name = best
+        params = {**grid[index], **(method.choice_params(name, grid[index]) or {})}
+        values: dict[str, Any] = {"job_id": job.id, "species": species, "params": params, "dice": means[best],
+                  "photos": n_photos, "settings_tried": len({k[0] for k in means}), "created_at": utcnow()}
         stmt = insert_statement(session, Calibration).values(**values)
         stmt = stmt.on_conflict_do_update(
             index_elements=["job_id", "species"],
@@ -143,11 +159,15 @@ def best_settings(session: Session, job: Job) -> list[Calibration]:
     return out
 
 
-def calibration_of(session: Session, job_id: int) -> dict[str, dict[str, Any]]:
-    """Species -> best GloPER parameters of calibration job ``job_id`` (which must be done)."""
+def calibration_of(session: Session, job_id: int, method: str | None = None) -> dict[str, dict[str, Any]]:
+    """Species -> best parameters of calibration job ``job_id`` (which must be done, and
+    have calibrated ``method`` when given)."""
     job = session.get(Job, job_id)
     if job is None or job.kind != KIND:
         raise JobNotFoundError(f"job {job_id} is not a calibration job; `gloper jobs` lists them")
+    if method is not None and job.method != method:
+        raise InvalidParameterError(f"calibration job {job_id} calibrated --method {job.method}, not {method}: "
+                                    f"run with --method {job.method} or calibrate {method}")
     if job.status != JobStatus.done.value:
         raise JobNotFoundError(f"calibration job {job_id} is not finished ({job.status}); "
                                f"see `gloper status {job_id}`")

@@ -13,6 +13,7 @@ from sqlalchemy import func
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
+from gloper_jobs.jobs.polarity import format_species_polarity
 from gloper_jobs.store import deliveries as dl
 from gloper_jobs.store.models import Item, ItemStatus, Job, utcnow
 from gloper_jobs.store.repository import latest_errors, require_id, status_counts
@@ -103,6 +104,9 @@ def format_progress(p: JobProgress) -> str:
     if p.errors:
         lines.append("  latest errors:")
         lines.extend(f"    {path}: {err.splitlines()[0] if err else ''}" for path, err in p.errors)
+    polarity = format_species_polarity(job)
+    if polarity:
+        lines.extend("  " + line for line in polarity.splitlines())
     return "\n".join(lines)
 
 

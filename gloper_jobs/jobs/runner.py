@@ -54,6 +54,10 @@ def run_dataset(
     store: Store | None = None,
     on_item: Callable[[str, str], None] | None = None,
     manifest: str | Path | None = None,
+    kind: str = "extract",
+    settings_from: int | None = None,
+    polarity: str | None = None,
+    grid: tuple[str, ...] = (),
 ) -> RunSummary:
     """Run ``method`` over every photo under ``dataset`` and record everything in the store.
 
@@ -64,17 +68,25 @@ def run_dataset(
     recorded by :func:`~gloper_jobs.jobs.recording.run_and_record`, as in a worker.
     A photo that fails becomes a failed item with its error and traceback; the run
     goes on. Returns a :class:`RunSummary` whose ``report`` ends with the failures.
+
+    ``kind="calibrate"`` runs a calibration instead (every ``grid`` setting on every
+    labelled photo; the best settings per species are stored when it drains);
+    ``settings_from`` runs each photo with its species' calibration; ``polarity``
+    (``SPECIES=darker|lighter,...``) overrides those species' vote.
     """
     from gloper_jobs.inputs import stage
 
     root, origin = stage(dataset, settings)
     ctx = WorkerContext.boot(settings, preload=foreground, store=store)
-    sub = KINDS["extract"].record(ctx.store, settings, SubmitRequest(
-        root, method, profile, dict(params or {}), foreground,
-        manifest=str(manifest) if manifest is not None else None, origin=origin))
+    extra = {"polarity": polarity} if polarity else {}
+    sub = KINDS[kind].record(ctx.store, settings, SubmitRequest(
+        root, method, profile, dict(params or {}), foreground, grid=tuple(grid), settings_from=settings_from,
+        manifest=str(manifest) if manifest is not None else None, origin=origin, extra=extra))
     job, job_id = sub.job, repo.require_id(sub.job)
     # Parameters that are not part of the job's identity (a device) still apply here.
-    ctx.overrides = {k: v for k, v in (params or {}).items() if k not in job.params}
+    # (a calibration's result-determining parameters are those of its grid's settings)
+    identity = set(job.params).union(*job.params.get("grid", []))
+    ctx.overrides = {k: v for k, v in (params or {}).items() if k not in identity}
     with ctx.store.session() as s:
         # Nothing else runs this job in the embedded mode: in-flight items are stale.
         stale = [ItemStatus.running.value, ItemStatus.queued.value]

@@ -150,9 +150,18 @@ class Segmenter(ABC):
     profiles: ClassVar[dict[str, dict[str, Any]]] = {}
     #: queue class a distributed run routes this method to: "cpu" or "gpu"
     device_class: ClassVar[str] = "cpu"
+    #: ``gloper calibrate``'s grid when none is given (``NAME=V1,V2`` pairs); empty: the run's own settings
+    calibration_grid: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, params: MethodParams) -> None:
         self.params = params
+
+    @classmethod
+    def choice_params(cls, candidate: str, params: dict[str, Any]) -> dict[str, Any] | None:
+        """The parameters that make ``candidate`` the label-free choice of a run with
+        ``params`` (identity dict), or None when no parameter does. A calibration learns
+        per species the candidate (and so these parameters) with the best Dice."""
+        return None
 
     @classmethod
     def settings_defaults(cls, settings: Any) -> dict[str, Any]:

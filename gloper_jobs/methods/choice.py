@@ -13,9 +13,10 @@ the lighter region of a mask ``m`` is ``fg & ~m``. GloPER and k-means both ask t
 rules about the same evidence, :func:`colour_split`: the foreground's two colours by
 k-means at ``EVIDENCE_SIZE``, so both methods make the same call on a photo.
 
-``AUTO_RULE`` and ``AUTO_MARGIN`` are what ``polarity=auto`` uses; they were chosen
-by leave-one-out over the shared example photos and the synthetic set in both
-polarities (``bench/choice_rules.py``, README "Label-free choices").
+``AUTO_RULE`` and ``AUTO_MARGIN`` are what ``polarity=auto`` uses, per photo and for
+the species vote of a job (:mod:`gloper_jobs.jobs.polarity`); the rules were chosen by
+leave-one-*species*-out over the shared example photos and the synthetic set in both
+polarities at the margin fixed beforehand (``bench/polarity_species.py``, docs/polarity.md).
 """
 
 from __future__ import annotations
@@ -37,9 +38,11 @@ MIN_PIECE_FRACTION = 0.0005
 
 #: the photo is resized to this for the colour split the rules look at
 EVIDENCE_SIZE = 256
-#: polarity=auto: this rule decides, and reads lighter only when its score < -AUTO_MARGIN
-#: (a clear call is needed to leave the paper's darker reading)
-AUTO_RULE = "enclosed"
+#: polarity=auto: these rules (``+``-joined) decide, and read lighter only when every one
+#: scores < -AUTO_MARGIN (a clear call of two kinds of evidence is needed to leave the
+#: paper's darker reading: ``enclosed`` alone flipped a black-and-white animal whose dark
+#: patches reach its outline; bench/polarity_species.py, leave-one-species-out)
+AUTO_RULE = "minority+enclosed"
 AUTO_MARGIN = 0.1
 KMEANS_ATTEMPTS = 20
 KMEANS_MAX_ITER = 100
@@ -215,19 +218,26 @@ class PolarityChoice:
                 "margin": AUTO_MARGIN, "candidates": dict(candidates)}
 
 
+def rule_names(rule: str) -> list[str]:
+    """The rules of a ``+``-joined rule set (``minority+enclosed`` -> both)."""
+    return rule.split("+")
+
+
 def check_polarity(polarity: str, rule: str = AUTO_RULE) -> None:
     """Raise :class:`InvalidParameterError` for an unknown polarity or rule name."""
     if polarity not in POLARITIES:
         raise InvalidParameterError(f"polarity={polarity!r}: use one of {', '.join(POLARITIES)}")
-    if rule not in POLARITY_RULES:
-        raise InvalidParameterError(f"polarity rule {rule!r}: use one of {', '.join(POLARITY_RULES)}")
+    for name in rule_names(rule):
+        if name not in POLARITY_RULES:
+            raise InvalidParameterError(f"polarity rule {name!r}: use one of {', '.join(POLARITY_RULES)}")
 
 
 def choose_polarity(
     polarity: str, darker: Sequence[np.ndarray], fg: np.ndarray,
     rule: str = AUTO_RULE, margin: float = AUTO_MARGIN,
 ) -> PolarityChoice:
-    """Apply ``polarity``: ``auto`` reads lighter when ``rule`` scores below ``-margin``.
+    """Apply ``polarity``: ``auto`` reads lighter when every rule of ``rule`` (``+``-joined)
+    scores below ``-margin``; the choice's score is the highest of them (the weakest call).
 
     ``darker``: ``HxW bool`` masks of the darker region (one or more); ``fg``: ``HxW
     bool``. Every rule is scored either way, so reports can compare them.
@@ -236,5 +246,12 @@ def choose_polarity(
     scores = {name: fn(darker, fg) for name, fn in POLARITY_RULES.items()}
     if polarity != "auto":
         return PolarityChoice(polarity, "fixed", None, scores)
-    score = scores[rule]
+    score = max(scores[name] for name in rule_names(rule))
     return PolarityChoice("lighter" if score < -margin else "darker", rule, score, scores)
+
+
+#: the species vote (:func:`gloper_jobs.jobs.polarity.species_call`): the mean of each of
+#: these rules' scores over a species' photos; the species reads lighter only when every
+#: one is below -SPECIES_MARGIN; the same rules and margin as a photo's own call
+SPECIES_RULES: tuple[str, ...] = tuple(rule_names(AUTO_RULE))
+SPECIES_MARGIN = AUTO_MARGIN

@@ -88,6 +88,13 @@ class KMeansSegmenter(Segmenter):
     Params = KMeansParams
     profiles: ClassVar = CLASSICAL_PROFILES
 
+    @classmethod
+    def choice_params(cls, candidate: str, params: dict[str, Any]) -> dict[str, Any] | None:
+        """``cluster_0`` is ``polarity=darker``, the lightest cluster ``polarity=lighter``."""
+        lightest = f"cluster_{int(params.get('k', 2)) - 1}"
+        polarity = {"cluster_0": "darker", lightest: "lighter"}.get(candidate)
+        return None if polarity is None else {"choice": "polarity", "polarity": polarity}
+
     def segment(self, image: np.ndarray, foreground: np.ndarray, context: SegmentContext | None = None) -> Segmentation:
         p = cast(KMeansParams, self.params)
         img, fg = self.working_inputs(image, foreground)

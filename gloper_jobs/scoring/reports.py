@@ -108,5 +108,10 @@ def job_report(session: Session, job: Job) -> str:
     if failed:
         parts.append(f"failed photos ({len(failed)}):")
         parts.extend(f"  {it.rel_path}: {it.error}" for it in failed)
+    from gloper_jobs.jobs.polarity import format_species_polarity
+
+    polarity = format_species_polarity(job)
+    if polarity:
+        parts.append(polarity)
     parts.append(f"masks: {job.results_dir}")
     return "\n".join(parts)

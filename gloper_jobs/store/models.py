@@ -63,6 +63,8 @@ class Job(SQLModel, table=True):
     priority: str = Field(default="normal", max_length=16, sa_column_kwargs={"server_default": "normal"})
     #: where the items were listed when not by scanning ``dataset``: a manifest and its digest, a URL
     source: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    #: the polarity each species' photos voted for and the user's overrides (jobs.polarity)
+    species_polarity: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
 

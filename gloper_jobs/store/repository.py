@@ -260,3 +260,8 @@ def latest_errors(session: Session, job_id: int, limit: int | None = None) -> Se
 def set_priority(session: Session, job_id: int, priority: str) -> None:
     """Set a job's priority level (its items published from now on go to that level's queue)."""
     session.execute(update(Job).where(col(Job.id) == job_id).values(priority=priority, updated_at=utcnow()))
+
+
+def job_species(session: Session, job_id: int) -> list[str]:
+    """The species of a job's items, sorted."""
+    return sorted(set(session.exec(select(Item.species).where(Item.job_id == job_id).distinct()).all()))

@@ -1,9 +1,11 @@
-"""Calibration jobs: every ``--grid`` setting of GloPER on every labelled photo.
+"""Calibration jobs: every ``--grid`` setting of a method on every labelled photo.
 
-``gloper submit calibrate LABELLED --method gloper --grid rho=0.4,0.5`` records one item
-per (photo, setting) on ``calibrate.<device class>`` (GloPER's ``gpu``, or
-``--device-class``). When the job drains, the best setting per species is stored for
-``gloper submit extract --settings-from JOB``; the grid, the scoring and the stored
+``gloper calibrate LABELLED --method gloper`` (embedded) or ``gloper submit calibrate
+LABELLED --method gloper --grid rho=0.4,0.5`` records one item per (photo, setting) on
+``calibrate.<device class>`` (the method's class, or ``--device-class``); without
+``--grid`` the method's own grid (GloPER: rho=0.4,0.5,0.6; k-means: its settings).
+When the job drains, the best setting and candidate (polarity, size choice) per
+species is stored for ``--settings-from JOB``; the grid, the scoring and the stored
 calibrations are :mod:`gloper_jobs.jobs.calibration`.
 """
 
@@ -30,30 +32,32 @@ if TYPE_CHECKING:
 
 
 class CalibrateKind(JobKind):
-    """A calibration sweep: every ``--grid`` setting of GloPER on every labelled photo.
+    """A calibration sweep: every ``--grid`` setting of a method on every labelled photo.
 
     When it drains, the best setting per species is stored
     (:func:`~gloper_jobs.jobs.calibration.best_settings`).
     """
 
     name = cal.KIND
-    summary = ("a calibration sweep: every --grid setting of GloPER on every labelled photo; the best "
-               "settings per species are stored when it finishes, for `submit extract --settings-from JOB`")
+    summary = ("a calibration sweep: every --grid setting of the method on every labelled photo; the best "
+               "settings, polarity and mask per species are stored when it finishes, for `--settings-from JOB`")
     submit_options: ClassVar[tuple[SubmitOption, ...]] = (
         SubmitOption("grid", multiple=True, metavar="NAME=V1,V2",
-                     help="One axis of the GloPER settings grid, e.g. --grid size=128,256 --grid steps=25,50 "
+                     help="One axis of the settings grid (default: the method's own, GloPER rho=0.4,0.5,0.6), e.g. --grid size=128,256 --grid steps=25,50 "
                           "--grid local_sizes=8,16;16,32 (local_sizes alternatives split by ';')."),
     )
     time_limits: ClassVar[tuple[int, int]] = (1800, 1860)  # one (photo, setting), as an extract task
 
     def record(self, store: Store, settings: Settings, request: SubmitRequest) -> Submission:
+        from gloper_jobs.methods.registry import get_segmenter_class
+
         self.check_request(request)
-        if request.method != cal.CALIBRATED_METHOD:
-            raise InvalidParameterError(
-                f"calibration jobs calibrate {cal.CALIBRATED_METHOD} (--method {cal.CALIBRATED_METHOD})")
-        return record_calibrate_job(store, settings, request.dataset,
-                                    cal.parse_grid(request.grid, request.params), request.foreground,
-                                    request.on_device)
+        if request.profile is not None:
+            raise InvalidParameterError("--profile does not apply to a calibration; use --param and --grid")
+        pairs = request.grid or get_segmenter_class(request.method).calibration_grid
+        grid = cal.parse_grid(pairs, request.params, request.method)
+        return record_calibrate_job(store, settings, request.dataset, grid, request.foreground,
+                                    request.on_device, request.method)
 
     def run_item(self, ctx: WorkerContext, job: Job, item: Item) -> ItemOutcome:
         from gloper_jobs.jobs.pipeline import item_output_dir
@@ -67,18 +71,19 @@ class CalibrateKind(JobKind):
 
 
 def record_calibrate_job(store: Store, settings: Settings, dataset: Path, grid: list[dict[str, Any]],
-                         foreground: bool = True, on_device: str | None = None) -> Submission:
+                         foreground: bool = True, on_device: str | None = None,
+                         method: str = cal.CALIBRATED_METHOD) -> Submission:
     """Record a calibration job: every labelled photo x every setting of ``grid``
     (from :func:`~gloper_jobs.jobs.calibration.parse_grid`), one item each (idempotent).
 
-    Its items go to ``calibrate.<device class>`` (GloPER's ``gpu``, or ``on_device``).
+    Its items go to ``calibrate.<device class>`` (``method``'s class, or ``on_device``).
     Raises :class:`DatasetError` when the dataset has no labelled photo.
     """
-    spec = cal.calibration_spec(settings, dataset, grid, foreground)
+    spec = cal.calibration_spec(settings, dataset, grid, foreground, method)
     items = cal.calibration_items(Path(dataset), len(grid))
     with store.session() as s:
         job, created = repo.get_or_create_job(s, spec)
         added = repo.add_items(s, job, items, batch=settings.submit_batch)
-        job.queue = CalibrateKind.queue_name(on_device or device_class(cal.CALIBRATED_METHOD))
+        job.queue = CalibrateKind.queue_name(on_device or device_class(method))
         dl.reopen_job(s, job)
     return Submission(job, created, added)

@@ -11,7 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
-from gloper_jobs.exceptions import DatasetError, InvalidParameterError
+from gloper_jobs.exceptions import DatasetError
 from gloper_jobs.jobs import calibration as cal
 from gloper_jobs.jobs.kinds.base import (
     MANIFEST,
@@ -22,12 +22,20 @@ from gloper_jobs.jobs.kinds.base import (
     device_class,
     job_spec,
 )
+from gloper_jobs.jobs.polarity import (
+    check_overrides,
+    decide_species_polarity,
+    parse_overrides,
+    store_overrides,
+)
 from gloper_jobs.store import deliveries as dl
 from gloper_jobs.store import repository as repo
 from gloper_jobs.store.models import Item, Job
 
 if TYPE_CHECKING:
     from typing import Any
+
+    from sqlmodel import Session
 
     from gloper_jobs.jobs.context import WorkerContext
     from gloper_jobs.jobs.pipeline import ItemOutcome
@@ -43,6 +51,9 @@ class ExtractKind(JobKind):
     submit_options: ClassVar[tuple[SubmitOption, ...]] = (
         SubmitOption("settings_from", type=int, metavar="JOB",
                      help="Run each photo with its species' best GloPER settings from calibration job JOB."),
+        SubmitOption("polarity", metavar="SPECIES=darker|lighter,...",
+                     help="Which colour is the pattern for these species, over their photos' vote "
+                          "(`gloper polarity JOB` changes it later without re-running)."),
         MANIFEST,
     )
     # GloPER's paper profile on one large photo takes minutes on a GPU
@@ -52,7 +63,8 @@ class ExtractKind(JobKind):
         self.check_request(request)
         return record_extract_job(store, settings, request.dataset, request.method, request.profile,
                                   request.params, request.foreground, request.on_device,
-                                  request.settings_from, request.manifest, request.origin)
+                                  request.settings_from, request.manifest, request.origin,
+                                  parse_overrides(request.extra.get("polarity")))
 
     def run_item(self, ctx: WorkerContext, job: Job, item: Item) -> ItemOutcome:
         from gloper_jobs.jobs.pipeline import item_output_dir
@@ -60,12 +72,16 @@ class ExtractKind(JobKind):
         segmenter = ctx.segmenter(job.method, job.profile, cal.item_params(job, item))
         return ctx.process(job, item, segmenter, item_output_dir(Path(job.results_dir), item.rel_path))
 
+    def on_drained(self, session: Session, job: Job) -> None:
+        """Decide each species' polarity by its photos' vote and re-point their choices."""
+        decide_species_polarity(session, job)
+
 
 def record_extract_job(store: Store, settings: Settings, dataset: Path, method: str,
                        profile: str | None = None, params: dict[str, Any] | None = None,
                        foreground: bool = True, on_device: str | None = None,
                        settings_from: int | None = None, manifest: str | Path | None = None,
-                       origin: str | None = None) -> Submission:
+                       origin: str | None = None, polarity: dict[str, str] | None = None) -> Submission:
     """Scan ``dataset`` (or read ``manifest``) and record the extract job and its items (idempotent).
 
     Its items go to ``extract.<device class>``: the method's own class, or
@@ -74,7 +90,10 @@ def record_extract_job(store: Store, settings: Settings, dataset: Path, method: 
     weights. With ``settings_from`` (a finished calibration job), each photo runs with
     its species' calibrated GloPER settings. Raises :class:`DatasetError` for an
     empty folder, :class:`ManifestError` for a bad manifest (before anything is written).
-    ``origin`` is the ``s3://`` URL an embedded run staged ``dataset`` from.
+    ``origin`` is the ``s3://`` URL an embedded run staged ``dataset`` from. ``polarity``
+    (``{species: darker|lighter}``, :func:`~gloper_jobs.jobs.polarity.parse_overrides`)
+    overrides those species' vote when the job drains; a species the dataset has no photo
+    of raises :class:`InvalidParameterError`.
     """
     from gloper_jobs.inputs import list_items, refuse_url, source_of
 
@@ -82,17 +101,20 @@ def record_extract_job(store: Store, settings: Settings, dataset: Path, method: 
         refuse_url(dataset)
     skipped: list[str] = []  # symlinks out of the root a folder scan left out
     items, listed = list_items(Path(dataset), manifest, skipped)
+    if polarity:
+        items = list(items)  # a folder scan is a generator: read it once for the species
+        check_overrides(polarity, {it.species for it in items})
     spec = replace(job_spec(settings, dataset, method, profile, params, foreground),
                    source=source_of(origin, listed))
     if settings_from is not None:
-        if method != cal.CALIBRATED_METHOD:
-            raise InvalidParameterError(f"--settings-from calibrates {cal.CALIBRATED_METHOD} only, not {method}")
         with store.session() as s:
-            per_species = cal.calibration_of(s, settings_from)
+            per_species = cal.calibration_of(s, settings_from, method)
         spec = replace(spec, params={**spec.params, cal.SETTINGS_FROM: settings_from,
                                      cal.PER_SPECIES: per_species})
     with store.session() as s:
         job, created = repo.get_or_create_job(s, spec)
+        if polarity:
+            store_overrides(s, job, polarity)
         added = repo.add_items(s, job, items, batch=settings.submit_batch)
         if job.n_items == 0:
             raise DatasetError(f"no photos under {dataset}; see `gloper run --help` for the layouts")

@@ -26,7 +26,7 @@ from gloper_jobs.methods.base import (
 )
 from gloper_jobs.methods.gloper.engine import train_sizes
 from gloper_jobs.methods.gloper.params import PAPER_LOCAL_SIZES, GloperParams
-from gloper_jobs.methods.gloper.readout import read_out
+from gloper_jobs.methods.gloper.readout import LIGHTER_SUFFIX, read_out
 
 if TYPE_CHECKING:
     from gloper_jobs.methods.gloper.dataset_model.extract import ModelExtractor
@@ -51,6 +51,15 @@ class GloperSegmenter(Segmenter):
         "cpu": {},
         "paper": {"size": 1024, "local_sizes": PAPER_LOCAL_SIZES, "steps": 1000},
     }
+
+    #: the read-out threshold is what a calibration tries by default (the network trains once per value)
+    calibration_grid: ClassVar[tuple[str, ...]] = ("rho=0.4,0.5,0.6",)
+
+    @classmethod
+    def choice_params(cls, candidate: str, params: dict[str, Any]) -> dict[str, Any] | None:
+        """``local_8_lighter`` is ``choice=local_8, polarity=lighter``; every candidate is reachable."""
+        base = candidate.removesuffix(LIGHTER_SUFFIX)
+        return {"choice": base, "polarity": "lighter" if base != candidate else "darker"}
 
     def __init__(self, params: MethodParams) -> None:
         super().__init__(params)

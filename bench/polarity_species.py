@@ -1,0 +1,261 @@
+"""Polarity per species, judged on species the choice never saw (leave-one-species-out).
+
+    python -m bench.polarity_species --dataset ../shared/datasets/gloper-examples \\
+        [--synthetic DIR] [--methods gloper,kmeans] [--model gloper-model=M.pt] \\
+        [--photos FILE.json] [--out FILE.json]
+
+Step 1 (skipped with ``--photos``, a previous run's JSON): every labelled photo of the
+datasets (the shared ten and a synthetic set in both polarities, ``gloper make-synthetic
+--polarity both``, made in a scratch folder unless ``--synthetic``) runs through the
+pipeline every job uses (:func:`process_photo`, u2netp foreground) with each method at
+its defaults; per photo the Dice of every candidate and every polarity rule's score are
+kept. ``--model NAME=M.pt`` adds a dataset model (GloPER with ``model=M.pt``) as method NAME.
+
+Step 2: per method, the Dice of
+  * ``oracle``: the best non-derived candidate per photo (the paper's figure);
+  * ``darker``: the label-free candidate in the darker reading (the paper's rule);
+  * ``oracle-polarity``: the label-free candidate in the better polarity per photo;
+  * every polarity policy: a species vote (the mean of a rule's scores over the
+    species' photos, lighter only below ``-margin``, :func:`species_call`) per
+    rule and margin, and ``darker``;
+  * ``LOSO``: each species scored with the policy that is best on all *other* species
+    (in-sample: the policy best on all species, scored on them);
+  * ``calibrated``: per species, the best candidate (both polarities, every size
+    choice) on one half of its photos, scored on the other half (two folds; species
+    with one photo have no figure).
+It prints in-sample and held-out-species figures side by side, per group (the shared
+photos, the synthetic ones, all) and per species, and writes JSON
+(``bench/out/polarity-species-<time>.json`` unless ``--out``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gloper_jobs.jobs.polarity import calibrated_pick, species_call
+from gloper_jobs.methods.choice import POLARITY_RULES, SPECIES_MARGIN, SPECIES_RULES
+
+REPO = Path(__file__).resolve().parents[1]
+MARGINS = (0.0, 0.1, 0.2, 0.3, 0.5)
+#: a species-level policy may not lose more than this Dice to the darker reading on any
+#: species it is selected on (the ``safe`` selection)
+SAFE_LOSS = 0.05
+#: the rules the bench combines (agreement needs several local sizes' masks: always 0 here)
+RULES = [r for r in POLARITY_RULES if r != "agreement"]
+SYNTHETIC_SEED = 7
+
+
+def collect(datasets: list[Path], methods: dict[str, dict[str, str]]) -> list[dict[str, Any]]:
+    """Per photo and method: species, group, Dice of every candidate, rule scores, seconds."""
+    from gloper_jobs.data.datasets import scan_dataset
+    from gloper_jobs.data.images import load_image
+    from gloper_jobs.devices import configure_torch
+    from gloper_jobs.foreground import ForegroundExtractor
+    from gloper_jobs.jobs.pipeline import process_photo
+    from gloper_jobs.methods.registry import build_segmenter
+    from gloper_jobs.settings import Settings
+
+    settings = Settings.from_env()
+    configure_torch(settings.torch_threads, settings.compile_cache_dir)
+    fg_fn = ForegroundExtractor(settings.models_dir, settings.foreground_model)
+    photos: list[dict[str, Any]] = []
+    for group, root in zip(("shared", "synthetic"), datasets, strict=False):
+        for it in scan_dataset(root):
+            if it.label_path is None:
+                continue
+            fg = fg_fn(load_image(it.path, settings.max_image_pixels))
+            row: dict[str, Any] = {"rel_path": it.rel_path, "species": it.species, "group": group, "methods": {}}
+            for name, spec in methods.items():
+                params = dict(spec)
+                method = params.pop("method")
+                seg = build_segmenter(method, settings, None, params)
+                with tempfile.TemporaryDirectory(prefix="bench-pol-") as scratch:
+                    out = process_photo(it.path, seg, Path(scratch), lambda _image, fg=fg: fg, it.label_path,
+                                        it.species, settings.eval_size)
+                pol = out.info["polarity"]
+                assert isinstance(pol, dict)
+                row["methods"][name] = {
+                    "dice": {c.name: round((c.scores or {})["dice"], 4) for c in out.candidates},
+                    "derived": sorted(c.name for c in out.candidates if c.derived),
+                    "candidates": pol["candidates"], "rule_scores": pol["rule_scores"],
+                    "seconds": round(float(out.info["timings"]["segment"]), 3),  # type: ignore[index]
+                }
+                print(f"  {name:<12} {it.rel_path:<50} {out.info['timings']['segment']:.2f}s", flush=True)  # type: ignore[index]
+            photos.append(row)
+    return photos
+
+
+def policies() -> list[str]:
+    """``darker``, then species votes from the most to the least demanding: every rule
+    must agree, two rules must agree (``a+b``), one rule; each at every margin, largest
+    first. Ties in a selection go to the earlier (more conservative) policy."""
+    sets = ["+".join(RULES)] + [f"{a}+{b}" for i, a in enumerate(RULES) for b in RULES[i + 1:]] + RULES
+    return ["darker"] + [f"{rules}>{m}" for rules in sets for m in sorted(MARGINS, reverse=True)]
+
+
+def species_polarity(rows: list[dict[str, Any]], policy: str) -> str:
+    """The polarity ``policy`` calls for one species' photos (``rows``: one method's blocks)."""
+    if policy in ("darker", "lighter"):
+        return policy
+    rules, _, margin = policy.partition(">")
+    scores = {r: [row["rule_scores"][r] for row in rows] for r in rules.split("+")}
+    return species_call(scores, float(margin)).polarity
+
+
+def select(table: np.ndarray, allowed: np.ndarray) -> int:
+    """The allowed policy (column) with the best mean over the species (rows), among
+    those that lose at most SAFE_LOSS to darker (column 0) on every one of them (darker
+    itself always qualifies)."""
+    ok = allowed & ((table - table[:, [0]]).min(axis=0) >= -SAFE_LOSS)
+    return int(np.argmax(np.where(ok, table.mean(axis=0), -np.inf)))  # ties: the earlier policy
+
+
+def per_species(photos: list[dict[str, Any]], method: str) -> dict[str, list[dict[str, Any]]]:
+    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for p in photos:
+        if method in p["methods"]:
+            groups[p["species"]].append({**p["methods"][method], "group": p["group"]})
+    return dict(sorted(groups.items()))
+
+
+def dice_in(row: dict[str, Any], polarity: str) -> float:
+    return float(row["dice"][row["candidates"][polarity]])
+
+
+def analyse(photos: list[dict[str, Any]], method: str) -> dict[str, Any]:
+    """Species -> figures, and the in-sample / held-out summary of one method."""
+    species = per_species(photos, method)
+    pols = policies()
+    # species x policy: mean Dice of the species' photos under the species' call
+    table = np.array([[np.mean([dice_in(r, species_polarity(rows, pol)) for r in rows]) for pol in pols]
+                      for rows in species.values()])
+    names = list(species)
+    every = np.ones(len(pols), dtype=bool)
+    fixed = np.array([p == "darker" or p.endswith(f">{SPECIES_MARGIN}") for p in pols])
+    in_best, in_safe = select(table, every), select(table, fixed)
+    default_name = f"{'+'.join(SPECIES_RULES)}>{SPECIES_MARGIN}"
+    default = pols.index(default_name) if default_name in pols else 0
+    out: dict[str, Any] = {"species": {}, "policies": pols, "in_sample_policy": pols[in_best],
+                           "in_sample_safe_policy": pols[in_safe], "default_policy": default_name}
+    for i, sp in enumerate(names):
+        rows = species[sp]
+        others = np.delete(table, i, axis=0)
+        held, held_safe = select(others, every), select(others, fixed)
+        calibrated = [calibrated_pick([r for j, r in enumerate(rows) if j % 2 != k],
+                                      ) for k in (0, 1)] if len(rows) >= 2 else None
+        cal_dice = None
+        if calibrated:
+            scored = [r["dice"][calibrated[j % 2]] for j, r in enumerate(rows)]
+            cal_dice = round(float(np.mean(scored)), 4)
+        out["species"][sp] = {
+            "group": rows[0]["group"], "photos": len(rows),
+            "oracle": round(float(np.mean([max(v for k, v in r["dice"].items() if k not in r["derived"])
+                                           for r in rows])), 4),
+            "darker": round(float(table[i, 0]), 4),
+            "oracle-polarity": round(float(np.mean([max(dice_in(r, "darker"), dice_in(r, "lighter"))
+                                                    for r in rows])), 4),
+            "default-vote": round(float(table[i, default]), 4),
+            "in-sample": round(float(table[i, in_best]), 4), "held-out": round(float(table[i, held]), 4),
+            "in-safe": round(float(table[i, in_safe]), 4), "held-safe": round(float(table[i, held_safe]), 4),
+            "held-out-policy": pols[held], "held-safe-policy": pols[held_safe], "calibrated": cal_dice,
+            "seconds": round(float(np.mean([r["seconds"] for r in rows])), 3),
+            "by_policy": {pol: round(float(table[i, j]), 4) for j, pol in enumerate(pols)},
+        }
+    summary: dict[str, dict[str, float | None]] = {}
+    for group in ("shared", "synthetic", "all"):
+        rows_g = [v for v in out["species"].values() if group == "all" or v["group"] == group]
+        if not rows_g:
+            continue
+        summary[group] = {c: _mean([v[c] for v in rows_g]) for c in COLS}
+        summary[group]["worst-loss-default"] = round(min(v["default-vote"] - v["darker"] for v in rows_g), 4)
+        summary[group]["worst-loss-held-safe"] = round(min(v["held-safe"] - v["darker"] for v in rows_g), 4)
+    out["summary"] = summary
+    return out
+
+
+def _mean(xs: list[float | None]) -> float | None:
+    vals = [x for x in xs if x is not None]
+    return round(float(np.mean(vals)), 4) if vals else None
+
+
+def _fmt(v: float | None) -> str:
+    return f"{v:>9.3f}" if v is not None else f"{'-':>9}"
+
+
+COLS = ("oracle", "darker", "oracle-polarity", "default-vote", "in-sample", "held-out", "in-safe", "held-safe",
+        "calibrated")
+HEADS = ("oracle", "darker", "orac-pol", "default", "in:r x m", "held:rxm", f"in:r@{SPECIES_MARGIN}",
+         f"held:r@{SPECIES_MARGIN}", "calib")
+
+
+def print_method(name: str, res: dict[str, Any]) -> None:
+    print(f"\n== {name}: mean Dice per species (species weigh equally). Selected (no species of the "
+          f"selection set may lose > {SAFE_LOSS} to darker) among rules x margins: in-sample "
+          f"{res['in_sample_policy']}; among rules at margin {SPECIES_MARGIN}: {res['in_sample_safe_policy']}; "
+          f"library default {res['default_policy']}")
+    print(f"{'':<14}" + "".join(f"{c:>9}" for c in HEADS)
+          + f"  held-out policy: rules x margins / rules at {SPECIES_MARGIN}")
+    for sp, v in res["species"].items():
+        print(f"{sp:<14}" + "".join(_fmt(v[c]) for c in COLS) + f"  {v['held-out-policy']} / {v['held-safe-policy']}")
+    for group, s in res["summary"].items():
+        print(f"{'MEAN ' + group:<14}" + "".join(_fmt(s[c]) for c in COLS)
+              + f"  worst loss vs darker: default {s['worst-loss-default']:+.3f}, "
+                f"held-out r@{SPECIES_MARGIN} {s['worst-loss-held-safe']:+.3f}")
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dataset", type=Path, default=REPO.parent / "shared" / "datasets" / "gloper-examples")
+    ap.add_argument("--synthetic", type=Path, default=None, help="default: make one (--polarity both, 2 per species)")
+    ap.add_argument("--methods", default="gloper,kmeans")
+    ap.add_argument("--model", action="append", default=[], metavar="NAME=M.pt")
+    ap.add_argument("--photos", type=Path, default=None, help="reuse step 1 of a previous run's JSON")
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args(argv)
+    t0 = time.time()
+    load_before = os.getloadavg()
+    if args.photos:
+        photos = json.loads(args.photos.read_text())["photos"]
+    else:
+        methods: dict[str, dict[str, str]] = {m: {"method": m} for m in args.methods.split(",")}
+        for spec in args.model:
+            name, _, path = spec.partition("=")
+            methods[name] = {"method": "gloper", "model": path}
+        with tempfile.TemporaryDirectory(prefix="bench-syn-") as tmp:
+            synthetic = args.synthetic
+            if synthetic is None:
+                from gloper_jobs.data.synthetic import make_dataset
+
+                synthetic = Path(tmp) / "synthetic"
+                make_dataset(synthetic, per_species=2, seed=SYNTHETIC_SEED, polarity="both")
+            photos = collect([args.dataset, synthetic], methods)
+    names = list(dict.fromkeys(m for p in photos for m in p["methods"]))
+    report: dict[str, Any] = {
+        "dataset": str(args.dataset), "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
+        "load_before": [round(x, 2) for x in load_before], "photos": photos, "methods": {},
+    }
+    for name in names:
+        report["methods"][name] = analyse(photos, name)
+        print_method(name, report["methods"][name])
+    report["load_after"] = [round(x, 2) for x in os.getloadavg()]
+    report["seconds"] = round(time.time() - t0, 1)
+    print(f"\nload before {report['load_before']}, after {report['load_after']}, {report['seconds']} s")
+    path = args.out or REPO / "bench" / "out" / f"polarity-species-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=1))
+    print(f"wrote {path}")
+    return report
+
+
+if __name__ == "__main__":
+    main()
