@@ -106,7 +106,20 @@ def test_species_vote_repoints_choices_and_an_override_corrects_it(qsettings: Se
         assert job.species_polarity["calls"]["Spots"]["repointed"] == 2  # type: ignore[index]
         assert len(job.species_polarity["calls"]["Spots"]["disagree"]) == 2  # type: ignore[index]
         table = format_species_polarity(job)
+        from gloper_jobs.reporting import render_html
+
+        html = render_html(s, job)
+        from gloper_jobs.jobs.progress import format_progress, job_progress
+
+        status = format_progress(job_progress(s, job, 60))
+    assert "polarity per species" in status and "Spots" in status.split("polarity per species")[1]
     assert "Spots" in table and "override" in table
+    section = html[html.index('id="polarity-table"'):]
+    section = section[:section.index("</table>")]
+    assert section.count("<tr>") == 1 + len(calls)  # header + one row per species
+    spots = section[section.index("<td>Spots</td>"):].split("</tr>")[0]
+    assert "<b>lighter</b>" in spots and "override" in spots and spots.count("data:image") == 2
+    assert 'cand chosen"><img src="data:image' in spots and "lighter: cluster_1" in spots
     after = _choices(store, job_id)
     assert {c for (it, c) in after.values() if it.species == "Spots"} == {"cluster_1"}
     assert {rel: c for rel, (it, c) in after.items() if it.species != "Spots"} == {

@@ -51,6 +51,30 @@ def _card(rec: PhotoRecord) -> dict[str, Any]:
     return card
 
 
+def _polarity(data: ReportData) -> list[dict[str, Any]]:
+    """Per species: the stored call (reading, how, score, disagreeing photos) and one photo's
+    mask in each reading, so a wrong call is seen (and corrected with `gloper polarity`)."""
+    calls = (data.job.species_polarity or {}).get("calls", {})
+    rows: list[dict[str, Any]] = []
+    for species, call in calls.items():
+        row: dict[str, Any] = {"species": species, **call, "readings": []}
+        rec = next((r for r in data.done if r.item.species == species), None)
+        options = ((rec.item.info or {}).get("polarity") or {}).get("candidates", {}) if rec else {}
+        by_name = {c.name: c for c in rec.candidates} if rec else {}
+        for reading in ("darker", "lighter"):
+            cand = by_name.get(options.get(reading, ""))
+            if rec is None or cand is None:
+                continue
+            try:
+                thumb: str | None = overlay_thumbnail(Path(rec.item.path), Path(cand.mask_path))
+            except Exception:  # noqa: BLE001 - a moved photo must not stop the report
+                thumb = None
+            row["readings"].append({"reading": reading, "name": cand.name, "thumb": thumb, "dice": cand.dice,
+                                    "path": rec.item.rel_path, "chosen": reading == call["polarity"]})
+        rows.append(row)
+    return rows
+
+
 def _plot(data: ReportData) -> tuple[str, str | None]:
     if data.labelled:
         series = {"label-free": [s.choice_dice for s in data.scores], "oracle": [s.oracle_dice for s in data.scores]}
@@ -77,7 +101,7 @@ def render_html(session: Session, job: Job, gallery_size: int = defaults.REPORT_
         plot=plot, plot_title=plot_title,
         gallery=[(title, [_card(r) for r in recs]) for title, recs in gallery(data, gallery_size)],
         rows=[as_row(r) for r in data.records[:MAX_ROWS]], n_records=len(data.records),
-        failed=data.failed, fmt=_fmt,
+        failed=data.failed, fmt=_fmt, polarity=_polarity(data),
     )
 
 
