@@ -285,3 +285,29 @@ def test_a_model_training_item_runs_through_the_recording_path_and_resumes(setti
     assert done.info["start_step"] == 2 and done.info["step"] == 4 and done.info["model"] == "m"
     assert model.status == ModelStatus.done.value and model.step == 4 and len(model.losses) == 4
     assert model.sha256 == file_sha256(model.checkpoint_path)
+
+
+def test_calibration_with_a_dataset_model_and_settings_from(tiny_model: Path, settings: Settings,
+                                                            synthetic_dir: Path) -> None:
+    """`gloper calibrate --param model=M.pt`: every grid setting reads the model's maps; the
+    per-species choice (candidate, polarity, rho) is stored and an extract run with the model
+    and --settings-from chooses exactly that candidate."""
+    from gloper_jobs.jobs.calibration import calibration_of
+
+    store = Store(settings.database_url)
+    params = {"model": str(tiny_model), "size": 32, "local_sizes": "4,8"}
+    cal = run_dataset(synthetic_dir, "gloper", settings, None, params, foreground=False, progress=False,
+                      store=store, kind="calibrate", grid=("rho=0.3,0.5",))
+    assert cal.job.status == "done" and cal.job.id is not None and cal.processed == 4 * 2
+    with store.session() as s:
+        learnt = calibration_of(s, cal.job.id, "gloper")
+    assert set(learnt) == {"Patches", "Rosettes", "Spots", "Stripes"}
+    assert all(p["model"] == str(tiny_model) and p["rho"] in (0.3, 0.5) for p in learnt.values())
+    ext = run_dataset(synthetic_dir, "gloper", settings, None, params, foreground=False, progress=False,
+                      store=store, settings_from=cal.job.id)
+    assert ext.job.id is not None and not ext.failed
+    with store.session() as s:
+        for item in s.exec(select(Item).where(Item.job_id == ext.job.id)).all():
+            p = learnt[item.species]
+            assert item.choice == p["choice"] + ("_lighter" if p["polarity"] == "lighter" else "")
+            assert item.info and item.info["polarity"]["rule"] == "fixed"
