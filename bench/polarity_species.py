@@ -213,6 +213,19 @@ def print_method(name: str, res: dict[str, Any]) -> None:
                 f"held-out r@{SPECIES_MARGIN} {s['worst-loss-held-safe']:+.3f}")
 
 
+def markdown(report: dict[str, Any]) -> str:
+    """The README's table: per method and group, the figures side by side (Markdown)."""
+    lines = ["| method | photos | oracle | darker | oracle polarity | label-free (default) | in-sample, rules x margins "
+             f"| held-out species, rules x margins | in-sample, rules at {SPECIES_MARGIN} "
+             f"| held-out species, rules at {SPECIES_MARGIN} | calibrated (other half) | worst species vs darker |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, res in report["methods"].items():
+        for group, s in res["summary"].items():
+            cells = [_fmt(s[c]).strip() for c in COLS]
+            lines.append(f"| {name} | {group} | " + " | ".join(cells) + f" | {s['worst-loss-default']:+.3f} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", type=Path, default=REPO.parent / "shared" / "datasets" / "gloper-examples")
@@ -247,6 +260,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for name in names:
         report["methods"][name] = analyse(photos, name)
         print_method(name, report["methods"][name])
+    print("\n" + markdown(report))
     report["load_after"] = [round(x, 2) for x in os.getloadavg()]
     report["seconds"] = round(time.time() - t0, 1)
     print(f"\nload before {report['load_before']}, after {report['load_after']}, {report['seconds']} s")
