@@ -68,6 +68,10 @@ def collect(datasets: list[Path], methods: dict[str, dict[str, str]]) -> list[di
     settings = Settings.from_env()
     configure_torch(settings.torch_threads, settings.compile_cache_dir)
     fg_fn = ForegroundExtractor(settings.models_dir, settings.foreground_model)
+    segmenters = {}
+    for name, spec in methods.items():
+        params = dict(spec)
+        segmenters[name] = build_segmenter(params.pop("method"), settings, None, params)
     photos: list[dict[str, Any]] = []
     for group, root in zip(("shared", "synthetic"), datasets, strict=False):
         for it in scan_dataset(root):
@@ -75,12 +79,12 @@ def collect(datasets: list[Path], methods: dict[str, dict[str, str]]) -> list[di
                 continue
             fg = fg_fn(load_image(it.path, settings.max_image_pixels))
             row: dict[str, Any] = {"rel_path": it.rel_path, "species": it.species, "group": group, "methods": {}}
-            for name, spec in methods.items():
-                params = dict(spec)
-                method = params.pop("method")
-                seg = build_segmenter(method, settings, None, params)
+            def fixed(_image: np.ndarray, fg: Any = fg) -> Any:
+                return fg  # the foreground computed once per photo for every method
+
+            for name, seg in segmenters.items():
                 with tempfile.TemporaryDirectory(prefix="bench-pol-") as scratch:
-                    out = process_photo(it.path, seg, Path(scratch), lambda _image, fg=fg: fg, it.label_path,
+                    out = process_photo(it.path, seg, Path(scratch), fixed, it.label_path,
                                         it.species, settings.eval_size)
                 pol = out.info["polarity"]
                 assert isinstance(pol, dict)
