@@ -204,3 +204,21 @@ def test_gloper_calibration_learns_candidate_and_polarity(qsettings: Settings, b
     for item, chosen in _choices(store, ext.job.id).values():
         p = per_species[item.species]
         assert chosen == p["choice"] + ("_lighter" if p["polarity"] == "lighter" else "")
+
+
+def test_submit_extract_takes_polarity_and_other_kinds_refuse_it(qsettings: Settings, both: Path) -> None:
+    from gloper_jobs.jobs.kinds import KINDS, SubmitRequest
+
+    store = Store(qsettings.database_url)
+    sub = KINDS["extract"].record(store, qsettings, SubmitRequest(
+        both, "kmeans", foreground=False, extra={"polarity": "Spots=lighter"}))
+    with store.session() as s:
+        job = s.get(Job, sub.job.id)
+        assert job is not None and job.species_polarity == {"overrides": {"Spots": "lighter"}}
+        assert "applied when the job finishes" in format_species_polarity(job)
+    with pytest.raises(InvalidParameterError, match="--polarity belongs to `submit extract`"):
+        KINDS["calibrate"].record(store, qsettings, SubmitRequest(both, "kmeans", foreground=False,
+                                                                  extra={"polarity": "Spots=lighter"}))
+    with pytest.raises(InvalidParameterError, match="SPECIES=darker"):
+        KINDS["extract"].record(store, qsettings, SubmitRequest(both, "kmeans", foreground=False,
+                                                                extra={"polarity": "Spots=pale"}))
