@@ -11,6 +11,9 @@ column          meaning
 ``label_path``  optional: the pattern label, relative to the root; else the
                 ``label/`` folder beside the photo is searched as in a scan
 ``image_id``    optional: the catalogue's own id of the photo
+``polarity``    optional: ``darker`` or ``lighter``, which colour is the pattern
+                for the row's species (overrides the species' vote; one value
+                per species; empty rows leave it to the vote)
 ==============  ==============================================================
 
 Other columns are ignored, so a `wildlife-datasets` metadata table
@@ -40,7 +43,8 @@ from gloper_jobs.paths import resolve_inside
 from gloper_jobs.storage import read_bytes
 
 REQUIRED_COLUMNS = ("path",)
-OPTIONAL_COLUMNS = ("species", "identity", "label_path", "image_id")
+OPTIONAL_COLUMNS = ("species", "identity", "label_path", "image_id", "polarity")
+POLARITY_VALUES = ("darker", "lighter")
 
 
 @dataclass(frozen=True)
@@ -128,8 +132,25 @@ def manifest_items(table: Any, root: Path, where: str = "manifest") -> list[Data
         label = root / label_rel if label_rel else _find_label(root, rel)
         parts = PurePosixPath(rel).parts
         species = _text(row.get("species")) or (parts[0] if len(parts) > 1 and parts[0] != ".." else root_name)
-        items.append(DatasetItem(rel, path, species, label, _text(row.get("identity")), _text(row.get("image_id"))))
+        polarity = _text(row.get("polarity"))
+        if polarity is not None and polarity not in POLARITY_VALUES:
+            raise ManifestError(f"{where}, row {row_no}: polarity {polarity!r}: use darker or lighter (or leave it empty)")
+        items.append(DatasetItem(rel, path, species, label, _text(row.get("identity")), _text(row.get("image_id")),
+                                 polarity))
     return items
+
+
+def species_polarity(items: list[DatasetItem], where: str = "manifest") -> dict[str, str]:
+    """Species -> the polarity its rows name (``polarity`` column); raises
+    :class:`ManifestError` when one species' rows name both."""
+    out: dict[str, str] = {}
+    for it in items:
+        if it.polarity is None:
+            continue
+        if out.setdefault(it.species, it.polarity) != it.polarity:
+            raise ManifestError(f"{where}: species {it.species} has rows with polarity darker and lighter; "
+                                "give each species one value")
+    return out
 
 
 def _find_label(root: Path, rel: str) -> Path | None:

@@ -222,3 +222,28 @@ def test_submit_extract_takes_polarity_and_other_kinds_refuse_it(qsettings: Sett
     with pytest.raises(InvalidParameterError, match="SPECIES=darker"):
         KINDS["extract"].record(store, qsettings, SubmitRequest(both, "kmeans", foreground=False,
                                                                 extra={"polarity": "Spots=pale"}))
+
+
+def test_manifest_polarity_column_overrides_its_species(qsettings: Settings, both: Path, tmp_path: Path) -> None:
+    from gloper_jobs.exceptions import ManifestError
+
+    rows = ["path,polarity", "Spots/spots_00.jpg,lighter", "Spots/spots_01.jpg,", "Stripes/stripes_00.jpg,"]
+    (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
+    store = Store(qsettings.database_url)
+    summary = run_dataset(both, "kmeans", qsettings, foreground=False, progress=False, store=store,
+                          manifest=tmp_path / "m.csv")
+    calls = summary.job.species_polarity["calls"]  # type: ignore[index]
+    assert calls["Spots"]["how"] == "override" and calls["Spots"]["polarity"] == "lighter"
+    assert calls["Stripes"]["how"] != "override"
+    # --polarity wins over the column
+    again = run_dataset(both, "kmeans", qsettings, foreground=False, progress=False, store=store,
+                        manifest=tmp_path / "m.csv", polarity="Spots=darker")
+    assert again.job.species_polarity["calls"]["Spots"]["polarity"] == "darker"  # type: ignore[index]
+    (tmp_path / "bad.csv").write_text("path,polarity\nSpots/spots_00.jpg,lighter\nSpots/spots_01.jpg,darker\n")
+    with pytest.raises(ManifestError, match="species Spots has rows with polarity darker and lighter"):
+        run_dataset(both, "kmeans", qsettings, foreground=False, progress=False, store=store,
+                    manifest=tmp_path / "bad.csv")
+    (tmp_path / "bad2.csv").write_text("path,polarity\nSpots/spots_00.jpg,pale\n")
+    with pytest.raises(ManifestError, match="row 2: polarity 'pale'"):
+        run_dataset(both, "kmeans", qsettings, foreground=False, progress=False, store=store,
+                    manifest=tmp_path / "bad2.csv")

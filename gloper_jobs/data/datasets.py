@@ -33,6 +33,7 @@ class DatasetItem:
     label_path: Path | None
     identity: str | None = None  # the individual animal, when a manifest names it
     image_id: str | None = None  # the manifest's own id of the photo
+    polarity: str | None = None  # a manifest's ``polarity`` column: darker/lighter for its species
 
 
 def _is_photo(name: str) -> bool:

@@ -163,6 +163,7 @@ def decide_species_polarity(session: Session, job: Job, overrides: Mapping[str, 
     result = {"rule": "+".join(SPECIES_RULES), "margin": SPECIES_MARGIN, "overrides": stored, "calls": calls}
     job.species_polarity = result
     session.add(job)
+    session.flush()  # written now: a caller that refreshes the job must not drop it
     return result
 
 

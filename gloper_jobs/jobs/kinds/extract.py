@@ -101,6 +101,11 @@ def record_extract_job(store: Store, settings: Settings, dataset: Path, method: 
         refuse_url(dataset)
     skipped: list[str] = []  # symlinks out of the root a folder scan left out
     items, listed = list_items(Path(dataset), manifest, skipped)
+    if manifest is not None:  # a manifest's polarity column, under --polarity
+        from gloper_jobs.manifest import species_polarity
+
+        items = list(items)
+        polarity = {**species_polarity(items, str(manifest)), **(polarity or {})}
     if polarity:
         items = list(items)  # a folder scan is a generator: read it once for the species
         check_overrides(polarity, {it.species for it in items})
