@@ -187,6 +187,29 @@ def analyse(photos: list[dict[str, Any]], method: str) -> dict[str, Any]:
     return out
 
 
+def mask_choice(photos: list[dict[str, Any]], method: str) -> dict[str, Any] | None:
+    """GloPER's mask choice (``consensus``, ``fused``, ``local_<l>``) in the polarity the
+    default species vote calls: each base's mean Dice per group, the base selected on all
+    species (in-sample) and each species scored with the base selected on the others."""
+    species = per_species(photos, method)
+    first = next(iter(species.values()))[0]
+    if "consensus" not in first["dice"]:
+        return None
+    bases = [n for n in first["dice"] if not n.endswith("_lighter")]
+    default = f"{'+'.join(SPECIES_RULES)}>{SPECIES_MARGIN}"
+    table = np.array([[np.mean([r["dice"][b + ("_lighter" if species_polarity(rows, default) == "lighter" else "")]
+                                for r in rows]) for b in bases] for rows in species.values()])
+    groups = [rows[0]["group"] for rows in species.values()]
+    held = [float(table[i, int(np.argmax(np.delete(table, i, axis=0).mean(axis=0)))]) for i in range(len(groups))]
+    out: dict[str, Any] = {"bases": bases, "in_sample": bases[int(np.argmax(table.mean(axis=0)))]}
+    for group in ("shared", "synthetic", "all"):
+        idx = [i for i, g in enumerate(groups) if group == "all" or g == group]
+        if idx:
+            out[group] = {**{b: round(float(table[idx, j].mean()), 4) for j, b in enumerate(bases)},
+                          "held-out": round(float(np.mean([held[i] for i in idx])), 4)}
+    return out
+
+
 def _mean(xs: list[float | None]) -> float | None:
     vals = [x for x in xs if x is not None]
     return round(float(np.mean(vals)), 4) if vals else None
@@ -264,6 +287,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for name in names:
         report["methods"][name] = analyse(photos, name)
         print_method(name, report["methods"][name])
+        choice = mask_choice(photos, name)
+        if choice:
+            report["methods"][name]["mask_choice"] = choice
+            print(f"  mask choice in the voted polarity (in-sample best: {choice['in_sample']}; held-out: each "
+                  "species with the mask best on the others)")
+            for group in ("shared", "synthetic", "all"):
+                if group in choice:
+                    print(f"    {group:<10} " + "  ".join(f"{k} {v:.3f}" for k, v in choice[group].items()))
     print("\n" + markdown(report))
     report["load_after"] = [round(x, 2) for x in os.getloadavg()]
     report["seconds"] = round(time.time() - t0, 1)
