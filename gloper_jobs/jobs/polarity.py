@@ -122,7 +122,10 @@ def decide_species_polarity(session: Session, job: Job, overrides: Mapping[str, 
     from gloper_jobs.methods.choice import SPECIES_MARGIN, SPECIES_RULES
     from gloper_jobs.store.models import Candidate, Item, ItemStatus
 
-    stored = dict((job.species_polarity or {}).get("overrides", {}))
+    # the row of this session (the caller's ``job`` may come from another one: adding it
+    # here would write its stale status back)
+    row = session.get(type(job), job.id) or job
+    stored = dict((row.species_polarity or {}).get("overrides", {}))
     stored.update(overrides or {})
     items = session.exec(select(Item).where(Item.job_id == job.id, Item.status == ItemStatus.done.value)).all()
     by_species: dict[str, list[tuple[Item, dict[str, Any]]]] = {}
@@ -161,9 +164,11 @@ def decide_species_polarity(session: Session, job: Job, overrides: Mapping[str, 
             repointed += 1
         calls[species] = {**call.as_dict(), "disagree": disagree, "repointed": repointed}
     result = {"rule": "+".join(SPECIES_RULES), "margin": SPECIES_MARGIN, "overrides": stored, "calls": calls}
-    job.species_polarity = result
-    session.add(job)
+    row.species_polarity = result
+    session.add(row)
     session.flush()  # written now: a caller that refreshes the job must not drop it
+    if row is not job:
+        job.species_polarity = result
     return result
 
 
