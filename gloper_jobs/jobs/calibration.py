@@ -179,9 +179,14 @@ def calibration_of(session: Session, job_id: int, method: str | None = None) -> 
 
 
 def format_calibration(rows: Sequence[Calibration]) -> str:
-    """The printable table of ``gloper calibration JOB``: one line per species."""
-    lines = [f"{'species':<14} {'photos':>6} {'tried':>5} {'Dice':>6}  settings"]
+    """The printable table of ``gloper calibration JOB``: the settings every species shares
+    once, then one line per species with its Dice and the settings it chose."""
+    if not rows:
+        return "no species calibrated"
+    shared = {k: v for k, v in rows[0].params.items() if all(c.params.get(k) == v for c in rows)}
+    lines = ["settings of every species: " + ", ".join(f"{k}={v}" for k, v in shared.items()),
+             f"{'species':<14} {'photos':>6} {'tried':>5} {'Dice':>6}  settings"]
     for c in rows:
-        settings = ", ".join(f"{k}={v}" for k, v in c.params.items())
-        lines.append(f"{c.species:<14} {c.photos:>6} {c.settings_tried:>5} {c.dice:>6.3f}  {settings}")
+        own = ", ".join(f"{k}={v}" for k, v in c.params.items() if k not in shared) or "-"
+        lines.append(f"{c.species:<14} {c.photos:>6} {c.settings_tried:>5} {c.dice:>6.3f}  {own}")
     return "\n".join(lines)

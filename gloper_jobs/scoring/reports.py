@@ -96,7 +96,9 @@ def job_report(session: Session, job: Job) -> str:
     """The Dice table, status counts and failed photos of ``job`` as text."""
     job_id = require_id(job)
     scores = item_scores(item_candidates(session, job_id))
-    params = ", ".join(f"{k}={v}" for k, v in job.params.items())
+    params = ", ".join(f"{k}={v}" for k, v in job.params.items() if k != "per_species")
+    if job.params.get("per_species"):  # the calibration's settings: `gloper calibration JOB` prints them
+        params += f", calibrated species: {len(job.params['per_species'])}"
     title = (f"Job {job.id} · {job.method} ({params}) · foreground {job.foreground_model} · "
              f"Dice at {job.eval_size}x{job.eval_size}")
     parts = [format_species_table(species_rows(scores), title)]
