@@ -1,22 +1,28 @@
-"""Services and workers for the benches: the tests' throwaway servers and cluster helper."""
+"""Services and workers for the queue benches: throwaway servers and a :class:`Cluster` on them."""
 
 from __future__ import annotations
 
 import json
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from gloper_jobs.settings import Settings
+from gloper_jobs.testbed import services as qs
+from gloper_jobs.testbed.cluster import Cluster, drained
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from tests import queue_services as qs  # noqa: E402
-from tests.cluster import Cluster  # noqa: E402
-from tests.queue_checks import drained  # noqa: E402
-
+#: where the benches write their JSON (results worth keeping are copied to bench/results/)
 OUT = REPO / "bench" / "out"
+
+
+def examples() -> Path:
+    """The example photos: ``GLOPER_EXAMPLES_DIR``, else ``../shared/datasets/gloper-examples`` beside the checkout."""
+    path = Settings.from_env().examples_dir or REPO.parent / "shared" / "datasets" / "gloper-examples"
+    if not path.is_dir():
+        raise SystemExit(f"example photos not found at {path}: set GLOPER_EXAMPLES_DIR")
+    return path
 
 
 @contextmanager
@@ -30,11 +36,8 @@ def services(workdir: Path, **extra_env: str) -> Iterator[Cluster]:
         yield cluster
     finally:
         cluster.stop()
-        redis.stop()
+        redis.remove()
         pg.stop()
-        import shutil
-
-        shutil.rmtree(redis.workdir, ignore_errors=True)
 
 
 def wait_drained(cluster: Cluster, job_id: int, timeout: float = 1800) -> float:
@@ -46,10 +49,12 @@ def wait_drained(cluster: Cluster, job_id: int, timeout: float = 1800) -> float:
 
 
 def job_id(stdout: str) -> int:
+    """The job id `gloper submit` prints on its last line."""
     return int(stdout.strip().splitlines()[-1])
 
 
 def write(name: str, result: dict[str, object]) -> Path:
+    """Write ``bench/out/NAME.json`` and print it."""
     OUT.mkdir(parents=True, exist_ok=True)
     path = OUT / f"{name}.json"
     path.write_text(json.dumps(result, indent=2, default=str))
