@@ -1,6 +1,6 @@
 """GloPER at archive speed: the authors' plain loop against the project's engine, one run.
 
-    python bench/gloper_speed.py --dataset ../shared/datasets/gloper-examples --json OUT.json
+    python -m bench.gloper_speed --dataset ../shared/datasets/gloper-examples --json OUT.json
         [--limit N] [--profile target|cpu|paper] [--device cpu|cuda] [--param NAME=VALUE ...]
 
 On the same photos, at the same size S, local sizes and step budget, photo by photo:
@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -34,26 +33,23 @@ from typing import Any
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from bench.quality import write_report  # noqa: E402
-from gloper_jobs.data.datasets import scan_dataset  # noqa: E402
-from gloper_jobs.data.images import load_image, resize_mask, resize_rgb  # noqa: E402
-from gloper_jobs.data.labels import load_label  # noqa: E402
-from gloper_jobs.devices import configure_torch  # noqa: E402
-from gloper_jobs.foreground import ForegroundExtractor  # noqa: E402
-from gloper_jobs.methods import create_segmenter  # noqa: E402
-from gloper_jobs.methods.gloper import GloperParams  # noqa: E402
-from gloper_jobs.methods.gloper_model import (  # noqa: E402
+from bench.quality import write_report
+from gloper_jobs.data.datasets import scan_dataset
+from gloper_jobs.data.images import load_image, resize_mask, resize_rgb
+from gloper_jobs.data.labels import load_label
+from gloper_jobs.devices import configure_torch
+from gloper_jobs.foreground import ForegroundExtractor
+from gloper_jobs.methods import create_segmenter
+from gloper_jobs.methods.gloper import GloperParams
+from gloper_jobs.methods.gloper_model import (
     GloperNet,
     hard_gumbel_softmax,
     pattern_weight,
     reconstruct,
 )
-from gloper_jobs.methods.gloper_readout import read_out  # noqa: E402
-from gloper_jobs.scoring.metrics import scores_at  # noqa: E402
-from gloper_jobs.settings import Settings  # noqa: E402
+from gloper_jobs.methods.gloper_readout import read_out
+from gloper_jobs.scoring.metrics import scores_at
+from gloper_jobs.settings import Settings
 
 PROFILES: dict[str, dict[str, Any]] = {
     "target": {"size": 256, "local_sizes": (8, 16, 32), "steps": 100},

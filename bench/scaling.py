@@ -15,7 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.services import examples, job_id, services, wait_drained, write
+from bench import examples
+from bench.services import job_id, services, wait_drained, write
 
 
 def run(n_workers: int, dataset: Path, work: Path) -> float:

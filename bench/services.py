@@ -8,21 +8,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from gloper_jobs.settings import Settings
+from bench import OUT
 from gloper_jobs.testbed import services as qs
 from gloper_jobs.testbed.cluster import Cluster, drained
-
-REPO = Path(__file__).resolve().parents[1]
-#: where the benches write their JSON (results worth keeping are copied to bench/results/)
-OUT = REPO / "bench" / "out"
-
-
-def examples() -> Path:
-    """The example photos: ``GLOPER_EXAMPLES_DIR``, else ``../shared/datasets/gloper-examples`` beside the checkout."""
-    path = Settings.from_env().examples_dir or REPO.parent / "shared" / "datasets" / "gloper-examples"
-    if not path.is_dir():
-        raise SystemExit(f"example photos not found at {path}: set GLOPER_EXAMPLES_DIR")
-    return path
 
 
 @contextmanager
