@@ -1,7 +1,7 @@
 """Fault-injection benchmark: one job through a night's faults (issue 12), JSON out.
 
 Real Redis and PostgreSQL servers, two `gloper worker --gpus cpu` launchers, and a
-job of the fault plugin's ``slow_logger`` method (it sleeps per photo and logs each
+job of the fake ``slow_logger`` method (``gloper_jobs.testbed.fake_methods``) (it sleeps per photo and logs each
 run, so concurrent double runs are visible). In order: two concurrent submits of
 the job, ``--kills`` kill -9 of pool processes mid-item, two Redis outages of
 ``--redis-outage`` s, a PostgreSQL outage of ``--pg-outage`` s and a PostgreSQL
@@ -19,23 +19,17 @@ import argparse
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests"))
-
-from bench.services import job_id, write  # noqa: E402
-from gloper_jobs.data.synthetic import make_dataset  # noqa: E402
-from tests import queue_services as qs  # noqa: E402
-from tests.cluster import GLOPER, Cluster  # noqa: E402
-from tests.fault_plugin import overlapping_runs  # noqa: E402
-from tests.queue_checks import candidate_rows, counts, drained, items  # noqa: E402
+from bench.services import job_id, write
+from gloper_jobs.data.synthetic import make_dataset
+from gloper_jobs.testbed import services as qs
+from gloper_jobs.testbed.cluster import GLOPER, Cluster, candidate_rows, counts, drained, items
+from gloper_jobs.testbed.fake_methods import overlapping_runs
 
 
 def _done(cluster: Cluster, job: int) -> int:
@@ -118,7 +112,7 @@ def main(argv: list[str] | None = None) -> Path:
     pg = qs.start_postgres()
     url, _ = qs.create_database(pg.admin_url)
     cluster = Cluster(url, redis.url, work, extra_env={
-        "GLOPER_PLUGINS": "fault_plugin", "GLOPER_STALE_SECONDS": "20", "GLOPER_HEARTBEAT_SECONDS": "2",
+        "GLOPER_PLUGINS": "gloper_jobs.testbed.fake_methods", "GLOPER_STALE_SECONDS": "20", "GLOPER_HEARTBEAT_SECONDS": "2",
         "GLOPER_STRANDED_SECONDS": "60"})
     submit = ["submit", "extract", str(work / "photos"), "--method", "slow_logger", "--no-foreground",
               "--param", f"seconds={args.seconds}", "--param", f"log={runs}"]
@@ -172,7 +166,7 @@ def main(argv: list[str] | None = None) -> Path:
         }
     finally:
         cluster.stop()
-        redis.stop()
+        redis.remove()
         pg.stop()
     return write(args.out, result)
 

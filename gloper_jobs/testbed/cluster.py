@@ -1,8 +1,8 @@
 """Running the real commands as subprocesses: `gloper submit`, `gloper worker --gpus cpu`.
 
-:class:`Cluster` holds the environment of one test's services (store, broker,
-results folder) and starts workers that drain the queue; the test then asserts
-on the store.
+:class:`Cluster` holds the environment of one test's or benchmark's services (store, broker,
+results folder) and starts workers that drain the queue; the caller then asserts on, or
+measures, the store (:func:`drained`, :func:`counts`, :func:`items`, :func:`candidate_rows`).
 """
 
 from __future__ import annotations
@@ -16,10 +16,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gloper_jobs.settings import Settings
-from gloper_jobs.store import Store
+from sqlalchemy import func
+from sqlmodel import col, select
 
-REPO = Path(__file__).resolve().parents[1]
+from gloper_jobs.settings import Settings
+from gloper_jobs.store import Candidate, Item, ItemStatus, Store
+from gloper_jobs.store import repository as repo
+
 #: the `gloper` command, as the console script runs it
 GLOPER = [sys.executable, "-m", "gloper_jobs.cli"]
 
@@ -44,7 +47,6 @@ class Cluster:
             "GLOPER_TORCH_THREADS": "1",
             "GLOPER_HEARTBEAT_SECONDS": "1",
             "GLOPER_STALE_SECONDS": "10",
-            "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")]),
         })
         env.update(self.extra_env)
         return env
@@ -109,3 +111,36 @@ class Cluster:
                 pass
             proc.wait()
         self.workers.clear()
+
+
+#: item states that still have work ahead of them
+UNFINISHED = (ItemStatus.pending.value, ItemStatus.queued.value, ItemStatus.running.value)
+
+
+def counts(store: Store, job_id: int) -> dict[str, int]:
+    """Number of the job's items in each state."""
+    with store.session() as s:
+        return repo.status_counts(s, job_id)
+
+
+def drained(store: Store, job_id: int) -> bool:
+    """The job has items and none of them is unfinished."""
+    c = counts(store, job_id)
+    return sum(c.values()) > 0 and not any(c.get(k) for k in UNFINISHED)
+
+
+def items(store: Store, job_id: int) -> dict[str, Item]:
+    """The job's items by relative path."""
+    with store.session() as s:
+        return {i.rel_path: i for i in s.exec(select(Item).where(Item.job_id == job_id)).all()}
+
+
+def candidate_rows(store: Store, job_id: int) -> list[tuple[str, str, int]]:
+    """(rel_path, candidate name, number of rows) for every candidate of the job."""
+    with store.session() as s:
+        rows = s.exec(
+            select(Item.rel_path, Candidate.name, func.count())
+            .join(Candidate, col(Candidate.item_id) == col(Item.id))
+            .where(Item.job_id == job_id).group_by(Item.rel_path, Candidate.name)
+        ).all()
+    return [(r, n, int(c)) for r, n, c in rows]

@@ -1,10 +1,11 @@
-"""A method that kills its own worker process on chosen photos, for the fault tests.
+"""Fake methods for the fault and overhead runs of the tests and benchmarks.
 
-Imported by workers and the submitter through ``GLOPER_PLUGINS=fault_plugin``
-(the ``tests`` folder on ``PYTHONPATH``). Photos whose name contains ``kill``
-SIGKILL the process that segments them, as a segfault or the OOM killer would;
-the others are segmented by k-means. ``slow_logger`` sleeps per photo and logs
-each run's start and end, for :func:`overlapping_runs`.
+Registered when imported: by workers and the submitter through
+``GLOPER_PLUGINS=gloper_jobs.testbed.fake_methods``. ``noop`` returns the foreground
+(the queue's own cost). ``worker_killer``: photos whose name contains ``kill`` SIGKILL
+the process that segments them, as a segfault or the OOM killer would; the others are
+segmented by k-means. ``slow_logger`` sleeps per photo and logs each run's start and end,
+for :func:`overlapping_runs`.
 """
 
 from __future__ import annotations
@@ -23,6 +24,24 @@ from gloper_jobs.exceptions import InvalidParameterError
 from gloper_jobs.methods.base import MethodParams, Segmentation, SegmentContext, Segmenter
 from gloper_jobs.methods.classical import KMeansSegmenter
 from gloper_jobs.methods.registry import register_segmenter
+
+
+@dataclass(frozen=True)
+class NoopParams(MethodParams):
+    """No parameters."""
+
+
+@register_segmenter
+class NoopSegmenter(Segmenter):
+    """Returns the foreground (``HxW bool``) as its only candidate, ``all``."""
+
+    name = "noop"
+    Params = NoopParams
+    profiles: ClassVar[dict[str, dict[str, Any]]] = {"cpu": {}}
+
+    def segment(self, image: np.ndarray, foreground: np.ndarray,
+                context: SegmentContext | None = None) -> Segmentation:
+        return Segmentation({"all": foreground.copy()}, "all")
 
 
 @register_segmenter

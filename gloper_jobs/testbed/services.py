@@ -1,8 +1,9 @@
-"""Throwaway Redis and PostgreSQL servers for the queue tests, from the installed binaries.
+"""Throwaway Redis and PostgreSQL servers from the installed binaries (tests and benchmarks).
 
-``GLOPER_TEST_REDIS_URL`` and ``GLOPER_TEST_DATABASE_URL`` (a server the tests may
-create databases on) replace them when set. Everything started here is stopped
-and deleted by the fixtures in ``conftest.py``.
+Each server gets a free loopback port and a temporary folder: PostgreSQL's ``stop()``
+deletes it; Redis's ``stop()`` keeps the append-only file for a restart, ``remove()`` deletes
+it. The tests' fixtures (``tests/conftest.py``) and ``bench/services.py`` start and stop them; in
+the tests, ``GLOPER_TEST_REDIS_URL`` and ``GLOPER_TEST_DATABASE_URL`` replace them when set.
 """
 
 from __future__ import annotations
@@ -66,6 +67,11 @@ class RedisServer:
             self.proc.terminate()  # SIGTERM: redis flushes the AOF and exits
             self.proc.wait(timeout=20)
         self.proc = None
+
+    def remove(self) -> None:
+        """Stop the server and delete its folder."""
+        self.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 def start_redis() -> RedisServer:
