@@ -15,7 +15,7 @@ k-means at ``EVIDENCE_SIZE``, so both methods make the same call on a photo.
 
 ``AUTO_RULE`` and ``AUTO_MARGIN`` are what ``polarity=auto`` uses; they were chosen
 by leave-one-out over the shared example photos and the synthetic set in both
-polarities (``bench/choice_rules.py``, README "Label-free choices").
+polarities (docs/benchmarks.md, "label-free choice").
 """
 
 from __future__ import annotations
@@ -156,7 +156,7 @@ def cluster_colours(
     With more than ``sample`` pixels the ``attempts`` random restarts run on a seeded
     sample of ``sample`` pixels and the best one's centres start a single run over all
     of them: about 6x faster at 256x256 than every restart on every pixel, and the
-    same clusters up to the ``epsilon`` stopping tolerance (bench/kmeans_sample.py).
+    same clusters up to the ``epsilon`` stopping tolerance (docs/benchmarks.md, "k-means sample").
     Returns ``N int`` cluster indices (0 = darkest centre by R+G+B) and the ``kx3
     float32`` centres in that order. Deterministic for a seed.
     """
