@@ -75,6 +75,9 @@ GLOPER_STALE_SECONDS             a running item whose heartbeat is older is stal
 GLOPER_STRANDED_SECONDS          a queued item published longer ago than this
                                  whose message is not in the broker's queue is
                                  published again by the reconciler (600)
+GLOPER_BROKER_CHECK_SECONDS      how often each worker checks Redis for a restart
+                                 (new run id) or a queue emptied under queued items,
+                                 and publishes the lost items again (10)
 GLOPER_SUBMIT_BATCH              items recorded and enqueued per batch (1000)
 GLOPER_WORKER_BOOT_TIMEOUT       seconds a new pool process may take to load its
                                  models before Celery gives up on it (300)
@@ -165,6 +168,7 @@ class Settings(BaseSettings):
     heartbeat_seconds: float = defaults.HEARTBEAT_SECONDS
     stale_seconds: float = defaults.STALE_SECONDS
     stranded_seconds: float = defaults.STRANDED_SECONDS
+    broker_check_seconds: float = defaults.BROKER_CHECK_SECONDS
     submit_batch: int = defaults.SUBMIT_BATCH
     worker_boot_timeout: float = defaults.WORKER_BOOT_TIMEOUT
     worker_device: str | None = None
@@ -208,7 +212,7 @@ class Settings(BaseSettings):
         "max_image_pixels", "eval_size", "extract_soft_time_limit", "extract_time_limit",
         "evaluate_soft_time_limit", "evaluate_time_limit", "train_soft_time_limit",
         "train_time_limit", "train_model_soft_time_limit", "train_model_time_limit", "retry_backoff", "retry_backoff_max", "visibility_timeout",
-        "max_deliveries", "heartbeat_seconds", "stale_seconds", "stranded_seconds", "submit_batch", "flower_port",
+        "max_deliveries", "heartbeat_seconds", "stale_seconds", "stranded_seconds", "broker_check_seconds", "submit_batch", "flower_port",
         "worker_boot_timeout",
     )
     @classmethod

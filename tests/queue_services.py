@@ -68,6 +68,17 @@ class RedisServer:
         self.proc = None
 
 
+    def restart_empty(self, down: float = 0.0) -> None:
+        """Stop, delete the data (append-only files, snapshots), wait ``down`` s and start again:
+        a Redis that comes back with nothing (a pod rescheduled without its volume)."""
+        self.stop()
+        for p in self.workdir.iterdir():
+            if p.name != "redis.log":
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
+        time.sleep(down)
+        self.start()
+
+
 def start_redis() -> RedisServer:
     server = RedisServer(free_port(), Path(tempfile.mkdtemp(prefix="gloper-redis-")))
     server.start()
