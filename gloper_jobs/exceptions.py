@@ -75,6 +75,10 @@ class StorageError(PermanentError):
     """A storage URL (``s3://...``) cannot be used: unknown scheme, missing extra, no access."""
 
 
+class StorageUnavailableError(TransientError):
+    """Object storage throttled the request or could not be reached; retrying may succeed."""
+
+
 class JobNotFoundError(PermanentError):
     """No job with that id or key is in the store."""
 

@@ -9,7 +9,10 @@ variable                   meaning (default)
 =========================  =====================================================
 GLOPER_DATABASE_URL        SQLAlchemy URL of the result store
                            (``sqlite:///./gloper.db`` in the working folder)
-GLOPER_RESULTS_DIR         where mask PNGs go (``./gloper-results``)
+GLOPER_RESULTS_DIR         where mask PNGs go (``./gloper-results``); an
+                           ``s3://bucket/prefix`` makes queue workers upload one
+                           object per mask there (``results_url``; credentials from
+                           the AWS chain: variables, profile or instance role)
 GLOPER_MODELS_DIR          foreground weights folder (``$U2NET_HOME`` or ``~/.u2net``)
 GLOPER_FOREGROUND_MODEL    ``u2netp`` (default) or ``u2net`` (the paper's)
 GLOPER_DEVICE              ``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:1``
@@ -108,13 +111,14 @@ CUDA_VISIBLE_DEVICES             the cards ``gloper worker --gpus all`` may use
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from gloper_jobs import defaults
 from gloper_jobs.devices import DEVICE_HELP, is_device_name
-from gloper_jobs.exceptions import ConfigurationError
+from gloper_jobs.exceptions import ConfigurationError, GloperError
 
 
 def _default_database_url() -> str:
@@ -132,6 +136,8 @@ class Settings(BaseSettings):
 
     database_url: str = Field(default_factory=_default_database_url)
     results_dir: Path = Field(default_factory=_default_results_dir)
+    #: GLOPER_RESULTS_DIR when it is an ``s3://`` URL (then ``results_dir`` keeps its default)
+    results_url: str | None = Field(default=None, exclude=True)
     models_dir: Path = Field(
         default=defaults.MODELS_DIR,
         validation_alias=AliasChoices("GLOPER_MODELS_DIR", "U2NET_HOME"),
@@ -244,6 +250,29 @@ class Settings(BaseSettings):
             except ConfigurationError as exc:
                 raise ValueError(str(exc)) from exc
         return value or None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _results_url(cls, data: Any) -> Any:
+        """``GLOPER_RESULTS_DIR=s3://...`` goes to ``results_url`` (a Path would fold its ``//``)."""
+        if isinstance(data, dict):
+            value = data.get("results_dir")
+            if isinstance(value, str) and "://" in value:
+                from gloper_jobs.storage import is_url
+
+                try:
+                    url = is_url(value)
+                except GloperError as exc:
+                    raise ValueError(str(exc)) from exc
+                if url:
+                    data = {k: v for k, v in data.items() if k != "results_dir"}
+                    data["results_url"] = value.rstrip("/")
+        return data
+
+    @property
+    def results_root(self) -> str:
+        """Where jobs' result folders are made: the ``s3://`` URL, else the absolute local folder."""
+        return self.results_url or str(self.results_dir.resolve())
 
     @model_validator(mode="after")
     def _limits_ordered(self) -> Settings:

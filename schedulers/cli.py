@@ -14,7 +14,13 @@ from typing import Any
 
 import click
 
-from gloper_jobs.cli.options import manifest_option, method_option, param_option, profile_option
+from gloper_jobs.cli.options import (
+    dataset_location,
+    manifest_option,
+    method_option,
+    param_option,
+    profile_option,
+)
 from gloper_jobs.cli.options import parse_params as _params
 
 
@@ -66,7 +72,7 @@ def _kind_names() -> list[str]:
 KIND is one of the registered job kinds ({_kind_help()}). Submitting the same
 dataset and settings again adds no rows and enqueues only what is unfinished.""")
 @click.argument("kind", type=click.Choice(_kind_names()))
-@click.argument("dataset", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("dataset", type=dataset_location)
 @method_option
 @profile_option
 @param_option
@@ -85,7 +91,7 @@ dataset and settings again adds no rows and enqueues only what is unfinished."""
               help="Queue level (default normal, or the job's own when submitted again): a worker takes "
                    "urgent items first, then normal, then bulk.")
 @manifest_option
-def submit(kind: str, dataset: Path, method: str | None, profile: str | None, params: tuple[str, ...],
+def submit(kind: str, dataset: str | Path, method: str | None, profile: str | None, params: tuple[str, ...],
            grid: tuple[str, ...], model: str | None, settings_from: int | None, no_foreground: bool,
            device_class: str | None, priority: str | None, manifest: str | None) -> None:
     from gloper_jobs import defaults

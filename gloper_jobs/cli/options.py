@@ -6,6 +6,8 @@ so a plugin can use them without importing the CLI back.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 
@@ -29,3 +31,24 @@ manifest_option = click.option(
     help="List the photos in a table (column path, relative to DATASET; optional species, identity, "
          "label_path, image_id; a wildlife-datasets metadata table works as it is) instead of scanning. "
          "Local or s3://.")
+
+
+class DatasetLocation(click.ParamType):
+    """A dataset argument: an existing folder (a :class:`~pathlib.Path`) or an ``s3://`` prefix (kept as text)."""
+
+    name = "FOLDER|s3://BUCKET/PREFIX"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> object:
+        from gloper_jobs.exceptions import StorageError
+        from gloper_jobs.storage import is_url
+
+        text = str(value)
+        try:
+            if is_url(text):
+                return text
+        except StorageError as exc:
+            self.fail(str(exc), param, ctx)
+        return click.Path(exists=True, file_okay=False, path_type=Path).convert(text, param, ctx)
+
+
+dataset_location = DatasetLocation()

@@ -74,10 +74,18 @@ class WorkerContext:
         """The cached segmenter of a job's method and an item's parameters (plus ``overrides``)."""
         return self.segmenters.get(method, profile, {**params, **self.overrides})
 
-    def process(self, job: Job, item: Item, segmenter: Segmenter, out_dir: Path) -> ItemOutcome:
-        """Segment ``item``'s photo with the job's foreground, label and Dice size into ``out_dir``."""
+    def process(self, job: Job, item: Item, segmenter: Segmenter, out_dir: Path | str) -> ItemOutcome:
+        """Segment ``item``'s photo with the job's foreground, label and Dice size into ``out_dir``
+        (a folder, or an ``s3://`` prefix: :func:`gloper_jobs.remote.process_remote`)."""
         from gloper_jobs.jobs.pipeline import process_photo
         from gloper_jobs.paths import item_inputs
+        from gloper_jobs.storage import is_url
+
+        if is_url(job.dataset) or is_url(out_dir):
+            from gloper_jobs.remote import process_remote
+
+            return process_remote(self, job, item, segmenter, out_dir)
+        out_dir = Path(out_dir)
 
         # the photo and label must stay inside the job's dataset root (checked at every try)
         photo, label = item_inputs(job.dataset, item.path, item.label_path)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from sqlmodel import Session
 
 from gloper_jobs import defaults
-from gloper_jobs.exceptions import InvalidParameterError
+from gloper_jobs.exceptions import InvalidParameterError, StorageError
 from gloper_jobs.store.models import Item, Job
 from gloper_jobs.store.repository import JobSpec
 
@@ -41,7 +41,7 @@ class SubmitRequest:
     ``gpu`` workers instead of the method's own class.
     """
 
-    dataset: Path
+    dataset: str | Path  # a folder, or (kinds with ``remote_datasets``) an ``s3://`` prefix
     method: str = defaults.DEFAULT_METHOD
     profile: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
@@ -81,6 +81,8 @@ class JobKind(ABC):
     summary: ClassVar[str]
     #: kind-specific :class:`SubmitRequest` options this kind accepts
     options: ClassVar[frozenset[str]] = frozenset()
+    #: whether the kind reads an ``s3://`` dataset prefix itself (workers stream each photo)
+    remote_datasets: ClassVar[bool] = False
     #: the kind whose queues this kind's tasks go to (None: its own, ``<name>.<class>``)
     queues_of: ClassVar[str | None] = None
 
@@ -92,7 +94,13 @@ class JobKind(ABC):
     def check_request(self, request: SubmitRequest) -> None:
         """Refuse options that belong to another kind, naming the kind they belong to."""
         from gloper_jobs.jobs.kinds import KINDS
+        from gloper_jobs.storage import is_url
 
+        if is_url(request.dataset) and request.origin is None and not self.remote_datasets:
+            readers = " or ".join(f"`submit {k.name}`" for k in KINDS.values() if k.remote_datasets)
+            raise StorageError(f"{request.dataset}: `submit {self.name}` reads photos from a folder; only "
+                               f"{readers} reads an s3:// prefix. Copy the photos to a folder its workers "
+                               "can read, or run it on one machine with `gloper run`")
         for option in sorted(request.options_given() - self.options):
             owners = [k.name for k in KINDS.values() if option in k.options]
             flag = "--" + option.replace("_", "-")
@@ -112,18 +120,19 @@ class JobKind(ABC):
         return None
 
 
-def job_spec(settings: Settings, dataset: Path, method: str, profile: str | None,
+def job_spec(settings: Settings, dataset: str | Path, method: str, profile: str | None,
              params: dict[str, Any] | None, foreground: bool, kind: str = "extract") -> JobSpec:
     """The identity of a job: the method is built (no weights load) to validate its
     parameters; the result-determining ones are the key. The one place a spec is made."""
     from gloper_jobs.methods.registry import build_segmenter
+    from gloper_jobs.storage import is_url
 
     segmenter = build_segmenter(method, settings, profile, params)
     return JobSpec(
-        kind=kind, dataset=str(Path(dataset).resolve()), method=method,
-        params=segmenter.params.identity(), profile=profile,
+        kind=kind, dataset=str(dataset).rstrip("/") if is_url(dataset) else str(Path(dataset).resolve()),
+        method=method, params=segmenter.params.identity(), profile=profile,
         foreground_model=settings.foreground_model if foreground else "none",
-        eval_size=settings.eval_size, results_root=str(settings.results_dir.resolve()),
+        eval_size=settings.eval_size, results_root=settings.results_root,
     )
 
 

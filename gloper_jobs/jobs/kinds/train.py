@@ -65,7 +65,7 @@ class TrainKind(JobKind):
         self.check_request(request)
         if request.method != TRAIN_METHOD:
             raise InvalidParameterError(f"training jobs calibrate {TRAIN_METHOD} (--method {TRAIN_METHOD})")
-        return record_train_job(store, settings, request.dataset, parse_grid(request.grid, request.params),
+        return record_train_job(store, settings, Path(request.dataset), parse_grid(request.grid, request.params),
                                 request.foreground, request.on_device)
 
     def run_item(self, ctx: WorkerContext, job: Job, item: Item) -> ItemOutcome:

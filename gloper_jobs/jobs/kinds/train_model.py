@@ -57,7 +57,7 @@ class TrainModelKind(JobKind):
             raise InvalidParameterError(f"dataset models are {MODEL_METHOD} models (--method {MODEL_METHOD})")
         if request.profile is not None:
             raise InvalidParameterError("--profile does not apply to model training; use --param (size, steps, ...)")
-        return record_model_job(store, settings, request.dataset, request.model, request.params,
+        return record_model_job(store, settings, Path(request.dataset), request.model, request.params,
                                 request.foreground, request.on_device)
 
     def run_item(self, ctx: WorkerContext, job: Job, item: Item) -> ItemOutcome:
@@ -94,7 +94,7 @@ def record_model_job(store: Store, settings: Settings, dataset: Path, name: str,
     spec = repo.JobSpec(
         kind=TrainModelKind.name, dataset=data, method=MODEL_METHOD, params={MODEL_KEY: name, **p.identity()},
         profile=None, foreground_model=settings.foreground_model if foreground else "none",
-        eval_size=settings.eval_size, results_root=str(settings.results_dir.resolve()),
+        eval_size=settings.eval_size, results_root=settings.results_root,
     )
     with store.session() as s:
         job, created = repo.get_or_create_job(s, spec)

@@ -1,0 +1,170 @@
+"""Archives and results in object storage, for queue workers that share no filesystem.
+
+A job whose dataset is an ``s3://`` prefix is listed at submission (a listing, no
+download): each item's ``rel_path`` is its key under the prefix and its label, if
+any, is stored relative to the prefix too. A worker that takes the item streams
+that one photo (and label) into a scratch folder of its own
+(``GLOPER_STAGING_DIR/items/<pid>``), segments it, and, when the job's results
+folder is an ``s3://`` prefix (``GLOPER_RESULTS_DIR=s3://bucket/prefix``), uploads
+one object per mask plus ``choice.json`` under ``<results>/<rel_path>/``; the store
+keeps each mask's URL. A re-delivered item writes the same keys again: it
+overwrites, never duplicates. The scratch folder is emptied after every item.
+
+Layout rules are the folder scan's (:mod:`gloper_jobs.data.datasets`): species is
+the first folder under the prefix, ``label/``/``labels/`` folders hold labels
+with the photo's base name, names starting with ``.`` are skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections import defaultdict
+from dataclasses import replace
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
+
+from gloper_jobs import defaults
+from gloper_jobs.data.datasets import DatasetItem
+from gloper_jobs.data.labels import LABEL_DIRNAMES, base_key
+from gloper_jobs.data.outputs import CHOICE_FILE
+from gloper_jobs.exceptions import DatasetError, PathEscapeError
+from gloper_jobs.storage import get_file, is_url, join, list_files, put_file
+
+if TYPE_CHECKING:
+    from gloper_jobs.jobs.context import WorkerContext
+    from gloper_jobs.jobs.pipeline import ItemOutcome
+    from gloper_jobs.methods.base import Segmenter
+    from gloper_jobs.store.models import Item, Job
+
+
+def _root_name(url: str) -> str:
+    return PurePosixPath(url.split("://", 1)[1].rstrip("/")).name
+
+
+def _is_photo(name: str) -> bool:
+    return not name.startswith(".") and name.lower().endswith(defaults.IMAGE_EXTENSIONS)
+
+
+def list_remote(url: str) -> list[DatasetItem]:
+    """The photos under the prefix ``url`` as items, in ``rel_path`` order (see the module docstring).
+
+    Raises :class:`DatasetError` when the prefix holds no photo.
+    """
+    keys = list_files(url)
+    labels: dict[str, dict[str, str]] = defaultdict(dict)  # folder -> base key -> label rel path
+    photos: list[str] = []
+    for key in keys:
+        parts = PurePosixPath(key).parts
+        if any(p.startswith(".") for p in parts):
+            continue
+        if len(parts) >= 2 and parts[-2].lower() in LABEL_DIRNAMES:
+            labels["/".join(parts[:-2])].setdefault(base_key(parts[-1]), key)
+        elif not any(p.lower() in LABEL_DIRNAMES for p in parts[:-1]) and _is_photo(parts[-1]):
+            photos.append(key)
+    if not photos:
+        raise DatasetError(f"{url}: no photos under this prefix (looked for {', '.join(defaults.IMAGE_EXTENSIONS)}, "
+                           "skipping label/ and labels/ folders); check the URL")
+    root_name = _root_name(url)
+    items = []
+    for rel in sorted(photos):
+        parts = PurePosixPath(rel).parts
+        label = labels["/".join(parts[:-1])].get(base_key(parts[-1]))
+        items.append(DatasetItem(rel, Path(rel), parts[0] if len(parts) > 1 else root_name,
+                                 Path(label) if label else None))
+    return items
+
+
+def remote_manifest_items(url: str, items: list[DatasetItem]) -> list[DatasetItem]:
+    """A manifest's items (read against a placeholder root) made relative to the prefix ``url``.
+
+    A row's label is its ``label_path`` column, else the labels listed beside the photo.
+    """
+    folders = {str(PurePosixPath(it.rel_path).parent) for it in items}
+    found: dict[str, str] = {}
+    if any(it.label_path is None for it in items):
+        for key in list_files(url):
+            parts = PurePosixPath(key).parts
+            if len(parts) >= 2 and parts[-2].lower() in LABEL_DIRNAMES:
+                folder = "/".join(parts[:-2]) or "."
+                if folder in folders:
+                    found.setdefault(f"{folder}/{base_key(parts[-1])}", key)
+    out = []
+    for it in items:
+        rel = PurePosixPath(it.rel_path)
+        label: str | None = None
+        if it.label_path is not None:
+            label = PurePosixPath(it.label_path).relative_to(PurePosixPath(placeholder_root(url))).as_posix()
+        else:
+            label = found.get(f"{rel.parent}/{base_key(rel.name)}")
+        out.append(replace(it, path=Path(it.rel_path), label_path=Path(label) if label else None))
+    return out
+
+
+def placeholder_root(url: str) -> Path:
+    """The local-looking root a manifest is read against for the prefix ``url`` (never touched)."""
+    return Path("/") / url.split("://", 1)[1].rstrip("/")
+
+
+def object_url(root: str, rel: str) -> str:
+    """``<root>/<rel>``; raises :class:`PathEscapeError` for a ``rel`` that leaves the prefix."""
+    text = rel.replace("\\", "/")
+    if not text or PurePosixPath(text).is_absolute() or ".." in PurePosixPath(text).parts:
+        raise PathEscapeError(f"{rel} leaves the prefix {root} ('..' or an absolute path); "
+                              "give paths relative to the prefix that stay inside it")
+    return join(root, text)
+
+
+def output_location(results_dir: str, rel_path: str) -> str | Path:
+    """Where one photo's masks go: ``<results_dir>/<rel_path>`` (a URL or a local folder)."""
+    if is_url(results_dir):
+        return object_url(results_dir, rel_path)
+    return Path(results_dir) / rel_path
+
+
+def photo_location(job: Job, item: Item) -> str | Path:
+    """Where ``item``'s photo is read from: its object URL for an ``s3://`` dataset, else its path."""
+    return object_url(job.dataset, item.rel_path) if is_url(job.dataset) else Path(item.path)
+
+
+def scratch_dir(staging_dir: Path) -> Path:
+    """This process's scratch folder for one item's photo and masks: ``<staging>/items/<pid>``."""
+    folder = Path(staging_dir) / "items" / str(os.getpid())
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def process_remote(ctx: WorkerContext, job: Job, item: Item, segmenter: Segmenter,
+                   out: str | Path) -> ItemOutcome:
+    """:meth:`WorkerContext.process` for a job whose photos or results are in object storage.
+
+    The photo (and label) is streamed from ``<job.dataset>/<rel_path>`` when the dataset
+    is a URL; masks are written to a scratch folder and uploaded to ``out`` when it is a
+    URL (``choice.json`` last, so its presence means the masks are complete). Storage
+    errors are :func:`gloper_jobs.storage.classify`'d: throttling is retried, a denied
+    key or a missing object fails the item with what to fix.
+    """
+    from gloper_jobs.jobs.pipeline import process_photo
+    from gloper_jobs.paths import item_inputs
+
+    with tempfile.TemporaryDirectory(dir=scratch_dir(ctx.settings.staging_dir)) as tmp:
+        work = Path(tmp)
+        if is_url(job.dataset):
+            photo = get_file(object_url(job.dataset, item.rel_path), work / "in" / PurePosixPath(item.rel_path).name)
+            label = None
+            if item.label_path:
+                label = get_file(object_url(job.dataset, item.label_path),
+                                 work / "label" / PurePosixPath(item.label_path).name)
+        else:
+            photo, label = item_inputs(job.dataset, item.path, item.label_path)
+        local_out = work / "out" if is_url(out) else Path(out)
+        outcome = process_photo(photo, segmenter, local_out, ctx.foreground(job.foreground_model), label,
+                                item.species, job.eval_size, ctx.settings.max_image_pixels)
+        if not is_url(out):
+            return outcome
+        url = str(out)
+        records = [replace(c, mask_path=put_file(Path(c.mask_path), join(url, Path(c.mask_path).name)))
+                   for c in outcome.candidates]
+        put_file(local_out / CHOICE_FILE, join(url, CHOICE_FILE))
+        return replace(outcome, candidates=records)
+

@@ -1,0 +1,36 @@
+"""A moto S3 server on a free loopback port (never a remote service), for the object-storage tests."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+@contextmanager
+def moto_s3(folder: Path) -> Iterator[dict[str, str]]:
+    """Start moto's S3 server on 127.0.0.1; yields the AWS variables that point at it (also set
+    in this process while it runs, restored afterwards). ``folder`` holds blank AWS config files,
+    so no profile of this machine is read."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    blank = folder / "aws-none"
+    blank.write_text("")
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing-secret-never-printed",
+           "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": f"http://{host}:{port}",
+           "AWS_CONFIG_FILE": str(blank), "AWS_SHARED_CREDENTIALS_FILE": str(blank)}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield env
+    finally:
+        server.stop()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
