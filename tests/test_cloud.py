@@ -9,9 +9,12 @@ in-process test runs items as a worker does; the cluster test starts two real
 from __future__ import annotations
 
 import errno
+import io
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -132,3 +135,95 @@ def test_storage_errors_say_whether_to_retry_and_what_to_fix() -> None:
                 OSError(errno.EIO, "ServiceUnavailable")):
         assert isinstance(classify(url, exc), StorageUnavailableError), exc
     assert not isinstance(classify(url, ValueError("bad")), StorageUnavailableError)
+
+
+def _node(root: Path, models_dir: Path, name: str) -> tuple[Path, dict[str, str]]:
+    """A folder of a node's own: working folder, HOME, staging, caches and its own copy of the
+    foreground weights; nothing in it is seen by another node."""
+    node = root / name
+    home = node / "home"
+    home.mkdir(parents=True)
+    shutil.copytree(models_dir, home / ".u2net")
+    env = {"HOME": str(home), "GLOPER_MODELS_DIR": str(home / ".u2net"), "U2NET_HOME": str(home / ".u2net"),
+           "GLOPER_STAGING_DIR": str(node / "staging"), "GLOPER_WEIGHTS_DIR": str(node / "cache"),
+           "GLOPER_COMPILE_CACHE_DIR": str(node / "cache" / "compile"), "XDG_CACHE_HOME": str(node / "cache"),
+           "MPLCONFIGDIR": str(node / "cache" / "mpl"), "TMPDIR": str(node / "tmp")}
+    (node / "tmp").mkdir()
+    return node, env
+
+
+@pytest.mark.queue
+def test_two_workers_sharing_no_folder_process_an_archive_that_lives_in_s3(
+        s3: tuple[dict[str, str], s3fs.S3FileSystem], database_url: str, broker_url: str, tmp_path: Path,
+        models_dir: Path, examples_dir: Path) -> None:
+    import time
+
+    from gloper_jobs.exports.rle import decode
+    from tests.cluster import Cluster
+    from tests.outputs_helpers import gloper
+
+    aws, fs = s3
+    submitter = tmp_path / "submitter"
+    submitter.mkdir()
+    cluster = Cluster(database_url, broker_url, submitter, extra_env={**aws, "GLOPER_RESULTS_DIR": "s3://results/masks"})
+    t0 = time.monotonic()
+    job = int(cluster.gloper("submit", "extract", "s3://photos/archive", "--method", "kmeans").stdout.split()[-1])
+    man = int(cluster.gloper("submit", "extract", "s3://photos/archive", "--method", "kmeans",
+                             "--manifest", "s3://photos/manifests/m.csv").stdout.split()[-1])
+    submitted = time.monotonic() - t0
+    store = cluster.store()
+    nodes = [_node(tmp_path, models_dir, n) for n in ("node-a", "node-b")]
+    try:
+        for (folder, env), name in zip(nodes, ("a", "b"), strict=True):
+            cluster.start_worker(name, "--concurrency", "1", env=env, cwd=folder)
+        t1 = time.monotonic()
+        cluster.wait_for(lambda: drained(store, job) and drained(store, man), 400, "both jobs to drain")
+        drained_s = time.monotonic() - t1
+    finally:
+        cluster.stop()
+    n_photos = sum(1 for sp in SPECIES for p in (examples_dir / sp).iterdir() if p.is_file())
+    assert counts(store, job) == {"done": n_photos, "failed": 1}
+    assert counts(store, man) == {"done": 1, "failed": 1}
+    rows = items(store, job)
+    workers = {r.worker.split("@")[0] for r in rows.values() if r.worker}
+    assert workers <= {"a", "b"} and rows["Zebra/corrupt.jpg"].error and "corrupt" in rows["Zebra/corrupt.jpg"].error
+    assert "does not exist; upload it" in (items(store, man)["Zebra/gone.jpg"].error or "")
+    assert all(n == 1 for _, _, n in candidate_rows(store, job))
+    from gloper_jobs.store import repository as repo
+
+    with store.session() as s:
+        the_job = repo.get_job(s, job)
+        stored = repo.item_candidates(s, job)
+    masks = [o for o in _objects(fs, the_job.results_dir.removeprefix("s3://")) if o.endswith(".png")]
+    assert len(masks) == len(stored) and all(c.mask_path.removeprefix("s3://") in masks for _, c in stored)
+    # nothing went to a local results folder, and each node's scratch holds no photo or mask any more
+    for folder, _ in nodes:
+        assert not (folder / "results").exists() and not (folder / "gloper-results").exists()
+        assert [p for p in (folder / "staging").rglob("*") if p.is_file()] == []
+    assert not (submitter / "results").exists()
+
+    # a third machine with only the store's URL and the AWS variables exports and reports
+    third = tmp_path / "third"
+    (third / "home").mkdir(parents=True)
+    env = {**aws, "HOME": str(third / "home"), "GLOPER_DATABASE_URL": database_url,
+           "GLOPER_RESULTS_DIR": str(third / "nothing-here")}
+    r = gloper("export", str(job), "--format", "parquet", "--out", "s3://results/exports/masks.parquet",
+               env=env, cwd=third)
+    assert r.returncode == 0, r.stderr
+    fs.invalidate_cache()
+    df = pd.read_parquet(io.BytesIO(fs.cat_file("results/exports/masks.parquet")))
+    assert sorted(df["path"]) == sorted(rows)
+    done = df[df["status"] == "done"]
+    assert sorted(done["path"]) == sorted(k for k, v in rows.items() if v.status == "done")
+    assert done["error"].isna().all()  # every mask was read back from S3
+    for row in done.itertuples():
+        mask = decode(row.mask_rle_counts, row.mask_height, row.mask_width)
+        assert mask.shape == (rows[row.path].height, rows[row.path].width)
+        assert np.array_equal(mask, read_mask(f"{the_job.results_dir}/{row.path}/{row.choice}.png"))
+    r = gloper("report", str(job), "--html", "s3://results/report.html", env=env, cwd=third)
+    assert r.returncode == 0, r.stderr
+    page = fs.cat_file("results/report.html").decode()
+    assert page.count("data:image/jpeg") >= n_photos and "cannot show this photo" not in page
+    assert not (third / "nothing-here").exists()
+    assert "testing-secret" not in r.stdout + r.stderr + cluster.logs()
+    print(f"submit (2 jobs) {submitted:.1f} s, drained {drained_s:.1f} s after the workers started")
