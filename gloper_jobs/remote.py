@@ -168,3 +168,43 @@ def process_remote(ctx: WorkerContext, job: Job, item: Item, segmenter: Segmente
         put_file(local_out / CHOICE_FILE, join(url, CHOICE_FILE))
         return replace(outcome, candidates=records)
 
+
+
+# --- dataset-model checkpoints (``gloper train --out s3://...``, ``--param model=s3://...``) ---
+
+def cached_checkpoint(url: str, cache_dir: Path) -> Path:
+    """A local copy of the checkpoint object ``url``, cached by its checksum (the object's ETag
+    and size) in ``<cache_dir>/models``: a worker downloads each version of a model once.
+
+    Raises :class:`~gloper_jobs.exceptions.StorageError` (missing, denied) or
+    :class:`~gloper_jobs.exceptions.StorageUnavailableError` (throttled, unreachable).
+    """
+    import hashlib
+
+    from gloper_jobs.storage import classify, filesystem
+
+    fs, path = filesystem(url)
+    try:
+        fs.invalidate_cache(path)
+        info = fs.info(path)
+    except Exception as exc:  # noqa: BLE001 - botocore raises more than OSError
+        raise classify(url, exc) from exc
+    tag = str(info.get("ETag") or info.get("etag") or "").strip('"')
+    key = hashlib.sha256(f"{url}\n{tag}\n{info.get('size')}".encode()).hexdigest()[:32]
+    local = Path(cache_dir) / "models" / f"{key}{PurePosixPath(url).suffix or '.pt'}"
+    if local.is_file() and local.stat().st_size == info.get("size"):
+        return local
+    return get_file(url, local)
+
+
+def checkpoint_workfile(url: str, staging_dir: Path) -> Path:
+    """Where training to the object ``url`` keeps its checkpoint locally (resumed from ``url`` if
+    the object exists and no local copy does)."""
+    import hashlib
+
+    from gloper_jobs.storage import exists
+
+    local = Path(staging_dir) / "checkpoints" / f"{hashlib.sha256(url.encode()).hexdigest()[:16]}.pt"
+    if not local.is_file() and exists(url):
+        get_file(url, local)
+    return local

@@ -184,7 +184,8 @@ def classify(url: str, exc: BaseException) -> GloperError:
         if "bucket" in str(exc).lower():
             return StorageError(f"{url}: the bucket {bucket!r} does not exist ({text}); create it or fix the "
                                 "URL (and AWS_ENDPOINT_URL for a non-AWS server), then `gloper retry-failed JOB`")
-        return StorageError(f"{url} does not exist; upload it or fix the manifest, then `gloper retry-failed JOB`")
+        return StorageError(f"{url} does not exist; upload it, or fix the URL or manifest row that names it, "
+                            "then `gloper retry-failed JOB`")
     transient = isinstance(exc, (ConnectionError, TimeoutError)) or (
         isinstance(exc, OSError) and exc.errno in _TRANSIENT_ERRNOS) or any(
         word in str(exc) for word in ("SlowDown", "Throttl", "ServiceUnavailable", "RequestTimeout",
@@ -252,3 +253,14 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def exists(url: str) -> bool:
+    """Whether the object ``url`` exists (a denied or throttled request raises, classified)."""
+    fs, path = filesystem(url)
+
+    def check() -> bool:
+        fs.invalidate_cache(path)
+        return bool(fs.exists(path))
+
+    return _call(url, check)

@@ -110,8 +110,8 @@ def test_worker_streams_each_photo_and_uploads_each_mask(s3: tuple[dict[str, str
     assert sorted(mrows) == [tiger, "Zebra/gone.jpg"] and mrows[tiger].identity == "t-1" and mrows[tiger].label_path
     gone = run_and_record(ctx, msub.job, mrows["Zebra/gone.jpg"])
     assert gone.status == "failed"
-    assert gone.message == ("s3://photos/archive/Zebra/gone.jpg does not exist; upload it or fix the manifest, "
-                            "then `gloper retry-failed JOB`")
+    assert gone.message == ("s3://photos/archive/Zebra/gone.jpg does not exist; upload it, or fix the URL or "
+                            "manifest row that names it, then `gloper retry-failed JOB`")
     assert "testing-secret" not in (gone.message or "")
     ctx.close()
 
@@ -187,7 +187,7 @@ def test_two_workers_sharing_no_folder_process_an_archive_that_lives_in_s3(
     rows = items(store, job)
     workers = {r.worker.split("@")[0] for r in rows.values() if r.worker}
     assert workers <= {"a", "b"} and rows["Zebra/corrupt.jpg"].error and "corrupt" in rows["Zebra/corrupt.jpg"].error
-    assert "does not exist; upload it" in (items(store, man)["Zebra/gone.jpg"].error or "")
+    assert "does not exist; upload it," in (items(store, man)["Zebra/gone.jpg"].error or "")
     assert all(n == 1 for _, _, n in candidate_rows(store, job))
     from gloper_jobs.store import repository as repo
 
@@ -227,3 +227,54 @@ def test_two_workers_sharing_no_folder_process_an_archive_that_lives_in_s3(
     assert not (third / "nothing-here").exists()
     assert "testing-secret" not in r.stdout + r.stderr + cluster.logs()
     print(f"submit (2 jobs) {submitted:.1f} s, drained {drained_s:.1f} s after the workers started")
+
+
+def test_dataset_model_trains_into_s3_and_each_worker_caches_it_by_checksum(
+        s3: tuple[dict[str, str], s3fs.S3FileSystem], tmp_path: Path, synthetic_dir: Path) -> None:
+    from gloper_jobs.jobs.kinds.base import job_spec
+    from gloper_jobs.methods.registry import build_segmenter
+    from gloper_jobs.store.model_registry import get_model
+    from tests.outputs_helpers import gloper
+
+    aws, fs = s3
+    db = f"sqlite:///{tmp_path / 'models.db'}"
+    env = {**aws, "GLOPER_DATABASE_URL": db, "GLOPER_DEVICE": "cpu", "GLOPER_STAGING_DIR": str(tmp_path / "train"),
+           "GLOPER_RESULTS_DIR": str(tmp_path / "res")}
+    tiny = ["--param=size=32", "--param=local_sizes=4,8", "--param=batch=2", "--param=checkpoint_every=1"]
+    url = "s3://results/models/syn.pt"
+    r = gloper("train", str(synthetic_dir), "--out", url, "--model", "syn", *tiny, "--param=steps=2",
+               "--no-foreground", "--no-progress", env=env)
+    assert r.returncode == 0, r.stderr
+    fs.invalidate_cache()
+    store = Store(db)
+    with store.session() as s:
+        model = get_model(s, "syn")
+    assert model.checkpoint_path == url and model.step == 2  # the store keeps the URL
+    first = fs.cat_file("results/models/syn.pt")
+    assert model.sha256 and len(first) > 1000
+
+    params = {"model": "syn", "size": "32", "local_sizes": "4,8", "device": "cpu"}
+    a = Settings.from_env(database_url=db, weights_dir=tmp_path / "node-a", device="cpu")
+    spec = job_spec(a, synthetic_dir, "gloper", None, params, foreground=False)
+    assert spec.params["model"] == url  # what the workers get: the URL, not the submitter's cache
+    seg = build_segmenter("gloper", a, None, spec.params)
+    cached = sorted((tmp_path / "node-a" / "models").iterdir())
+    assert len(cached) == 1 and cached[0].read_bytes() == first and seg.params.model == str(cached[0])
+    stamp = cached[0].stat().st_mtime_ns
+    build_segmenter("gloper", a, None, spec.params)  # the same version: not fetched again
+    assert cached[0].stat().st_mtime_ns == stamp
+    b = Settings.from_env(database_url=db, weights_dir=tmp_path / "node-b", device="cpu")
+    build_segmenter("gloper", b, None, spec.params)  # another node: its own copy
+    assert [p.read_bytes() for p in (tmp_path / "node-b" / "models").iterdir()] == [first]
+
+    # training on continues from the object (no local copy on this machine) and uploads the new version
+    shutil.rmtree(tmp_path / "train")
+    r = gloper("train", str(synthetic_dir), "--out", url, *tiny, "--param=steps=3", "--no-foreground",
+               "--no-progress", env=env)
+    assert r.returncode == 0, r.stderr
+    assert "step 3 (1 this run, from 2)" in r.stdout
+    build_segmenter("gloper", a, None, spec.params)
+    assert len(list((tmp_path / "node-a" / "models").iterdir())) == 2  # a new version, a new cache entry
+    with pytest.raises(StorageError, match="does not exist"):
+        build_segmenter("gloper", a, None, {**params, "model": "s3://results/models/nope.pt"})
+    store.dispose()

@@ -99,14 +99,14 @@ def segment(image: Path, method: str | None, profile: str | None, params: tuple[
 
 @main.command()
 @click.argument("dataset", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="Checkpoint file; training with an existing one continues from it.")
+@click.option("--out", "out", required=True, metavar="FILE.pt|s3://BUCKET/KEY.pt",
+              help="Checkpoint file or object; training with an existing one continues from it.")
 @click.option("--model", "name", default=None,
               help="Also record the model in the store under this name (then --param model=NAME finds it).")
 @param_option
 @click.option("--no-foreground", is_flag=True, help="Use the whole frame instead of rembg masks.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-def train(dataset: Path, out: Path, name: str | None, params: tuple[str, ...], no_foreground: bool,
+def train(dataset: Path, out: str, name: str | None, params: tuple[str, ...], no_foreground: bool,
           no_progress: bool) -> None:
     """Train one GloPER model on every photo under DATASET (no labels); resumable.
 

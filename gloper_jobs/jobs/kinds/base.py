@@ -124,13 +124,16 @@ def job_spec(settings: Settings, dataset: str | Path, method: str, profile: str 
              params: dict[str, Any] | None, foreground: bool, kind: str = "extract") -> JobSpec:
     """The identity of a job: the method is built (no weights load) to validate its
     parameters; the result-determining ones are the key. The one place a spec is made."""
-    from gloper_jobs.methods.registry import build_segmenter
+    from gloper_jobs.methods.registry import build_segmenter, portable_model
     from gloper_jobs.storage import is_url
 
     segmenter = build_segmenter(method, settings, profile, params)
+    identity = segmenter.params.identity()
+    if (params or {}).get("model") and is_url(url := portable_model(str((params or {})["model"]), settings)):
+        identity["model"] = url  # every worker resolves the URL to its own cached copy
     return JobSpec(
         kind=kind, dataset=str(dataset).rstrip("/") if is_url(dataset) else str(Path(dataset).resolve()),
-        method=method, params=segmenter.params.identity(), profile=profile,
+        method=method, params=identity, profile=profile,
         foreground_model=settings.foreground_model if foreground else "none",
         eval_size=settings.eval_size, results_root=settings.results_root,
     )

@@ -70,8 +70,11 @@ class TrainModelKind(JobKind):
                            info=info)
 
 
-def checkpoint_path(settings: Settings, name: str) -> Path:
-    """Where the queue keeps model ``name``'s checkpoint: ``<results dir>/models/<name>.pt``."""
+def checkpoint_path(settings: Settings, name: str) -> Path | str:
+    """Where the queue keeps model ``name``'s checkpoint: ``<results dir>/models/<name>.pt``
+    (an object URL when ``GLOPER_RESULTS_DIR`` is ``s3://``)."""
+    if settings.results_url:
+        return f"{settings.results_url}/models/{name}.pt"
     return settings.results_dir.resolve() / "models" / f"{name}.pt"
 
 
@@ -114,7 +117,10 @@ def run_model_job(settings: Settings, store: Store, job: Job) -> dict[str, Any]:
     name = str(job.params[MODEL_KEY])
     params = {k: v for k, v in job.params.items() if k != MODEL_KEY}
     with store.session() as s:
-        out = Path(get_model(s, name).checkpoint_path)
+        recorded = get_model(s, name).checkpoint_path
+    from gloper_jobs.storage import is_url
+
+    out: Path | str = recorded if is_url(recorded) else Path(recorded)
     foreground = job.foreground_model != "none"
     run_settings = settings.model_copy(update={"foreground_model": job.foreground_model}) if foreground else settings
     r = train_dataset(Path(job.dataset), out, run_settings, params, foreground=foreground, progress=False,
