@@ -264,3 +264,18 @@ def exists(url: str) -> bool:
         return bool(fs.exists(path))
 
     return _call(url, check)
+
+
+def check_bucket(url: str) -> None:
+    """Raise :class:`StorageError` naming the fix when the bucket of ``url`` is missing or denied
+    (a worker's boot check); :class:`StorageUnavailableError` when the store cannot answer now."""
+    fs, path = filesystem(url)
+    bucket = path.split("/", 1)[0]
+
+    def probe() -> bool:
+        fs.invalidate_cache(bucket)
+        return bool(fs.exists(bucket))
+
+    if not _call(url, probe):
+        raise StorageError(f"{url}: the bucket {bucket!r} does not exist or these credentials cannot see it; "
+                           "create it, or fix GLOPER_RESULTS_DIR (and AWS_ENDPOINT_URL for a non-AWS server)")

@@ -278,3 +278,13 @@ def test_dataset_model_trains_into_s3_and_each_worker_caches_it_by_checksum(
     with pytest.raises(StorageError, match="does not exist"):
         build_segmenter("gloper", a, None, {**params, "model": "s3://results/models/nope.pt"})
     store.dispose()
+
+
+def test_a_worker_refuses_to_boot_without_its_results_bucket(s3: tuple[dict[str, str], s3fs.S3FileSystem],
+                                                             tmp_path: Path, models_dir: Path) -> None:
+    from workers.runtime import boot_checks
+
+    base = {"database_url": f"sqlite:///{tmp_path / 'b.db'}", "models_dir": models_dir}
+    boot_checks(Settings.from_env(**base, results_dir="s3://results/masks"))  # exists: boots
+    with pytest.raises(StorageError, match="the bucket 'no-such-bucket' does not exist .* fix GLOPER_RESULTS_DIR"):
+        boot_checks(Settings.from_env(**base, results_dir="s3://no-such-bucket/masks"))

@@ -43,6 +43,14 @@ def boot_checks(settings: Settings) -> None:
     store.dispose()  # no connection may cross the fork
     if settings.foreground_model != "none":
         locate_model(settings.models_dir, settings.foreground_model)
+    if settings.results_url:  # masks go to S3: a missing bucket or a denied key stops the worker here
+        from gloper_jobs.exceptions import StorageUnavailableError
+        from gloper_jobs.storage import check_bucket
+
+        try:
+            check_bucket(settings.results_url)
+        except StorageUnavailableError as exc:  # throttled or down now: the items will retry
+            log.warning("results bucket not checked: %s", exc)
 
 
 class BootCheck(bootsteps.StartStopStep):
