@@ -288,3 +288,39 @@ def test_a_worker_refuses_to_boot_without_its_results_bucket(s3: tuple[dict[str,
     boot_checks(Settings.from_env(**base, results_dir="s3://results/masks"))  # exists: boots
     with pytest.raises(StorageError, match="the bucket 'no-such-bucket' does not exist .* fix GLOPER_RESULTS_DIR"):
         boot_checks(Settings.from_env(**base, results_dir="s3://no-such-bucket/masks"))
+
+
+def test_an_unreachable_store_is_retried_and_the_photo_is_not_lost(
+        s3: tuple[dict[str, str], s3fs.S3FileSystem], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    from gloper_jobs.jobs.context import WorkerContext
+    from gloper_jobs.jobs.execution import execute_item
+    from gloper_jobs.jobs.kinds.extract import record_extract_job
+    from gloper_jobs.jobs.publishing import enqueue_unfinished
+    from tests.queue_services import free_port
+
+    settings = Settings.from_env(database_url=f"sqlite:///{tmp_path / 'u.db'}", results_dir="s3://results/masks",
+                                 device="cpu", staging_dir=tmp_path / "staging", max_retries=2)
+    store = Store(settings.database_url)
+    sub = record_extract_job(store, settings, "s3://photos/archive", "kmeans", foreground=False)
+    ids: list[int] = []
+    enqueue_unfinished(store, sub.job, lambda job, chunk: ids.extend(chunk) or len(chunk), batch=100)
+    ctx = WorkerContext.boot(settings, "t", preload=False, store=store)
+    # the endpoint goes away (nothing listens on this loopback port): transient, the item is released
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
+    s3fs.S3FileSystem.clear_instance_cache()
+    t0 = time.monotonic()
+    with pytest.raises(StorageUnavailableError, match="throttling or unreachable"):
+        execute_item(ctx, ids[0], retries=0)
+    took = time.monotonic() - t0
+    item = items(store, sub.job.id or 0)
+    (rel,) = [k for k, v in item.items() if v.id == ids[0]]
+    assert item[rel].status == "queued" and "unreachable" in (item[rel].error or "")
+    # the endpoint is back: the retry (the task layer's) finishes the item
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3[0]["AWS_ENDPOINT_URL"])
+    s3fs.S3FileSystem.clear_instance_cache()
+    assert execute_item(ctx, ids[0], retries=1).status == "done"
+    assert items(store, sub.job.id or 0)[rel].status == "done"
+    print(f"unreachable endpoint reported after {took:.1f} s of s3fs/botocore retries")
+    ctx.close()
