@@ -148,8 +148,8 @@ def main(argv: list[str] | None = None) -> Path:
             faults.append(_kill_one(cluster, job))
         for i in (1, 2):
             if args.redis_empty:
-                faults.append(_outage(cluster, job, f"Redis restarted empty {i}", lambda: None,
-                                      lambda: redis.restart_empty(args.redis_outage), 0.0))
+                faults.append(_outage(cluster, job, f"Redis restarted empty {i}",
+                                      lambda: (redis.stop(), redis.wipe()), redis.start, args.redis_outage))
             else:
                 faults.append(_outage(cluster, job, f"Redis outage {i}", redis.stop, redis.start, args.redis_outage))
         faults.append(_outage(cluster, job, "PostgreSQL outage", pg.halt, pg.resume, args.pg_outage))
