@@ -6,6 +6,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 
 @contextmanager
@@ -34,3 +35,18 @@ def moto_s3(folder: Path) -> Iterator[dict[str, str]]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def archive_bucket(examples: Path, species: list[str]) -> Any:
+    """An s3fs filesystem on the running server with bucket ``photos`` holding the example
+    photos (and labels) of ``species`` under ``archive/``, and an empty bucket ``results``."""
+    import s3fs
+
+    fs = s3fs.S3FileSystem(skip_instance_cache=True)
+    fs.mkdir("photos")
+    fs.mkdir("results")
+    for sp in species:
+        for p in (examples / sp).rglob("*"):
+            if p.is_file():
+                fs.put_file(str(p), f"photos/archive/{p.relative_to(examples).as_posix()}")
+    return fs

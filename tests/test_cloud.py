@@ -34,16 +34,10 @@ SPECIES = ["Tiger", "Zebra", "Cows"]
 def s3(tmp_path: Path, examples_dir: Path) -> Iterator[tuple[dict[str, str], s3fs.S3FileSystem]]:
     """The S3 server with bucket ``photos`` (three species with labels, one corrupt photo, a
     manifest of two photos and one missing) and an empty bucket ``results``."""
-    from tests.s3_server import moto_s3
+    from tests.s3_server import archive_bucket, moto_s3
 
     with moto_s3(tmp_path) as env:
-        fs = s3fs.S3FileSystem(skip_instance_cache=True)
-        fs.mkdir("photos")
-        fs.mkdir("results")
-        for sp in SPECIES:
-            for p in (examples_dir / sp).rglob("*"):
-                if p.is_file():
-                    fs.put_file(str(p), f"photos/archive/{p.relative_to(examples_dir).as_posix()}")
+        fs = archive_bucket(examples_dir, SPECIES)
         fs.pipe_file("photos/archive/Zebra/corrupt.jpg", b"\xff\xd8\xff\xe0 this is not a photo")
         tiger = next(p.name for p in (examples_dir / "Tiger").iterdir() if p.is_file())
         manifest = pd.DataFrame({"path": [f"Tiger/{tiger}", "Zebra/gone.jpg"], "identity": ["t-1", "z-0"]})
