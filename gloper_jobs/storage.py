@@ -273,7 +273,7 @@ def check_bucket(url: str) -> None:
     bucket = path.split("/", 1)[0]
 
     def probe() -> bool:
-        fs.invalidate_cache(bucket)
+        fs.invalidate_cache()  # the bucket list too
         return bool(fs.exists(bucket))
 
     if not _call(url, probe):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,10 +16,14 @@ def moto_s3(folder: Path) -> Iterator[dict[str, str]]:
     in this process while it runs, restored afterwards). ``folder`` holds blank AWS config files,
     so no profile of this machine is read."""
     from moto.server import ThreadedMotoServer
+    from s3fs import S3FileSystem
 
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
+    # moto keeps its buckets per process, not per server: start from none
+    urllib.request.urlopen(urllib.request.Request(f"http://{host}:{port}/moto-api/reset", method="POST"),
+                           timeout=30).close()
     blank = folder / "aws-none"
     blank.write_text("")
     env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing-secret-never-printed",
@@ -26,10 +31,12 @@ def moto_s3(folder: Path) -> Iterator[dict[str, str]]:
            "AWS_CONFIG_FILE": str(blank), "AWS_SHARED_CREDENTIALS_FILE": str(blank)}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
+    S3FileSystem.clear_instance_cache()  # fsspec reuses filesystems: none may point at an older server
     try:
         yield env
     finally:
         server.stop()
+        S3FileSystem.clear_instance_cache()
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
