@@ -263,7 +263,7 @@ class Settings(BaseSettings):
                 try:
                     url = is_url(value)
                 except GloperError as exc:
-                    raise ValueError(str(exc)) from exc
+                    raise ValueError(f"GLOPER_RESULTS_DIR: {exc}") from exc
                 if url:
                     data = {k: v for k, v in data.items() if k != "results_dir"}
                     data["results_url"] = value.rstrip("/")
@@ -330,7 +330,8 @@ class Settings(BaseSettings):
             return cls(**clean)  # type: ignore[arg-type]
         except ValidationError as exc:
             problems = "; ".join(
-                f"GLOPER_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
+                f"GLOPER_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}" if err["loc"]
+                else str(err["msg"])  # a check of the whole object names its variable itself
                 for err in exc.errors()
             )
             raise ConfigurationError(f"invalid settings: {problems}") from exc

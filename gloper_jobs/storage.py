@@ -23,7 +23,6 @@ Credentials, region and endpoint come from the usual AWS variables
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -244,15 +243,6 @@ def local_copy(location: str | Path, scratch: Path | None = None) -> Iterator[Pa
     url = str(location)
     with tempfile.TemporaryDirectory(prefix="gloper-obj-", dir=scratch) as tmp:
         yield get_file(url, Path(tmp) / PurePosixPath(url).name)
-
-
-def file_sha256(path: Path) -> str:
-    """The hex SHA-256 of a local file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def exists(url: str) -> bool:

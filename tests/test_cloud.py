@@ -318,3 +318,43 @@ def test_an_unreachable_store_is_retried_and_the_photo_is_not_lost(
     assert items(store, sub.job.id or 0)[rel].status == "done"
     print(f"unreachable endpoint reported after {took:.1f} s of s3fs/botocore retries")
     ctx.close()
+
+
+def test_a_queued_model_training_writes_its_checkpoint_to_the_results_bucket(
+        s3: tuple[dict[str, str], s3fs.S3FileSystem], tmp_path: Path, synthetic_dir: Path) -> None:
+    from gloper_jobs.jobs.context import WorkerContext
+    from gloper_jobs.jobs.kinds import SubmitRequest, get_kind
+    from gloper_jobs.jobs.recording import run_and_record
+    from gloper_jobs.methods.gloper_dataset import file_sha256
+    from gloper_jobs.store.model_registry import get_model
+
+    _, fs = s3
+    settings = Settings.from_env(database_url=f"sqlite:///{tmp_path / 'm.db'}", results_dir="s3://results/masks",
+                                 device="cpu", staging_dir=tmp_path / "staging", weights_dir=tmp_path / "cache")
+    store = Store(settings.database_url)
+    params = {"size": "32", "local_sizes": "4,8", "batch": "2", "checkpoint_every": "1", "steps": "2"}
+    sub = get_kind("train").record(store, settings, SubmitRequest(synthetic_dir, "gloper", params=params,
+                                                                  foreground=False, model="m"))
+    with store.session() as s:
+        assert get_model(s, "m").checkpoint_path == "s3://results/masks/models/m.pt"
+    ctx = WorkerContext.boot(settings, preload=False, store=store)
+    (item,) = items(store, sub.job.id or 0).values()
+    assert run_and_record(ctx, sub.job, item).status == "done"
+    ctx.close()
+    with store.session() as s:
+        model = get_model(s, "m")
+    fs.invalidate_cache()
+    local = tmp_path / "object.pt"
+    local.write_bytes(fs.cat_file("results/masks/models/m.pt"))
+    assert model.step == 2 and model.status == "done" and model.sha256 == file_sha256(local)  # the last one went up
+    store.dispose()
+
+
+def test_results_dir_url_keeps_its_slashes_and_other_schemes_are_refused() -> None:
+    s = Settings.from_env(results_dir="s3://bucket/a//b/")
+    assert s.results_url == "s3://bucket/a//b" and s.results_root == "s3://bucket/a//b"
+    assert Settings.from_env(results_dir="/tmp/r").results_url is None
+    from gloper_jobs.exceptions import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="GLOPER_RESULTS_DIR: gs://b/r: unsupported storage scheme 'gs'"):
+        Settings.from_env(results_dir="gs://b/r")
