@@ -130,7 +130,12 @@ def test_k8s_gpu_worker_takes_one_card_per_pod_and_shares_no_filesystem() -> Non
     limits, requests = worker["resources"]["limits"], worker["resources"]["requests"]
     assert limits["nvidia.com/gpu"] == 1 and requests["nvidia.com/gpu"] == 1
     assert any(t["key"] == "nvidia.com/gpu" for t in pod["tolerations"])
-    assert worker["command"] == ["gloper", "worker", "--gpus", "all"]
+    assert worker["command"] == ["gloper", "worker", "--gpus", "all", "--name", "gpu"]
+    from workers.launcher import plan_workers
+
+    (node,) = plan_workers("all", available=["0"], name="gpu")  # the one card the pod sees
+    probe = " ".join(worker["livenessProbe"]["exec"]["command"])
+    assert f"-d {node.node.replace('%h', '$(hostname)')} " in probe
     env = {e["name"]: e for e in worker["env"]}
     assert env["GLOPER_RESULTS_DIR"]["value"].startswith("s3://")
     for secret in ("GLOPER_DATABASE_URL", "GLOPER_BROKER_URL"):
