@@ -128,10 +128,30 @@ def photo_location(job: Job, item: Item) -> str | Path:
 
 
 def scratch_dir(staging_dir: Path) -> Path:
-    """This process's scratch folder for one item's photo and masks: ``<staging>/items/<pid>``."""
+    """This process's scratch folder for one item's photo and masks: ``<staging>/items/<pid>``.
+
+    Made on first use, when the folders of processes that no longer exist (killed
+    mid-item, so their files stayed) are deleted.
+    """
+    import shutil
+
     folder = Path(staging_dir) / "items" / str(os.getpid())
-    folder.mkdir(parents=True, exist_ok=True)
+    if not folder.is_dir():
+        for other in folder.parent.glob("*"):
+            if other.name.isdigit() and not _alive(int(other.name)):
+                shutil.rmtree(other, ignore_errors=True)
+        folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def process_remote(ctx: WorkerContext, job: Job, item: Item, segmenter: Segmenter,

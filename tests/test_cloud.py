@@ -75,8 +75,12 @@ def test_worker_streams_each_photo_and_uploads_each_mask(s3: tuple[dict[str, str
     assert rows["Cows/cow1_1.png"].species == "Cows"
     assert not (tmp_path / "staging").exists()  # submission downloads nothing
 
+    dead = tmp_path / "staging" / "items" / "999999999"  # a process killed mid-item left its photo
+    dead.mkdir(parents=True)
+    (dead / "left.jpg").write_bytes(b"x")
     ctx = WorkerContext.boot(settings, "t1", store=store)
     results = {rel: run_and_record(ctx, job, it) for rel, it in rows.items()}
+    assert not dead.exists()  # cleared when this process made its own scratch folder
     assert results["Zebra/corrupt.jpg"].status == "failed" and "corrupt" in (results["Zebra/corrupt.jpg"].message or "")
     assert all(r.status == "done" for k, r in results.items() if "corrupt" not in k)
     cands = candidate_rows(store, job.id or 0)
