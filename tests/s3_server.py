@@ -57,3 +57,28 @@ def archive_bucket(examples: Path, species: list[str]) -> Any:
             if p.is_file():
                 fs.put_file(str(p), f"photos/archive/{p.relative_to(examples).as_posix()}")
     return fs
+
+
+@contextmanager
+def moto_s3_with_auth(folder: Path) -> Iterator[dict[str, str]]:
+    """moto's S3 server in a process of its own on 127.0.0.1 that checks credentials (its IAM
+    knows no key): every request is denied. Yields AWS variables with a key it refuses."""
+    import subprocess
+    import sys
+
+    from tests.queue_services import free_port, wait_port
+
+    port = free_port()
+    blank = folder / "aws-none"
+    blank.write_text("")
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "0"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_port(port)
+        yield {"AWS_ACCESS_KEY_ID": "AKIAREVOKEDKEY", "AWS_SECRET_ACCESS_KEY": "revoked-secret-never-printed",
+               "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+               "AWS_CONFIG_FILE": str(blank), "AWS_SHARED_CREDENTIALS_FILE": str(blank)}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)

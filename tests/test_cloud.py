@@ -362,3 +362,34 @@ def test_results_dir_url_keeps_its_slashes_and_other_schemes_are_refused() -> No
 
     with pytest.raises(ConfigurationError, match="GLOPER_RESULTS_DIR: gs://b/r: unsupported storage scheme 'gs'"):
         Settings.from_env(results_dir="gs://b/r")
+
+
+def test_a_denied_key_fails_the_item_saying_what_to_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          examples_dir: Path) -> None:
+    from gloper_jobs.jobs.context import WorkerContext
+    from gloper_jobs.jobs.kinds.extract import record_extract_job
+    from gloper_jobs.jobs.recording import run_and_record
+    from tests.s3_server import moto_s3_with_auth
+
+    with moto_s3_with_auth(tmp_path) as env:
+        for k, v in env.items():
+            monkeypatch.setenv(k, v)
+        s3fs.S3FileSystem.clear_instance_cache()
+        settings = Settings.from_env(database_url=f"sqlite:///{tmp_path / 'd.db'}", results_dir=tmp_path / "res",
+                                     device="cpu", staging_dir=tmp_path / "staging")
+        store = Store(settings.database_url)
+        with pytest.raises(StorageError, match="access denied .* s3:ListBucket on bucket 'photos'"):
+            record_extract_job(store, settings, "s3://photos/archive", "kmeans", foreground=False)  # submit
+        manifest = tmp_path / "m.csv"  # a local manifest naming its labels: no listing at submission
+        pd.DataFrame({"path": ["Tiger/a.jpg"], "label_path": ["Tiger/label/a.jpg"]}).to_csv(manifest, index=False)
+        sub = record_extract_job(store, settings, "s3://photos/archive", "kmeans", foreground=False, manifest=manifest)
+        ctx = WorkerContext.boot(settings, "t", preload=False, store=store)
+        (item,) = items(store, sub.job.id or 0).values()
+        result = run_and_record(ctx, sub.job, item)
+        ctx.close()
+        s3fs.S3FileSystem.clear_instance_cache()
+    assert result.status == "failed"
+    message = result.message or ""
+    assert message.startswith("s3://photos/archive/Tiger/a.jpg: access denied") and "retry-failed" in message
+    assert "revoked-secret" not in message and "AKIAREVOKEDKEY" not in message
+    store.dispose()
