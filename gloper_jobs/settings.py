@@ -43,7 +43,10 @@ GLOPER_WEIGHTS_DIR         where downloads go and unset weights are looked for
 GLOPER_ALLOW_DOWNLOADS     ``1`` lets the pretrained baselines fetch missing
                            weights from where they are published (off)
 GLOPER_STAGING_DIR         where an ``s3://`` dataset root is copied before a run
-                           (``~/.cache/gloper-jobs/staged``); S3 credentials and
+                           (``~/.cache/gloper-jobs/staged``), a queue worker's
+                           scratch for the one photo it streams (``items/<pid>``)
+                           and a ``--out s3://`` training's local checkpoint; S3
+                           credentials and
                            endpoint come from the usual ``AWS_*`` variables, read
                            by botocore itself
 =========================  =====================================================
