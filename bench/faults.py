@@ -4,7 +4,7 @@ Real Redis and PostgreSQL servers, two `gloper worker --gpus cpu` launchers, and
 job of the fake ``slow_logger`` method (``gloper_jobs.testbed.fake_methods``) (it sleeps per photo and logs each
 run, so concurrent double runs are visible). In order: two concurrent submits of
 the job, ``--kills`` kill -9 of pool processes mid-item, two Redis outages of
-``--redis-outage`` s, a PostgreSQL outage of ``--pg-outage`` s and a PostgreSQL
+``--redis-outage`` s (``--redis-empty``: Redis comes back with no data), a PostgreSQL outage of ``--pg-outage`` s and a PostgreSQL
 restart. The report gives, per fault, its recovery time (from the end of the fault
 to the next finished item; for a kill, to the killed item finished), and for the
 job: items lost, messages published twice, concurrent double runs, duplicate rows,
@@ -102,6 +102,8 @@ def main(argv: list[str] | None = None) -> Path:
     ap.add_argument("--kills", type=int, default=5)
     ap.add_argument("--redis-outage", type=float, default=30.0)
     ap.add_argument("--pg-outage", type=float, default=45.0)
+    ap.add_argument("--redis-empty", action="store_true",
+                    help="Redis comes back from each outage with no data (its files deleted)")
     ap.add_argument("--out", default="faults")
     args = ap.parse_args(argv)
 
@@ -139,11 +141,17 @@ def main(argv: list[str] | None = None) -> Path:
         for _ in range(args.kills):
             faults.append(_kill_one(cluster, job))
         for i in (1, 2):
-            faults.append(_outage(cluster, job, f"Redis outage {i}", redis.stop, redis.start, args.redis_outage))
+            if args.redis_empty:
+                faults.append(_outage(cluster, job, f"Redis restarted empty {i}",
+                                      lambda: (redis.stop(), redis.wipe()), redis.start, args.redis_outage))
+            else:
+                faults.append(_outage(cluster, job, f"Redis outage {i}", redis.stop, redis.start, args.redis_outage))
         faults.append(_outage(cluster, job, "PostgreSQL outage", pg.halt, pg.resume, args.pg_outage))
         faults.append(_outage(cluster, job, "PostgreSQL restart", lambda: pg.halt("immediate"), pg.resume, 0.0))
+        last_fault = time.monotonic()
         store = cluster.store()
         cluster.wait_for(lambda: drained(store, job), 1800, "the job to drain")
+        last_fault_to_drained = time.monotonic() - last_fault
         _kill_recoveries(cluster, job, faults)
         alive = all(p.poll() is None for p in launchers)
         logs = {name: log.read_text(errors="replace") for name, _, log in cluster.workers}
@@ -153,6 +161,8 @@ def main(argv: list[str] | None = None) -> Path:
             "machine": "2-core CPU (this box), other sessions' jobs possibly running outside the lock",
             "photos": n, "seconds_per_photo": args.seconds, "workers": "2 x gloper worker --gpus cpu -c 2",
             "wall_s": round(time.monotonic() - t_start, 1),
+            "redis_empty": args.redis_empty,
+            "last_fault_to_drained_s": round(last_fault_to_drained, 1),
             "faults": faults,
             "final_counts": final,
             "lost": n - final.get("done", 0),

@@ -67,13 +67,16 @@ class Cluster:
             raise AssertionError(f"gloper {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
         return proc
 
-    def start_worker(self, name: str, *extra: str) -> subprocess.Popen[bytes]:
-        log = self.workdir / f"worker-{name}.log"
+    def start_worker(self, name: str, *extra: str, env: dict[str, str] | None = None,
+                     cwd: Path | None = None) -> subprocess.Popen[bytes]:
+        """``gloper worker --gpus cpu``; ``env`` adds to (or overrides) the cluster's
+        environment and ``cwd`` replaces the working folder (a node of its own)."""
+        log = (cwd or self.workdir) / f"worker-{name}.log"
         proc = subprocess.Popen(
             [*GLOPER, "worker", "--gpus", "cpu", "--name", name,
              "--loglevel", "INFO", *extra],
-            env=self.env, cwd=self.workdir, stdout=log.open("wb"), stderr=subprocess.STDOUT,
-            start_new_session=True,
+            env={**self.env, **(env or {})}, cwd=cwd or self.workdir, stdout=log.open("wb"),
+            stderr=subprocess.STDOUT, start_new_session=True,
         )
         self.workers.append((name, proc, log))
         return proc

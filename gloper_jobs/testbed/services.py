@@ -73,6 +73,20 @@ class RedisServer:
         self.stop()
         shutil.rmtree(self.workdir, ignore_errors=True)
 
+    def wipe(self) -> None:
+        """Delete the (stopped) server's data: append-only files and snapshots."""
+        for p in self.workdir.iterdir():
+            if p.name != "redis.log":
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
+
+    def restart_empty(self, down: float = 0.0) -> None:
+        """Stop, delete the data, wait ``down`` s and start again: a Redis that comes back with
+        nothing (a pod rescheduled without its volume)."""
+        self.stop()
+        self.wipe()
+        time.sleep(down)
+        self.start()
+
 
 def start_redis() -> RedisServer:
     server = RedisServer(free_port(), Path(tempfile.mkdtemp(prefix="gloper-redis-")))

@@ -51,7 +51,7 @@ class CalibrateKind(JobKind):
         if request.method != cal.CALIBRATED_METHOD:
             raise InvalidParameterError(
                 f"calibration jobs calibrate {cal.CALIBRATED_METHOD} (--method {cal.CALIBRATED_METHOD})")
-        return record_calibrate_job(store, settings, request.dataset,
+        return record_calibrate_job(store, settings, Path(request.dataset),
                                     cal.parse_grid(request.grid, request.params), request.foreground,
                                     request.on_device)
 
