@@ -89,7 +89,10 @@ def remote_manifest_items(url: str, items: list[DatasetItem]) -> list[DatasetIte
         rel = PurePosixPath(it.rel_path)
         label: str | None = None
         if it.label_path is not None:
-            label = PurePosixPath(it.label_path).relative_to(PurePosixPath(placeholder_root(url))).as_posix()
+            given = PurePosixPath(it.label_path)
+            root = PurePosixPath(placeholder_root(url))
+            # an absolute label path stays as written: object_url refuses it when the item runs
+            label = given.relative_to(root).as_posix() if given.is_relative_to(root) else given.as_posix()
         else:
             label = found.get(f"{rel.parent}/{base_key(rel.name)}")
         out.append(replace(it, path=Path(it.rel_path), label_path=Path(label) if label else None))
