@@ -28,8 +28,15 @@ from typing import Any
 from bench.services import job_id, write
 from gloper_jobs.data.synthetic import make_dataset
 from gloper_jobs.testbed import services as qs
-from gloper_jobs.testbed.cluster import GLOPER, Cluster, candidate_rows, counts, drained, items
-from gloper_jobs.testbed.fake_methods import overlapping_runs
+from gloper_jobs.testbed.cluster import (
+    GLOPER,
+    Cluster,
+    candidate_rows,
+    counts,
+    drained,
+    items,
+    overlapping_runs,
+)
 
 
 def _done(cluster: Cluster, job: int) -> int:

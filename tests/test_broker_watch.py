@@ -16,8 +16,7 @@ from gloper_jobs.jobs.kinds.extract import record_extract_job
 from gloper_jobs.jobs.publishing import BrokerWatch, enqueue_unfinished
 from gloper_jobs.settings import Settings
 from gloper_jobs.store import Store
-from gloper_jobs.testbed.cluster import Cluster, candidate_rows, counts, drained
-from gloper_jobs.testbed.fake_methods import overlapping_runs
+from gloper_jobs.testbed.cluster import Cluster, candidate_rows, counts, drained, overlapping_runs
 from gloper_jobs.testbed.services import RedisServer
 
 pytestmark = [pytest.mark.queue]

@@ -17,8 +17,15 @@ import pytest
 import redis
 
 from gloper_jobs.data.synthetic import make_dataset
-from gloper_jobs.testbed.cluster import GLOPER, Cluster, candidate_rows, counts, drained, items
-from gloper_jobs.testbed.fake_methods import overlapping_runs
+from gloper_jobs.testbed.cluster import (
+    GLOPER,
+    Cluster,
+    candidate_rows,
+    counts,
+    drained,
+    items,
+    overlapping_runs,
+)
 from gloper_jobs.testbed.services import RedisServer
 
 pytestmark = [pytest.mark.queue, pytest.mark.slow]

@@ -147,3 +147,23 @@ def candidate_rows(store: Store, job_id: int) -> list[tuple[str, str, int]]:
             .where(Item.job_id == job_id).group_by(Item.rel_path, Candidate.name)
         ).all()
     return [(r, n, int(c)) for r, n, c in rows]
+
+
+def overlapping_runs(log: Path) -> list[str]:
+    """Photos whose runs in ``log`` (the fake method ``slow_logger``'s ``--param log=``)
+    overlapped in time (two processes at once). A run without an end (its process was killed) counts from its start to its start."""
+    spans: dict[tuple[str, str], list[float]] = {}
+    for line in log.read_text().splitlines():
+        what, name, pid, t = line.split()
+        spans.setdefault((name, pid), []).append(float(t))
+    by_name: dict[str, list[tuple[float, float]]] = {}
+    for (name, _pid), times in spans.items():
+        ends = times[1::2] + times[len(times[1::2]) * 2::2]  # an unfinished run ends where it began
+        for start, end in zip(times[0::2], ends, strict=False):
+            by_name.setdefault(name, []).append((start, end))
+    bad = []
+    for name, runs in by_name.items():
+        runs.sort()
+        if any(b[0] < a[1] for a, b in zip(runs, runs[1:], strict=False)):
+            bad.append(name)
+    return bad

@@ -14,7 +14,6 @@ import os
 import signal
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar, cast
 
 import numpy as np
@@ -95,23 +94,3 @@ class SlowLogger(Segmenter):
         if path:
             with open(path, "a", encoding="utf-8") as fh:  # one short append per line: atomic
                 fh.write(line + "\n")
-
-
-def overlapping_runs(log: Path) -> list[str]:
-    """Photos whose runs in ``log`` overlapped in time (two processes at once). A run
-    without an end (its process was killed) counts from its start to its start."""
-    spans: dict[tuple[str, str], list[float]] = {}
-    for line in log.read_text().splitlines():
-        what, name, pid, t = line.split()
-        spans.setdefault((name, pid), []).append(float(t))
-    by_name: dict[str, list[tuple[float, float]]] = {}
-    for (name, _pid), times in spans.items():
-        ends = times[1::2] + times[len(times[1::2]) * 2::2]  # an unfinished run ends where it began
-        for start, end in zip(times[0::2], ends, strict=False):
-            by_name.setdefault(name, []).append((start, end))
-    bad = []
-    for name, runs in by_name.items():
-        runs.sort()
-        if any(b[0] < a[1] for a, b in zip(runs, runs[1:], strict=False)):
-            bad.append(name)
-    return bad
