@@ -1,8 +1,8 @@
 """Dice and seconds of the pretrained baselines (SAM, CLIPSeg, DINOv2) on a labelled folder tree.
 
-    python bench/deep_baselines.py --dataset ../shared/datasets/gloper-examples
+    python -m bench.deep_baselines --dataset ../shared/datasets/gloper-examples
         [--methods sam,clipseg,dino] [--profile cpu|paper] [--param sam.points_per_side=64 ...]
-        [--limit N] [--tiny] [--out FILE.json]
+        [--limit N] [--out FILE.json]
 
 Weights come from the settings (GLOPER_SAM_CHECKPOINT, GLOPER_CLIPSEG_WEIGHTS,
 GLOPER_DINO_WEIGHTS, GLOPER_WEIGHTS_DIR, GLOPER_ALLOW_DOWNLOADS) or
@@ -10,8 +10,8 @@ GLOPER_DINO_WEIGHTS, GLOPER_WEIGHTS_DIR, GLOPER_ALLOW_DOWNLOADS) or
 as skipped with the message that says how to get them. Loading the weights is
 timed apart from the photos. Every method gets the same u2netp foreground.
 
-``--tiny`` runs tiny randomly initialised models of the real architectures
-(``tests/deep_fixtures.py``) instead: it checks the whole path on a machine
+``tests/test_deep_methods.py`` runs it with tiny randomly initialised models of the real
+architectures (``--param METHOD.weights=...``): that checks the whole path on a machine
 without the weights, and its Dice figures mean nothing.
 
 Writes JSON with, per photo, the Dice of every candidate, the oracle (best
@@ -23,29 +23,25 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import sys
 import time
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from bench.quality import (  # noqa: E402
+from bench.quality import (
     evaluate_segmenter,
     parse_params,
     unless_weights_missing,
     write_report,
 )
-from gloper_jobs.data.datasets import scan_dataset  # noqa: E402
-from gloper_jobs.data.images import load_image  # noqa: E402
-from gloper_jobs.data.labels import load_label  # noqa: E402
-from gloper_jobs.devices import configure_torch  # noqa: E402
-from gloper_jobs.foreground import ForegroundExtractor  # noqa: E402
-from gloper_jobs.methods.pretrained import PretrainedSegmenter  # noqa: E402
-from gloper_jobs.methods.registry import build_segmenter  # noqa: E402
-from gloper_jobs.settings import Settings  # noqa: E402
+from gloper_jobs.data.datasets import scan_dataset
+from gloper_jobs.data.images import load_image
+from gloper_jobs.data.labels import load_label
+from gloper_jobs.devices import configure_torch
+from gloper_jobs.foreground import ForegroundExtractor
+from gloper_jobs.methods.pretrained import PretrainedSegmenter
+from gloper_jobs.methods.registry import build_segmenter
+from gloper_jobs.settings import Settings
 
 DEEP_METHODS = ("sam", "clipseg", "dino")
 
@@ -69,7 +65,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--profile", default=None, help="parameter profile for every method (default cpu)")
     ap.add_argument("--param", action="append", default=[], metavar="METHOD.NAME=VALUE")
     ap.add_argument("--limit", type=int, default=None, help="only the first N labelled photos")
-    ap.add_argument("--tiny", action="store_true", help="tiny random models (pipeline check; Dice meaningless)")
     args = ap.parse_args(argv)
 
     methods = [m for m in args.methods.split(",") if m]
@@ -79,11 +74,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     settings = Settings.from_env()
     configure_torch(settings.torch_threads, settings.compile_cache_dir)
     overrides = parse_params(args.param)
-    if args.tiny:
-        from tests.deep_fixtures import tiny_params
-
-        for m in methods:
-            overrides[m] = {**tiny_params(m), **overrides.get(m, {})}
     items = [it for it in scan_dataset(args.dataset) if it.label_path is not None][: args.limit]
     if not items:
         raise SystemExit(f"no labelled photos under {args.dataset}")
@@ -98,7 +88,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     report: dict[str, Any] = {
         "dataset": str(args.dataset.resolve()), "eval_size": settings.eval_size,
         "foreground_model": settings.foreground_model, "profile": args.profile or "cpu",
-        "weights": "tiny random models of the real architectures (Dice meaningless)" if args.tiny else "settings",
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
                     "torch_threads": torch.get_num_threads(), "cuda": torch.cuda.is_available(),
                     "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},

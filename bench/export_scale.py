@@ -1,6 +1,6 @@
 """Export and report cost at 1,000 photos: file sizes and seconds per format.
 
-    .venv/bin/python -m bench.export_scale [--photos 1000]
+    python -m bench.export_scale [--photos 1000]
 
 Runs k-means over the example photos once (real masks at the photos' own sizes),
 then synthesises a job of ``--photos`` items whose store rows and mask PNGs are
@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.scaling import examples
+from bench import OUT, examples
 from gloper_jobs.exports import export_jobs
 from gloper_jobs.jobs.runner import run_dataset
 from gloper_jobs.reporting import write_html_report
@@ -27,8 +27,6 @@ from gloper_jobs.settings import Settings
 from gloper_jobs.store import Store
 from gloper_jobs.store import repository as repo
 from gloper_jobs.store.models import Candidate, Item
-
-OUT = Path(__file__).resolve().parent / "out"
 
 
 def synthesise(store: Store, source_job: int, n: int, results: Path) -> int:

@@ -1,10 +1,10 @@
 """Fault-injection benchmark: one job through a night's faults (issue 12), JSON out.
 
 Real Redis and PostgreSQL servers, two `gloper worker --gpus cpu` launchers, and a
-job of the fault plugin's ``slow_logger`` method (it sleeps per photo and logs each
+job of the fake ``slow_logger`` method (``gloper_jobs.testbed.fake_methods``) (it sleeps per photo and logs each
 run, so concurrent double runs are visible). In order: two concurrent submits of
 the job, ``--kills`` kill -9 of pool processes mid-item, two Redis outages of
-``--redis-outage`` s, a PostgreSQL outage of ``--pg-outage`` s and a PostgreSQL
+``--redis-outage`` s (``--redis-empty``: Redis comes back with no data), a PostgreSQL outage of ``--pg-outage`` s and a PostgreSQL
 restart. The report gives, per fault, its recovery time (from the end of the fault
 to the next finished item; for a kill, to the killed item finished), and for the
 job: items lost, messages published twice, concurrent double runs, duplicate rows,
@@ -19,23 +19,24 @@ import argparse
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests"))
-
-from bench.services import job_id, write  # noqa: E402
-from gloper_jobs.data.synthetic import make_dataset  # noqa: E402
-from tests import queue_services as qs  # noqa: E402
-from tests.cluster import GLOPER, Cluster  # noqa: E402
-from tests.fault_plugin import overlapping_runs  # noqa: E402
-from tests.queue_checks import candidate_rows, counts, drained, items  # noqa: E402
+from bench.services import job_id, write
+from gloper_jobs.data.synthetic import make_dataset
+from gloper_jobs.testbed import services as qs
+from gloper_jobs.testbed.cluster import (
+    GLOPER,
+    Cluster,
+    candidate_rows,
+    counts,
+    drained,
+    items,
+    overlapping_runs,
+)
 
 
 def _done(cluster: Cluster, job: int) -> int:
@@ -108,6 +109,8 @@ def main(argv: list[str] | None = None) -> Path:
     ap.add_argument("--kills", type=int, default=5)
     ap.add_argument("--redis-outage", type=float, default=30.0)
     ap.add_argument("--pg-outage", type=float, default=45.0)
+    ap.add_argument("--redis-empty", action="store_true",
+                    help="Redis comes back from each outage with no data (its files deleted)")
     ap.add_argument("--out", default="faults")
     args = ap.parse_args(argv)
 
@@ -118,7 +121,7 @@ def main(argv: list[str] | None = None) -> Path:
     pg = qs.start_postgres()
     url, _ = qs.create_database(pg.admin_url)
     cluster = Cluster(url, redis.url, work, extra_env={
-        "GLOPER_PLUGINS": "fault_plugin", "GLOPER_STALE_SECONDS": "20", "GLOPER_HEARTBEAT_SECONDS": "2",
+        "GLOPER_PLUGINS": "gloper_jobs.testbed.fake_methods", "GLOPER_STALE_SECONDS": "20", "GLOPER_HEARTBEAT_SECONDS": "2",
         "GLOPER_STRANDED_SECONDS": "60"})
     submit = ["submit", "extract", str(work / "photos"), "--method", "slow_logger", "--no-foreground",
               "--param", f"seconds={args.seconds}", "--param", f"log={runs}"]
@@ -145,11 +148,17 @@ def main(argv: list[str] | None = None) -> Path:
         for _ in range(args.kills):
             faults.append(_kill_one(cluster, job))
         for i in (1, 2):
-            faults.append(_outage(cluster, job, f"Redis outage {i}", redis.stop, redis.start, args.redis_outage))
+            if args.redis_empty:
+                faults.append(_outage(cluster, job, f"Redis restarted empty {i}",
+                                      lambda: (redis.stop(), redis.wipe()), redis.start, args.redis_outage))
+            else:
+                faults.append(_outage(cluster, job, f"Redis outage {i}", redis.stop, redis.start, args.redis_outage))
         faults.append(_outage(cluster, job, "PostgreSQL outage", pg.halt, pg.resume, args.pg_outage))
         faults.append(_outage(cluster, job, "PostgreSQL restart", lambda: pg.halt("immediate"), pg.resume, 0.0))
+        last_fault = time.monotonic()
         store = cluster.store()
         cluster.wait_for(lambda: drained(store, job), 1800, "the job to drain")
+        last_fault_to_drained = time.monotonic() - last_fault
         _kill_recoveries(cluster, job, faults)
         alive = all(p.poll() is None for p in launchers)
         logs = {name: log.read_text(errors="replace") for name, _, log in cluster.workers}
@@ -159,6 +168,8 @@ def main(argv: list[str] | None = None) -> Path:
             "machine": "2-core CPU (this box), other sessions' jobs possibly running outside the lock",
             "photos": n, "seconds_per_photo": args.seconds, "workers": "2 x gloper worker --gpus cpu -c 2",
             "wall_s": round(time.monotonic() - t_start, 1),
+            "redis_empty": args.redis_empty,
+            "last_fault_to_drained_s": round(last_fault_to_drained, 1),
             "faults": faults,
             "final_counts": final,
             "lost": n - final.get("done", 0),
@@ -172,7 +183,7 @@ def main(argv: list[str] | None = None) -> Path:
         }
     finally:
         cluster.stop()
-        redis.stop()
+        redis.remove()
         pg.stop()
     return write(args.out, result)
 

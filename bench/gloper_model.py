@@ -1,6 +1,6 @@
 """A dataset-level GloPER model against per-photo GloPER: quality, speed, training cost.
 
-    python bench/gloper_model.py [--examples DIR] [--synthetic DIR] [--steps 300] [--out FILE.json]
+    python -m bench.gloper_model [--examples DIR] [--synthetic DIR] [--steps 300] [--out FILE.json]
 
 Trains one model on the shared example photos plus the synthetic set, and one on each
 alone (``gloper train``'s library path; no labels), at GloPER's ``cpu`` profile size and
@@ -17,29 +17,26 @@ import argparse
 import json
 import os
 import platform
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+from bench import OUT
+from bench import examples as default_examples
+from bench.quality import evaluate_segmenter, write_report
+from gloper_jobs.data.datasets import scan_dataset
+from gloper_jobs.data.images import load_image, resize_mask, resize_rgb_uint8
+from gloper_jobs.data.labels import load_label
+from gloper_jobs.devices import configure_torch
+from gloper_jobs.foreground.extractor import ForegroundExtractor
+from gloper_jobs.jobs.training import model_params
+from gloper_jobs.methods.gloper.dataset_model.train import PhotoSet, train_model
+from gloper_jobs.methods.registry import build_segmenter
+from gloper_jobs.settings import Settings
 
-from bench.quality import evaluate_segmenter, write_report  # noqa: E402
-from gloper_jobs.data.datasets import scan_dataset  # noqa: E402
-from gloper_jobs.data.images import load_image, resize_mask, resize_rgb_uint8  # noqa: E402
-from gloper_jobs.data.labels import load_label  # noqa: E402
-from gloper_jobs.devices import configure_torch  # noqa: E402
-from gloper_jobs.foreground.extractor import ForegroundExtractor  # noqa: E402
-from gloper_jobs.jobs.training import model_params  # noqa: E402
-from gloper_jobs.methods.gloper_training import PhotoSet, train_model  # noqa: E402
-from gloper_jobs.methods.registry import build_segmenter  # noqa: E402
-from gloper_jobs.settings import Settings  # noqa: E402
-
-OUT = REPO / "bench" / "out"
 SIZE, LOCAL_SIZES = 128, "8,16"
 WARM_STARTS = (0, 5, 10)
 
@@ -93,7 +90,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
         make_dataset(args.synthetic)
     fg_fn = ForegroundExtractor(settings.models_dir, settings.foreground_model)
-    examples = args.examples or settings.examples_dir or REPO.parent / "shared" / "datasets" / "gloper-examples"
+    examples = args.examples or default_examples()
     sets = {"examples": prepare(examples, fg_fn, settings),
             "synthetic": prepare(args.synthetic, fg_fn, settings)}
     t0 = time.perf_counter()

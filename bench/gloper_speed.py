@@ -1,13 +1,13 @@
 """GloPER at archive speed: the authors' plain loop against the project's engine, one run.
 
-    python bench/gloper_speed.py --dataset ../shared/datasets/gloper-examples --json OUT.json
+    python -m bench.gloper_speed --dataset ../shared/datasets/gloper-examples --json OUT.json
         [--limit N] [--profile target|cpu|paper] [--device cpu|cuda] [--param NAME=VALUE ...]
 
 On the same photos, at the same size S, local sizes and step budget, photo by photo:
 
-- ``plain``: the authors' loop written out here as plainly as theirs: one fresh fp32
-  GloperNet per local size, AdamW, every step, no early stop, then the project's
-  read-out (``gloper_readout.read_out``, so both have the same candidates);
+- ``plain``: the authors' loop: the project's one network, loss and loop with every engine
+  option off (one fresh fp32 network per local size, AdamW, every step, no early stop),
+  then the project's read-out (``readout.read_out``, so both have the same candidates);
 - ``fast``: the project's GloPER segmenter with its default engine (early stop,
   and on CUDA all sizes in one pass, channels_last), plus any ``--param``.
 
@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -34,26 +33,19 @@ from typing import Any
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from bench.quality import write_report  # noqa: E402
-from gloper_jobs.data.datasets import scan_dataset  # noqa: E402
-from gloper_jobs.data.images import load_image, resize_mask, resize_rgb  # noqa: E402
-from gloper_jobs.data.labels import load_label  # noqa: E402
-from gloper_jobs.devices import configure_torch  # noqa: E402
-from gloper_jobs.foreground import ForegroundExtractor  # noqa: E402
-from gloper_jobs.methods import create_segmenter  # noqa: E402
-from gloper_jobs.methods.gloper import GloperParams  # noqa: E402
-from gloper_jobs.methods.gloper_model import (  # noqa: E402
-    GloperNet,
-    hard_gumbel_softmax,
-    pattern_weight,
-    reconstruct,
-)
-from gloper_jobs.methods.gloper_readout import read_out  # noqa: E402
-from gloper_jobs.scoring.metrics import scores_at  # noqa: E402
-from gloper_jobs.settings import Settings  # noqa: E402
+from bench.quality import write_report
+from gloper_jobs.data.datasets import scan_dataset
+from gloper_jobs.data.images import load_image, resize_mask, resize_rgb
+from gloper_jobs.data.labels import load_label
+from gloper_jobs.devices import configure_torch
+from gloper_jobs.foreground import ForegroundExtractor
+from gloper_jobs.methods import create_segmenter
+from gloper_jobs.methods.gloper.engine import train_sizes
+from gloper_jobs.methods.gloper.net import GloperNet
+from gloper_jobs.methods.gloper.params import EngineOptions, GloperParams
+from gloper_jobs.methods.gloper.readout import read_out
+from gloper_jobs.scoring.metrics import scores_at
+from gloper_jobs.settings import Settings
 
 PROFILES: dict[str, dict[str, Any]] = {
     "target": {"size": 256, "local_sizes": (8, 16, 32), "steps": 100},
@@ -66,44 +58,27 @@ BF16_PEAK = {"H200": 989e12, "H100 PCIe": 756e12, "H100": 989e12, "A100": 312e12
 
 
 def plain_loop(image: torch.Tensor, fg: torch.Tensor, p: GloperParams, device: torch.device) -> dict[int, np.ndarray]:
-    """The authors' algorithm, plainly: per local size a fresh seeded fp32 model, every step.
+    """The authors' algorithm: per local size a fresh seeded fp32 network, AdamW, every step.
 
-    ``image`` ``1x3xSxS float32``, ``fg`` ``1xSxS float32`` on ``device``; returns the
-    ``SxS float32`` pattern weight map per local size (the same read-out makes the masks).
+    The project's one network, loss and training loop with every engine option off
+    (:meth:`EngineOptions.plain`: no early stop, no size chain, one size at a time, fp32,
+    no channels_last or compile). ``image`` ``1x3xSxS float32``, ``fg`` ``1xSxS float32``
+    on ``device``; returns the ``SxS float32`` pattern weight map per local size (the
+    same read-out makes the masks).
     """
-    weights = {}
-    for ls in p.local_sizes:
-        torch.manual_seed(p.seed)
-        gen = torch.Generator(device=device)
-        gen.manual_seed(p.seed)
-        model = GloperNet(ls).to(device)
-        model.train()
-        opt = torch.optim.AdamW(model.parameters(), lr=p.lr)
-        for _ in range(p.steps):
-            opt.zero_grad(set_to_none=True)
-            logits, cen_a, cen_b = model(image)
-            assign = hard_gumbel_softmax(logits, p.tau, gen)
-            rec_a = reconstruct(assign, cen_a, ls)
-            rec_b = reconstruct(assign, cen_b, 2 * ls)
-            loss = (torch.linalg.vector_norm(image - rec_a, dim=1) * fg).mean() + (
-                torch.linalg.vector_norm(image - rec_b, dim=1) * fg).mean()
-            loss.backward()
-            opt.step()
-        with torch.no_grad():
-            _, cen_a, _ = model(image)
-            weight = pattern_weight(image, cen_a, ls)[0]
-        weights[ls] = weight.cpu().numpy()
-    return weights
+    opts = EngineOptions.plain(size=p.size, local_sizes=p.local_sizes, steps=p.steps, tau=p.tau, lr=p.lr,
+                               seed=p.seed, rho=p.rho)
+    return {ls: r.weight.numpy() for ls, r in train_sizes(image, fg, p.local_sizes, opts, device).items()}
 
 
 def step_flops(size: int, device: torch.device) -> float:
     """FLOPs of one training step (forward + backward) of GloperNet at ``size``."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    net = GloperNet(8).to(device)
+    net = GloperNet((8,)).to(device)
     x = torch.rand(1, 3, size, size, device=device)
     with FlopCounterMode(display=False) as counter:
-        logits, a, b = net(x)
+        logits, a, b = net(x)[8]
         (logits.sum() + a.sum() + b.sum()).backward()
     return float(counter.get_total_flops())
 

@@ -42,10 +42,10 @@ from typing import Any
 
 import numpy as np
 
+from bench import OUT, examples
 from gloper_jobs.jobs.polarity import calibrated_pick, species_call
 from gloper_jobs.methods.choice import POLARITY_RULES, SPECIES_MARGIN, SPECIES_RULES
 
-REPO = Path(__file__).resolve().parents[1]
 MARGINS = (0.0, 0.1, 0.2, 0.3, 0.5)
 #: a species-level policy may not lose more than this Dice to the darker reading on any
 #: species it is selected on (the ``safe`` selection)
@@ -255,13 +255,14 @@ def markdown(report: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--dataset", type=Path, default=REPO.parent / "shared" / "datasets" / "gloper-examples")
+    ap.add_argument("--dataset", type=Path, default=None, help="default: the example photos (GLOPER_EXAMPLES_DIR)")
     ap.add_argument("--synthetic", type=Path, default=None, help="default: make one (--polarity both, 2 per species)")
     ap.add_argument("--methods", default="gloper,kmeans")
     ap.add_argument("--model", action="append", default=[], metavar="NAME=M.pt")
     ap.add_argument("--photos", type=Path, default=None, help="reuse step 1 of a previous run's JSON")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
+    args.dataset = args.dataset or examples()
     t0 = time.time()
     load_before = os.getloadavg()
     if args.photos:
@@ -299,7 +300,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     report["load_after"] = [round(x, 2) for x in os.getloadavg()]
     report["seconds"] = round(time.time() - t0, 1)
     print(f"\nload before {report['load_before']}, after {report['load_after']}, {report['seconds']} s")
-    path = args.out or REPO / "bench" / "out" / f"polarity-species-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path = args.out or OUT / f"polarity-species-{time.strftime('%Y%m%d-%H%M%S')}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=1))
     print(f"wrote {path}")

@@ -21,21 +21,15 @@ import argparse
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from statistics import mean
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests"))
-
-from bench.services import job_id, services, write  # noqa: E402
-from gloper_jobs.data.synthetic import make_dataset  # noqa: E402
-from tests.cluster import GLOPER, Cluster  # noqa: E402
-from tests.queue_checks import drained, items  # noqa: E402
+from bench.services import job_id, services, write
+from gloper_jobs.data.synthetic import make_dataset
+from gloper_jobs.testbed.cluster import GLOPER, Cluster, drained, items
 
 
 def _env(cluster: Cluster) -> dict[str, str]:

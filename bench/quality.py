@@ -1,14 +1,13 @@
 """Quality and speed of every registered method on a labelled folder tree.
 
-    python bench/quality.py --dataset ../shared/datasets/gloper-examples [--out FILE.json]
+    python -m bench.quality --dataset ../shared/datasets/gloper-examples [--out FILE.json]
         [--methods gloper,kmeans] [--profile cpu|paper] [--param gloper.steps=50 ...]
 
 Each method runs at its defaults (the ``cpu`` profile, GloPER's CPU profile
 included) on the same u2netp foreground. Writes JSON with, per image, the Dice of
-every candidate, the oracle (best non-derived candidate), the label-free choice,
-the Dice each polarity rule's call would give (methods that report a polarity:
-GloPER, k-means) and the seconds; prints per-species tables per method. Methods whose weights are
-missing are reported as skipped, not failed.
+every candidate, the oracle (best non-derived candidate), the label-free choice and
+the seconds; prints per-species tables per method. Methods whose weights are missing
+are reported as skipped, not failed.
 """
 
 from __future__ import annotations
@@ -17,7 +16,6 @@ import argparse
 import json
 import os
 import platform
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -25,21 +23,18 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from gloper_jobs.data.datasets import scan_dataset  # noqa: E402
-from gloper_jobs.data.images import load_image  # noqa: E402
-from gloper_jobs.data.labels import load_label  # noqa: E402
-from gloper_jobs.devices import configure_torch  # noqa: E402
-from gloper_jobs.exceptions import WeightsMissingError  # noqa: E402
-from gloper_jobs.foreground import ForegroundExtractor  # noqa: E402
-from gloper_jobs.jobs.pipeline import process_photo  # noqa: E402
-from gloper_jobs.methods import Segmenter, list_segmenters  # noqa: E402
-from gloper_jobs.methods.choice import picks_by_rule  # noqa: E402
-from gloper_jobs.methods.registry import build_segmenter  # noqa: E402
-from gloper_jobs.scoring.reports import ItemScore, format_species_table, species_rows  # noqa: E402
-from gloper_jobs.settings import Settings  # noqa: E402
+from bench import OUT
+from gloper_jobs.data.datasets import scan_dataset
+from gloper_jobs.data.images import load_image
+from gloper_jobs.data.labels import load_label
+from gloper_jobs.devices import configure_torch
+from gloper_jobs.exceptions import WeightsMissingError
+from gloper_jobs.foreground import ForegroundExtractor
+from gloper_jobs.jobs.pipeline import process_photo
+from gloper_jobs.methods import Segmenter, list_segmenters
+from gloper_jobs.methods.registry import build_segmenter
+from gloper_jobs.scoring.reports import ItemScore, format_species_table, species_rows
+from gloper_jobs.settings import Settings
 
 
 def parse_params(pairs: list[str]) -> dict[str, dict[str, str]]:
@@ -72,11 +67,8 @@ def evaluate_segmenter(name: str, seg: Segmenter, prepared: list[tuple[Any, Any,
             dice = {c.name: round((c.scores or {})["dice"], 4) for c in out.candidates}
             oracle = max((c.name for c in out.candidates if not c.derived), key=lambda c: dice[c])
             info = {k: v for k, v in out.info.items() if k not in ("device", "timings")}
-            polarity = info.get("polarity")
-            rules = {r: dice[c] for r, c in picks_by_rule(polarity).items()} if isinstance(polarity, dict) else {}
             rows.append({"rel_path": it.rel_path, "species": it.species, "dice": dice, "oracle": oracle,
                          "oracle_dice": dice[oracle], "choice": out.choice, "choice_dice": dice[out.choice],
-                         "polarity_rules": rules,
                          "seconds": round(sec, 3), "info": info})
             scores.append(ItemScore(it.rel_path, it.species, oracle, dice[oracle], out.choice, dice[out.choice]))
             print(f"  {name:<10} {it.rel_path:<45} oracle {dice[oracle]:.3f} ({oracle})  "
@@ -92,33 +84,7 @@ def evaluate_segmenter(name: str, seg: Segmenter, prepared: list[tuple[Any, Any,
     }
     print(format_species_table(species_rows(scores), f"\n{name} ({result['mean_seconds']} s/photo) · "
                                                      f"Dice at {eval_size}x{eval_size}"))
-    if all(r["polarity_rules"] for r in rows):
-        result["polarity_rules"] = rule_table(rows)
-        print(format_rule_table(result["polarity_rules"], f"\n{name}: Dice of the label-free choice in the "
-                                                          "polarity each rule calls (darker/lighter: fixed)"))
     return result
-
-
-def rule_table(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """Species (and ``ALL``) -> oracle, label-free choice and each polarity rule's mean Dice."""
-    groups: dict[str, list[dict[str, Any]]] = {}
-    for r in rows:
-        groups.setdefault(r["species"], []).append(r)
-    groups["ALL"] = rows
-    out: dict[str, dict[str, float]] = {}
-    for species, g in groups.items():
-        cols = {"oracle": [r["oracle_dice"] for r in g], "label-free": [r["choice_dice"] for r in g]}
-        for rule in g[0]["polarity_rules"]:
-            cols[rule] = [r["polarity_rules"][rule] for r in g]
-        out[species] = {k: round(sum(v) / len(v), 4) for k, v in cols.items()}
-    return out
-
-
-def format_rule_table(table: dict[str, dict[str, float]], title: str) -> str:
-    cols = list(next(iter(table.values())))
-    lines = [title, f"{'species':<12} " + " ".join(f"{c[:10]:>10}" for c in cols)]
-    lines += [f"{sp:<12} " + " ".join(f"{v[c]:>10.3f}" for c in cols) for sp, v in table.items()]
-    return "\n".join(lines)
 
 
 def unless_weights_missing(name: str, run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
@@ -133,7 +99,7 @@ def unless_weights_missing(name: str, run: Callable[[], dict[str, Any]]) -> dict
 
 def write_report(report: dict[str, Any], out: Path | None, prefix: str) -> Path:
     """Write the JSON report to ``out`` (default ``bench/out/<prefix>-<time>.json``)."""
-    path = out or REPO / "bench" / "out" / f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path = out or OUT / f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2))
     print(f"\nwrote {path}")

@@ -1,7 +1,7 @@
 """Queue overhead: a no-op method through submit, Redis, 2 CPU workers and PostgreSQL,
 against calling process_photo in a loop. Writes bench/out/queue_overhead.json.
 
-    .venv/bin/python bench/queue_overhead.py [--items 300]
+    python -m bench.queue_overhead [--items 300]
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from bench.services import REPO, job_id, services, wait_drained, write
+from bench.services import job_id, services, wait_drained, write
 
 
 def make_photos(root: Path, n: int) -> Path:
@@ -29,7 +29,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--items", type=int, default=300)
     args = ap.parse_args()
-    import bench.noop_plugin  # noqa: F401 - registers "noop"
+    import gloper_jobs.testbed.fake_methods  # noqa: F401 - registers "noop"
     from gloper_jobs.jobs.pipeline import process_photo
     from gloper_jobs.methods.registry import create_segmenter
 
@@ -43,8 +43,7 @@ def main() -> None:
             process_photo(f, seg, work / "loop" / f.name, None)
         loop_s = time.perf_counter() - t0
 
-        with services(work, GLOPER_PLUGINS="bench.noop_plugin") as cluster:
-            cluster.extra_env["PYTHONPATH"] = str(REPO)
+        with services(work, GLOPER_PLUGINS="gloper_jobs.testbed.fake_methods") as cluster:
             cluster.start_worker("cpu1")
             cluster.start_worker("cpu2")
             # Wait until both workers are up (their first item is a warm-up job of one photo).

@@ -1,7 +1,7 @@
 """Scaling: 1 vs 2 CPU workers (`gloper worker --gpus cpu`, one torch thread each) on k-means
 over the example photos. Writes bench/out/scaling.json.
 
-    .venv/bin/python -m bench.scaling [--repeat 3]
+    python -m bench.scaling [--repeat 3]
 
 The dataset is the example photos copied ``--repeat`` times (separate folders, so
 separate items). Timing starts when both workers are up (after a warm-up job).
@@ -15,15 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench import examples
 from bench.services import job_id, services, wait_drained, write
-from tests.conftest import REPO
-
-
-def examples() -> Path:
-    for c in (REPO.parent / "shared/datasets/gloper-examples", Path("/work/shared/datasets/gloper-examples")):
-        if c.is_dir():
-            return c
-    raise SystemExit("example photos not found")
 
 
 def run(n_workers: int, dataset: Path, work: Path) -> float:

@@ -1,22 +1,16 @@
-"""Services and workers for the benches: the tests' throwaway servers and cluster helper."""
+"""Services and workers for the queue benches: throwaway servers and a :class:`Cluster` on them."""
 
 from __future__ import annotations
 
 import json
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from tests import queue_services as qs  # noqa: E402
-from tests.cluster import Cluster  # noqa: E402
-from tests.queue_checks import drained  # noqa: E402
-
-OUT = REPO / "bench" / "out"
+from bench import OUT
+from gloper_jobs.testbed import services as qs
+from gloper_jobs.testbed.cluster import Cluster, drained
 
 
 @contextmanager
@@ -30,11 +24,8 @@ def services(workdir: Path, **extra_env: str) -> Iterator[Cluster]:
         yield cluster
     finally:
         cluster.stop()
-        redis.stop()
+        redis.remove()
         pg.stop()
-        import shutil
-
-        shutil.rmtree(redis.workdir, ignore_errors=True)
 
 
 def wait_drained(cluster: Cluster, job_id: int, timeout: float = 1800) -> float:
@@ -46,10 +37,12 @@ def wait_drained(cluster: Cluster, job_id: int, timeout: float = 1800) -> float:
 
 
 def job_id(stdout: str) -> int:
+    """The job id `gloper submit` prints on its last line."""
     return int(stdout.strip().splitlines()[-1])
 
 
 def write(name: str, result: dict[str, object]) -> Path:
+    """Write ``bench/out/NAME.json`` and print it."""
     OUT.mkdir(parents=True, exist_ok=True)
     path = OUT / f"{name}.json"
     path.write_text(json.dumps(result, indent=2, default=str))

@@ -2,7 +2,7 @@
 `gloper submit` into PostgreSQL and Redis, then the same submission again.
 Writes bench/out/submit_100k.json.
 
-    .venv/bin/python -m bench.submit_100k [--items 100000]
+    python -m bench.submit_100k [--items 100000]
 """
 
 from __future__ import annotations

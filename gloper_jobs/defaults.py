@@ -102,6 +102,12 @@ STALE_SECONDS = 120.0
 # in the broker's queue is published again by the reconciler (a duplicate is dropped
 # by the item's lease, so erring early costs one skipped delivery).
 STRANDED_SECONDS = 600.0
+# Every BROKER_CHECK_SECONDS each worker asks Redis for its run id and the length of
+# the queues the store says hold messages: a restarted broker (new run id) or an empty
+# queue with queued items published over LOST_GRACE_SECONDS ago gets the items whose
+# message is neither waiting nor held by a worker published again, at once.
+BROKER_CHECK_SECONDS = 10.0
+LOST_GRACE_SECONDS = 5.0
 SUBMIT_BATCH = 1000
 # A worker's pool process loads torch, rembg and its models before taking a task;
 # Celery would kill it after 4 s (worker_proc_alive_timeout) without this.

@@ -83,6 +83,10 @@ class ModelSettingsError(PermanentError):
     """A GloPER model was trained for other settings than the run asks for."""
 
 
+class StorageUnavailableError(TransientError):
+    """Object storage throttled the request or could not be reached; retrying may succeed."""
+
+
 class JobNotFoundError(PermanentError):
     """No job with that id or key is in the store."""
 

@@ -1,8 +1,9 @@
 """Where a job's photos come from: a folder scan, a manifest, or an ``s3://`` root.
 
-The embedded run stages an ``s3://`` root (:func:`stage`) and every kind that lists
-photos calls :func:`list_items`; a manifest is checked there, before anything is
-written to the store.
+The embedded run stages an ``s3://`` root (:func:`stage`); the queue lists it and
+its workers stream one photo per item (:mod:`gloper_jobs.remote`). Every kind that
+lists photos calls :func:`list_items`; a manifest is checked there, before
+anything is written to the store.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from gloper_jobs.data.datasets import DatasetItem, iter_dataset
-from gloper_jobs.exceptions import StorageError
 from gloper_jobs.manifest import load_manifest
 from gloper_jobs.settings import Settings
 from gloper_jobs.storage import is_url, stage_tree
@@ -25,23 +25,25 @@ def stage(dataset: str | Path, settings: Settings) -> tuple[Path, str | None]:
     return Path(dataset), None
 
 
-def refuse_url(dataset: str | Path) -> None:
-    """The queue's workers read photos from a filesystem they share: no ``s3://`` roots there."""
-    if is_url(str(dataset)):
-        raise StorageError(
-            f"{dataset}: the queue's workers read photos from a filesystem they share; copy the photos "
-            "there (or run them on one machine with `gloper run`, which stages s3:// roots)")
-
-
-def list_items(root: Path, manifest: str | Path | None = None,
+def list_items(root: str | Path, manifest: str | Path | None = None,
                skipped: list[str] | None = None) -> tuple[Iterable[DatasetItem], str | None]:
     """The photos of ``root`` (a lazy folder scan) or those ``manifest`` lists, and the manifest's
     ``source`` (its location and digest, part of the job's key; None for a scan). A scan
     appends the symlinks out of the root it left out to ``skipped``; a manifest's rows that
     leave the root become items that fail with the reason.
 
+    An ``s3://`` root is listed, not downloaded (:mod:`gloper_jobs.remote`): its items are
+    keys relative to the prefix, read by the worker that takes each one.
+
     Raises :class:`~gloper_jobs.exceptions.ManifestError` for a bad manifest.
     """
+    if is_url(root):
+        from gloper_jobs.remote import list_remote, placeholder_root, remote_manifest_items
+
+        if manifest is None:
+            return list_remote(str(root)), None
+        remote = load_manifest(manifest, placeholder_root(str(root)))
+        return remote_manifest_items(str(root), remote.items), remote.source
     if manifest is None:
         return iter_dataset(Path(root), skipped=skipped), None
     listed = load_manifest(manifest, Path(root))

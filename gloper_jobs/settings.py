@@ -9,7 +9,10 @@ variable                   meaning (default)
 =========================  =====================================================
 GLOPER_DATABASE_URL        SQLAlchemy URL of the result store
                            (``sqlite:///./gloper.db`` in the working folder)
-GLOPER_RESULTS_DIR         where mask PNGs go (``./gloper-results``)
+GLOPER_RESULTS_DIR         where mask PNGs go (``./gloper-results``); an
+                           ``s3://bucket/prefix`` makes queue workers upload one
+                           object per mask there (``results_url``; credentials from
+                           the AWS chain: variables, profile or instance role)
 GLOPER_MODELS_DIR          foreground weights folder (``$U2NET_HOME`` or ``~/.u2net``)
 GLOPER_FOREGROUND_MODEL    ``u2netp`` (default) or ``u2net`` (the paper's)
 GLOPER_DEVICE              ``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:1``
@@ -40,7 +43,10 @@ GLOPER_WEIGHTS_DIR         where downloads go and unset weights are looked for
 GLOPER_ALLOW_DOWNLOADS     ``1`` lets the pretrained baselines fetch missing
                            weights from where they are published (off)
 GLOPER_STAGING_DIR         where an ``s3://`` dataset root is copied before a run
-                           (``~/.cache/gloper-jobs/staged``); S3 credentials and
+                           (``~/.cache/gloper-jobs/staged``), a queue worker's
+                           scratch for the one photo it streams (``items/<pid>``)
+                           and a ``--out s3://`` training's local checkpoint; S3
+                           credentials and
                            endpoint come from the usual ``AWS_*`` variables, read
                            by botocore itself
 =========================  =====================================================
@@ -77,6 +83,9 @@ GLOPER_STALE_SECONDS             a running item whose heartbeat is older is stal
 GLOPER_STRANDED_SECONDS          a queued item published longer ago than this
                                  whose message is not in the broker's queue is
                                  published again by the reconciler (600)
+GLOPER_BROKER_CHECK_SECONDS      how often each worker checks Redis for a restart
+                                 (new run id) or a queue emptied under queued items,
+                                 and publishes the lost items again (10)
 GLOPER_SUBMIT_BATCH              items recorded and enqueued per batch (1000)
 GLOPER_WORKER_BOOT_TIMEOUT       seconds a new pool process may take to load its
                                  models before Celery gives up on it (300)
@@ -107,13 +116,14 @@ CUDA_VISIBLE_DEVICES             the cards ``gloper worker --gpus all`` may use
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from gloper_jobs import defaults
 from gloper_jobs.devices import DEVICE_HELP, is_device_name
-from gloper_jobs.exceptions import ConfigurationError
+from gloper_jobs.exceptions import ConfigurationError, GloperError
 
 
 def _default_database_url() -> str:
@@ -132,6 +142,8 @@ class Settings(BaseSettings):
 
     database_url: str = Field(default_factory=_default_database_url)
     results_dir: Path = Field(default_factory=_default_results_dir)
+    #: GLOPER_RESULTS_DIR when it is an ``s3://`` URL (then ``results_dir`` keeps its default)
+    results_url: str | None = Field(default=None, exclude=True)
     models_dir: Path = Field(
         default=defaults.MODELS_DIR,
         validation_alias=AliasChoices("GLOPER_MODELS_DIR", "U2NET_HOME"),
@@ -172,6 +184,7 @@ class Settings(BaseSettings):
     heartbeat_seconds: float = defaults.HEARTBEAT_SECONDS
     stale_seconds: float = defaults.STALE_SECONDS
     stranded_seconds: float = defaults.STRANDED_SECONDS
+    broker_check_seconds: float = defaults.BROKER_CHECK_SECONDS
     submit_batch: int = defaults.SUBMIT_BATCH
     worker_boot_timeout: float = defaults.WORKER_BOOT_TIMEOUT
     worker_device: str | None = None
@@ -216,7 +229,7 @@ class Settings(BaseSettings):
         "evaluate_soft_time_limit", "evaluate_time_limit", "calibrate_soft_time_limit",
         "calibrate_time_limit", "train_soft_time_limit", "train_time_limit", "retry_backoff",
         "retry_backoff_max", "visibility_timeout", "max_deliveries", "heartbeat_seconds", "stale_seconds",
-        "stranded_seconds", "submit_batch", "flower_port", "worker_boot_timeout",
+        "stranded_seconds", "broker_check_seconds", "submit_batch", "flower_port", "worker_boot_timeout",
     )
     @classmethod
     def _positive(cls, value: int | None) -> int | None:
@@ -247,6 +260,29 @@ class Settings(BaseSettings):
             except ConfigurationError as exc:
                 raise ValueError(str(exc)) from exc
         return value or None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _results_url(cls, data: Any) -> Any:
+        """``GLOPER_RESULTS_DIR=s3://...`` goes to ``results_url`` (a Path would fold its ``//``)."""
+        if isinstance(data, dict):
+            value = data.get("results_dir")
+            if isinstance(value, str) and "://" in value:
+                from gloper_jobs.storage import is_url
+
+                try:
+                    url = is_url(value)
+                except GloperError as exc:
+                    raise ValueError(f"GLOPER_RESULTS_DIR: {exc}") from exc
+                if url:
+                    data = {k: v for k, v in data.items() if k != "results_dir"}
+                    data["results_url"] = value.rstrip("/")
+        return data
+
+    @property
+    def results_root(self) -> str:
+        """Where jobs' result folders are made: the ``s3://`` URL, else the absolute local folder."""
+        return self.results_url or str(self.results_dir.resolve())
 
     @model_validator(mode="after")
     def _limits_ordered(self) -> Settings:
@@ -283,7 +319,9 @@ class Settings(BaseSettings):
             return cls(**clean)  # type: ignore[arg-type]
         except ValidationError as exc:
             problems = "; ".join(
-                f"{_variable('_'.join(str(p) for p in err['loc']))}: {err['msg']}" for err in exc.errors()
+                f"{_variable('_'.join(str(p) for p in err['loc']))}: {err['msg']}" if err["loc"]
+                else str(err["msg"])  # a check of the whole object names its variable itself
+                for err in exc.errors()
             )
             raise ConfigurationError(f"invalid settings: {problems}") from exc
 

@@ -8,7 +8,12 @@ What may live on S3-compatible storage (the scope, kept honest):
 - a run's masks: ``gloper run ... --upload-results s3://...`` mirrors the job's
   results folder there when the run ends (:func:`upload_tree`); masks are
   written locally first, and the store keeps the local paths;
-- exports and HTML reports: ``--out``/``--html`` may be URLs (:func:`write_bytes`).
+- exports and HTML reports: ``--out``/``--html`` may be URLs (:func:`write_bytes`);
+- for queue workers that share no filesystem (:mod:`gloper_jobs.remote`): one photo
+  streamed per item (:func:`get_file`), one object per mask (:func:`put_file`), a
+  listing instead of a scan (:func:`list_files`), and :func:`classify`, which tells
+  a throttled or unreachable store (retried) from a denied key or a missing bucket
+  (recorded against the item with what to fix).
 
 Credentials, region and endpoint come from the usual AWS variables
 (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_DEFAULT_REGION``,
@@ -17,12 +22,18 @@ Credentials, region and endpoint come from the usual AWS variables
 
 from __future__ import annotations
 
+import errno
 import os
-from pathlib import Path
-from typing import Any
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path, PurePosixPath
+from typing import Any, TypeVar
 
 from gloper_jobs import defaults
-from gloper_jobs.exceptions import StorageError
+from gloper_jobs.exceptions import GloperError, StorageError, StorageUnavailableError
+
+T = TypeVar("T")
 
 
 def is_url(location: str | Path) -> bool:
@@ -150,3 +161,123 @@ def upload_tree(local: Path, url: str) -> int:
     except OSError as exc:
         raise _wrap(url, exc) from exc
     return len(files)
+
+
+# --- single objects, for workers that share no filesystem ---------------------------
+# (additive: the tree functions above stay as they are)
+
+#: errno values s3fs gives throttling (SlowDown, 503) and server-side faults once its own retries are used up
+_TRANSIENT_ERRNOS = frozenset({errno.EBUSY, errno.EAGAIN, errno.ETIMEDOUT, errno.ECONNRESET,
+                               errno.ECONNREFUSED, getattr(errno, "EREMOTEIO", errno.EIO)})
+
+
+def join(base: str, rel: str) -> str:
+    """``base`` (a URL or a local folder) and a POSIX ``rel`` path joined with one ``/``."""
+    return f"{str(base).rstrip('/')}/{rel.lstrip('/')}"
+
+
+def classify(url: str, exc: BaseException) -> GloperError:
+    """The library's error for a failed object operation, with what to fix.
+
+    Throttling, a server fault or an unreachable endpoint is transient
+    (:class:`StorageUnavailableError`: the queue retries the item with backoff);
+    a missing bucket or object and a denied request are permanent
+    (:class:`StorageError`, recorded against the item). Credentials never appear.
+    """
+    bucket = url.split("://", 1)[-1].split("/", 1)[0]
+    text = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, PermissionError):
+        return StorageError(
+            f"{url}: access denied ({text}). Give this machine's credentials (AWS_* variables, "
+            f"AWS_PROFILE or the instance/pod role) s3:GetObject, s3:PutObject and s3:ListBucket on "
+            f"bucket {bucket!r}, then `gloper retry-failed JOB`")
+    if isinstance(exc, FileNotFoundError):
+        if "bucket" in str(exc).lower():
+            return StorageError(f"{url}: the bucket {bucket!r} does not exist ({text}); create it or fix the "
+                                "URL (and AWS_ENDPOINT_URL for a non-AWS server), then `gloper retry-failed JOB`")
+        return StorageError(f"{url} does not exist; upload it, or fix the URL or manifest row that names it, "
+                            "then `gloper retry-failed JOB`")
+    transient = isinstance(exc, (ConnectionError, TimeoutError)) or (
+        isinstance(exc, OSError) and exc.errno in _TRANSIENT_ERRNOS) or any(
+        word in str(exc) for word in ("SlowDown", "Throttl", "ServiceUnavailable", "RequestTimeout",
+                                      "InternalError", "Could not connect", "Connect timeout"))
+    if transient:
+        return StorageUnavailableError(f"{url}: object storage is throttling or unreachable ({text}); "
+                                       "the item is retried with backoff")
+    return _wrap(url, exc if isinstance(exc, Exception) else Exception(str(exc)))
+
+
+def _call(url: str, fn: Callable[[], T]) -> T:
+    try:
+        return fn()
+    except GloperError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - botocore/aiohttp raise more than OSError
+        raise classify(url, exc) from exc
+
+
+def get_file(url: str, local: Path) -> Path:
+    """Stream one object to ``local`` (written under a temporary name, then renamed)."""
+    fs, path = filesystem(url)
+    local.parent.mkdir(parents=True, exist_ok=True)
+    tmp = local.with_name(f".partial-{os.getpid()}-{local.name}")
+    _call(url, lambda: fs.get_file(path, str(tmp)))
+    os.replace(tmp, local)
+    return local
+
+
+def put_file(local: Path, url: str) -> str:
+    """Upload one local file as the object ``url`` (a second upload overwrites it); returns ``url``."""
+    fs, path = filesystem(url)
+    _call(url, lambda: fs.put_file(str(local), path))
+    return url
+
+
+def list_files(url: str) -> list[str]:
+    """Every object key under the prefix ``url``, relative to it, sorted (a listing, no download)."""
+    fs, root = filesystem(url)
+    root = root.rstrip("/")
+
+    def find() -> list[str]:
+        fs.invalidate_cache(root)
+        return sorted(k[len(root):].lstrip("/") for k in fs.find(root))
+
+    return _call(url, find)
+
+
+@contextmanager
+def local_copy(location: str | Path, scratch: Path | None = None) -> Iterator[Path]:
+    """A local path to read ``location`` from: itself when local, else the object streamed to
+    a temporary file (in ``scratch``, or the system's temp folder) that is deleted afterwards."""
+    if not is_url(location):
+        yield Path(location)
+        return
+    url = str(location)
+    with tempfile.TemporaryDirectory(prefix="gloper-obj-", dir=scratch) as tmp:
+        yield get_file(url, Path(tmp) / PurePosixPath(url).name)
+
+
+def exists(url: str) -> bool:
+    """Whether the object ``url`` exists (a denied or throttled request raises, classified)."""
+    fs, path = filesystem(url)
+
+    def check() -> bool:
+        fs.invalidate_cache(path)
+        return bool(fs.exists(path))
+
+    return _call(url, check)
+
+
+def check_bucket(url: str) -> None:
+    """Raise :class:`StorageError` naming the fix when the bucket of ``url`` is missing or denied
+    (a worker's boot check); :class:`StorageUnavailableError` when the store cannot answer now."""
+    fs, path = filesystem(url)
+    bucket = path.split("/", 1)[0]
+
+    def probe() -> bool:
+        fs.invalidate_cache()  # the bucket list too
+        return bool(fs.exists(bucket))
+
+    if not _call(url, probe):
+        raise StorageError(f"{url}: the bucket {bucket!r} does not exist or these credentials cannot see it; "
+                           "create it, or fix GLOPER_RESULTS_DIR (and AWS_ENDPOINT_URL for a non-AWS server)")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from gloper_jobs.settings import Settings
-from tests import queue_services as qs
+from gloper_jobs.testbed import services as qs
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -126,10 +126,7 @@ def redis_server() -> Iterator[qs.RedisServer]:
     try:
         yield server
     finally:
-        server.stop()
-        import shutil
-
-        shutil.rmtree(server.workdir, ignore_errors=True)
+        server.remove()
 
 
 @pytest.fixture()

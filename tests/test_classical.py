@@ -40,7 +40,7 @@ def test_kmeans_matches_reference(prepared) -> None:
 
 
 def test_kmeans_label_free_polarity(prepared) -> None:
-    # README "Label-free choices": the shared rule reads seal's pale rings, darker-only does not
+    # docs/gloper.md, "The label-free choice": the shared rule reads seal's pale rings, darker-only does not
     assert _mean_dice(prepared, "kmeans", oracle=False) == pytest.approx(0.640, abs=0.01)
     assert _mean_dice(prepared, "kmeans", oracle=False, polarity="darker") == pytest.approx(0.560, abs=0.01)
 

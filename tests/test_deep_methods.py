@@ -417,12 +417,16 @@ def test_weight_settings_are_documented() -> None:
 # --- benchmark --------------------------------------------------------------------------
 
 def test_bench_writes_dice_and_seconds_per_method(examples_dir, models_dir, tmp_path) -> None:
-    from bench import deep_baselines
-
+    """`python -m bench.deep_baselines` with the tiny models: the bench's whole path, run as a command."""
     out = tmp_path / "deep.json"
-    deep_baselines.main(["--dataset", str(examples_dir), "--tiny", "--limit", "1", "--out", str(out)])
+    params = [f"--param={m}.{k}={v}" for m in ("sam", "clipseg", "dino") for k, v in tiny.tiny_params(m).items()]
+    proc = subprocess.run([sys.executable, "-m", "bench.deep_baselines", "--dataset", str(examples_dir),
+                           "--limit", "1", "--out", str(out), *params],
+                          cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr
     report = json.loads(out.read_text())
-    assert report["weights"].startswith("tiny random models")
+    assert {m: r["weights"] for m, r in report["methods"].items()} == {
+        m: tiny.tiny_params(m)["weights"] for m in ("sam", "clipseg", "dino")}
     names = {"sam": {"largest", "second_largest", "rest", "rest_complement"}, "clipseg": {"pattern"},
              "dino": {"mask", "inverse"}}
     for name, candidates in names.items():

@@ -95,3 +95,57 @@ def test_published_ports_bind_to_localhost_unless_told_and_examples_hold_no_secr
     env = dict(line.split("=", 1) for line in (REPO / "deploy" / "env.example").read_text().splitlines()
                if line and not line.startswith("#"))
     assert env["POSTGRES_PASSWORD"] == env["REDIS_PASSWORD"] == env["FLOWER_PASSWORD"] == ""
+
+
+# The fields deploy/k8s-gpu-worker.yaml may use, per Kubernetes object (apps/v1, core/v1):
+# a misspelt key (kubectl would reject it against the cluster's schema) fails here.
+_K8S_FIELDS = {
+    "pod": {"serviceAccountName", "terminationGracePeriodSeconds", "nodeSelector", "tolerations",
+            "securityContext", "initContainers", "containers", "volumes"},
+    "container": {"name", "image", "command", "args", "env", "resources", "volumeMounts", "livenessProbe",
+                  "readinessProbe", "startupProbe", "securityContext"},
+    "volume": {"name", "emptyDir", "secret", "configMap"},  # nothing shared between nodes
+}
+
+
+def _k8s_docs() -> list[dict]:
+    return [d for d in yaml.safe_load_all((REPO / "deploy" / "k8s-gpu-worker.yaml").read_text()) if d]
+
+
+def test_k8s_gpu_worker_takes_one_card_per_pod_and_shares_no_filesystem() -> None:
+    docs = {d["kind"]: d for d in _k8s_docs()}
+    assert set(docs) == {"ServiceAccount", "Deployment"} and docs["Deployment"]["apiVersion"] == "apps/v1"
+    dep = docs["Deployment"]
+    assert dep["spec"]["selector"]["matchLabels"].items() <= dep["spec"]["template"]["metadata"]["labels"].items()
+    pod = dep["spec"]["template"]["spec"]
+    assert set(pod) <= _K8S_FIELDS["pod"], set(pod) - _K8S_FIELDS["pod"]
+    assert pod["serviceAccountName"] == docs["ServiceAccount"]["metadata"]["name"]
+    (worker,) = pod["containers"]
+    for c in pod["containers"] + pod["initContainers"]:
+        assert set(c) <= _K8S_FIELDS["container"], set(c) - _K8S_FIELDS["container"]
+        mounts = {m["name"] for m in c.get("volumeMounts", [])}
+        assert mounts <= {v["name"] for v in pod["volumes"]}
+    for v in pod["volumes"]:
+        assert set(v) <= _K8S_FIELDS["volume"], v  # no hostPath, NFS or PVC: nothing shared
+    limits, requests = worker["resources"]["limits"], worker["resources"]["requests"]
+    assert limits["nvidia.com/gpu"] == 1 and requests["nvidia.com/gpu"] == 1
+    assert any(t["key"] == "nvidia.com/gpu" for t in pod["tolerations"])
+    assert worker["command"] == ["gloper", "worker", "--gpus", "all", "--name", "gpu"]
+    from workers.launcher import plan_workers
+
+    (node,) = plan_workers("all", available=["0"], name="gpu")  # the one card the pod sees
+    probe = " ".join(worker["livenessProbe"]["exec"]["command"])
+    assert f"-d {node.node.replace('%h', '$(hostname)')} " in probe
+    env = {e["name"]: e for e in worker["env"]}
+    assert env["GLOPER_RESULTS_DIR"]["value"].startswith("s3://")
+    for secret in ("GLOPER_DATABASE_URL", "GLOPER_BROKER_URL"):
+        assert "secretKeyRef" in env[secret]["valueFrom"] and "value" not in env[secret]
+    assert not any(k.startswith("AWS_") and k not in ("AWS_DEFAULT_REGION", "AWS_REGION") for k in env)  # role only
+    from gloper_jobs.settings import Settings
+
+    values = {k: e["value"] for k, e in env.items() if "value" in e}
+    settings = Settings(**{k[len("GLOPER_"):].lower(): v for k, v in values.items() if k.startswith("GLOPER_")})
+    assert settings.results_url == env["GLOPER_RESULTS_DIR"]["value"]  # the settings accept every value
+    assert pod["terminationGracePeriodSeconds"] > settings.shutdown_grace
+    assert pod["initContainers"][0]["command"] == ["gloper", "models", "install"]
+    assert "pip install '.[s3]'" in (REPO / "deploy" / "Dockerfile.cuda").read_text()  # s3fs in the image

@@ -212,9 +212,9 @@ def test_register_segmenter_refuses_a_taken_name() -> None:
 
 
 def test_gloper_run_loads_plugins(tmp_path: Path, dataset: Path) -> None:
-    """GLOPER_PLUGINS reaches the embedded run too (bench/noop_plugin registers `noop`)."""
+    """GLOPER_PLUGINS reaches the embedded run too (gloper_jobs.testbed.fake_methods registers `noop`)."""
     env = {"GLOPER_DATABASE_URL": f"sqlite:///{tmp_path / 'p.db'}", "GLOPER_RESULTS_DIR": str(tmp_path / "r"),
-           "GLOPER_PLUGINS": "bench.noop_plugin", "PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}
+           "GLOPER_PLUGINS": "gloper_jobs.testbed.fake_methods", "PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}
     out = subprocess.run([sys.executable, "-m", "gloper_jobs.cli", "run", str(dataset), "-m", "noop",
                           "--no-foreground", "--no-progress"], capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0, out.stderr

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from gloper_jobs.data.synthetic import make_dataset
-from tests.cluster import GLOPER, Cluster
-from tests.queue_services import free_port
+from gloper_jobs.testbed.cluster import GLOPER, Cluster
+from gloper_jobs.testbed.services import free_port
 
 pytestmark = pytest.mark.queue
 

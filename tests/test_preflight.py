@@ -10,9 +10,11 @@ from pathlib import Path
 import pytest
 
 from gloper_jobs.data.synthetic import make_dataset
+from gloper_jobs.testbed.cluster import GLOPER
+from gloper_jobs.testbed.services import free_port
 from schedulers.preflight import mask_url
-from tests.cluster import GLOPER, REPO
-from tests.queue_services import free_port
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _submit(tmp_path: Path, extra_path: list[str], broker: str) -> tuple[subprocess.CompletedProcess[str], Path]:

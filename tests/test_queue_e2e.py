@@ -13,8 +13,7 @@ from gloper_jobs.scoring.reports import format_species_table, item_scores, speci
 from gloper_jobs.settings import Settings
 from gloper_jobs.store import Store
 from gloper_jobs.store import repository as repo
-from tests.cluster import Cluster
-from tests.queue_checks import candidate_rows, counts, drained, items
+from gloper_jobs.testbed.cluster import Cluster, candidate_rows, counts, drained, items
 
 pytestmark = [pytest.mark.queue, pytest.mark.slow]
 

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.cluster import Cluster
-from tests.queue_checks import candidate_rows, counts, drained, items
-from tests.queue_services import RedisServer
+from gloper_jobs.testbed.cluster import Cluster, candidate_rows, counts, drained, items
+from gloper_jobs.testbed.services import RedisServer
 
 pytestmark = [pytest.mark.queue, pytest.mark.slow]
 
@@ -76,7 +75,7 @@ def test_photo_that_kills_every_worker_fails_after_the_cap(
         examples_dir: Path, database_url: str, broker_url: str, tmp_path: Path) -> None:
     dataset = _photos(examples_dir, tmp_path, {"Zebra": "a", "Tiger": "kill_me", "Giraffe": "c"})
     cluster = Cluster(database_url, broker_url, tmp_path,
-                      extra_env={"GLOPER_PLUGINS": "fault_plugin", "GLOPER_MAX_DELIVERIES": "2"})
+                      extra_env={"GLOPER_PLUGINS": "gloper_jobs.testbed.fake_methods", "GLOPER_MAX_DELIVERIES": "2"})
     job = _job_id(cluster.gloper("submit", "extract", str(dataset), "--method", "worker_killer").stdout)
     store = cluster.store()
     try:

@@ -9,9 +9,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.cluster import GLOPER, Cluster
-from tests.queue_checks import drained
-from tests.queue_services import free_port
+from gloper_jobs.testbed.cluster import GLOPER, Cluster, drained
+from gloper_jobs.testbed.services import free_port
 
 pytestmark = [pytest.mark.queue, pytest.mark.slow]
 

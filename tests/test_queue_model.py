@@ -13,8 +13,7 @@ from sqlmodel import select
 
 from gloper_jobs.methods.gloper.dataset_model.checkpoint import file_sha256, load_checkpoint
 from gloper_jobs.store import Model
-from tests.cluster import Cluster
-from tests.queue_checks import counts, drained, items
+from gloper_jobs.testbed.cluster import Cluster, counts, drained, items
 
 pytestmark = [pytest.mark.queue, pytest.mark.slow]
 

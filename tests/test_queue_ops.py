@@ -17,10 +17,16 @@ import pytest
 import redis
 
 from gloper_jobs.data.synthetic import make_dataset
-from tests.cluster import GLOPER, Cluster
-from tests.fault_plugin import overlapping_runs
-from tests.queue_checks import candidate_rows, counts, drained, items
-from tests.queue_services import RedisServer
+from gloper_jobs.testbed.cluster import (
+    GLOPER,
+    Cluster,
+    candidate_rows,
+    counts,
+    drained,
+    items,
+    overlapping_runs,
+)
+from gloper_jobs.testbed.services import RedisServer
 
 pytestmark = [pytest.mark.queue, pytest.mark.slow]
 
@@ -69,7 +75,7 @@ def test_one_job_survives_a_night_of_faults(database_url: str, redis_server: Red
     # PostgreSQL trusts local connections, so a password in the URL is accepted and must not leak
     database_url = database_url.replace("postgres@", "postgres:night-pw@")
     cluster = Cluster(database_url, redis_server.url, tmp_path, extra_env={
-        "GLOPER_PLUGINS": "fault_plugin", "GLOPER_STRANDED_SECONDS": "6", "GLOPER_STALE_SECONDS": "10"})
+        "GLOPER_PLUGINS": "gloper_jobs.testbed.fake_methods", "GLOPER_STRANDED_SECONDS": "6", "GLOPER_STALE_SECONDS": "10"})
     args = ["extract", str(tmp_path / "photos"), "--method", "slow_logger", "--no-foreground",
             "--param", "seconds=1.5", "--param", f"log={runs}"]
     subs = submit_twice(cluster, args)
@@ -128,7 +134,7 @@ def test_one_job_survives_a_night_of_faults(database_url: str, redis_server: Red
 def test_an_urgent_job_overtakes_a_draining_bulk_job(database_url: str, broker_url: str, tmp_path: Path) -> None:
     make_dataset(tmp_path / "bulk", per_species=3, size=32)
     make_dataset(tmp_path / "urgent", per_species=1, size=32)
-    cluster = Cluster(database_url, broker_url, tmp_path, extra_env={"GLOPER_PLUGINS": "fault_plugin"})
+    cluster = Cluster(database_url, broker_url, tmp_path, extra_env={"GLOPER_PLUGINS": "gloper_jobs.testbed.fake_methods"})
     common = ["--method", "slow_logger", "--no-foreground"]
     bulk = int(cluster.gloper("submit", "extract", str(tmp_path / "bulk"), *common, "--param", "seconds=2",
                               "--priority", "bulk").stdout.strip().splitlines()[-1])
@@ -153,7 +159,7 @@ def test_a_worker_takes_items_only_inside_its_window(database_url: str, broker_u
     from datetime import datetime, timedelta
 
     make_dataset(tmp_path / "photos", per_species=4, size=32)
-    cluster = Cluster(database_url, broker_url, tmp_path, extra_env={"GLOPER_PLUGINS": "fault_plugin"})
+    cluster = Cluster(database_url, broker_url, tmp_path, extra_env={"GLOPER_PLUGINS": "gloper_jobs.testbed.fake_methods"})
     job = int(cluster.gloper("submit", "extract", str(tmp_path / "photos"), "--method", "slow_logger",
                              "--no-foreground", "--param", "seconds=1.0").stdout.strip().splitlines()[-1])
     store = cluster.store()
@@ -179,7 +185,7 @@ def test_a_worker_takes_items_only_inside_its_window(database_url: str, broker_u
 def test_sigterm_gives_a_long_item_back_within_the_grace(database_url: str, broker_url: str, tmp_path: Path) -> None:
     make_dataset(tmp_path / "photos", per_species=1, size=32)
     cluster = Cluster(database_url, broker_url, tmp_path,
-                      extra_env={"GLOPER_PLUGINS": "fault_plugin", "GLOPER_SHUTDOWN_GRACE": "3"})
+                      extra_env={"GLOPER_PLUGINS": "gloper_jobs.testbed.fake_methods", "GLOPER_SHUTDOWN_GRACE": "3"})
     job = int(cluster.gloper("submit", "extract", str(tmp_path / "photos"), "--method", "slow_logger",
                              "--no-foreground", "--param", "seconds=120").stdout.strip().splitlines()[-1])
     store = cluster.store()

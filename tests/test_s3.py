@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import pytest
 from gloper_jobs.data.outputs import read_mask
 from gloper_jobs.exports.rle import decode
 from tests.outputs_helpers import cli_env, gloper
+from tests.s3_server import archive_bucket, moto_s3
 
 s3fs = pytest.importorskip("s3fs", reason="the s3 extra: pip install 'gloper-jobs[s3]'")
 moto_server = pytest.importorskip("moto.server", reason="moto[server] is in the dev extra")
@@ -24,36 +24,13 @@ SPECIES = ["Tiger", "Zebra", "Cat"]
 @pytest.fixture(scope="module")
 def s3_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """A moto S3 server on a free loopback port, and the AWS variables that point at it."""
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    blank = tmp_path_factory.mktemp("aws") / "none"
-    blank.write_text("")
-    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
-           "AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_CONFIG_FILE": str(blank),
-           "AWS_SHARED_CREDENTIALS_FILE": str(blank)}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
+    with moto_s3(tmp_path_factory.mktemp("aws")) as env:
         yield env
-    finally:
-        server.stop()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 @pytest.fixture(scope="module")
 def fs(s3_env: dict[str, str], examples_dir: Path) -> s3fs.S3FileSystem:
-    fs = s3fs.S3FileSystem(skip_instance_cache=True)
-    fs.mkdir("photos")
-    fs.mkdir("results")
-    for sp in SPECIES:
-        for p in (examples_dir / sp).rglob("*"):
-            if p.is_file():
-                fs.put_file(str(p), f"photos/archive/{p.relative_to(examples_dir).as_posix()}")
+    fs = archive_bucket(examples_dir, SPECIES)
     manifest = pd.DataFrame({"path": [next(f.relative_to(examples_dir).as_posix()
                                             for f in sorted((examples_dir / sp).iterdir()) if f.is_file())
                                        for sp in SPECIES[:2]],

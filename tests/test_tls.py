@@ -13,8 +13,8 @@ import pytest
 from gloper_jobs.exceptions import BrokerUnavailableError, StoreUnavailableError
 from gloper_jobs.settings import Settings
 from gloper_jobs.store import Job, Store
+from gloper_jobs.testbed.services import free_port, wait_port
 from schedulers.preflight import check_broker
-from tests.queue_services import free_port, wait_port
 
 pytestmark = pytest.mark.queue
 

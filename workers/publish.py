@@ -46,6 +46,31 @@ class CeleryPublisher:
                 f"items stay pending: once Redis is back run `gloper resume {job.id}`") from exc
         return len(item_ids)
 
+    def broker_id(self) -> str | None:
+        """Redis' ``run_id``: a new one after every restart of the server."""
+        with self.app.connection_for_read() as conn:
+            return str(conn.default_channel.client.info("server").get("run_id") or "") or None
+
+    def queue_length(self, job: Job) -> int:
+        """Messages waiting in ``job``'s Redis queue."""
+        if not job.queue:
+            return 0
+        with self.app.connection_for_read() as conn:
+            return int(conn.default_channel.client.llen(priority_queue(job.queue, job.priority)))
+
+    def held(self, job: Job) -> set[int]:
+        """Item ids of ``job`` whose message is waiting in its queue or reserved by a worker
+        (kombu's hash of unacknowledged messages: ``[message, exchange, routing key]``)."""
+        found = self.waiting(job)
+        prefix = f"{job.kind}-{job.id}-"
+        with self.app.connection_for_read() as conn:
+            channel = conn.default_channel
+            for raw in channel.client.hvals(channel.unacked_key):
+                tid = _task_id_of(raw, unacked=True)
+                if tid and tid.startswith(prefix) and (item := item_of_task(tid)) is not None:
+                    found.add(item)
+        return found
+
     def waiting(self, job: Job) -> set[int]:
         """Item ids of ``job`` whose message waits in its Redis queue (a list of JSON
         messages, each with its task id in ``headers.id``). Messages a worker has
@@ -57,10 +82,16 @@ class CeleryPublisher:
         with self.app.connection_for_read() as conn:
             client = conn.default_channel.client
             for raw in client.lrange(priority_queue(job.queue, job.priority), 0, -1):
-                try:
-                    tid = str(json.loads(raw)["headers"]["id"])
-                except (ValueError, KeyError, TypeError):
-                    continue
-                if tid.startswith(prefix) and (item := item_of_task(tid)) is not None:
+                tid = _task_id_of(raw)
+                if tid and tid.startswith(prefix) and (item := item_of_task(tid)) is not None:
                     found.add(item)
         return found
+
+
+def _task_id_of(raw: bytes | str, unacked: bool = False) -> str | None:
+    """The task id in a raw Redis message (``unacked``: kombu's ``[message, exchange, key]``)."""
+    try:
+        doc = json.loads(raw)
+        return str((doc[0] if unacked else doc)["headers"]["id"])
+    except (ValueError, KeyError, TypeError, IndexError):
+        return None

@@ -44,6 +44,14 @@ def boot_checks(settings: Settings) -> None:
     store.dispose()  # no connection may cross the fork
     if settings.foreground_model != "none":
         locate_model(settings.models_dir, settings.foreground_model)
+    if settings.results_url:  # masks go to S3: a missing bucket or a denied key stops the worker here
+        from gloper_jobs.exceptions import StorageUnavailableError
+        from gloper_jobs.storage import check_bucket
+
+        try:
+            check_bucket(settings.results_url)
+        except StorageUnavailableError as exc:  # throttled or down now: the items will retry
+            log.warning("results bucket not checked: %s", exc)
 
 
 class BootCheck(bootsteps.StartStopStep):
@@ -63,6 +71,9 @@ class Reconciler(bootsteps.StartStopStep):
     A task whose worker died with its whole node, or a message left in a dead
     consumer's unacknowledged hash, stays in Redis until the visibility timeout
     (hours): this brings it back within ``stale_seconds`` (``stranded_seconds``).
+    Every ``broker_check_seconds`` (and on each reconnect) it also looks for a Redis
+    that restarted or was emptied (:class:`~gloper_jobs.jobs.publishing.BrokerWatch`)
+    and publishes what it lost at once.
     It imports nothing that loads torch (the pool forks from this process). It runs on the
     consumer's timer in the main thread: a thread of its own could hold a lock
     (the import lock, a connection) at the moment the pool forks, and the new
@@ -74,18 +85,48 @@ class Reconciler(bootsteps.StartStopStep):
     def __init__(self, consumer: Any, **kwargs: Any) -> None:
         super().__init__(consumer, **kwargs)
         self._timer_ref: Any = None
+        self._watch_ref: Any = None
+        self._watch: Any = None
         self._store: Any = None
         self._store_back_at = float("-inf")  # when the store answered again after an outage
 
     def start(self, consumer: Any) -> None:
+        from gloper_jobs.defaults import LOST_GRACE_SECONDS
+        from gloper_jobs.jobs.publishing import BrokerWatch
+
         settings: Settings = consumer.app.gloper_settings
+        if self._watch is None:  # kept across the consumer's restarts (a broker outage): it
+            self._watch = BrokerWatch(LOST_GRACE_SECONDS)  # remembers the run id from before
         self._timer_ref = consumer.timer.call_repeatedly(settings.stale_seconds / 2, self._pass,
                                                          (consumer.app,), priority=10)
+        self._watch_ref = consumer.timer.call_repeatedly(settings.broker_check_seconds, self._check_broker,
+                                                         (consumer.app,), priority=10)
+        self._check_broker(consumer.app)  # at once: a reconnect after an outage starts here
 
     def stop(self, consumer: Any) -> None:
-        if self._timer_ref is not None:
-            self._timer_ref.cancel()
-            self._timer_ref = None
+        for ref in (self._timer_ref, self._watch_ref):
+            if ref is not None:
+                ref.cancel()
+        self._timer_ref = self._watch_ref = None
+
+    def _check_broker(self, app: Celery) -> None:
+        """Publish again, at once, what a restarted or emptied Redis lost (:class:`BrokerWatch`)."""
+        from gloper_jobs.store.db import Store
+        from workers.publish import CeleryPublisher
+
+        settings: Settings = app.gloper_settings
+        if self._watch is None:
+            return
+        try:
+            if self._store is None:
+                self._store = Store(settings.database_url, migrate=False)
+            publisher = CeleryPublisher(app)
+            self._watch.check(self._store, publisher, publisher)
+        except Exception as exc:  # noqa: BLE001 - store or broker down: the next check retries
+            log.warning("broker check failed: %s", exc)
+        finally:
+            if self._store is not None:
+                self._store.dispose()  # hold no connection across the pool's forks
 
     def _pass(self, app: Celery) -> None:
         from gloper_jobs.jobs.publishing import reconcile  # torch-free: see that module

@@ -15,14 +15,14 @@ from gloper_jobs.cli.options import parse_params as _params
 
 @click.command()
 @click.argument("dataset", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="Checkpoint file; training with an existing one continues from it.")
+@click.option("--out", "out", required=True, metavar="FILE.pt|s3://BUCKET/KEY.pt",
+              help="Checkpoint file or object; training with an existing one continues from it.")
 @click.option("--model", "name", default=None,
               help="Also record the model in the store under this name (then --param model=NAME finds it).")
 @param_option
 @no_foreground_option
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-def train(dataset: Path, out: Path, name: str | None, params: tuple[str, ...], no_foreground: bool,
+def train(dataset: Path, out: str, name: str | None, params: tuple[str, ...], no_foreground: bool,
           no_progress: bool) -> None:
     """Train one GloPER model on every photo under DATASET (no labels); resumable.
 

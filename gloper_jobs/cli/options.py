@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
@@ -45,3 +46,24 @@ param_option = click.option("--param", "params", multiple=True, metavar="KEY=VAL
 no_foreground_option = click.option("--no-foreground", is_flag=True,
                                     help="Use the whole frame instead of rembg masks.")
 manifest_option = option_decorator(MANIFEST)
+
+
+class DatasetLocation(click.ParamType):
+    """A dataset argument: an existing folder (a :class:`~pathlib.Path`) or an ``s3://`` prefix (kept as text)."""
+
+    name = "FOLDER|s3://BUCKET/PREFIX"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> object:
+        from gloper_jobs.exceptions import StorageError
+        from gloper_jobs.storage import is_url
+
+        text = str(value)
+        try:
+            if is_url(text):
+                return text
+        except StorageError as exc:
+            self.fail(str(exc), param, ctx)
+        return click.Path(exists=True, file_okay=False, path_type=Path).convert(text, param, ctx)
+
+
+dataset_location = DatasetLocation()

@@ -21,6 +21,7 @@ import click
 from gloper_jobs import defaults
 from gloper_jobs.cli.common import load_settings, open_store
 from gloper_jobs.cli.options import (
+    dataset_location,
     kind_option,
     method_option,
     no_foreground_option,
@@ -94,7 +95,7 @@ def _submit_command(kind: JobKind) -> click.Command:
 
     @click.command(kind.name, short_help=kind.summary,
                    help=f"Submit a {kind.name} job over DATASET: {kind.summary}. Prints the job id last.")
-    @click.argument("dataset", type=click.Path(exists=True, file_okay=False, path_type=Path))
+    @click.argument("dataset", type=dataset_location)
     @method_option
     @profile_option
     @param_option
@@ -104,7 +105,7 @@ def _submit_command(kind: JobKind) -> click.Command:
     @click.option("--priority", type=click.Choice(defaults.PRIORITIES), default=None,
                   help="Queue level (default normal, or the job's own when submitted again): a worker takes "
                        "urgent items first, then normal, then bulk.")
-    def command(dataset: Path, method: str | None, profile: str | None, params: tuple[str, ...],
+    def command(dataset: str | Path, method: str | None, profile: str | None, params: tuple[str, ...],
                 no_foreground: bool, device_class: str | None, priority: str | None, **options: Any) -> None:
         _submit(kind.name, dataset, method, profile, params, no_foreground, device_class, priority, options)
 
@@ -113,7 +114,7 @@ def _submit_command(kind: JobKind) -> click.Command:
     return command
 
 
-def _submit(kind_name: str, dataset: Path, method: str | None, profile: str | None, params: tuple[str, ...],
+def _submit(kind_name: str, dataset: str | Path, method: str | None, profile: str | None, params: tuple[str, ...],
             no_foreground: bool, device_class: str | None, priority: str | None, options: dict[str, Any]) -> None:
     from gloper_jobs.jobs.kinds import SubmitRequest, get_kind
     from gloper_jobs.jobs.kinds.base import KIND_OPTION_FIELDS

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from collections.abc import Sequence
@@ -50,9 +51,13 @@ def write_choice(folder: Path, choice: str, candidates: Sequence[Any]) -> Path:
     return path
 
 
-def read_mask(path: Path) -> np.ndarray:
-    """Read a mask PNG written by :func:`write_mask` back as ``HxW bool``."""
-    with Image.open(path) as img:
+def read_mask(path: Path | str) -> np.ndarray:
+    """Read a mask PNG written by :func:`write_mask` back as ``HxW bool`` (a file, or an
+    ``s3://`` object a queue worker uploaded)."""
+    from gloper_jobs.storage import is_url, read_bytes
+
+    source: Path | io.BytesIO = io.BytesIO(read_bytes(path)) if is_url(path) else Path(path)
+    with Image.open(source) as img:
         if img.mode == "1":  # what write_mask writes: no 8-bit detour (half the time)
             return np.asarray(img, dtype=bool)
         return np.asarray(img.convert("L")) > 127

@@ -12,6 +12,7 @@ from typing import Any
 from sqlmodel import Session, col, select
 
 from gloper_jobs.data.outputs import read_mask
+from gloper_jobs.exceptions import GloperError
 from gloper_jobs.exports.rle import Rle, encode
 from gloper_jobs.store.models import Candidate, Item, Job
 
@@ -77,8 +78,8 @@ def photo_records(session: Session, job: Job, with_masks: bool = True) -> Iterat
                                c.dice, c.iou)
             if with_masks:
                 try:
-                    out.rle = encode(read_mask(Path(c.mask_path)))
-                except OSError as exc:
+                    out.rle = encode(read_mask(c.mask_path))
+                except (OSError, GloperError) as exc:  # a missing file or object
                     rec.problems.append(f"{c.name}: mask {c.mask_path} unreadable ({exc})")
             rec.candidates.append(out)
         yield rec

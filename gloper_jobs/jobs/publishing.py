@@ -12,6 +12,9 @@ OpenMP state (issue 12, defect 4). ``tests/test_queue_ops.py`` checks it.
 - :func:`reconcile` re-publishes running items whose heartbeat stopped and queued
   items whose message is stranded (older than ``GLOPER_STRANDED_SECONDS`` and not
   waiting in the broker's queue).
+- :class:`BrokerWatch` notices a restarted or emptied broker (its run id changed; a
+  queue that should hold messages is empty) and publishes again, within seconds, the
+  queued items whose message is neither waiting nor held by a worker.
 """
 
 from __future__ import annotations
@@ -112,6 +115,80 @@ def republish_stranded(store: Store, publish: Publisher, job_id: int | None, old
                 publish(job, ids)
                 total += dl.mark_published(s, ids)
     return total
+
+
+class BrokerProbe(Protocol):
+    """What :func:`republish_lost` asks the broker (``workers.publish.CeleryPublisher``)."""
+
+    def broker_id(self) -> str | None:
+        """An id that changes whenever the broker restarts (Redis' ``run_id``)."""
+        ...
+
+    def queue_length(self, job: Job) -> int:
+        """Messages waiting in ``job``'s queue."""
+        ...
+
+    def held(self, job: Job) -> set[int]:
+        """Item ids of ``job`` whose message is waiting or reserved by a worker (not yet acked)."""
+        ...
+
+
+def republish_lost(store: Store, publish: Publisher, probe: BrokerProbe, older_than: float,
+                   restarted: bool) -> int:
+    """Publish again the queued items whose message the broker lost (emptied or restarted).
+
+    A job is looked at when the broker ``restarted`` (its run id changed) or when its
+    queue is empty although the store has items of it queued more than ``older_than`` s
+    ago (after a restart: every queued item). Of those items, the ones whose message is neither waiting nor held by a worker
+    are published again (in batches, until none is left). A message that still exists
+    somewhere becomes a duplicate, which the item's lease drops. Returns how many.
+    """
+    total = 0
+    if restarted:
+        older_than = 0.0  # a message published just before the restart is as lost as the others
+    with store.session() as s:
+        job_ids = dl.jobs_with_queued(s, older_than)
+    for jid in job_ids:
+        with store.session() as s:
+            job = repo.get_job(s, jid)
+        if not restarted and probe.queue_length(job) > 0:
+            continue
+        while True:
+            with store.session() as s:
+                locked = dl.lock_stranded(s, jid, older_than, STRANDED_PER_PASS)
+                held = probe.held(job) if locked else set()
+                ids = [it.id for it in locked if it.id is not None and it.id not in held]
+                if ids:
+                    publish(job, ids)
+                    total += dl.mark_published(s, ids)
+            if not ids or len(locked) < STRANDED_PER_PASS:
+                break
+    return total
+
+
+class BrokerWatch:
+    """Notices an emptied or restarted broker at once (see :func:`republish_lost`).
+
+    One per worker main process; :meth:`check` runs every ``BROKER_CHECK_SECONDS``
+    and remembers the broker's run id between calls.
+    """
+
+    def __init__(self, grace: float) -> None:
+        self.grace = grace
+        self.last_id: str | None = None
+
+    def check(self, store: Store, publish: Publisher, probe: BrokerProbe) -> int:
+        """One look at the broker; returns how many lost items were published again."""
+        broker_id = probe.broker_id()
+        restarted = self.last_id is not None and broker_id != self.last_id
+        if restarted:
+            log.warning("the broker restarted (run id %s, was %s): publishing again what it lost",
+                        broker_id, self.last_id)
+        n = republish_lost(store, publish, probe, self.grace, restarted)
+        self.last_id = broker_id  # only once its lost items are published again (else retried)
+        if n:
+            log.warning("re-published %d queued item(s) the broker had lost", n)
+        return n
 
 
 def reconcile(store: Store, settings: Settings, publish: Publisher, job_id: int | None = None,

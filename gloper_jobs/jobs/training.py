@@ -40,35 +40,63 @@ def load_photos(dataset: Path, settings: Settings, size: int, foreground: bool =
     return prepare_photos([it.path for it in items], size, fg_fn, settings.max_image_pixels, progress)
 
 
-def train_dataset(dataset: Path, out: Path, settings: Settings, params: dict[str, Any] | None = None, *,
+def train_dataset(dataset: Path, out: Path | str, settings: Settings, params: dict[str, Any] | None = None, *,
                   foreground: bool = True, progress: bool = True, name: str | None = None,
                   job_id: int | None = None, on_step: Callable[[int, float], None] | None = None) -> TrainResult:
     """Train the dataset model of ``dataset`` into ``out`` (continuing a checkpoint there).
 
     With ``name`` the model is recorded in the store (``settings.database_url``) and every
     checkpoint updates its row (step, loss curve, SHA-256), so ``--param model=NAME`` finds it.
+    An ``s3://`` ``out`` is trained into a local file under ``GLOPER_STAGING_DIR`` (resumed
+    from the object when it exists) and every checkpoint is uploaded there as it is written;
+    the store records the URL.
     """
+    from gloper_jobs.storage import is_url, put_file
+
     configure_torch(settings.torch_threads)
     p = model_params(settings, params)
     data = str(Path(dataset).resolve())
-    hook: CheckpointHook | None = None
+    url = str(out) if is_url(out) else None
+    if url is not None:
+        from gloper_jobs.remote import checkpoint_workfile
+
+        local = checkpoint_workfile(url, settings.staging_dir)
+    else:
+        local = Path(out)
+    hooks: list[CheckpointHook] = []
     if name is not None:
-        hook = _recorder(settings, name, data, p, Path(out), job_id)
+        hooks.append(_recorder(settings, name, data, p, url or str(local.resolve()), job_id))
+    if url is not None:
+        target = url
+
+        def upload(path: Path, *_: object) -> None:
+            put_file(Path(path), target)
+
+        hooks.insert(0, upload)  # uploaded before it is recorded
+
+    def hook(path: Path, step: int, losses: list[float], seconds: float, photos: int) -> None:
+        for h in hooks:
+            h(path, step, losses, seconds, photos)
+
     photos = load_photos(dataset, settings, p.size, foreground, progress)
-    return train_model(photos, p, Path(out), dataset=data, device=resolve_device(p.device),
-                       progress=progress, on_checkpoint=hook, on_step=on_step)
+    result = train_model(photos, p, local, dataset=data, device=resolve_device(p.device),
+                         progress=progress, on_checkpoint=hook if hooks else None, on_step=on_step)
+    if url is not None:
+        put_file(local, url)  # the final state, whatever the checkpoint cadence
+    return result
 
 
-def _recorder(settings: Settings, name: str, dataset: str, p: DatasetModelParams, out: Path,
+def _recorder(settings: Settings, name: str, dataset: str, p: DatasetModelParams, out: str,
               job_id: int | None) -> CheckpointHook:
-    """Register model ``name`` now (refusing a clash) and return the hook that records each checkpoint."""
+    """Register model ``name`` (checkpoint at ``out``, a path or a URL) now, refusing a clash,
+    and return the hook that records each checkpoint."""
     from gloper_jobs.methods.gloper.dataset_model.checkpoint import RESUMABLE_CHANGES, file_sha256
     from gloper_jobs.store import Store
     from gloper_jobs.store.model_registry import record_checkpoint, register_model
 
     store = Store(settings.database_url)
     with store.session() as s:
-        register_model(s, name, dataset, p.identity(), str(out.resolve()), p.steps, job_id, RESUMABLE_CHANGES)
+        register_model(s, name, dataset, p.identity(), out, p.steps, job_id, RESUMABLE_CHANGES)
 
     def hook(path: Path, step: int, losses: list[float], seconds: float, photos: int) -> None:
         sha = file_sha256(path)

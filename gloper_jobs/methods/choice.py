@@ -16,7 +16,7 @@ k-means at ``EVIDENCE_SIZE``, so both methods make the same call on a photo.
 ``AUTO_RULE`` and ``AUTO_MARGIN`` are what ``polarity=auto`` uses, per photo and for
 the species vote of a job (:mod:`gloper_jobs.jobs.polarity`); the rules were chosen by
 leave-one-*species*-out over the shared example photos and the synthetic set in both
-polarities at the margin fixed beforehand (``bench/polarity_species.py``, docs/polarity.md).
+polarities at the margin fixed beforehand (``python -m bench.polarity_species``, docs/polarity.md).
 """
 
 from __future__ import annotations
@@ -159,7 +159,7 @@ def cluster_colours(
     With more than ``sample`` pixels the ``attempts`` random restarts run on a seeded
     sample of ``sample`` pixels and the best one's centres start a single run over all
     of them: about 6x faster at 256x256 than every restart on every pixel, and the
-    same clusters up to the ``epsilon`` stopping tolerance (bench/kmeans_sample.py).
+    same clusters up to the ``epsilon`` stopping tolerance (docs/benchmarks.md, "k-means sample").
     Returns ``N int`` cluster indices (0 = darkest centre by R+G+B) and the ``kx3
     float32`` centres in that order. Deterministic for a seed.
     """

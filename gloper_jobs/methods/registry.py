@@ -105,12 +105,24 @@ def load_plugins(modules: Iterable[str]) -> None:
                 "install it or fix PYTHONPATH") from exc
 
 
+def portable_model(reference: str, settings: Settings) -> str:
+    """``--param model=...`` as every machine can resolve it: a checkpoint path, or an
+    ``s3://`` URL (given, or recorded for the model's name in the store)."""
+    from gloper_jobs.store.model_registry import resolve_model
+
+    return resolve_model(reference, settings.database_url)
+
+
 def build_segmenter(method: str, settings: Settings, profile: str | None = None,
                     params: dict[str, Any] | None = None) -> Segmenter:
     """Create the method; settings supply defaults (device, weights) that ``params`` override."""
     merged = {**get_segmenter_class(method).settings_defaults(settings), **(params or {})}
-    if merged.get("model"):  # a dataset model by file or by its name in the store (GloPER)
-        from gloper_jobs.store.model_registry import resolve_model
+    if merged.get("model"):  # a dataset model by file, URL or its name in the store (GloPER)
+        from gloper_jobs.storage import is_url
 
-        merged["model"] = resolve_model(str(merged["model"]), settings.database_url)
+        merged["model"] = portable_model(str(merged["model"]), settings)
+        if is_url(merged["model"]):  # loaded from this machine's cache, by checksum
+            from gloper_jobs.remote import cached_checkpoint
+
+            merged["model"] = str(cached_checkpoint(merged["model"], settings.weights_dir))
     return create_segmenter(method, profile, **merged)

@@ -14,7 +14,9 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from sqlmodel import Session
 
 from gloper_jobs import defaults
+from gloper_jobs.exceptions import GloperError
 from gloper_jobs.exports.records import PhotoRecord
+from gloper_jobs.remote import photo_location
 from gloper_jobs.reporting.data import ReportData, as_row, gallery, gather
 from gloper_jobs.reporting.figures import distribution_plot, mask_thumbnail, overlay_thumbnail
 from gloper_jobs.storage import write_bytes
@@ -39,13 +41,13 @@ def _card(rec: PhotoRecord) -> dict[str, Any]:
     try:
         if chosen is None:
             raise OSError(f"the chosen candidate {rec.item.choice!r} has no mask in the store")
-        card["overlay"] = overlay_thumbnail(Path(rec.item.path), Path(chosen.mask_path))
+        card["overlay"] = overlay_thumbnail(photo_location(rec.job, rec.item), chosen.mask_path)
     except Exception as exc:  # noqa: BLE001 - a moved photo must not stop the report
         card["problem"] = f"cannot show this photo: {exc}"
     for c in rec.candidates:
         try:
-            thumb: str | None = mask_thumbnail(Path(c.mask_path))
-        except OSError:
+            thumb: str | None = mask_thumbnail(c.mask_path)
+        except (OSError, GloperError):  # a missing file or object
             thumb = None
         card["candidates"].append({"name": c.name, "chosen": c.is_choice, "dice": c.dice, "thumb": thumb})
     return card

@@ -13,6 +13,7 @@ from PIL import Image
 from gloper_jobs import defaults
 from gloper_jobs.data.images import load_image
 from gloper_jobs.data.outputs import read_mask
+from gloper_jobs.storage import local_copy
 
 OVERLAY_RGB = (255, 0, 64)
 
@@ -56,9 +57,10 @@ def _fit(size: tuple[int, int], side: int) -> tuple[int, int]:
     return max(1, round(h * scale)), max(1, round(w * scale))
 
 
-def overlay_thumbnail(photo: Path, mask_path: Path, side: int = defaults.REPORT_THUMB_SIDE) -> str:
+def overlay_thumbnail(photo: Path | str, mask_path: Path | str, side: int = defaults.REPORT_THUMB_SIDE) -> str:
     """The photo (longest side ``side``) with the mask tinted, as a JPEG data URI."""
-    image = load_image(photo)
+    with local_copy(photo) as local:  # an s3:// photo is streamed to a temporary file
+        image = load_image(local)
     h, w = _fit(image.shape[:2], side)
     small = np.asarray(Image.fromarray(image).resize((w, h), Image.Resampling.BILINEAR), dtype=np.float32)
     mask = np.asarray(Image.fromarray(read_mask(mask_path)).resize((w, h), Image.Resampling.NEAREST))
@@ -66,7 +68,7 @@ def overlay_thumbnail(photo: Path, mask_path: Path, side: int = defaults.REPORT_
     return _encode(Image.fromarray(small.clip(0, 255).astype(np.uint8)), "JPEG", quality=82)
 
 
-def mask_thumbnail(mask_path: Path, side: int = defaults.REPORT_CANDIDATE_SIDE) -> str:
+def mask_thumbnail(mask_path: Path | str, side: int = defaults.REPORT_CANDIDATE_SIDE) -> str:
     """A candidate mask (white = pattern), longest side ``side``, as a PNG data URI."""
     mask = read_mask(mask_path)
     h, w = _fit(mask.shape, side)

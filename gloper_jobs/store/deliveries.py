@@ -199,6 +199,17 @@ def lock_stranded(session: Session, job_id: int | None, older_than: float, limit
     return list(session.exec(stmt).all())
 
 
+def jobs_with_queued(session: Session, older_than: float) -> list[int]:
+    """Ids of jobs (not cancelled) with a queued item published more than ``older_than`` s
+    ago: the jobs whose broker queue should hold a message. Reads, locks nothing."""
+    cutoff = utcnow() - timedelta(seconds=older_than)
+    stmt = (select(Item.job_id).join(Job, col(Job.id) == col(Item.job_id))
+            .where(col(Item.status) == ItemStatus.queued.value, col(Job.status) != JobStatus.cancelled.value,
+                   or_(col(Item.queued_at).is_(None), col(Item.queued_at) < cutoff))
+            .distinct())
+    return sorted(int(j) for j in session.exec(stmt).all() if j is not None)
+
+
 def mark_published(session: Session, item_ids: Sequence[int]) -> int:
     """Queued items whose message was published again: their ``queued_at`` restarts."""
     if not item_ids:

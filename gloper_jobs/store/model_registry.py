@@ -80,8 +80,13 @@ def get_model(session: Session, name: str) -> Model:
 
 
 def resolve_model(reference: str, database_url: str) -> str:
-    """A checkpoint path for ``--param model=...``: an existing file as it is (absolute),
-    else the name of a finished model in the store at ``database_url``."""
+    """A checkpoint path for ``--param model=...``: an ``s3://`` URL as it is (the caller
+    caches it locally: :func:`gloper_jobs.remote.cached_checkpoint`), an existing file as it
+    is (absolute), else the name of a finished model in the store at ``database_url``."""
+    from gloper_jobs.storage import is_url
+
+    if is_url(reference):
+        return reference
     path = Path(reference).expanduser()
     if path.is_file():
         return str(path.resolve())

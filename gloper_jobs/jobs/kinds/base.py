@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from sqlmodel import Session
 
 from gloper_jobs import defaults
-from gloper_jobs.exceptions import ConfigurationError, InvalidParameterError
+from gloper_jobs.exceptions import ConfigurationError, InvalidParameterError, StorageError
 from gloper_jobs.store.models import Item, Job
 from gloper_jobs.store.repository import JobSpec
 
@@ -75,7 +75,7 @@ class SubmitRequest:
     instead of the method's own class.
     """
 
-    dataset: Path
+    dataset: str | Path  # a folder, or (kinds with ``remote_datasets``) an ``s3://`` prefix
     method: str = defaults.DEFAULT_METHOD
     profile: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
@@ -126,6 +126,8 @@ class JobKind(ABC):
     #: ``(soft, hard)`` seconds for one task of this kind; ``GLOPER_<NAME>_[SOFT_]TIME_LIMIT``
     #: overrides them for the built-in kinds (:meth:`gloper_jobs.settings.Settings.time_limits`)
     time_limits: ClassVar[tuple[int, int]] = defaults.TASK_TIME_LIMITS
+    #: whether the kind reads an ``s3://`` dataset prefix itself (workers stream each photo)
+    remote_datasets: ClassVar[bool] = False
 
     @property
     def options(self) -> frozenset[str]:
@@ -144,7 +146,13 @@ class JobKind(ABC):
         """Refuse a request this kind cannot take before anything is written: options that
         belong to another kind are named with the kind they belong to."""
         from gloper_jobs.jobs.kinds import KINDS
+        from gloper_jobs.storage import is_url
 
+        if is_url(request.dataset) and request.origin is None and not self.remote_datasets:
+            readers = " or ".join(f"`submit {k.name}`" for k in KINDS.values() if k.remote_datasets)
+            raise StorageError(f"{request.dataset}: `submit {self.name}` reads photos from a folder; only "
+                               f"{readers} reads an s3:// prefix. Copy the photos to a folder its workers "
+                               "can read, or run it on one machine with `gloper run`")
         for option in sorted(request.options_given() - self.options):
             owners = [k.name for k in KINDS.values() if option in k.options]
             flag = "--" + option.replace("_", "-")
@@ -164,18 +172,22 @@ class JobKind(ABC):
         return None
 
 
-def job_spec(settings: Settings, dataset: Path, method: str, profile: str | None,
+def job_spec(settings: Settings, dataset: str | Path, method: str, profile: str | None,
              params: dict[str, Any] | None, foreground: bool, kind: str = "extract") -> JobSpec:
     """The identity of a job: the method is built (no weights load) to validate its
     parameters; the result-determining ones are the key. The one place a spec is made."""
-    from gloper_jobs.methods.registry import build_segmenter
+    from gloper_jobs.methods.registry import build_segmenter, portable_model
+    from gloper_jobs.storage import is_url
 
     segmenter = build_segmenter(method, settings, profile, params)
+    identity = segmenter.params.identity()
+    if (params or {}).get("model") and is_url(url := portable_model(str((params or {})["model"]), settings)):
+        identity["model"] = url  # every worker resolves the URL to its own cached copy
     return JobSpec(
-        kind=kind, dataset=str(Path(dataset).resolve()), method=method,
-        params=segmenter.params.identity(), profile=profile,
+        kind=kind, dataset=str(dataset).rstrip("/") if is_url(dataset) else str(Path(dataset).resolve()),
+        method=method, params=identity, profile=profile,
         foreground_model=settings.foreground_model if foreground else "none",
-        eval_size=settings.eval_size, results_root=str(settings.results_dir.resolve()),
+        eval_size=settings.eval_size, results_root=settings.results_root,
     )
 
 

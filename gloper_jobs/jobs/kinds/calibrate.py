@@ -56,7 +56,7 @@ class CalibrateKind(JobKind):
             raise InvalidParameterError("--profile does not apply to a calibration; use --param and --grid")
         pairs = request.grid or get_segmenter_class(request.method).calibration_grid
         grid = cal.parse_grid(pairs, request.params, request.method)
-        return record_calibrate_job(store, settings, request.dataset, grid, request.foreground,
+        return record_calibrate_job(store, settings, Path(request.dataset), grid, request.foreground,
                                     request.on_device, request.method)
 
     def run_item(self, ctx: WorkerContext, job: Job, item: Item) -> ItemOutcome:

@@ -90,7 +90,7 @@ def score_item(session: Session, job: Job, item: Item) -> Scored:
                          .order_by(col(Candidate.name))).all()
     records = []
     for c in cands:
-        mask = read_mask(Path(c.mask_path))
+        mask = read_mask(c.mask_path)
         records.append(CandidateRecord(
             name=c.name, mask_path=c.mask_path, is_choice=c.is_choice, derived=c.derived,
             pattern_fraction=float(mask.mean()), scores=scores_at(mask, label, job.eval_size).as_dict(),
@@ -108,7 +108,7 @@ class EvaluateKind(JobKind):
 
     def record(self, store: Store, settings: Settings, request: SubmitRequest) -> Submission:
         self.check_request(request)
-        return record_evaluate_job(store, settings, request.dataset, request.method, request.profile,
+        return record_evaluate_job(store, settings, Path(request.dataset), request.method, request.profile,
                                    request.params, request.foreground, request.manifest)
 
     def run_item(self, ctx: WorkerContext, job: Job, item: Item) -> ItemOutcome:

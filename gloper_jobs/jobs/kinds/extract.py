@@ -58,6 +58,7 @@ class ExtractKind(JobKind):
     )
     # GloPER's paper profile on one large photo takes minutes on a GPU
     time_limits: ClassVar[tuple[int, int]] = (1800, 1860)
+    remote_datasets: ClassVar[bool] = True
 
     def record(self, store: Store, settings: Settings, request: SubmitRequest) -> Submission:
         self.check_request(request)
@@ -67,17 +68,17 @@ class ExtractKind(JobKind):
                                   parse_overrides(request.extra.get("polarity")))
 
     def run_item(self, ctx: WorkerContext, job: Job, item: Item) -> ItemOutcome:
-        from gloper_jobs.jobs.pipeline import item_output_dir
+        from gloper_jobs.remote import output_location
 
         segmenter = ctx.segmenter(job.method, job.profile, cal.item_params(job, item))
-        return ctx.process(job, item, segmenter, item_output_dir(Path(job.results_dir), item.rel_path))
+        return ctx.process(job, item, segmenter, output_location(job.results_dir, item.rel_path))
 
     def on_drained(self, session: Session, job: Job) -> None:
         """Decide each species' polarity by its photos' vote and re-point their choices."""
         decide_species_polarity(session, job)
 
 
-def record_extract_job(store: Store, settings: Settings, dataset: Path, method: str,
+def record_extract_job(store: Store, settings: Settings, dataset: str | Path, method: str,
                        profile: str | None = None, params: dict[str, Any] | None = None,
                        foreground: bool = True, on_device: str | None = None,
                        settings_from: int | None = None, manifest: str | Path | None = None,
@@ -90,17 +91,18 @@ def record_extract_job(store: Store, settings: Settings, dataset: Path, method: 
     weights. With ``settings_from`` (a finished calibration job), each photo runs with
     its species' calibrated GloPER settings. Raises :class:`DatasetError` for an
     empty folder, :class:`ManifestError` for a bad manifest (before anything is written).
-    ``origin`` is the ``s3://`` URL an embedded run staged ``dataset`` from. ``polarity``
+    ``origin`` is the ``s3://`` URL an embedded run staged ``dataset`` from. A ``dataset``
+    that is an ``s3://`` prefix is listed (not downloaded): the queue's workers stream
+    each photo when they take its item (:mod:`gloper_jobs.remote`). ``polarity``
     (``{species: darker|lighter}``, :func:`~gloper_jobs.jobs.polarity.parse_overrides`)
     overrides those species' vote when the job drains; a species the dataset has no photo
     of raises :class:`InvalidParameterError`.
     """
-    from gloper_jobs.inputs import list_items, refuse_url, source_of
+    from gloper_jobs.inputs import list_items, source_of
+    from gloper_jobs.storage import is_url
 
-    if origin is None:
-        refuse_url(dataset)
     skipped: list[str] = []  # symlinks out of the root a folder scan left out
-    items, listed = list_items(Path(dataset), manifest, skipped)
+    items, listed = list_items(str(dataset) if is_url(dataset) else Path(dataset), manifest, skipped)
     if manifest is not None:  # a manifest's polarity column, under --polarity
         from gloper_jobs.manifest import species_polarity
 

@@ -70,7 +70,7 @@ class TrainKind(JobKind):
 
     def record(self, store: Store, settings: Settings, request: SubmitRequest) -> Submission:
         self.check_request(request)
-        return record_model_job(store, settings, request.dataset, model_name(request), request.params,
+        return record_model_job(store, settings, Path(request.dataset), model_name(request), request.params,
                                 request.foreground, request.on_device)
 
     def run_item(self, ctx: WorkerContext, job: Job, item: Item) -> ItemOutcome:
@@ -93,8 +93,11 @@ def model_name(request: SubmitRequest) -> str:
     return request.model
 
 
-def checkpoint_path(settings: Settings, name: str) -> Path:
-    """Where the queue keeps model ``name``'s checkpoint: ``<results dir>/models/<name>.pt``."""
+def checkpoint_path(settings: Settings, name: str) -> Path | str:
+    """Where the queue keeps model ``name``'s checkpoint: ``<results dir>/models/<name>.pt``
+    (an object URL when ``GLOPER_RESULTS_DIR`` is ``s3://``)."""
+    if settings.results_url:
+        return f"{settings.results_url}/models/{name}.pt"
     return settings.results_dir.resolve() / "models" / f"{name}.pt"
 
 
@@ -117,7 +120,7 @@ def record_model_job(store: Store, settings: Settings, dataset: Path, name: str,
     spec = repo.JobSpec(
         kind=TrainKind.name, dataset=data, method=MODEL_METHOD, params={MODEL_KEY: name, **p.identity()},
         profile=None, foreground_model=settings.foreground_model if foreground else "none",
-        eval_size=settings.eval_size, results_root=str(settings.results_dir.resolve()),
+        eval_size=settings.eval_size, results_root=settings.results_root,
     )
     with store.session() as s:
         job, created = repo.get_or_create_job(s, spec)
@@ -137,7 +140,10 @@ def run_model_job(settings: Settings, store: Store, job: Job) -> dict[str, Any]:
     name = str(job.params[MODEL_KEY])
     params = {k: v for k, v in job.params.items() if k != MODEL_KEY}
     with store.session() as s:
-        out = Path(get_model(s, name).checkpoint_path)
+        recorded = get_model(s, name).checkpoint_path
+    from gloper_jobs.storage import is_url
+
+    out: Path | str = recorded if is_url(recorded) else Path(recorded)
     foreground = job.foreground_model != "none"
     run_settings = settings.model_copy(update={"foreground_model": job.foreground_model}) if foreground else settings
     r = train_dataset(Path(job.dataset), out, run_settings, params, foreground=foreground, progress=False,

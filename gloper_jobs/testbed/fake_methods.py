@@ -1,10 +1,11 @@
-"""A method that kills its own worker process on chosen photos, for the fault tests.
+"""Fake methods for the fault and overhead runs of the tests and benchmarks.
 
-Imported by workers and the submitter through ``GLOPER_PLUGINS=fault_plugin``
-(the ``tests`` folder on ``PYTHONPATH``). Photos whose name contains ``kill``
-SIGKILL the process that segments them, as a segfault or the OOM killer would;
-the others are segmented by k-means. ``slow_logger`` sleeps per photo and logs
-each run's start and end, for :func:`overlapping_runs`.
+Registered when imported: by workers and the submitter through
+``GLOPER_PLUGINS=gloper_jobs.testbed.fake_methods``. ``noop`` returns the foreground
+(the queue's own cost). ``worker_killer``: photos whose name contains ``kill`` SIGKILL
+the process that segments them, as a segfault or the OOM killer would; the others are
+segmented by k-means. ``slow_logger`` sleeps per photo and logs each run's start and end,
+for :func:`overlapping_runs`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import os
 import signal
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar, cast
 
 import numpy as np
@@ -23,6 +23,24 @@ from gloper_jobs.exceptions import InvalidParameterError
 from gloper_jobs.methods.base import MethodParams, Segmentation, SegmentContext, Segmenter
 from gloper_jobs.methods.classical import KMeansSegmenter
 from gloper_jobs.methods.registry import register_segmenter
+
+
+@dataclass(frozen=True)
+class NoopParams(MethodParams):
+    """No parameters."""
+
+
+@register_segmenter
+class NoopSegmenter(Segmenter):
+    """Returns the foreground (``HxW bool``) as its only candidate, ``all``."""
+
+    name = "noop"
+    Params = NoopParams
+    profiles: ClassVar[dict[str, dict[str, Any]]] = {"cpu": {}}
+
+    def segment(self, image: np.ndarray, foreground: np.ndarray,
+                context: SegmentContext | None = None) -> Segmentation:
+        return Segmentation({"all": foreground.copy()}, "all")
 
 
 @register_segmenter
@@ -76,23 +94,3 @@ class SlowLogger(Segmenter):
         if path:
             with open(path, "a", encoding="utf-8") as fh:  # one short append per line: atomic
                 fh.write(line + "\n")
-
-
-def overlapping_runs(log: Path) -> list[str]:
-    """Photos whose runs in ``log`` overlapped in time (two processes at once). A run
-    without an end (its process was killed) counts from its start to its start."""
-    spans: dict[tuple[str, str], list[float]] = {}
-    for line in log.read_text().splitlines():
-        what, name, pid, t = line.split()
-        spans.setdefault((name, pid), []).append(float(t))
-    by_name: dict[str, list[tuple[float, float]]] = {}
-    for (name, _pid), times in spans.items():
-        ends = times[1::2] + times[len(times[1::2]) * 2::2]  # an unfinished run ends where it began
-        for start, end in zip(times[0::2], ends, strict=False):
-            by_name.setdefault(name, []).append((start, end))
-    bad = []
-    for name, runs in by_name.items():
-        runs.sort()
-        if any(b[0] < a[1] for a, b in zip(runs, runs[1:], strict=False)):
-            bad.append(name)
-    return bad

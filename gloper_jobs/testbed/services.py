@@ -1,8 +1,9 @@
-"""Throwaway Redis and PostgreSQL servers for the queue tests, from the installed binaries.
+"""Throwaway Redis and PostgreSQL servers from the installed binaries (tests and benchmarks).
 
-``GLOPER_TEST_REDIS_URL`` and ``GLOPER_TEST_DATABASE_URL`` (a server the tests may
-create databases on) replace them when set. Everything started here is stopped
-and deleted by the fixtures in ``conftest.py``.
+Each server gets a free loopback port and a temporary folder: PostgreSQL's ``stop()``
+deletes it; Redis's ``stop()`` keeps the append-only file for a restart, ``remove()`` deletes
+it. The tests' fixtures (``tests/conftest.py``) and ``bench/services.py`` start and stop them; in
+the tests, ``GLOPER_TEST_REDIS_URL`` and ``GLOPER_TEST_DATABASE_URL`` replace them when set.
 """
 
 from __future__ import annotations
@@ -66,6 +67,25 @@ class RedisServer:
             self.proc.terminate()  # SIGTERM: redis flushes the AOF and exits
             self.proc.wait(timeout=20)
         self.proc = None
+
+    def remove(self) -> None:
+        """Stop the server and delete its folder."""
+        self.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def wipe(self) -> None:
+        """Delete the (stopped) server's data: append-only files and snapshots."""
+        for p in self.workdir.iterdir():
+            if p.name != "redis.log":
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
+
+    def restart_empty(self, down: float = 0.0) -> None:
+        """Stop, delete the data, wait ``down`` s and start again: a Redis that comes back with
+        nothing (a pod rescheduled without its volume)."""
+        self.stop()
+        self.wipe()
+        time.sleep(down)
+        self.start()
 
 
 def start_redis() -> RedisServer:

@@ -1,8 +1,8 @@
 """Running the real commands as subprocesses: `gloper submit`, `gloper worker --gpus cpu`.
 
-:class:`Cluster` holds the environment of one test's services (store, broker,
-results folder) and starts workers that drain the queue; the test then asserts
-on the store.
+:class:`Cluster` holds the environment of one test's or benchmark's services (store, broker,
+results folder) and starts workers that drain the queue; the caller then asserts on, or
+measures, the store (:func:`drained`, :func:`counts`, :func:`items`, :func:`candidate_rows`).
 """
 
 from __future__ import annotations
@@ -16,10 +16,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gloper_jobs.settings import Settings
-from gloper_jobs.store import Store
+from sqlalchemy import func
+from sqlmodel import col, select
 
-REPO = Path(__file__).resolve().parents[1]
+from gloper_jobs.settings import Settings
+from gloper_jobs.store import Candidate, Item, ItemStatus, Store
+from gloper_jobs.store import repository as repo
+
 #: the `gloper` command, as the console script runs it
 GLOPER = [sys.executable, "-m", "gloper_jobs.cli"]
 
@@ -44,7 +47,6 @@ class Cluster:
             "GLOPER_TORCH_THREADS": "1",
             "GLOPER_HEARTBEAT_SECONDS": "1",
             "GLOPER_STALE_SECONDS": "10",
-            "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")]),
         })
         env.update(self.extra_env)
         return env
@@ -65,13 +67,16 @@ class Cluster:
             raise AssertionError(f"gloper {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
         return proc
 
-    def start_worker(self, name: str, *extra: str) -> subprocess.Popen[bytes]:
-        log = self.workdir / f"worker-{name}.log"
+    def start_worker(self, name: str, *extra: str, env: dict[str, str] | None = None,
+                     cwd: Path | None = None) -> subprocess.Popen[bytes]:
+        """``gloper worker --gpus cpu``; ``env`` adds to (or overrides) the cluster's
+        environment and ``cwd`` replaces the working folder (a node of its own)."""
+        log = (cwd or self.workdir) / f"worker-{name}.log"
         proc = subprocess.Popen(
             [*GLOPER, "worker", "--gpus", "cpu", "--name", name,
              "--loglevel", "INFO", *extra],
-            env=self.env, cwd=self.workdir, stdout=log.open("wb"), stderr=subprocess.STDOUT,
-            start_new_session=True,
+            env={**self.env, **(env or {})}, cwd=cwd or self.workdir, stdout=log.open("wb"),
+            stderr=subprocess.STDOUT, start_new_session=True,
         )
         self.workers.append((name, proc, log))
         return proc
@@ -109,3 +114,56 @@ class Cluster:
                 pass
             proc.wait()
         self.workers.clear()
+
+
+#: item states that still have work ahead of them
+UNFINISHED = (ItemStatus.pending.value, ItemStatus.queued.value, ItemStatus.running.value)
+
+
+def counts(store: Store, job_id: int) -> dict[str, int]:
+    """Number of the job's items in each state."""
+    with store.session() as s:
+        return repo.status_counts(s, job_id)
+
+
+def drained(store: Store, job_id: int) -> bool:
+    """The job has items and none of them is unfinished."""
+    c = counts(store, job_id)
+    return sum(c.values()) > 0 and not any(c.get(k) for k in UNFINISHED)
+
+
+def items(store: Store, job_id: int) -> dict[str, Item]:
+    """The job's items by relative path."""
+    with store.session() as s:
+        return {i.rel_path: i for i in s.exec(select(Item).where(Item.job_id == job_id)).all()}
+
+
+def candidate_rows(store: Store, job_id: int) -> list[tuple[str, str, int]]:
+    """(rel_path, candidate name, number of rows) for every candidate of the job."""
+    with store.session() as s:
+        rows = s.exec(
+            select(Item.rel_path, Candidate.name, func.count())
+            .join(Candidate, col(Candidate.item_id) == col(Item.id))
+            .where(Item.job_id == job_id).group_by(Item.rel_path, Candidate.name)
+        ).all()
+    return [(r, n, int(c)) for r, n, c in rows]
+
+
+def overlapping_runs(log: Path) -> list[str]:
+    """Photos whose runs in ``log`` (the fake method ``slow_logger``'s ``--param log=``)
+    overlapped in time (two processes at once). A run without an end (its process was killed) counts from its start to its start."""
+    spans: dict[tuple[str, str], list[float]] = {}
+    for line in log.read_text().splitlines():
+        what, name, pid, t = line.split()
+        spans.setdefault((name, pid), []).append(float(t))
+    by_name: dict[str, list[tuple[float, float]]] = {}
+    for (name, _pid), times in spans.items():
+        ends = times[1::2] + times[len(times[1::2]) * 2::2]  # an unfinished run ends where it began
+        for start, end in zip(times[0::2], ends, strict=False):
+            by_name.setdefault(name, []).append((start, end))
+    bad = []
+    for name, runs in by_name.items():
+        runs.sort()
+        if any(b[0] < a[1] for a, b in zip(runs, runs[1:], strict=False)):
+            bad.append(name)
+    return bad
