@@ -69,6 +69,8 @@ class ForegroundExtractor:
         self.min_fraction = min_fraction
         self.max_fraction = max_fraction
         self.max_side = max_side
+        #: the smallest photo side this model's mask needs (its input square)
+        self.input_side = defaults.FOREGROUND_INPUT_SIDE
         self._session: Any = None
         self._lock = threading.Lock()
 

@@ -90,7 +90,7 @@ class WorkerContext:
         photo, label = item_inputs(job.dataset, item.path, item.label_path)
         return process_photo(
             photo, segmenter, out_dir, self.foreground(job.foreground_model), label, item.species,
-            job.eval_size, self.settings.max_image_pixels,
+            job.eval_size, self.settings.max_image_pixels, decode=self.settings.decode,
         )
 
     def process_remote(self, job: Job, item: Item, segmenter: Segmenter, out: str | Path) -> ItemOutcome:
@@ -120,7 +120,8 @@ class WorkerContext:
                 photo, label = item_inputs(job.dataset, item.path, item.label_path)
             local_out = work / "out" if is_url(out) else Path(out)
             outcome = process_photo(photo, segmenter, local_out, self.foreground(job.foreground_model), label,
-                                    item.species, job.eval_size, self.settings.max_image_pixels)
+                                    item.species, job.eval_size, self.settings.max_image_pixels,
+                                    decode=self.settings.decode)
             if not is_url(out):
                 return outcome
             url = str(out)

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gloper_jobs.data.images import load_image, resize_mask
+from gloper_jobs import defaults
+from gloper_jobs.data.images import load_photo, resize_mask
 from gloper_jobs.data.labels import load_label
 from gloper_jobs.data.outputs import clean_partial, write_choice, write_mask, write_overlay
 from gloper_jobs.exceptions import LabelError
@@ -57,6 +58,20 @@ def item_output_dir(results_dir: Path, rel_path: str) -> Path:
     return Path(results_dir) / rel_path
 
 
+def working_side(segmenter: Segmenter, foreground_fn: ForegroundFn | None) -> int | None:
+    """The side to decode a photo at: ``DECODE_MARGIN`` x the larger of what the segmenter
+    and the foreground need, or None (full resolution) when either needs the full photo."""
+    need = segmenter.input_side()
+    if need is None:
+        return None
+    if foreground_fn is not None:
+        fg_side: int | None = getattr(foreground_fn, "input_side", None)
+        if fg_side is None:
+            return None
+        need = max(need, fg_side)
+    return need * defaults.DECODE_MARGIN
+
+
 def process_photo(
     path: Path,
     segmenter: Segmenter,
@@ -67,17 +82,23 @@ def process_photo(
     eval_size: int = 256,
     max_pixels: int | None = None,
     overlay: bool = False,
+    decode: str = defaults.DECODE,
 ) -> ItemOutcome:
     """Segment one photo and write ``<out_dir>/<candidate>.png`` at the photo's size,
     ``<out_dir>/choice.json`` naming the chosen one (and ``overlay.png``, the choice drawn
     on the photo, with ``overlay``).
 
+    With ``decode="working"`` the photo is decoded at the size the segmenter and the
+    foreground need (:func:`working_side`) when both say what it is; masks are still
+    written at the photo's full size. ``full`` (and ``overlay``) decode every pixel.
+
     Raises the library's errors (:class:`ImageLoadError` for a bad photo) for
     the caller to record; an unreadable label only adds a note.
     """
     t0 = time.perf_counter()
-    image = load_image(path, max_pixels) if max_pixels else load_image(path)
-    h, w = image.shape[:2]
+    side = None if overlay or decode == "full" else working_side(segmenter, foreground_fn)
+    photo = load_photo(path, max_pixels or defaults.MAX_IMAGE_PIXELS, side)
+    image, h, w = photo.image, photo.height, photo.width
     t_load = time.perf_counter()
     fg = foreground_fn(image) if foreground_fn is not None else whole_frame(image)
     t_fg = time.perf_counter()
