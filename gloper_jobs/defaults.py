@@ -27,6 +27,10 @@ FOREGROUND_INPUT_SIDE = 320
 DECODE_MODES = ("working", "full")
 DECODE = "working"
 DECODE_MARGIN = 2
+#: which candidates are written as full-resolution PNGs (every one is stored as an RLE):
+#: ``choice`` (the chosen mask) or ``all``
+WRITE_CANDIDATES_MODES = ("choice", "all")
+WRITE_CANDIDATES = "choice"
 # A mask covering less (or more) than this share of the frame is degenerate:
 # the whole frame is used instead and the item records the fallback.
 FOREGROUND_MIN_FRACTION = 0.02

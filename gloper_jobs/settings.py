@@ -27,6 +27,9 @@ GLOPER_EVAL_SIZE           side of the square Dice is computed at (256)
 GLOPER_DECODE              ``working`` (default): decode a photo at the size its
                            method and foreground need (JPEG DCT scaling) when the
                            method says what that is; ``full``: always full resolution
+GLOPER_WRITE_CANDIDATES    ``choice`` (default): the chosen mask as a full-resolution
+                           PNG, every candidate as an RLE in the store; ``all``:
+                           every candidate's PNG too
 GLOPER_EXAMPLES_DIR        the shared example photos, for tests and benchmarks
 GLOPER_SAM_CHECKPOINT      SAM weights: a ``sam_vit_*.pth`` file, or a folder holding
                            the published files (``sam_vit_h_4b8939.pth`` ...)
@@ -158,6 +161,7 @@ class Settings(BaseSettings):
     max_image_pixels: int = defaults.MAX_IMAGE_PIXELS
     eval_size: int = defaults.EVAL_SIZE
     decode: str = defaults.DECODE
+    write_candidates: str = defaults.WRITE_CANDIDATES
     examples_dir: Path | None = None
     sam_checkpoint: Path | None = None
     clipseg_weights: Path | None = None
@@ -226,6 +230,13 @@ class Settings(BaseSettings):
     def _known_decode(cls, value: str) -> str:
         if value not in defaults.DECODE_MODES:
             raise ValueError(f"unknown decode mode {value!r}; use one of {', '.join(defaults.DECODE_MODES)}")
+        return value
+
+    @field_validator("write_candidates")
+    @classmethod
+    def _known_write_candidates(cls, value: str) -> str:
+        if value not in defaults.WRITE_CANDIDATES_MODES:
+            raise ValueError(f"unknown value {value!r}; use one of {', '.join(defaults.WRITE_CANDIDATES_MODES)}")
         return value
 
     @field_validator("device")

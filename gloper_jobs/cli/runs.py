@@ -39,13 +39,19 @@ if TYPE_CHECKING:
 @manifest_option
 @click.option("--upload-results", default=None, metavar="s3://BUCKET/PREFIX",
               help="Mirror the job's mask folder there when the run ends.")
+@click.option("--write-candidates", type=click.Choice(defaults.WRITE_CANDIDATES_MODES), default=None,
+              help="Full-resolution PNGs of the chosen mask only (default; every candidate is also "
+                   "stored as an RLE, which exports and reports read) or of all candidates "
+                   "(GLOPER_WRITE_CANDIDATES).")
 def run(dataset: str, method: str | None, profile: str | None, params: tuple[str, ...], no_foreground: bool,
         retry_failed: bool, limit: int | None, no_progress: bool, manifest: str | None,
-        upload_results: str | None) -> None:
+        upload_results: str | None, write_candidates: str | None) -> None:
     """Process every photo under DATASET (a folder or s3://bucket/prefix) on this machine; resumable."""
     from gloper_jobs.jobs.runner import run_dataset
 
     settings = load_settings()
+    if write_candidates is not None:
+        settings = settings.model_copy(update={"write_candidates": write_candidates})
     summary = run_dataset(dataset, method or defaults.DEFAULT_METHOD, settings, profile, _params(params),
                           foreground=not no_foreground, retry_failed=retry_failed, limit=limit,
                           progress=not no_progress, manifest=manifest)
