@@ -8,7 +8,7 @@ examples: every other one re-encoded as a JPEG of ``--megapixels`` (4000 x 3000 
 what a camera writes), the rest as they are. Trains a dataset model on the ten examples with
 ``gloper train`` (cached) unless ``--model`` names one. Then, for each variant (``default``:
 the settings as shipped; each ``--variant`` adds ``GLOPER_<KEY>=VALUE`` to the environment,
-e.g. ``--variant legacy:DECODE=full,WRITE_CANDIDATES=all``), runs the archive with
+e.g. ``--variant legacy:DECODE=full,WRITE_CANDIDATES=all``; ``OMP_*`` keys are passed as they are), runs the archive with
 ``gloper run ARCHIVE --method gloper --param model=M`` in a fresh SQLite store and, with
 ``--queue``, through ``gloper submit`` and two CPU workers (``gloper worker --gpus cpu``) over
 throwaway Redis and PostgreSQL. Writes per path: photos/s from the command's start (workers'
@@ -142,7 +142,8 @@ def parse_variant(text: str) -> tuple[str, dict[str, str]]:
     env = {}
     for pair in filter(None, pairs.split(",")):
         key, _, value = pair.partition("=")
-        env[f"GLOPER_{key.strip().upper()}"] = value.strip()
+        key = key.strip().upper()
+        env[key if key.startswith("OMP_") else f"GLOPER_{key}"] = value.strip()
     return name, env
 
 

@@ -47,6 +47,9 @@ def run(dataset: str, method: str | None, profile: str | None, params: tuple[str
         retry_failed: bool, limit: int | None, no_progress: bool, manifest: str | None,
         upload_results: str | None, write_candidates: str | None) -> None:
     """Process every photo under DATASET (a folder or s3://bucket/prefix) on this machine; resumable."""
+    from gloper_jobs.devices import passive_openmp
+
+    passive_openmp()  # before torch is imported
     from gloper_jobs.jobs.runner import run_dataset
 
     settings = load_settings()
