@@ -20,6 +20,17 @@ FOREGROUND_MODEL = "u2netp"
 FOREGROUND_MODELS = ("u2netp", "u2net")
 # rembg's masks are computed at 320 px; feeding it a huge photo only costs time.
 FOREGROUND_MAX_SIDE = 1024
+#: side of u2netp's (and u2net's) input square: the foreground needs no more of a photo
+FOREGROUND_INPUT_SIDE = 320
+#: ``working``: decode a photo at DECODE_MARGIN x the side its method and foreground need
+#: (JPEG DCT scaling); ``full``: always at full resolution
+DECODE_MODES = ("working", "full")
+DECODE = "working"
+DECODE_MARGIN = 2
+#: which candidates are written as full-resolution PNGs (every one is stored as an RLE):
+#: ``choice`` (the chosen mask) or ``all``
+WRITE_CANDIDATES_MODES = ("choice", "all")
+WRITE_CANDIDATES = "choice"
 # A mask covering less (or more) than this share of the frame is degenerate:
 # the whole frame is used instead and the item records the fallback.
 FOREGROUND_MIN_FRACTION = 0.02

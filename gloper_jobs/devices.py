@@ -63,6 +63,15 @@ def default_torch_threads(processes: int = 1) -> int:
     return max(1, available_cores() // max(1, processes))
 
 
+def passive_openmp() -> None:
+    """Let OpenMP threads sleep rather than spin between parallel regions (unless the caller's
+    environment says otherwise): on a machine whose cores are shared (rembg's session and
+    torch take turns in one process, or other users' work) spinning threads burn the cores
+    the other side needs. Takes effect only before torch is first imported; ``gloper worker``
+    sets it for its pool processes the same way."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
 def configure_torch(threads: int | None, compile_cache_dir: Path | None = None) -> None:
     """Set torch's CPU threads for this process (None: :func:`default_torch_threads`) and
     point ``torch.compile``'s kernel cache at ``compile_cache_dir``, so it survives restarts."""

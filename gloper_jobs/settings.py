@@ -24,6 +24,12 @@ GLOPER_COMPILE_CACHE_DIR   where ``torch.compile`` keeps its kernels across
                            sets ``TORCHINDUCTOR_CACHE_DIR`` and ``TRITON_CACHE_DIR``)
 GLOPER_MAX_IMAGE_PIXELS    photos larger than this are refused (100,000,000)
 GLOPER_EVAL_SIZE           side of the square Dice is computed at (256)
+GLOPER_DECODE              ``working`` (default): decode a photo at the size its
+                           method and foreground need (JPEG DCT scaling) when the
+                           method says what that is; ``full``: always full resolution
+GLOPER_WRITE_CANDIDATES    ``choice`` (default): the chosen mask as a full-resolution
+                           PNG, every candidate as an RLE in the store; ``all``:
+                           every candidate's PNG too
 GLOPER_EXAMPLES_DIR        the shared example photos, for tests and benchmarks
 GLOPER_SAM_CHECKPOINT      SAM weights: a ``sam_vit_*.pth`` file, or a folder holding
                            the published files (``sam_vit_h_4b8939.pth`` ...)
@@ -154,6 +160,8 @@ class Settings(BaseSettings):
     compile_cache_dir: Path = defaults.COMPILE_CACHE_DIR
     max_image_pixels: int = defaults.MAX_IMAGE_PIXELS
     eval_size: int = defaults.EVAL_SIZE
+    decode: str = defaults.DECODE
+    write_candidates: str = defaults.WRITE_CANDIDATES
     examples_dir: Path | None = None
     sam_checkpoint: Path | None = None
     clipseg_weights: Path | None = None
@@ -215,6 +223,20 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"unknown foreground model {value!r}; use one of {', '.join(defaults.FOREGROUND_MODELS)}"
             )
+        return value
+
+    @field_validator("decode")
+    @classmethod
+    def _known_decode(cls, value: str) -> str:
+        if value not in defaults.DECODE_MODES:
+            raise ValueError(f"unknown decode mode {value!r}; use one of {', '.join(defaults.DECODE_MODES)}")
+        return value
+
+    @field_validator("write_candidates")
+    @classmethod
+    def _known_write_candidates(cls, value: str) -> str:
+        if value not in defaults.WRITE_CANDIDATES_MODES:
+            raise ValueError(f"unknown value {value!r}; use one of {', '.join(defaults.WRITE_CANDIDATES_MODES)}")
         return value
 
     @field_validator("device")

@@ -19,10 +19,35 @@ from tests.outputs_helpers import cli_env, gloper
 def kmeans_job(tmp_path_factory: pytest.TempPathFactory, models_dir: Path, examples_dir: Path) -> dict[str, str]:
     folder = tmp_path_factory.mktemp("export")
     env = cli_env(folder, models_dir)
-    r = gloper("run", str(examples_dir), "--method", "kmeans", "--no-progress", env=env)
+    r = gloper("run", str(examples_dir), "--method", "kmeans", "--no-progress", "--write-candidates", "all", env=env)
     assert r.returncode == 0, r.stderr
     assert "job 1: 10 processed, 0 failed" in r.stdout
     return {**env, "FOLDER": str(folder)}
+
+
+def test_default_run_writes_the_choice_and_exports_every_candidate_from_the_store(
+        kmeans_job: dict[str, str], tmp_path: Path, models_dir: Path, examples_dir: Path) -> None:
+    """Without --write-candidates all only the chosen PNG is written; the export rebuilds the
+    others from the stored RLEs at the photo's size, equal to the files a run with all writes."""
+    env = cli_env(tmp_path, models_dir)
+    r = gloper("run", str(examples_dir), "--method", "kmeans", "--no-progress", env=env)
+    assert r.returncode == 0 and "job 1: 10 processed, 0 failed" in r.stdout, r.stderr
+    on_disk = _masks_on_disk(env)
+    assert len(on_disk) == 10 and {name for _, name in on_disk} <= {"cluster_0", "cluster_1"}
+    every = _masks_on_disk(kmeans_job)  # the same masks, every candidate written
+    out = tmp_path / "masks.parquet"
+    assert gloper("export", "1", "--format", "parquet", "--out", str(out), env=env).returncode == 0
+    checked = 0
+    for row in pd.read_parquet(out).itertuples():
+        assert (row.path, row.choice) in on_disk
+        chosen = decode(row.mask_rle_counts, row.mask_height, row.mask_width)
+        assert np.array_equal(chosen, read_mask(on_disk[(row.path, row.choice)]))
+        for c in row.other_candidates:
+            assert (row.path, c["name"]) not in on_disk  # no file: it came from the store
+            mask = decode(c["mask_rle_counts"], c["mask_height"], c["mask_width"])
+            assert np.array_equal(mask, read_mask(every[(row.path, c["name"])])), (row.path, c["name"])
+            checked += 1
+    assert checked == 10
 
 
 def _masks_on_disk(env: dict[str, str]) -> dict[tuple[str, str], Path]:

@@ -25,6 +25,27 @@ def test_u2netp_on_examples(examples_dir: Path, foreground: ForegroundExtractor)
     assert fg.fallback and fg.mask.all() and fg.fraction < defaults.FOREGROUND_MIN_FRACTION
 
 
+def test_mask_at_the_models_input_size_is_rembgs(examples_dir: Path, foreground: ForegroundExtractor) -> None:
+    """Our steps at u2netp's input size give rembg's own mask (its predict, at the same size)."""
+    import numpy as np
+    from PIL import Image
+
+    from gloper_jobs.data.datasets import scan_dataset
+    from gloper_jobs.data.images import load_photo
+
+    session = foreground._get_session()
+    for it in scan_dataset(examples_dir):
+        image = load_photo(it.path, min_side=640).image
+        ours = foreground.alpha(image)
+        pil = Image.fromarray(image)
+        pil.thumbnail((foreground.max_side, foreground.max_side), Image.Resampling.BILINEAR)  # as alpha does
+        theirs = np.asarray(session.predict(pil)[0].resize(image.shape[1::-1], Image.Resampling.NEAREST))
+        assert ours.shape == theirs.shape == image.shape[:2]
+        a, b = ours != 0, theirs != 0
+        assert (a & b).sum() >= 0.995 * (a | b).sum(), it.path
+        assert abs(float((ours > 127).mean()) - float((theirs > 127).mean())) < 0.005, it.path
+
+
 def test_degenerate_rules(examples_dir: Path, models_dir: Path) -> None:
     zebra = load_image(next(examples_dir.glob("Zebra/*.jpg")))
     strict = ForegroundExtractor(models_dir, min_fraction=0.99)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gloper_jobs.data.outputs import TMP_MARK, read_mask
+from gloper_jobs.data.outputs import TMP_MARK, candidate_mask, read_mask
 from gloper_jobs.jobs.runner import run_dataset
 from gloper_jobs.settings import Settings
 from gloper_jobs.store import ItemStatus, Store
@@ -43,7 +43,10 @@ def test_run_writes_masks_rows_and_table_then_skips(tmp_path: Path, settings: Se
     with store.session() as s:
         pairs = repo.item_candidates(s, summary.job.id)
         for item, cand in pairs:
-            mask = read_mask(Path(cand.mask_path))
+            # the chosen mask is a full-resolution PNG; every candidate is an RLE in the store
+            assert bool(cand.mask_path) == cand.is_choice and cand.rle is not None
+            mask = read_mask(Path(cand.mask_path)) if cand.mask_path else candidate_mask("", cand.rle, (
+                item.height, item.width))
             assert mask.shape == (item.height, item.width)  # resized back to the photo
             assert cand.dice is not None and 0 <= cand.dice <= 1
         assert sum(c.is_choice for _, c in pairs) == 4
@@ -155,3 +158,38 @@ def test_ctrl_c_leaves_nothing_running(tmp_path: Path, models_dir: Path, synthet
     assert out.returncode == 0, out.stderr
     assert f"{statuses.count(ItemStatus.done.value)} already done" in out.stdout
     assert _counts(db) == (1, 4, 4 * 8)
+
+
+def test_write_candidates_all_keeps_every_file_and_the_report_reads_rles(
+        tmp_path: Path, settings: Settings, synthetic_dir: Path) -> None:
+    """The default writes the chosen PNG only (choice.json says so) and the report draws every
+    candidate from the stored RLEs; ``write_candidates=all`` writes every candidate's PNG as before."""
+    import json
+
+    from gloper_jobs.data.outputs import CHOICE_FILE
+    from gloper_jobs.exports.records import photo_records
+    from gloper_jobs.reporting import _card
+
+    summary = run_dataset(synthetic_dir, "kmeans", settings, params={"size": 64}, progress=False)
+    store = Store(settings.database_url)
+    with store.session() as s:
+        for rec in photo_records(s, summary.job):
+            folder = Path(rec.chosen.mask_path).parent if rec.chosen else None
+            assert folder is not None and sorted(p.name for p in folder.glob("*.png")) == [f"{rec.item.choice}.png"]
+            doc = json.loads((folder / CHOICE_FILE).read_text())
+            assert {c["name"]: c["mask"] for c in doc["candidates"]} == {
+                c.name: (f"{c.name}.png" if c.is_choice else None) for c in rec.candidates}
+            card = _card(rec)
+            assert card["problem"] is None and card["overlay"]
+            assert len(card["candidates"]) == 2 and all(c["thumb"] for c in card["candidates"])
+            for c in rec.candidates:  # exported at the photo's size from the RLE
+                assert c.rle is not None and (c.rle.height, c.rle.width) == (rec.item.height, rec.item.width)
+    every = settings.model_copy(update={"write_candidates": "all", "results_dir": tmp_path / "all",
+                                        "database_url": f"sqlite:///{tmp_path / 'all.db'}"})
+    run_dataset(synthetic_dir, "kmeans", every, params={"size": 64}, progress=False)
+    with Store(every.database_url).session() as s:
+        job = repo.get_job(s)
+        pairs = repo.item_candidates(s, repo.require_id(job))
+        assert len(pairs) == 8 and all(Path(c.mask_path).is_file() for _, c in pairs)
+        for item, c in pairs:  # the stored RLE is the same mask as the file, at the working size
+            assert np.array_equal(candidate_mask("", c.rle, (item.height, item.width)), read_mask(c.mask_path))

@@ -45,13 +45,23 @@ if TYPE_CHECKING:
 @click.option("--polarity", default=None, metavar="SPECIES=darker|lighter,...",
               help="Which colour is the pattern for these species, over their photos' vote "
                    "(`gloper polarity JOB` changes it later without re-running).")
+@click.option("--write-candidates", type=click.Choice(defaults.WRITE_CANDIDATES_MODES), default=None,
+              help="Full-resolution PNGs of the chosen mask only (default; every candidate is also "
+                   "stored as an RLE, which exports and reports read) or of all candidates "
+                   "(GLOPER_WRITE_CANDIDATES).")
 def run(dataset: str, method: str | None, profile: str | None, params: tuple[str, ...], no_foreground: bool,
         retry_failed: bool, limit: int | None, no_progress: bool, manifest: str | None,
-        upload_results: str | None, settings_from: int | None, polarity: str | None) -> None:
+        upload_results: str | None, settings_from: int | None, polarity: str | None,
+        write_candidates: str | None) -> None:
     """Process every photo under DATASET (a folder or s3://bucket/prefix) on this machine; resumable."""
+    from gloper_jobs.devices import passive_openmp
+
+    passive_openmp()  # before torch is imported
     from gloper_jobs.jobs.runner import run_dataset
 
     settings = load_settings()
+    if write_candidates is not None:
+        settings = settings.model_copy(update={"write_candidates": write_candidates})
     summary = run_dataset(dataset, method or defaults.DEFAULT_METHOD, settings, profile, _params(params),
                           foreground=not no_foreground, retry_failed=retry_failed, limit=limit,
                           progress=not no_progress, manifest=manifest, settings_from=settings_from,

@@ -8,6 +8,7 @@ naming the file and the reason.
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -47,12 +48,41 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+@dataclass(frozen=True)
+class Photo:
+    """A decoded photo: ``image`` is ``hxwx3 uint8 RGB`` at the working size, ``width`` x
+    ``height`` the photo's full size as displayed (EXIF orientation applied), the size its
+    full-resolution masks are written at. ``image`` is the full photo unless a working
+    side was asked for."""
+
+    image: np.ndarray
+    width: int
+    height: int
+
+
+#: EXIF orientations that swap width and height (rotated by 90 or 270 degrees)
+_TRANSPOSING = (5, 6, 7, 8)
+
+
 def load_image(path: str | Path, max_pixels: int = defaults.MAX_IMAGE_PIXELS) -> np.ndarray:
     """Read a photo as ``HxWx3 uint8 RGB``, EXIF orientation applied.
 
     Accepts JPEG, PNG, WebP, TIFF and BMP in modes 1, L, LA, P, RGB, RGBA, CMYK
     and 16-bit. Raises :class:`ImageLoadError` for a missing, empty, corrupt,
     truncated, non-image or oversized (more than ``max_pixels``) file.
+    """
+    return load_photo(path, max_pixels).image
+
+
+def load_photo(path: str | Path, max_pixels: int = defaults.MAX_IMAGE_PIXELS,
+               min_side: int | None = None) -> Photo:
+    """Read a photo as :func:`load_image` does, decoding only what ``min_side`` needs.
+
+    With ``min_side``, a JPEG is decoded at the smallest DCT scale (1/2, 1/4, 1/8) that
+    keeps both sides at least ``min_side`` (Pillow's draft mode: a 12 MP photo decodes
+    at 1/4 or 1/8 of the work), and any larger image is box-reduced by a whole factor
+    that keeps both sides at least ``min_side``. The full size is read from the header.
+    Raises :class:`ImageLoadError` as :func:`load_image` does.
     """
     p = Path(path)
     if not p.exists():
@@ -79,9 +109,15 @@ def load_image(path: str | Path, max_pixels: int = defaults.MAX_IMAGE_PIXELS) ->
                         f"{max_pixels:,} (decompression-bomb guard); downscale it or raise "
                         "GLOPER_MAX_IMAGE_PIXELS",
                     )
+                orientation = img.getexif().get(0x0112)
+                full = (height, width) if orientation in _TRANSPOSING else (width, height)
+                if min_side and img.format == "JPEG":
+                    img.draft(img.mode, (min_side, min_side))
                 img.load()
                 img = ImageOps.exif_transpose(img)  # type: ignore[assignment]
                 rgb = _to_rgb(img)
+                if min_side and min(rgb.size) // min_side >= 2:
+                    rgb = rgb.reduce(min(rgb.size) // min_side)
                 arr = np.asarray(rgb, dtype=np.uint8).copy()
     except ImageLoadError:
         raise
@@ -106,7 +142,7 @@ def load_image(path: str | Path, max_pixels: int = defaults.MAX_IMAGE_PIXELS) ->
         raise ImageLoadError(p, "not enough memory to decode this image; downscale it") from exc
     if arr.ndim != 3 or arr.shape[2] != 3:
         raise ImageLoadError(p, f"decoded to an unexpected shape {arr.shape}")
-    return arr
+    return Photo(arr, *full)
 
 
 def resize_rgb(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -39,7 +39,7 @@ def write_choice(folder: Path, choice: str, candidates: Sequence[Any]) -> Path:
         "choice": choice,
         "mask": f"{choice}.png",
         "candidates": [
-            {"name": c.name, "mask": Path(c.mask_path).name, "derived": c.derived,
+            {"name": c.name, "mask": Path(c.mask_path).name if c.mask_path else None, "derived": c.derived,
              "pattern_fraction": round(c.pattern_fraction, 6), **({"scores": c.scores} if c.scores else {})}
             for c in candidates
         ],
@@ -61,6 +61,25 @@ def read_mask(path: Path | str) -> np.ndarray:
         if img.mode == "1":  # what write_mask writes: no 8-bit detour (half the time)
             return np.asarray(img, dtype=bool)
         return np.asarray(img.convert("L")) > 127
+
+
+def candidate_mask(mask_path: str, rle: dict[str, Any] | None, size: tuple[int, int] | None = None) -> np.ndarray:
+    """A stored candidate's mask as ``HxW bool``: its PNG when one was written (``mask_path``,
+    a file or an ``s3://`` object), else its COCO ``rle`` (at the method's working size),
+    resized to ``size=(height, width)`` by nearest neighbour when given.
+
+    Raises ``OSError`` when the candidate has neither (a row written before RLEs were stored
+    whose file is gone reads as the missing file it is)."""
+    if mask_path:
+        return read_mask(mask_path)
+    if not rle:
+        raise FileNotFoundError("the candidate has no mask file and no RLE in the store")
+    from gloper_jobs.data.images import resize_mask
+    from gloper_jobs.exports.rle import decode
+
+    h, w = rle["size"]
+    mask = decode(str(rle["counts"]), h, w)
+    return resize_mask(mask, size) if size is not None else mask
 
 
 def write_overlay(path: Path, image: np.ndarray, mask: np.ndarray, foreground: np.ndarray | None = None,

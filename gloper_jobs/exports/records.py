@@ -9,9 +9,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from sqlmodel import Session, col, select
 
-from gloper_jobs.data.outputs import read_mask
+from gloper_jobs.data.outputs import candidate_mask
 from gloper_jobs.exceptions import GloperError
 from gloper_jobs.exports.rle import Rle, encode
 from gloper_jobs.store.models import Candidate, Item, Job
@@ -19,7 +20,8 @@ from gloper_jobs.store.models import Candidate, Item, Job
 
 @dataclass
 class CandidateOut:
-    """One candidate mask of a photo, encoded (``rle`` None when its PNG could not be read)."""
+    """One candidate mask of a photo, encoded at the photo's size (``rle`` None when its mask
+    could not be read)."""
 
     name: str
     mask_path: str
@@ -29,6 +31,12 @@ class CandidateOut:
     dice: float | None
     iou: float | None
     rle: Rle | None = None
+    #: the store's RLE at the method's working size (the mask when ``mask_path`` is empty)
+    stored_rle: dict[str, Any] | None = None
+
+    def mask(self, size: tuple[int, int] | None = None) -> np.ndarray:
+        """``HxW bool``: the PNG, else the stored RLE resized to ``size=(height, width)``."""
+        return candidate_mask(self.mask_path, self.stored_rle, size)
 
 
 @dataclass
@@ -75,12 +83,13 @@ def photo_records(session: Session, job: Job, with_masks: bool = True) -> Iterat
         rec = PhotoRecord(job, item)
         for c in by_item.get(item.id or -1, []):
             out = CandidateOut(c.name, c.mask_path, c.name == item.choice, c.derived, c.pattern_fraction,
-                               c.dice, c.iou)
+                               c.dice, c.iou, stored_rle=c.rle)
             if with_masks:
+                size = (item.height, item.width) if item.height and item.width else None
                 try:
-                    out.rle = encode(read_mask(c.mask_path))
+                    out.rle = encode(out.mask(size))
                 except (OSError, GloperError) as exc:  # a missing file or object
-                    rec.problems.append(f"{c.name}: mask {c.mask_path} unreadable ({exc})")
+                    rec.problems.append(f"{c.name}: mask {c.mask_path or '(RLE)'} unreadable ({exc})")
             rec.candidates.append(out)
         yield rec
 

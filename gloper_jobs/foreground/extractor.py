@@ -40,6 +40,11 @@ class Foreground:
     model: str
 
 
+#: rembg's normalisation of u2net(p)'s input (ImageNet's mean and std)
+_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+
+
 def _session_class(base: Any) -> Any:
     class _LocalFileSession(base):  # type: ignore[misc, valid-type]
         """rembg's own session, reading the file we located instead of downloading."""
@@ -63,12 +68,16 @@ class ForegroundExtractor:
         min_fraction: float = defaults.FOREGROUND_MIN_FRACTION,
         max_fraction: float = defaults.FOREGROUND_MAX_FRACTION,
         max_side: int = defaults.FOREGROUND_MAX_SIDE,
+        threads: int | None = None,
     ) -> None:
         self.model = model
         self.model_file = locate_model(models_dir, model)  # fails early, naming the fix
         self.min_fraction = min_fraction
         self.max_fraction = max_fraction
         self.max_side = max_side
+        self.threads = threads
+        #: the smallest photo side this model's mask needs (its input square)
+        self.input_side = defaults.FOREGROUND_INPUT_SIDE
         self._session: Any = None
         self._lock = threading.Lock()
 
@@ -82,6 +91,10 @@ class ForegroundExtractor:
                 base = U2netpSession if self.model == "u2netp" else U2netSession
                 opts = ort.SessionOptions()
                 opts.log_severity_level = 3
+                # the process's share of the cores (as torch's), and no spin-waiting: spinning
+                # threads took 0.93 s a mask against 0.52 s without on a shared 2-core machine
+                opts.intra_op_num_threads = self.threads or 0
+                opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
                 self._session = _session_class(base)(
                     self.model, opts, model_file=str(self.model_file),
                     providers=["CPUExecutionProvider"],
@@ -89,13 +102,27 @@ class ForegroundExtractor:
             return self._session
 
     def alpha(self, image: np.ndarray) -> np.ndarray:
-        """The model's alpha for ``HxWx3 uint8 RGB``, as ``HxW uint8`` at the same size."""
+        """The model's alpha for ``HxWx3 uint8 RGB``, as ``HxW uint8`` at the same size.
+
+        rembg's own steps at the model's input size (``input_side`` square, ImageNet
+        normalisation after scaling by the brightest value, min-max of the output,
+        Lanczos back to the photo), in float32 and shrinking by whole factors first
+        (Pillow's ``reducing_gap``): the same mask at a third of rembg's overhead.
+        """
         h, w = image.shape[:2]
         pil = Image.fromarray(image, mode="RGB")
         scale = self.max_side / max(h, w)
         if scale < 1:
             pil = pil.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.BILINEAR)
-        alpha = self._get_session().predict(pil)[0]
+        side = self.input_side
+        small = np.asarray(pil.resize((side, side), Image.Resampling.LANCZOS, reducing_gap=3.0), dtype=np.float32)
+        small = (small / max(float(small.max()), 1e-6) - _MEAN) / _STD
+        session = self._get_session().inner_session
+        feed = {session.get_inputs()[0].name: np.ascontiguousarray(small.transpose(2, 0, 1)[None])}
+        pred = session.run(None, feed)[0][0, 0]
+        lo, hi = float(pred.min()), float(pred.max())
+        pred = (pred - lo) / (hi - lo) if hi > lo else np.zeros_like(pred)
+        alpha = Image.fromarray((pred * 255).astype(np.uint8), mode="L").resize(pil.size, Image.Resampling.LANCZOS)
         if alpha.size != (w, h):
             alpha = alpha.resize((w, h), Image.Resampling.NEAREST)
         return np.asarray(alpha, dtype=np.uint8)
@@ -129,4 +156,8 @@ def build_foreground(settings: Settings, model: str | None = None) -> Foreground
     """The extractor of ``model`` (the settings' by default; fails early if its weights
     are missing), or None for ``none`` (whole frames)."""
     name = model or settings.foreground_model
-    return None if name == "none" else ForegroundExtractor(settings.models_dir, name)
+    from gloper_jobs.devices import default_torch_threads
+
+    if name == "none":
+        return None
+    return ForegroundExtractor(settings.models_dir, name, threads=settings.torch_threads or default_torch_threads(1))

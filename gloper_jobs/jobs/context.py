@@ -90,7 +90,8 @@ class WorkerContext:
         photo, label = item_inputs(job.dataset, item.path, item.label_path)
         return process_photo(
             photo, segmenter, out_dir, self.foreground(job.foreground_model), label, item.species,
-            job.eval_size, self.settings.max_image_pixels,
+            job.eval_size, self.settings.max_image_pixels, decode=self.settings.decode,
+            write_candidates=self.settings.write_candidates,
         )
 
     def process_remote(self, job: Job, item: Item, segmenter: Segmenter, out: str | Path) -> ItemOutcome:
@@ -120,12 +121,14 @@ class WorkerContext:
                 photo, label = item_inputs(job.dataset, item.path, item.label_path)
             local_out = work / "out" if is_url(out) else Path(out)
             outcome = process_photo(photo, segmenter, local_out, self.foreground(job.foreground_model), label,
-                                    item.species, job.eval_size, self.settings.max_image_pixels)
+                                    item.species, job.eval_size, self.settings.max_image_pixels,
+                                    decode=self.settings.decode,
+                                    write_candidates=self.settings.write_candidates)
             if not is_url(out):
                 return outcome
             url = str(out)
             records = [replace(c, mask_path=put_file(Path(c.mask_path), join(url, Path(c.mask_path).name)))
-                       for c in outcome.candidates]
+                       if c.mask_path else c for c in outcome.candidates]
             put_file(local_out / CHOICE_FILE, join(url, CHOICE_FILE))
             return replace(outcome, candidates=records)
 

@@ -13,10 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gloper_jobs.data.images import load_image, resize_mask
+from gloper_jobs import defaults
+from gloper_jobs.data.images import load_photo, resize_mask
 from gloper_jobs.data.labels import load_label
 from gloper_jobs.data.outputs import clean_partial, write_choice, write_mask, write_overlay
 from gloper_jobs.exceptions import LabelError
+from gloper_jobs.exports.rle import encode
 from gloper_jobs.foreground import ForegroundFn, whole_frame
 from gloper_jobs.methods.base import SegmentContext, Segmenter
 from gloper_jobs.scoring.metrics import scores_at
@@ -57,6 +59,20 @@ def item_output_dir(results_dir: Path, rel_path: str) -> Path:
     return Path(results_dir) / rel_path
 
 
+def working_side(segmenter: Segmenter, foreground_fn: ForegroundFn | None) -> int | None:
+    """The side to decode a photo at: ``DECODE_MARGIN`` x the larger of what the segmenter
+    and the foreground need, or None (full resolution) when either needs the full photo."""
+    need = segmenter.input_side()
+    if need is None:
+        return None
+    if foreground_fn is not None:
+        fg_side: int | None = getattr(foreground_fn, "input_side", None)
+        if fg_side is None:
+            return None
+        need = max(need, fg_side)
+    return need * defaults.DECODE_MARGIN
+
+
 def process_photo(
     path: Path,
     segmenter: Segmenter,
@@ -67,22 +83,35 @@ def process_photo(
     eval_size: int = 256,
     max_pixels: int | None = None,
     overlay: bool = False,
+    decode: str = defaults.DECODE,
+    write_candidates: str = defaults.WRITE_CANDIDATES,
 ) -> ItemOutcome:
     """Segment one photo and write ``<out_dir>/<candidate>.png`` at the photo's size,
     ``<out_dir>/choice.json`` naming the chosen one (and ``overlay.png``, the choice drawn
     on the photo, with ``overlay``).
 
+    With ``decode="working"`` the photo is decoded at the size the segmenter and the
+    foreground need (:func:`working_side`) when both say what it is; masks are still
+    written at the photo's full size. ``full`` (and ``overlay``) decode every pixel.
+
+    Every candidate is recorded as a COCO RLE at the working size; ``write_candidates``
+    says which are also written as full-resolution PNGs: ``choice`` (the chosen one) or
+    ``all``. A candidate without a file has an empty ``mask_path``.
+
     Raises the library's errors (:class:`ImageLoadError` for a bad photo) for
     the caller to record; an unreadable label only adds a note.
     """
     t0 = time.perf_counter()
-    image = load_image(path, max_pixels) if max_pixels else load_image(path)
-    h, w = image.shape[:2]
+    side = None if overlay or decode == "full" else working_side(segmenter, foreground_fn)
+    photo = load_photo(path, max_pixels or defaults.MAX_IMAGE_PIXELS, side)
+    image, h, w = photo.image, photo.height, photo.width
     t_load = time.perf_counter()
     fg = foreground_fn(image) if foreground_fn is not None else whole_frame(image)
     t_fg = time.perf_counter()
     seg = segmenter.segment(image, fg.mask, SegmentContext(species=species, name=Path(path).name))
     timings = {"load": t_load - t0, "foreground": t_fg - t_load, "segment": time.perf_counter() - t_fg}
+    if "seconds" in seg.info:  # the network's own share of segment (the dataset model reports it)
+        timings["network"] = float(seg.info["seconds"])
     label = None
     note = None
     if label_path is not None:
@@ -92,19 +121,24 @@ def process_photo(
             note = str(exc)
     if fg.fallback:
         note = "; ".join(filter(None, [note, f"foreground degenerate ({fg.fraction:.3f} of frame): whole frame used"]))
+    t_written = time.perf_counter()
     clean_partial(out_dir)
     records: list[CandidateRecord] = []
     for name, mask in seg.candidates.items():
-        mask_path = out_dir / f"{name}.png"
-        write_mask(mask_path, resize_mask(mask, (h, w)))
+        mask_path = ""
+        if write_candidates == "all" or name == seg.choice:
+            mask_path = str(out_dir / f"{name}.png")
+            write_mask(Path(mask_path), resize_mask(mask, (h, w)))
         sc = scores_at(mask, label, eval_size).as_dict() if label is not None else None
         records.append(CandidateRecord(
-            name=name, mask_path=str(mask_path), is_choice=(name == seg.choice),
+            name=name, mask_path=mask_path, is_choice=(name == seg.choice),
             derived=name in seg.derived, pattern_fraction=float(mask.mean()), scores=sc,
+            rle=encode(mask).as_coco(),
         ))
     write_choice(out_dir, seg.choice, records)
     if overlay:
         write_overlay(out_dir / OVERLAY_NAME, image, resize_mask(seg.candidates[seg.choice], (h, w)), fg.mask)
+    timings["write"] = time.perf_counter() - t_written
     return ItemOutcome(
         candidates=records, choice=seg.choice, seconds=time.perf_counter() - t0, width=w, height=h,
         foreground_fraction=fg.fraction, foreground_fallback=fg.fallback,
@@ -136,6 +170,6 @@ def segment_image(image_path: Path, method: str, settings: Settings, out_dir: Pa
     segmenter = build_segmenter(method, settings, profile, params)
     fg_fn = build_foreground(settings, None if foreground else "none")
     outcome = process_photo(Path(image_path), segmenter, out_dir, fg_fn, species=species,
-                            max_pixels=settings.max_image_pixels, overlay=True)
+                            max_pixels=settings.max_image_pixels, overlay=True, write_candidates="all")
     return SegmentResult({c.name: Path(c.mask_path) for c in outcome.candidates}, outcome.choice,
                          out_dir / OVERLAY_NAME, bool(outcome.foreground_fallback))

@@ -179,6 +179,15 @@ class Segmenter(ABC):
     ) -> Segmentation:
         """Segment ``image`` (``HxWx3 uint8 RGB``) within ``foreground`` (``HxW bool``, same HxW)."""
 
+    def input_side(self) -> int | None:
+        """The smallest side of the photo this method's result needs, or None for the full photo.
+
+        A method that resizes every photo to a fixed square may say so; the pipeline then
+        decodes the photo near that size (:func:`~gloper_jobs.data.images.load_photo`).
+        None (the default) keeps every method's results bit for bit.
+        """
+        return None
+
     def working_inputs(self, image: np.ndarray, foreground: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Check the inputs and resize them to the working size S (``params.size``).
 

@@ -41,12 +41,13 @@ def _card(rec: PhotoRecord) -> dict[str, Any]:
     try:
         if chosen is None:
             raise OSError(f"the chosen candidate {rec.item.choice!r} has no mask in the store")
-        card["overlay"] = overlay_thumbnail(photo_location(rec.job, rec.item), chosen.mask_path)
+        card["overlay"] = overlay_thumbnail(photo_location(rec.job, rec.item),
+                                            chosen.mask_path or chosen.mask())
     except Exception as exc:  # noqa: BLE001 - a moved photo must not stop the report
         card["problem"] = f"cannot show this photo: {exc}"
     for c in rec.candidates:
         try:
-            thumb: str | None = mask_thumbnail(c.mask_path)
+            thumb: str | None = mask_thumbnail(c.mask_path or c.mask())
         except (OSError, GloperError):  # a missing file or object
             thumb = None
         card["candidates"].append({"name": c.name, "chosen": c.is_choice, "dice": c.dice, "thumb": thumb})

@@ -57,19 +57,27 @@ def _fit(size: tuple[int, int], side: int) -> tuple[int, int]:
     return max(1, round(h * scale)), max(1, round(w * scale))
 
 
-def overlay_thumbnail(photo: Path | str, mask_path: Path | str, side: int = defaults.REPORT_THUMB_SIDE) -> str:
-    """The photo (longest side ``side``) with the mask tinted, as a JPEG data URI."""
+def _mask(mask: np.ndarray | Path | str) -> np.ndarray:
+    """``HxW bool``: the array itself, or the PNG it names."""
+    return mask if isinstance(mask, np.ndarray) else read_mask(mask)
+
+
+def overlay_thumbnail(photo: Path | str, mask_path: np.ndarray | Path | str,
+                      side: int = defaults.REPORT_THUMB_SIDE) -> str:
+    """The photo (longest side ``side``) with the mask (``HxW bool``, or its PNG) tinted,
+    as a JPEG data URI."""
     with local_copy(photo) as local:  # an s3:// photo is streamed to a temporary file
         image = load_image(local)
     h, w = _fit(image.shape[:2], side)
     small = np.asarray(Image.fromarray(image).resize((w, h), Image.Resampling.BILINEAR), dtype=np.float32)
-    mask = np.asarray(Image.fromarray(read_mask(mask_path)).resize((w, h), Image.Resampling.NEAREST))
+    mask = np.asarray(Image.fromarray(_mask(mask_path)).resize((w, h), Image.Resampling.NEAREST))
     small[mask] = small[mask] * 0.45 + np.array(OVERLAY_RGB, dtype=np.float32) * 0.55
     return _encode(Image.fromarray(small.clip(0, 255).astype(np.uint8)), "JPEG", quality=82)
 
 
-def mask_thumbnail(mask_path: Path | str, side: int = defaults.REPORT_CANDIDATE_SIDE) -> str:
-    """A candidate mask (white = pattern), longest side ``side``, as a PNG data URI."""
-    mask = read_mask(mask_path)
+def mask_thumbnail(mask_path: np.ndarray | Path | str, side: int = defaults.REPORT_CANDIDATE_SIDE) -> str:
+    """A candidate mask (white = pattern; ``HxW bool`` or its PNG), longest side ``side``,
+    as a PNG data URI."""
+    mask = _mask(mask_path)
     h, w = _fit(mask.shape, side)
     return _encode(Image.fromarray(mask).convert("L").resize((w, h), Image.Resampling.BILINEAR))

@@ -115,7 +115,12 @@ class Item(SQLModel, table=True):
 
 
 class Candidate(SQLModel, table=True):
-    """One named mask of an item, where it was written, and its scores if labelled."""
+    """One named mask of an item, where it was written, and its scores if labelled.
+
+    ``mask_path`` is the full-resolution PNG, or ``""`` when only ``rle`` holds the mask:
+    a COCO RLE (``{"size": [h, w], "counts": str}``) at the method's working size, which
+    readers resize to the photo (:func:`gloper_jobs.data.outputs.candidate_mask`).
+    """
 
     __tablename__ = "candidate"
     __table_args__ = (UniqueConstraint("item_id", "name", name="uq_candidate_item_name"),)
@@ -124,6 +129,7 @@ class Candidate(SQLModel, table=True):
     item_id: int = Field(foreign_key="item.id", index=True)
     name: str = Field(max_length=64)
     mask_path: str = Field(sa_column=Column(Text, nullable=False))
+    rle: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     is_choice: bool = False
     derived: bool = False
     pattern_fraction: float = 0.0

@@ -177,6 +177,8 @@ class CandidateRecord:
     derived: bool
     pattern_fraction: float
     scores: dict[str, float] | None
+    #: the mask as a COCO RLE at the method's working size (``{"size": [h, w], "counts": str}``)
+    rle: dict[str, Any] | None = None
 
 
 def record_success(session: Session, item_id: int, candidates: Sequence[CandidateRecord], *,
@@ -191,7 +193,7 @@ def record_success(session: Session, item_id: int, candidates: Sequence[Candidat
     for c in candidates:
         s = c.scores or {}
         values = {
-            "item_id": item_id, "name": c.name, "mask_path": c.mask_path, "is_choice": c.is_choice,
+            "item_id": item_id, "name": c.name, "mask_path": c.mask_path, "rle": c.rle, "is_choice": c.is_choice,
             "derived": c.derived, "pattern_fraction": c.pattern_fraction, "dice": s.get("dice"),
             "iou": s.get("iou"), "precision": s.get("precision"), "recall": s.get("recall"),
         }

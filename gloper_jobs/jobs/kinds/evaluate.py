@@ -22,7 +22,7 @@ from sqlmodel import Session, col, select
 
 from gloper_jobs.data.datasets import DatasetItem
 from gloper_jobs.data.labels import load_label
-from gloper_jobs.data.outputs import read_mask
+from gloper_jobs.data.outputs import candidate_mask
 from gloper_jobs.exceptions import JobNotFoundError, LabelError
 from gloper_jobs.jobs.kinds.base import (
     MANIFEST,
@@ -90,9 +90,9 @@ def score_item(session: Session, job: Job, item: Item) -> Scored:
                          .order_by(col(Candidate.name))).all()
     records = []
     for c in cands:
-        mask = read_mask(c.mask_path)
+        mask = candidate_mask(c.mask_path, c.rle)
         records.append(CandidateRecord(
-            name=c.name, mask_path=c.mask_path, is_choice=c.is_choice, derived=c.derived,
+            name=c.name, mask_path=c.mask_path, rle=c.rle, is_choice=c.is_choice, derived=c.derived,
             pattern_fraction=float(mask.mean()), scores=scores_at(mask, label, job.eval_size).as_dict(),
         ))
     return Scored(records, source, time.perf_counter() - t0)

@@ -24,6 +24,7 @@ from gloper_jobs.methods.base import (
     Segmenter,
     check_inputs,
 )
+from gloper_jobs.methods.choice import EVIDENCE_SIZE
 from gloper_jobs.methods.gloper.engine import train_sizes
 from gloper_jobs.methods.gloper.params import PAPER_LOCAL_SIZES, GloperParams
 from gloper_jobs.methods.gloper.readout import LIGHTER_SUFFIX, read_out
@@ -77,6 +78,13 @@ class GloperSegmenter(Segmenter):
     @classmethod
     def settings_defaults(cls, settings: Any) -> dict[str, Any]:
         return {"device": settings.device}
+
+    def input_side(self) -> int | None:
+        """The dataset model reads the photo at S and its colours at the evidence size;
+        per-photo GloPER keeps the full photo (its results are pinned)."""
+        if not cast(GloperParams, self.params).model:
+            return None
+        return max(cast(GloperParams, self.params).size, EVIDENCE_SIZE)
 
     def close(self) -> None:
         if self._model is not None:
