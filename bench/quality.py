@@ -5,9 +5,11 @@
 
 Each method runs at its defaults (the ``cpu`` profile, GloPER's CPU profile
 included) on the same u2netp foreground. Writes JSON with, per image, the Dice of
-every candidate, the oracle (best non-derived candidate), the label-free choice and
-the seconds; prints per-species tables per method. Methods whose weights are missing
-are reported as skipped, not failed.
+every candidate, the oracle (best non-derived candidate), the label-free choice, the
+label-free choice in the better polarity (``oracle_polarity``, methods with two readings)
+and the seconds; prints per-species tables per method. Methods whose weights are missing
+are reported as skipped, not failed. The polarity policies on held-out species and the
+calibrated figures per species: ``python -m bench.polarity_species``.
 """
 
 from __future__ import annotations
@@ -67,8 +69,11 @@ def evaluate_segmenter(name: str, seg: Segmenter, prepared: list[tuple[Any, Any,
             dice = {c.name: round((c.scores or {})["dice"], 4) for c in out.candidates}
             oracle = max((c.name for c in out.candidates if not c.derived), key=lambda c: dice[c])
             info = {k: v for k, v in out.info.items() if k not in ("device", "timings")}
+            polarity = info.get("polarity")
+            readings: dict[str, str] = polarity.get("candidates", {}) if isinstance(polarity, dict) else {}
             rows.append({"rel_path": it.rel_path, "species": it.species, "dice": dice, "oracle": oracle,
                          "oracle_dice": dice[oracle], "choice": out.choice, "choice_dice": dice[out.choice],
+                         "oracle_polarity_dice": max((dice[c] for c in readings.values()), default=None),
                          "seconds": round(sec, 3), "info": info})
             scores.append(ItemScore(it.rel_path, it.species, oracle, dice[oracle], out.choice, dice[out.choice]))
             print(f"  {name:<10} {it.rel_path:<45} oracle {dice[oracle]:.3f} ({oracle})  "
@@ -82,8 +87,12 @@ def evaluate_segmenter(name: str, seg: Segmenter, prepared: list[tuple[Any, Any,
         "mean_seconds": round(sum(r["seconds"] for r in rows) / n, 3),
         "species": [r.__dict__ for r in species_rows(scores)],
     }
+    if all(r["oracle_polarity_dice"] is not None for r in rows):
+        result["mean_oracle_polarity_dice"] = round(sum(r["oracle_polarity_dice"] for r in rows) / n, 4)
     print(format_species_table(species_rows(scores), f"\n{name} ({result['mean_seconds']} s/photo) · "
                                                      f"Dice at {eval_size}x{eval_size}"))
+    if "mean_oracle_polarity_dice" in result:
+        print(f"label-free choice in the better polarity per photo: {result['mean_oracle_polarity_dice']:.3f}")
     return result
 
 
