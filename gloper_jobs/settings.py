@@ -124,7 +124,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from gloper_jobs import defaults
@@ -225,18 +232,12 @@ class Settings(BaseSettings):
             )
         return value
 
-    @field_validator("decode")
+    @field_validator("decode", "write_candidates")
     @classmethod
-    def _known_decode(cls, value: str) -> str:
-        if value not in defaults.DECODE_MODES:
-            raise ValueError(f"unknown decode mode {value!r}; use one of {', '.join(defaults.DECODE_MODES)}")
-        return value
-
-    @field_validator("write_candidates")
-    @classmethod
-    def _known_write_candidates(cls, value: str) -> str:
-        if value not in defaults.WRITE_CANDIDATES_MODES:
-            raise ValueError(f"unknown value {value!r}; use one of {', '.join(defaults.WRITE_CANDIDATES_MODES)}")
+    def _known_mode(cls, value: str, info: ValidationInfo) -> str:
+        modes = {"decode": defaults.DECODE_MODES, "write_candidates": defaults.WRITE_CANDIDATES_MODES}[str(info.field_name)]
+        if value not in modes:
+            raise ValueError(f"unknown value {value!r}; use one of {', '.join(modes)}")
         return value
 
     @field_validator("device")

@@ -86,12 +86,15 @@ def test_worker_streams_each_photo_and_uploads_each_mask(s3: tuple[dict[str, str
     cands = candidate_rows(store, job.id or 0)
     objects = _objects(fs, job.results_dir.removeprefix("s3://"))
     masks = [o for o in objects if o.endswith(".png")]
-    assert len(masks) == len(cands) > 3 and sum(o.endswith("choice.json") for o in objects) == 3
+    # the chosen mask of each photo is uploaded; every candidate is an RLE in the store
+    assert len(masks) == 3 and len(cands) == 6 and sum(o.endswith("choice.json") for o in objects) == 3
     with store.session() as s:
         stored = repo.item_candidates(s, job.id or 0)
     for _, c in stored:
-        assert c.mask_path.startswith(job.results_dir + "/") and c.mask_path.removeprefix("s3://") in masks
-    item, first = stored[0]
+        assert c.rle is not None and bool(c.mask_path) == c.is_choice
+        assert not c.mask_path or (c.mask_path.startswith(job.results_dir + "/")
+                                   and c.mask_path.removeprefix("s3://") in masks)
+    item, first = next((i, c) for i, c in stored if c.mask_path)
     assert item.height and read_mask(first.mask_path).shape == (item.height, item.width)  # read back from S3
     assert list((tmp_path / "staging").rglob("*.*")) == []  # every photo and mask deleted after its item
 
@@ -193,7 +196,10 @@ def test_two_workers_sharing_no_folder_process_an_archive_that_lives_in_s3(
         the_job = repo.get_job(s, job)
         stored = repo.item_candidates(s, job)
     masks = [o for o in _objects(fs, the_job.results_dir.removeprefix("s3://")) if o.endswith(".png")]
-    assert len(masks) == len(stored) and all(c.mask_path.removeprefix("s3://") in masks for _, c in stored)
+    # one object per photo (its chosen mask); every candidate is an RLE in the store
+    written = [c for _, c in stored if c.mask_path]
+    assert len(masks) == len(written) == len({i.id for i, _ in stored}) and all(c.rle for _, c in stored)
+    assert all(c.mask_path.removeprefix("s3://") in masks for c in written)
     # nothing went to a local results folder, and each node's scratch holds no photo or mask any more
     for folder, _ in nodes:
         assert not (folder / "results").exists() and not (folder / "gloper-results").exists()

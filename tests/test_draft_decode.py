@@ -122,3 +122,14 @@ def test_working_side_asks_every_consumer() -> None:
     assert working_side(_Sized(256), lambda img: img) is None  # type: ignore[arg-type, return-value]
     # per-photo GloPER keeps the full photo (its results are pinned); the dataset model does not
     assert create_segmenter("gloper").input_side() is None
+
+
+def test_settings_refuse_unknown_modes() -> None:
+    from gloper_jobs.exceptions import ConfigurationError
+    from gloper_jobs.settings import Settings
+
+    assert Settings.from_env(decode="full", write_candidates="all").write_candidates == "all"
+    with pytest.raises(ConfigurationError, match="GLOPER_DECODE.*use one of working, full"):
+        Settings.from_env(decode="fast")
+    with pytest.raises(ConfigurationError, match="GLOPER_WRITE_CANDIDATES.*use one of choice, all"):
+        Settings.from_env(write_candidates="some")

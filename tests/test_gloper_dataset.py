@@ -161,7 +161,8 @@ def test_gloper_run_with_a_model_records_masks(tiny_model: Path, settings: Setti
     assert {c.name for c in cands} == {f"{base}{pol}" for pol in ("", "_lighter")
                                        for base in ("local_4", "local_8", "fused", "consensus")}
     assert all(i.info and i.info["polarity"]["polarity"] in ("darker", "lighter") for i in items)
-    assert all(Path(c.mask_path).is_file() for c in cands) and all(c.dice is not None for c in cands)
+    assert all(Path(c.mask_path).is_file() for c in cands if c.is_choice) and all(c.dice is not None for c in cands)
+    assert all(c.rle is not None and bool(c.mask_path) == c.is_choice for c in cands)
     assert all(i.info and i.info["model"] == str(tiny_model.resolve()) and i.info["model_step"] == 4 for i in items)
     # a warm start trains a copy per photo; the loaded model itself is untouched
     seg = build_segmenter("gloper", settings, None, {**params, "finetune_steps": 2})

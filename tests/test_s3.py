@@ -54,8 +54,9 @@ def test_run_export_and_report_through_s3(fs: s3fs.S3FileSystem, s3_env: dict[st
     local = sorted(p.relative_to(local_job).as_posix() for p in local_job.rglob("*") if p.is_file())
     fs.invalidate_cache()
     remote = sorted(k.removeprefix("results/runs/job-00001-kmeans/") for k in fs.find("results/runs"))
-    assert remote == local and any(k.endswith("choice.json") for k in remote) and len(local) == 6
-    png = next(k for k in local if k.endswith("cluster_0.png"))
+    # per photo its chosen mask and choice.json (the other candidates are RLEs in the store)
+    assert remote == local and any(k.endswith("choice.json") for k in remote) and len(local) == 4
+    png = next(k for k in local if k.endswith(".png"))
     assert fs.cat_file(f"results/runs/job-00001-kmeans/{png}") == (local_job / png).read_bytes()
 
     # a second run downloads nothing again and processes nothing again
