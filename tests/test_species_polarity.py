@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from PIL import Image
 from sqlmodel import col, select
 
 from gloper_jobs.data.synthetic import make_dataset
@@ -52,6 +53,10 @@ def _choices(store: Store, job_id: int) -> dict[str, tuple[Item, str]]:
             assert len(chosen) == 1 and chosen[0].name == item.choice, item.rel_path
             doc = json.loads((Path(chosen[0].mask_path).parent / "choice.json").read_text())
             assert doc["choice"] == item.choice and doc["mask"] == f"{item.choice}.png"
+            # the chosen mask is a full-resolution PNG, also after a re-pointing to a candidate
+            # that was stored only as an RLE
+            with Image.open(chosen[0].mask_path) as png:
+                assert png.size == (item.width, item.height)
             out[item.rel_path] = (item, chosen[0].name)
     return out
 

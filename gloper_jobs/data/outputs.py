@@ -105,12 +105,26 @@ def clean_partial(folder: Path) -> int:
     return removed
 
 
-def repoint_choice(folder: Path, choice: str) -> Path:
-    """Rewrite ``<folder>/choice.json`` to name ``choice`` (a candidate already written there)."""
-    path = Path(folder) / CHOICE_FILE
-    doc = json.loads(path.read_text())
+def repoint_choice(folder: str | Path, choice: str, mask: np.ndarray | None = None) -> str | None:
+    """Rewrite ``<folder>/choice.json`` to name ``choice``; ``folder`` is a local folder or an
+    ``s3://`` prefix (a queue worker's upload).
+
+    ``mask`` (``HxW bool`` at the photo's size) is the new choice's mask when no file was
+    written for it (only the chosen candidate gets a full-resolution PNG by default): it is
+    written as ``<folder>/<choice>.png`` first, and its location returned (else None).
+    """
+    from gloper_jobs.storage import read_bytes, write_bytes
+
+    base = str(folder).rstrip("/")
+    written = None
+    if mask is not None:
+        buf = io.BytesIO()
+        Image.fromarray(mask.astype(bool)).convert("1").save(buf, format="PNG", optimize=True)
+        written = write_bytes(f"{base}/{choice}.png", buf.getvalue())
+    doc = json.loads(read_bytes(f"{base}/{CHOICE_FILE}"))
     doc["choice"], doc["mask"] = choice, f"{choice}.png"
-    tmp = path.with_name(f"{TMP_MARK}{os.getpid()}-{path.name}")
-    tmp.write_text(json.dumps(doc, indent=1) + "\n")
-    os.replace(tmp, path)
-    return path
+    for entry in doc.get("candidates", []):
+        if entry.get("name") == choice and written is not None:
+            entry["mask"] = f"{choice}.png"
+    write_bytes(f"{base}/{CHOICE_FILE}", (json.dumps(doc, indent=1) + "\n").encode())
+    return written

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -118,7 +117,7 @@ def decide_species_polarity(session: Session, job: Job, overrides: Mapping[str, 
     """
     from sqlmodel import select
 
-    from gloper_jobs.data.outputs import repoint_choice
+    from gloper_jobs.data.outputs import candidate_mask, repoint_choice
     from gloper_jobs.methods.choice import SPECIES_MARGIN, SPECIES_RULES
     from gloper_jobs.store.models import Candidate, Item, ItemStatus
 
@@ -152,13 +151,21 @@ def decide_species_polarity(session: Session, job: Job, overrides: Mapping[str, 
             if call.how == "fixed" or target is None or target == item.choice:
                 continue
             cands = session.exec(select(Candidate).where(Candidate.item_id == item.id)).all()
-            if not any(c.name == target for c in cands):
+            new = next((c for c in cands if c.name == target), None)
+            old = next((c for c in cands if c.is_choice and c.mask_path), None)
+            if new is None or old is None:
                 continue
+            # the item's folder (or s3:// prefix) is where its chosen mask was written; the new
+            # choice gets its full-resolution PNG there from its stored RLE when it had none
+            folder = old.mask_path.rsplit("/", 1)[0]
+            size = (item.height, item.width) if item.height and item.width else None
+            mask = None if new.mask_path else candidate_mask("", new.rle, size)
+            written = repoint_choice(folder, target, mask)
             for c in cands:
                 c.is_choice = c.name == target
+                if c is new and written is not None:
+                    c.mask_path = written
                 session.add(c)
-                if c.is_choice:
-                    repoint_choice(Path(c.mask_path).parent, target)
             item.choice = target
             session.add(item)
             repointed += 1
