@@ -286,6 +286,9 @@ def test_transient_errors_are_released_then_fail_the_item_when_retries_run_out(
     from gloper_jobs.jobs.execution import execute_item
 
     class OutOfMemory:
+        def input_side(self) -> None:  # full decoding, as every built-in per-photo method
+            return None
+
         def segment(self, *args: object, **kwargs: object) -> None:
             raise DeviceOutOfMemoryError("out of GPU memory: lower size")
 
