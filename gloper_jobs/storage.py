@@ -112,8 +112,8 @@ def stage_tree(url: str, staging_dir: Path) -> Path:
     resumed run only downloads what is new. The rest come in one fsspec ``get``
     (concurrent with s3fs), each to a ``.partial-`` name renamed into place once
     it is whole, so no reader sees half a photo. Raises :class:`StorageError`
-    when the URL holds no image or a download fails (keeping the files that
-    arrived whole).
+    when the URL holds no image, a key would leave ``staging_dir`` (``..`` parts), or a
+    download fails (keeping the files that arrived whole).
     """
     fs, root = filesystem(url)
     root = root.rstrip("/")
@@ -126,11 +126,16 @@ def stage_tree(url: str, staging_dir: Path) -> Path:
     images = {k: v for k, v in listing.items() if k.lower().endswith(defaults.IMAGE_EXTENSIONS)}
     if not images:
         raise StorageError(f"{url}: no images under this prefix (looked for {', '.join(defaults.IMAGE_EXTENSIONS)})")
-    wanted: dict[str, Path] = {}
-    for key, info in sorted(images.items()):
-        dest = local_root / key[len(root):].lstrip("/")
-        if not (dest.is_file() and dest.stat().st_size == info.get("size")):
-            wanted[key] = dest
+    from gloper_jobs.paths import is_inside
+
+    dests = {key: local_root / key[len(root):].lstrip("/") for key in sorted(images)}
+    escaping = [key for key, dest in dests.items() if not is_inside(dest, local_root)]
+    if escaping:  # before any download: an object named ".." must not write outside the staging folder
+        raise StorageError(
+            f"{url}: object key(s) {', '.join(escaping[:3])} would leave the staging folder {local_root}; "
+            "rename them in the bucket (no '..' parts) or leave them out with --manifest")
+    wanted = {key: dest for key, dest in dests.items()
+              if not (dest.is_file() and dest.stat().st_size == images[key].get("size"))}
     partial = [d.with_name(f".partial-{os.getpid()}-{d.name}") for d in wanted.values()]
     for folder in {t.parent for t in partial}:  # async filesystems make them, the others need not
         folder.mkdir(parents=True, exist_ok=True)

@@ -59,3 +59,20 @@ def test_a_failed_download_names_the_url_and_keeps_only_whole_files(store: DirFi
     assert staged == ["b/p/good.jpg"]
     with pytest.raises(StorageError, match="no images under this prefix"):
         storage.stage_tree("s3://b/empty", tmp_path / "staged")
+
+
+def test_a_key_that_leaves_the_staging_folder_is_refused_before_any_download(
+        store: DirFileSystem, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """S3 keys may hold '..' parts: staged as they are, one would write outside the folder."""
+    store.pipe({"b/p/Zebra/a.jpg": b"aa"})
+    real_find = store.find
+
+    def find(path: str, **kwargs: Any) -> Any:
+        found = real_find(path, **kwargs)
+        found["b/p/../../../escaped.jpg"] = {"name": "b/p/../../../escaped.jpg", "size": 2, "type": "file"}
+        return found
+
+    monkeypatch.setattr(store, "find", find)
+    with pytest.raises(StorageError, match=r"b/p/\.\./\.\./\.\./escaped\.jpg would leave the staging folder"):
+        storage.stage_tree("s3://b/p", tmp_path / "staged" / "here")
+    assert not any(p.is_file() for p in tmp_path.rglob("*") if "objects" not in p.parts)  # nothing fetched
