@@ -312,3 +312,24 @@ def test_calibration_with_a_dataset_model_and_settings_from(tiny_model: Path, se
             p = learnt[item.species]
             assert item.choice == p["choice"] + ("_lighter" if p["polarity"] == "lighter" else "")
             assert item.info and item.info["polarity"]["rule"] == "fixed"
+
+
+def test_a_version_1_checkpoint_loads_with_its_heads_renamed(tiny_model: Path, tmp_path: Path) -> None:
+    """Checkpoints written before GloPER was one package named head sets by local size
+    (``logits.8.weight``); they load as version 2 (by position) and extract the same weights."""
+    data = torch.load(tiny_model, map_location="cpu", weights_only=True)
+    sizes = [int(v) for v in data["settings"]["local_sizes"]]
+    old_names = {}
+    for key, value in data["state_dict"].items():
+        parts = key.split(".")
+        if parts[0] in ("logits", "head_a", "head_b"):
+            parts[1] = str(sizes[int(parts[1])])
+        old_names[".".join(parts)] = value
+    assert "logits.8.weight" in old_names and "logits.1.weight" not in old_names
+    old = tmp_path / "v1.pt"
+    torch.save({**data, "version": 1, "state_dict": old_names}, old)
+    new_ck, old_ck = load_checkpoint(tiny_model), load_checkpoint(old)
+    assert old_ck.state_dict.keys() == new_ck.state_dict.keys()
+    image = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    for ls in sizes:
+        assert torch.equal(pattern_weights(old_ck.network(), image)[ls], pattern_weights(new_ck.network(), image)[ls])
