@@ -31,6 +31,8 @@ DECODE_MARGIN = 2
 #: ``choice`` (the chosen mask) or ``all``
 WRITE_CANDIDATES_MODES = ("choice", "all")
 WRITE_CANDIDATES = "choice"
+#: the most photos an embedded run processes at once by default (one per core up to this)
+RUN_PHOTOS_MAX = 4
 # A mask covering less (or more) than this share of the frame is degenerate:
 # the whole frame is used instead and the item records the fallback.
 FOREGROUND_MIN_FRACTION = 0.02

@@ -30,6 +30,10 @@ GLOPER_DECODE              ``working`` (default): decode a photo at the size its
 GLOPER_WRITE_CANDIDATES    ``choice`` (default): the chosen mask as a full-resolution
                            PNG, every candidate as an RLE in the store; ``all``:
                            every candidate's PNG too
+GLOPER_RUN_PHOTOS          photos an embedded ``gloper run`` processes at once, in
+                           threads sharing the cores (one per core, at most 4);
+                           torch and the foreground model get cores / photos
+                           threads each unless GLOPER_TORCH_THREADS says otherwise
 GLOPER_EXAMPLES_DIR        the shared example photos, for tests and benchmarks
 GLOPER_SAM_CHECKPOINT      SAM weights: a ``sam_vit_*.pth`` file, or a folder holding
                            the published files (``sam_vit_h_4b8939.pth`` ...)
@@ -169,6 +173,7 @@ class Settings(BaseSettings):
     eval_size: int = defaults.EVAL_SIZE
     decode: str = defaults.DECODE
     write_candidates: str = defaults.WRITE_CANDIDATES
+    run_photos: int | None = None
     examples_dir: Path | None = None
     sam_checkpoint: Path | None = None
     clipseg_weights: Path | None = None
@@ -253,6 +258,7 @@ class Settings(BaseSettings):
         "calibrate_time_limit", "train_soft_time_limit", "train_time_limit", "retry_backoff",
         "retry_backoff_max", "visibility_timeout", "max_deliveries", "heartbeat_seconds", "stale_seconds",
         "stranded_seconds", "broker_check_seconds", "submit_batch", "flower_port", "worker_boot_timeout",
+        "run_photos",
     )
     @classmethod
     def _positive(cls, value: int | None) -> int | None:

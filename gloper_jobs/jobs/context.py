@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import socket
 import tempfile
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
@@ -71,9 +72,11 @@ class WorkerContext:
             self._foregrounds[model] = build_foreground(self.settings, model)
         return self._foregrounds[model]
 
-    def segmenter(self, method: str, profile: str | None, params: dict[str, Any]) -> Segmenter:
-        """The cached segmenter of a job's method and an item's parameters (plus ``overrides``)."""
-        return self.segmenters.get(method, profile, {**params, **self.overrides})
+    def segmenter(self, method: str, profile: str | None,
+                  params: dict[str, Any]) -> AbstractContextManager[Segmenter]:
+        """The cached segmenter of a job's method and an item's parameters (plus ``overrides``),
+        held for a ``with`` block (items of an embedded run may run in several threads)."""
+        return self.segmenters.lease(method, profile, {**params, **self.overrides})
 
     def process(self, job: Job, item: Item, segmenter: Segmenter, out_dir: Path | str) -> ItemOutcome:
         """Segment ``item``'s photo with the job's foreground, label and Dice size into ``out_dir``

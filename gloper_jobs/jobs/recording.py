@@ -67,6 +67,36 @@ def close_if_drained(session: Session, job: Job) -> bool:
     return True
 
 
+@dataclass(frozen=True)
+class ItemFailure:
+    """A bad item's error, caught where it ran (possibly another thread), to be recorded."""
+
+    message: str
+    traceback: str
+
+
+def attempt(ctx: WorkerContext, job: Job, item: Item) -> ItemOutcome | ItemFailure:
+    """Run ``item`` with its job's kind, touching no database: its outcome, or the
+    :class:`ItemFailure` of a bad item (any error but a :class:`TransientError`, which
+    propagates for the caller to retry). Safe to call from several threads at once."""
+    try:
+        return get_kind(job.kind).run_item(ctx, job, item)
+    except TransientError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - isolate a bad photo: record it, keep going
+        return ItemFailure(failure_message(exc), traceback.format_exc())
+
+
+def record_result(session: Session, ctx: WorkerContext, item_id: int,
+                  result: ItemOutcome | ItemFailure) -> ItemResult:
+    """Record what :func:`attempt` returned (in the caller's transaction)."""
+    if isinstance(result, ItemFailure):
+        repo.record_failure(session, item_id, result.message, result.traceback)
+        return ItemResult(item_id, ItemStatus.failed.value, result.message)
+    record_outcome(session, item_id, result, host=ctx.host, device=ctx.device_label(result.device))
+    return ItemResult(item_id, ItemStatus.done.value)
+
+
 def run_and_record(ctx: WorkerContext, job: Job, item: Item) -> ItemResult:
     """Run ``item`` with its job's kind and record the outcome, or the error of a bad item.
 
@@ -74,18 +104,8 @@ def run_and_record(ctx: WorkerContext, job: Job, item: Item) -> ItemResult:
     kept) and the run goes on; a transient one propagates for the caller to retry.
     The job is closed when this was its last item.
     """
-    item_id = repo.require_id(item)
-    try:
-        outcome = get_kind(job.kind).run_item(ctx, job, item)
-    except TransientError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - isolate a bad photo: record it, keep going
-        message = failure_message(exc)
-        with ctx.store.session() as s:
-            record_error(s, item_id, message)
-            close_if_drained(s, job)
-        return ItemResult(item_id, ItemStatus.failed.value, message)
+    result = attempt(ctx, job, item)
     with ctx.store.session() as s:
-        record_outcome(s, item_id, outcome, host=ctx.host, device=ctx.device_label(outcome.device))
+        recorded = record_result(s, ctx, repo.require_id(item), result)
         close_if_drained(s, job)
-    return ItemResult(item_id, ItemStatus.done.value)
+    return recorded

@@ -8,23 +8,30 @@ and no half-written files (masks are renamed into place).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
+from gloper_jobs import defaults
 from gloper_jobs.exceptions import TransientError
 from gloper_jobs.jobs.context import WorkerContext
 from gloper_jobs.jobs.kinds import KINDS, SubmitRequest
+from gloper_jobs.jobs.pipeline import ItemOutcome
 from gloper_jobs.jobs.recording import (
+    ItemFailure,
+    ItemResult,
+    attempt,
     close_if_drained,
     failure_message,
     record_error,
-    run_and_record,
+    record_result,
 )
 from gloper_jobs.scoring.reports import job_report
 from gloper_jobs.settings import Settings
-from gloper_jobs.store import ItemStatus, Job, Store
+from gloper_jobs.store import Item, ItemStatus, Job, Store
 from gloper_jobs.store import repository as repo
 
 
@@ -77,6 +84,11 @@ def run_dataset(
     from gloper_jobs.inputs import stage
 
     root, origin = stage(dataset, settings)
+    photos = run_photos(settings)
+    if settings.torch_threads is None:  # the cores shared among the photos in flight
+        from gloper_jobs.devices import default_torch_threads
+
+        settings = settings.model_copy(update={"torch_threads": default_torch_threads(photos)})
     ctx = WorkerContext.boot(settings, preload=foreground, store=store)
     extra = {"polarity": polarity} if polarity else {}
     sub = KINDS[kind].record(ctx.store, settings, SubmitRequest(
@@ -97,23 +109,14 @@ def run_dataset(
         todo = todo[:limit]
     bar = _progress(len(todo), f"{method} on {root.name}", progress)
     try:
-        for item in todo:
-            bar.set_postfix_str(item.rel_path[-40:], refresh=False)
-            with ctx.store.session() as s:
-                repo.mark_running(s, repo.require_id(item), host=ctx.host)
-            try:
-                result = run_and_record(ctx, job, item)
-            except TransientError as exc:
-                with ctx.store.session() as s:
-                    record_error(s, repo.require_id(item), "interrupted by a transient error: "
-                                 + failure_message(exc), status=ItemStatus.pending.value)
-                raise
+        for item, result in _run_items(ctx, job, todo, photos):
             if result.status == ItemStatus.failed.value:
                 summary.failed.append((item.rel_path, result.message or ""))
             else:
                 summary.processed += 1
             if on_item:
                 on_item(item.rel_path, result.status)
+            bar.set_postfix_str(item.rel_path[-40:], refresh=False)
             bar.update(1)
     except KeyboardInterrupt:
         with ctx.store.session() as s:
@@ -136,3 +139,61 @@ def _progress(total: int, desc: str, enabled: bool) -> Any:
 
     return tqdm(total=total, desc=desc, unit="photo", disable=not enabled, dynamic_ncols=True,
                 bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_fmt}] {postfix}")
+
+
+def run_photos(settings: Settings) -> int:
+    """Photos an embedded run processes at once: ``GLOPER_RUN_PHOTOS``, else one per core
+    (at most :data:`~gloper_jobs.defaults.RUN_PHOTOS_MAX`)."""
+    from gloper_jobs.devices import available_cores
+
+    return settings.run_photos or max(1, min(available_cores(), defaults.RUN_PHOTOS_MAX))
+
+
+def _run_items(ctx: WorkerContext, job: Job, todo: list[Item],
+               photos: int) -> Iterator[tuple[Item, ItemResult]]:
+    """Run ``todo`` with ``photos`` items at a time and record each as it finishes.
+
+    The items run in worker threads (:func:`attempt`: decoding, the foreground, the
+    method and the mask writes release the GIL, so two photos use two cores); this thread
+    marks them running as they start and records every finished one, several in one
+    transaction when several are ready. A transient error records its item as pending
+    again and stops the run (the items still in flight are reset by the caller's
+    interrupt handling or by the next run)."""
+    job_id = repo.require_id(job)
+    queue = iter(todo)
+    in_flight: dict[Future[ItemOutcome | ItemFailure], Item] = {}
+    pool = ThreadPoolExecutor(max_workers=photos, thread_name_prefix="gloper-item")
+    try:
+        while True:
+            starting = list(islice(queue, photos - len(in_flight)))
+            if starting:
+                with ctx.store.session() as s:
+                    for item in starting:
+                        repo.mark_running(s, repo.require_id(item), host=ctx.host)
+                for item in starting:
+                    in_flight[pool.submit(attempt, ctx, job, item)] = item
+            if not in_flight:
+                return
+            finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+            recorded: list[tuple[Item, ItemResult]] = []
+            transient: tuple[Item, BaseException] | None = None
+            with ctx.store.session() as s:
+                for fut in finished:
+                    item = in_flight.pop(fut)
+                    try:
+                        result = fut.result()
+                    except TransientError as exc:
+                        transient = (item, exc)
+                        record_error(s, repo.require_id(item), "interrupted by a transient error: "
+                                     + failure_message(exc), status=ItemStatus.pending.value)
+                        continue
+                    recorded.append((item, record_result(s, ctx, repo.require_id(item), result)))
+                close_if_drained(s, job)
+            yield from recorded
+            if transient is not None:
+                with ctx.store.session() as s:  # the others in flight are abandoned: pending again
+                    repo.reset_items(s, job_id, [ItemStatus.running.value])
+                raise transient[1]
+    finally:
+        # on an interrupt, photos already being processed finish in their threads; none starts
+        pool.shutdown(wait=False, cancel_futures=True)

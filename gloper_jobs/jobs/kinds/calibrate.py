@@ -64,7 +64,8 @@ class CalibrateKind(JobKind):
 
         params, photo = cal.setting_of(job, item)
         out_dir = item_output_dir(Path(job.results_dir), photo) / f"setting-{item.rel_path.rpartition('=')[2]}"
-        return ctx.process(job, item, ctx.segmenter(job.method, None, params), out_dir)
+        with ctx.segmenter(job.method, None, params) as segmenter:
+            return ctx.process(job, item, segmenter, out_dir)
 
     def on_drained(self, session: Session, job: Job) -> None:
         cal.best_settings(session, job)

@@ -70,8 +70,8 @@ class ExtractKind(JobKind):
     def run_item(self, ctx: WorkerContext, job: Job, item: Item) -> ItemOutcome:
         from gloper_jobs.remote import output_location
 
-        segmenter = ctx.segmenter(job.method, job.profile, cal.item_params(job, item))
-        return ctx.process(job, item, segmenter, output_location(job.results_dir, item.rel_path))
+        with ctx.segmenter(job.method, job.profile, cal.item_params(job, item)) as segmenter:
+            return ctx.process(job, item, segmenter, output_location(job.results_dir, item.rel_path))
 
     def on_drained(self, session: Session, job: Job) -> None:
         """Decide each species' polarity by its photos' vote and re-point their choices."""

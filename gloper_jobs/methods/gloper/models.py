@@ -19,6 +19,7 @@ networks do.
 from __future__ import annotations
 
 import copy
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -56,10 +57,19 @@ class ModelSet(Protocol):
         """Size ``j``'s AdamW state by parameter name (on the device)."""
 
 
+#: guards torch's global generator while a network draws its seeded initial weights
+_SEEDED = threading.Lock()
+
+
 def new_net(local_size: int, seed: int, state: StateDict | None) -> GloperNet:
-    """A one-size GloperNet seeded like the authors' loop, optionally warm-started from ``state``."""
-    torch.manual_seed(seed)
-    net = GloperNet((local_size,))
+    """A one-size GloperNet seeded like the authors' loop, optionally warm-started from ``state``.
+
+    The initial weights come from torch's global generator: seeding and drawing hold a
+    lock, so photos trained in several threads at once (the embedded run) each get the
+    seed's weights."""
+    with _SEEDED:
+        torch.manual_seed(seed)
+        net = GloperNet((local_size,))
     if state is not None:
         missing, unexpected = net.load_state_dict(dict(state), strict=False)
         wrong = list(unexpected) + [k for k in missing if not k.endswith(_BN_STATS)]
