@@ -75,8 +75,12 @@ def trained_model(examples: Path, path: Path) -> Path:
     return path
 
 
-def stage_split(store_url: str, wall: float) -> dict[str, Any]:
-    """Items done/failed and mean seconds per item of each stage, from the stored timings."""
+def stage_split(store_url: str, wall: float, lanes: int = 1) -> dict[str, Any]:
+    """Items done/failed and mean seconds per item of each stage, from the stored timings.
+
+    ``lanes``: items in flight at once (the embedded run's photos, the queue's workers);
+    each stage's seconds are those of the thread or process that ran it, and ``record``
+    is what the lanes spent outside the items (``wall x lanes / items`` less the stages)."""
     from gloper_jobs.store import Item, ItemStatus, Store
 
     store = Store(store_url)
@@ -99,8 +103,8 @@ def stage_split(store_url: str, wall: float) -> dict[str, Any]:
             sums[k] += stage[k]
     n = max(1, len(done))
     per = {k: round(v / n, 4) for k, v in sums.items()}
-    per["record"] = round(max(0.0, wall / n - sum(per.values())), 4)
-    return {"done": len(done), "failed": len(failed), "errors": sorted({r.error or "" for r in failed})[:5],
+    per["record"] = round(max(0.0, wall * lanes / n - sum(per.values())), 4)
+    return {"lanes": lanes, "done": len(done), "failed": len(failed), "errors": sorted({r.error or "" for r in failed})[:5],
             "seconds_per_item": per}
 
 
@@ -119,7 +123,12 @@ def run_embedded(archive: Path, model: Path, env: dict[str, str], work: Path) ->
     wall = time.perf_counter() - t0
     if proc.returncode not in (0, 1):  # 1: some photos failed (counted below)
         raise SystemExit(f"gloper run exited {proc.returncode}:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
-    return summarise(wall, stage_split(url, wall))
+    from gloper_jobs.jobs.runner import run_photos
+    from gloper_jobs.settings import Settings
+
+    lanes = run_photos(Settings.from_env(**({"run_photos": int(env["GLOPER_RUN_PHOTOS"])}
+                                            if "GLOPER_RUN_PHOTOS" in env else {})))
+    return summarise(wall, stage_split(url, wall, lanes))
 
 
 def run_queue(archive: Path, model: Path, env: dict[str, str], work: Path, workers: int = 2) -> dict[str, Any]:
@@ -134,7 +143,7 @@ def run_queue(archive: Path, model: Path, env: dict[str, str], work: Path, worke
                                     "--param", f"model={model}").stdout)
         wait_drained(cluster, jid)
         wall = time.perf_counter() - t0
-        return summarise(wall, stage_split(cluster.database_url, wall))
+        return summarise(wall, stage_split(cluster.database_url, wall, workers))
 
 
 def parse_variant(text: str) -> tuple[str, dict[str, str]]:
@@ -170,7 +179,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     OUT.mkdir(parents=True, exist_ok=True)
     archive = args.archive or build_archive(OUT / f"archive-{args.photos}-{args.megapixels:g}mp", args.photos,
                                             args.megapixels, examples)
-    model = args.model or trained_model(examples, OUT / "archive-model.pt")
+    model = args.model.resolve() if args.model else trained_model(examples, OUT / "archive-model.pt")
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("GLOPER_")}
     variants = [("default", {}), *(parse_variant(v) for v in args.variant)]
     result: dict[str, Any] = {"machine": machine(), "photos": args.photos, "megapixels": args.megapixels,
