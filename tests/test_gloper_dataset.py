@@ -173,6 +173,18 @@ def test_gloper_run_with_a_model_records_masks(tiny_model: Path, settings: Setti
     assert all(torch.equal(v, before[k]) for k, v in seg._model.net.state_dict().items())  # type: ignore[union-attr]
 
 
+def test_a_model_alone_sets_the_size_and_local_sizes_it_was_trained_for(tiny_model: Path, settings: Settings,
+                                                                       synthetic_dir: Path) -> None:
+    """``--param model=M.pt`` without size or local sizes runs at the checkpoint's (32; 4 and 8,
+    not GloPER's defaults of 128; 8 and 16), and they are part of the job's identity."""
+    summary = run_dataset(synthetic_dir, "gloper", settings, None, {"model": str(tiny_model)}, foreground=False,
+                          progress=False)
+    assert summary.processed == 4 and not summary.failed
+    assert summary.job.params["size"] == 32 and list(summary.job.params["local_sizes"]) == [4, 8]
+    seg = build_segmenter("gloper", settings, "paper", {"model": str(tiny_model)})  # the model wins over a profile
+    assert seg.params.size == 32 and seg.params.local_sizes == (4, 8)  # type: ignore[attr-defined]
+
+
 def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "gloper_jobs.cli", *args], capture_output=True, text=True,
                           env={**os.environ, **env}, timeout=600)

@@ -113,7 +113,9 @@ def test_run_photos_defaults_to_the_cores(settings: Settings, monkeypatch: pytes
     monkeypatch.setattr(devices, "available_cores", lambda: 64)
     assert run_photos(settings) == 4
     assert run_photos(settings.model_copy(update={"run_photos": 3})) == 3
-    with pytest.raises(ValueError, match="positive"):
+    from gloper_jobs.exceptions import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="GLOPER_RUN_PHOTOS.*positive"):
         Settings.from_env(run_photos=0)
 
 

@@ -169,6 +169,12 @@ class Segmenter(ABC):
         (device, weight paths); explicit parameters win. Override per method."""
         return {}
 
+    @classmethod
+    def model_defaults(cls, params: dict[str, Any]) -> dict[str, Any]:
+        """Parameter defaults a model file named in ``params`` dictates (GloPER: a dataset
+        model's size and local sizes); explicit parameters win. Override per method."""
+        return {}
+
     def close(self) -> None:
         """Release heavy state (weights, GPU memory). The cache calls it on eviction."""
         return None

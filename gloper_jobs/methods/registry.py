@@ -125,4 +125,5 @@ def build_segmenter(method: str, settings: Settings, profile: str | None = None,
             from gloper_jobs.remote import cached_checkpoint
 
             merged["model"] = str(cached_checkpoint(merged["model"], settings.weights_dir))
+    merged = {**get_segmenter_class(method).model_defaults(merged), **merged}
     return create_segmenter(method, profile, **merged)

@@ -79,6 +79,17 @@ class GloperSegmenter(Segmenter):
     def settings_defaults(cls, settings: Any) -> dict[str, Any]:
         return {"device": settings.device}
 
+    @classmethod
+    def model_defaults(cls, params: dict[str, Any]) -> dict[str, Any]:
+        """A dataset model runs at the size and local sizes it was trained for: ``--param
+        model=M.pt`` alone takes them from the checkpoint (given ones are checked against it)."""
+        if not params.get("model"):
+            return {}
+        from gloper_jobs.methods.gloper.dataset_model.checkpoint import load_checkpoint
+
+        ck = load_checkpoint(str(params["model"]))
+        return {"size": int(ck.settings["size"]), "local_sizes": ck.local_sizes}
+
     def input_side(self) -> int | None:
         """The dataset model reads the photo at S and its colours at the evidence size;
         per-photo GloPER keeps the full photo (its results are pinned)."""
