@@ -12,7 +12,7 @@ import pytest
 import torch
 from sqlmodel import select
 
-from gloper_jobs.exceptions import GloperError, ModelCheckpointError, ModelSettingsError
+from gloper_jobs.exceptions import GloperError, InvalidParameterError, ModelCheckpointError, ModelSettingsError
 from gloper_jobs.jobs.runner import run_dataset
 from gloper_jobs.jobs.training import model_params
 from gloper_jobs.methods.gloper.dataset_model.checkpoint import (
@@ -169,7 +169,8 @@ def test_gloper_run_with_a_model_records_masks(tiny_model: Path, settings: Setti
     before = {k: v.clone() for k, v in seg._model.net.state_dict().items()}  # type: ignore[union-attr]
     image = (np.random.default_rng(0).random((40, 48, 3)) * 255).astype(np.uint8)
     out = seg.segment(image, np.ones((40, 48), dtype=bool))
-    assert out.info["finetune_steps"] == 2 and out.candidates["fused"].shape == (32, 32)
+    # read out at 256 (bilinear weights), not the model's S=32
+    assert out.info["finetune_steps"] == 2 and out.candidates["fused"].shape == (256, 256)
     assert all(torch.equal(v, before[k]) for k, v in seg._model.net.state_dict().items())  # type: ignore[union-attr]
 
 
@@ -183,6 +184,26 @@ def test_a_model_alone_sets_the_size_and_local_sizes_it_was_trained_for(tiny_mod
     assert summary.job.params["size"] == 32 and list(summary.job.params["local_sizes"]) == [4, 8]
     seg = build_segmenter("gloper", settings, "paper", {"model": str(tiny_model)})  # the model wins over a profile
     assert seg.params.size == 32 and seg.params.local_sizes == (4, 8)  # type: ignore[attr-defined]
+
+
+def test_a_model_is_read_out_at_256_and_per_photo_gloper_at_s(tiny_model: Path, settings: Settings) -> None:
+    """``readout_size`` 0 (auto): a dataset model's masks at max(S, 256), per-photo GloPER's at S,
+    whose job keys therefore stay those recorded before the parameter existed."""
+    from gloper_jobs.methods.gloper.params import GloperParams
+
+    image = (np.random.default_rng(1).random((60, 80, 3)) * 255).astype(np.uint8)
+    fg = np.ones((60, 80), dtype=bool)
+    model = build_segmenter("gloper", settings, None, {"model": str(tiny_model)})
+    assert model.segment(image, fg).candidates["consensus"].shape == (256, 256)
+    assert model.identity()["readout_size"] == 256
+    at_s = build_segmenter("gloper", settings, None, {"model": str(tiny_model), "readout_size": 32})
+    masks = at_s.segment(image, fg).candidates
+    assert masks["consensus"].shape == (32, 32) and "readout_size" not in at_s.identity()
+    per_photo = GloperParams()
+    assert per_photo.readout_side == 128 and "readout_size" not in per_photo.identity()
+    assert GloperParams(readout_size=512).identity()["readout_size"] == 512
+    with pytest.raises(InvalidParameterError, match="readout_size=16 must be 0 \\(auto\\) or between size=32"):
+        build_segmenter("gloper", settings, None, {"model": str(tiny_model), "readout_size": 16})
 
 
 def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -212,7 +233,11 @@ def test_cli_train_records_the_model_and_run_finds_it_by_name(tmp_path: Path, sy
     assert "4 processed" in r.stdout and f"model={out}" in r.stdout
     r = _cli("run", str(synthetic_dir), "-m", "gloper", "--param", "model=nope", env=env)
     assert r.returncode == 2 and "no model named 'nope' in the store (models: syn)" in r.stderr
-    r = _cli("run", str(synthetic_dir), "-m", "gloper", "--param", "model=syn", env=env)
+    # the model alone: its size and local sizes, so the same job as above (nothing left to do)
+    r = _cli("run", str(synthetic_dir), "-m", "gloper", "--param", "model=syn", "--no-foreground", "--no-progress",
+             env=env)
+    assert r.returncode == 0 and "0 processed, 0 failed, 4 already done" in r.stdout, r.stdout + r.stderr
+    r = _cli("run", str(synthetic_dir), "-m", "gloper", "--param", "model=syn", "--param", "size=64", env=env)
     assert r.returncode == 2 and "--param size=32 --param local_sizes=4,8" in r.stderr
     out.write_bytes(out.read_bytes()[:1000])
     r = _cli("run", str(synthetic_dir), "-m", "gloper", "--param", f"model={out}", "--param", "size=32", env=env)

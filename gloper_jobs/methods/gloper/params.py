@@ -25,6 +25,10 @@ PAPER_LOCAL_SIZES = (4, 8, 16, 32, 64, 128, 256)
 PRECISIONS = ("fp32", "tf32", "bf16")
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
 SWITCHES = ("auto", "on", "off")
+#: a dataset model's weight maps are read out at least this large (Dice is scored at 256):
+#: bilinear weights at 256 against the model's S=128 gave +0.009 label-free Dice on the ten
+#: examples (docs/benchmarks.md, "Reading a dataset model out at 256")
+MODEL_READOUT_SIZE = 256
 
 
 def check_local_sizes(size: int, local_sizes: tuple[int, ...]) -> None:
@@ -81,6 +85,9 @@ class GloperParams(GloperFamily):
     """
 
     rho: float = 0.5
+    #: side the weight maps are read out at (bilinear from S): 0 = auto, S for per-photo
+    #: GloPER (its results are pinned), max(S, MODEL_READOUT_SIZE) for a dataset model
+    readout_size: int = 0
     choice: str = "consensus"
     polarity: str = "auto"
     #: a dataset model (``gloper train``): one forward pass per photo instead of ``steps``
@@ -104,6 +111,9 @@ class GloperParams(GloperFamily):
         super().validate()
         if not 0 <= self.rho <= 1:
             raise InvalidParameterError(f"rho={self.rho} must be in [0, 1]")
+        if self.readout_size and not self.size <= self.readout_size <= 4096:
+            raise InvalidParameterError(
+                f"readout_size={self.readout_size} must be 0 (auto) or between size={self.size} and 4096")
         valid_choices = ["consensus", "fused"] + [f"local_{ls}" for ls in self.local_sizes]
         if self.choice not in valid_choices:
             raise InvalidParameterError(f"choice={self.choice!r}: use one of {', '.join(valid_choices)}")
@@ -123,6 +133,22 @@ class GloperParams(GloperFamily):
             raise InvalidParameterError(f"precision={self.precision!r}: use one of {', '.join(PRECISIONS)}")
         if self.compile not in COMPILE_MODES:
             raise InvalidParameterError(f"compile={self.compile!r}: use one of {', '.join(COMPILE_MODES)}")
+
+    @property
+    def readout_side(self) -> int:
+        """The side the masks are read out at (``readout_size`` resolved)."""
+        if self.readout_size:
+            return self.readout_size
+        return max(self.size, MODEL_READOUT_SIZE) if self.model else self.size
+
+    def identity(self) -> dict[str, Any]:
+        """As every method's, with the read-out side resolved and left out where it is S
+        (every job recorded before ``readout_size`` existed read out at S: their keys stay)."""
+        out = super().identity()
+        del out["readout_size"]
+        if self.readout_side != self.size:
+            out["readout_size"] = self.readout_side
+        return out
 
     def engine_options(self, device: torch.device) -> EngineOptions:
         """These settings on ``device`` (``auto`` switches: on with CUDA, off on CPU)."""

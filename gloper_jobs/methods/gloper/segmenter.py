@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
+import cv2
 import numpy as np
 import torch
 
@@ -95,7 +96,7 @@ class GloperSegmenter(Segmenter):
         per-photo GloPER keeps the full photo (its results are pinned)."""
         if not cast(GloperParams, self.params).model:
             return None
-        return max(cast(GloperParams, self.params).size, EVIDENCE_SIZE)
+        return max(cast(GloperParams, self.params).readout_side, EVIDENCE_SIZE)
 
     def close(self) -> None:
         if self._model is not None:
@@ -111,6 +112,10 @@ class GloperSegmenter(Segmenter):
             weights, fg_np, info = self._model.weight_maps(image, foreground, p.finetune_steps, p.seed)
         else:
             weights, fg_np, info = self._train_per_photo(image, foreground, p)
+        side = p.readout_side
+        if side != p.size:  # bilinear weights: boundaries at the read-out's resolution, not S's
+            weights = {ls: cv2.resize(w, (side, side), interpolation=cv2.INTER_LINEAR) for ls, w in weights.items()}
+            fg_np = resize_mask(foreground, (side, side))
         out = read_out(image, foreground, weights, fg_np, p.rho, p.choice, p.polarity)
         return Segmentation(out.candidates, out.choice, derived=out.derived, info={**info, **out.info})
 
