@@ -10,7 +10,8 @@ on; no labels are read), cached under ``bench/out/sweep/`` by its settings. Then
 run, every photo of the dataset and of a synthetic set whose species differ (``gloper
 make-synthetic --polarity both``; the models never saw it) goes through the job pipeline
 (:func:`bench.polarity_species.collect`, u2netp foreground computed once per photo) with
-k-means and with each model. Per configuration it reports, per group (shared, synthetic,
+k-means and with each model (read out at each ``--readouts`` side: ``auto``, max(S, 256),
+or ``S``, the model's own). Per configuration it reports, per group (shared, synthetic,
 all):
 
 * ``label-free``: what a user without labels gets (the model's default mask, the
@@ -142,6 +143,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--dataset", type=Path, default=None, help="default: the example photos")
     ap.add_argument("--config", action="append", default=[], metavar="NAME:K=V,...")
     ap.add_argument("--grid", choices=sorted(GRIDS), default=None, help="default: 'default' unless --config")
+    ap.add_argument("--readouts", default="auto",
+                    help="read-out sides to extract every model at: auto (the default, max(S, 256)), S "
+                         "(the model's size) or a number; comma-separated")
     ap.add_argument("--synthetic", type=Path, default=None)
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
@@ -161,8 +165,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         path, info = train(dataset, params, OUT / "sweep")
         report["configs"][name] = {"params": params, "model": str(path), "training": info}
         print(f"  {info['steps']} steps in {info['seconds']} s, final loss {info['final_loss']}", flush=True)
-        models[name] = {"method": "gloper", "model": str(path), "size": str(info["settings"]["size"]),
-                        "local_sizes": ",".join(str(x) for x in info["settings"]["local_sizes"])}
+        readouts = args.readouts.split(",")
+        for ro in readouts:
+            side = {"auto": "0", "S": str(info["settings"]["size"])}.get(ro, ro)
+            label = name if len(readouts) == 1 else f"{name}@{ro}"
+            models[label] = {"method": "gloper", "model": str(path), "readout_size": side}
+            if label != name:
+                report["configs"][label] = {**report["configs"][name], "readout": ro}
     load_extract = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="bench-sweep-") as tmp:
         synthetic = args.synthetic
@@ -179,6 +188,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for j, name in enumerate(names):
         res = analyse(photos, name)
         entry = report["configs"].setdefault(name, {"params": {}, "model": None, "training": None})
+        entry = report["configs"][name] = dict(entry)  # readout variants share their training entry
         entry["summary"] = res["summary"]
         entry["mask_choice"] = mask_choice(photos, name)
         entry["label_free_by_species"] = {s: round(float(table[i, j]), 4) for i, s in enumerate(sp_names)}

@@ -12,7 +12,12 @@ import pytest
 import torch
 from sqlmodel import select
 
-from gloper_jobs.exceptions import GloperError, InvalidParameterError, ModelCheckpointError, ModelSettingsError
+from gloper_jobs.exceptions import (
+    GloperError,
+    InvalidParameterError,
+    ModelCheckpointError,
+    ModelSettingsError,
+)
 from gloper_jobs.jobs.runner import run_dataset
 from gloper_jobs.jobs.training import model_params
 from gloper_jobs.methods.gloper.dataset_model.checkpoint import (
