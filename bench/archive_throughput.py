@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     examples = default_examples()
     OUT.mkdir(parents=True, exist_ok=True)
-    archive = args.archive or build_archive(OUT / f"archive-{args.photos}-{args.megapixels:g}mp", args.photos,
+    archive = args.archive.resolve() if args.archive else build_archive(OUT / f"archive-{args.photos}-{args.megapixels:g}mp", args.photos,
                                             args.megapixels, examples)
     model = args.model.resolve() if args.model else trained_model(examples, OUT / "archive-model.pt")
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("GLOPER_")}

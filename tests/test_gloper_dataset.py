@@ -67,7 +67,10 @@ def test_network_has_one_head_set_per_local_size() -> None:
 
 def test_params_validate_and_pick_a_crop(settings: Settings) -> None:
     assert _params(settings).crop_size == 16
-    assert model_params(settings, {}).crop_size == 96  # S=128, sizes 8/16: a multiple of 32 within 3/4
+    default = model_params(settings, {})
+    assert (default.size, default.local_sizes, default.batch) == (256, (16, 32), 4)
+    assert default.crop_size == 192  # S=256, sizes 16/32: a multiple of 64 within 3/4
+    assert model_params(settings, {"size": 128, "local_sizes": "8,16"}).crop_size == 96
     with pytest.raises(GloperError, match="crop=24 must be a multiple of 16"):
         _params(settings, crop=24)
     with pytest.raises(GloperError, match="2\\*12 must divide size=32"):
@@ -290,7 +293,7 @@ def test_submit_train_with_a_model_records_one_item_on_the_train_queue(settings:
         model = s.exec(select(Model)).one()
     assert model.status == ModelStatus.training.value and model.step == 0 and model.job_id == sub.job.id
     assert model.checkpoint_path == str(settings.results_dir.resolve() / "models" / "m.pt")
-    with pytest.raises(ModelConflictError, match="model 'm' already exists with settings local_sizes=\\[4, 8\\] \\(asked \\[8, 16\\]\\), size=32 \\(asked 128\\)"):
+    with pytest.raises(ModelConflictError, match="model 'm' already exists with settings local_sizes=\\[4, 8\\] \\(asked \\[16, 32\\]\\), size=32 \\(asked 256\\)"):
         get_kind("train").record(store, settings, SubmitRequest(synthetic_dir, "gloper", model="m"))
     with pytest.raises(GloperError, match="--grid belongs to `submit calibrate`"):
         get_kind("train").record(store, settings, SubmitRequest(synthetic_dir, "gloper", model="m2",

@@ -210,15 +210,21 @@ class EngineOptions:
 class DatasetModelParams(GloperFamily):
     """Training settings of a dataset-level model (``gloper train --param``).
 
-    ``size`` and ``local_sizes`` are GloPER's (the extraction run must use the same).
+    ``size`` and ``local_sizes`` are GloPER's (the extraction runs at the same).
     Each step trains on ``batch`` photos (per process under DDP), each resized to
     ``size``, randomly flipped and cropped to ``crop`` (0: the largest multiple of
-    16 and of ``2 * max(local_sizes)`` within 3/4 of ``size``). Default budget for
-    a 2-core CPU: 300 steps of 8 crops of 96 px, about 5 minutes.
+    16 and of ``2 * max(local_sizes)`` within 3/4 of ``size``). Default: S=256 with
+    local sizes 16 and 32 (the per-photo profile's 8 and 16 windows, at twice the
+    resolution), 300 steps of 4 crops of 192 px, about 6 minutes on a 2-core CPU.
+    ``python -m bench.model_sweep`` chose it: against S=128 with 8/16 it won in every
+    leave-one-species-out fold, on the ten examples (label-free Dice 0.649 vs 0.645)
+    and a synthetic set of other species (0.917 vs 0.907); docs/benchmarks.md.
     """
 
+    size: int = 256
+    local_sizes: tuple[int, ...] = (16, 32)
     steps: int = 300
-    batch: int = 8
+    batch: int = 4
     crop: int = 0
     checkpoint_every: int = 50
 
