@@ -75,6 +75,16 @@ def trained_model(examples: Path, path: Path) -> Path:
     return path
 
 
+def default_model_name() -> str:
+    """The cache file of a model trained with `gloper train`'s defaults, named by them (a
+    change of defaults trains a new one rather than reusing the old defaults' model)."""
+    from gloper_jobs.methods.gloper.params import DatasetModelParams
+
+    p = DatasetModelParams()
+    sizes = "-".join(str(ls) for ls in p.local_sizes)
+    return f"archive-model-s{p.size}-l{sizes}-b{p.batch}-{p.steps}.pt"
+
+
 def stage_split(store_url: str, wall: float, lanes: int = 1) -> dict[str, Any]:
     """Items done/failed and mean seconds per item of each stage, from the stored timings.
 
@@ -179,7 +189,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     OUT.mkdir(parents=True, exist_ok=True)
     archive = args.archive.resolve() if args.archive else build_archive(OUT / f"archive-{args.photos}-{args.megapixels:g}mp", args.photos,
                                             args.megapixels, examples)
-    model = args.model.resolve() if args.model else trained_model(examples, OUT / "archive-model.pt")
+    model = args.model.resolve() if args.model else trained_model(examples, OUT / default_model_name())
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("GLOPER_")}
     variants = [("default", {}), *(parse_variant(v) for v in args.variant)]
     result: dict[str, Any] = {"machine": machine(), "photos": args.photos, "megapixels": args.megapixels,
