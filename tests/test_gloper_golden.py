@@ -1,18 +1,20 @@
 """Per-photo GloPER's masks stay bit-for-bit what they were when its code was one package.
 
-``tests/data/gloper_golden.npz`` holds every candidate mask (packed bits) that per-photo
-GloPER made on two shared photos, under the CPU profile and under the stacked (vmap)
-engine, with the code as it stood before GloPER's modules were merged into
-``gloper_jobs.methods.gloper`` (commit 89d21cf). A refactor of the network, the loss,
-the training loop or the read-out that changes one pixel fails here.
+``tests/data/gloper_golden-<CPU vendor>.npz`` holds every candidate mask (packed bits)
+that per-photo GloPER made on two shared photos, under the CPU profile and under the stacked
+(vmap) engine, with the code as it stood before GloPER's modules were merged into
+``gloper_jobs.methods.gloper`` (commit dcc7af8): ``AuthenticAMD`` made on an AMD EPYC,
+``GenuineIntel`` on an Intel Xeon (both AVX-512, 2 cores). A refactor of the network, the
+loss, the training loop or the read-out that changes one pixel fails here.
 
-Float kernels can differ between CPU instruction sets (oneDNN picks AVX2 or AVX-512
-code paths), so the comparison is exact on the instruction set the file was made on
-(recorded in it) and within 0.5 % of pixels elsewhere, which the test states when it
-applies.
+Float kernels differ between CPUs: oneDNN and OpenCV pick code paths by instruction set and
+by vendor (the same AVX-512 label gave up to 177 of 16,384 pixels apart between the two
+files), so the comparison is exact with the file of this CPU's vendor and instruction set
+(recorded in it) and within 2 % of pixels against the AMD file elsewhere, which the test
+states when it applies.
 
-Regenerate only for an intended change of the masks:
-``python -m tests.test_gloper_golden`` (writes the file from the code as it is).
+Regenerate only for an intended change of the masks, on each kind of CPU:
+``python -m tests.test_gloper_golden`` (writes this CPU's file from the code as it is).
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ from gloper_jobs.data.images import load_image
 from gloper_jobs.methods import create_segmenter
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "gloper-examples"
-GOLDEN = Path(__file__).with_name("data") / "gloper_golden.npz"
+DATA = Path(__file__).with_name("data")
+#: what another CPU's file is compared within (share of pixels)
+OTHER_CPU_TOLERANCE = 0.02
 #: (case name, photo relative to the examples, GloPER parameters)
 CASES: list[tuple[str, str, dict[str, object]]] = [
     ("pandas_cpu", "Pandas/0_-1_70_v025_f000325.jpg", {}),
@@ -71,17 +75,32 @@ def _isa() -> str:
     return str(torch.backends.cpu.get_cpu_capability())
 
 
+def _vendor() -> str:
+    """The CPU's vendor (``GenuineIntel``, ``AuthenticAMD``; ``unknown`` off Linux)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("vendor_id"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
+def _golden_path(vendor: str) -> Path:
+    return DATA / f"gloper_golden-{vendor}.npz"
+
+
 def _write() -> None:
     torch.set_num_threads(1)
-    arrays: dict[str, np.ndarray] = {"isa": np.array(_isa())}
+    arrays: dict[str, np.ndarray] = {"isa": np.array(_isa()), "cpu": np.array(_vendor())}
     for case, rel, params in CASES:
         candidates, choice = _masks(rel, params)
         arrays[f"{case}:choice"] = np.array(choice)
         for name, mask in candidates.items():
             arrays[f"{case}:shape:{name}"] = np.array(mask.shape)
             arrays[f"{case}:mask:{name}"] = np.packbits(mask)
-    GOLDEN.parent.mkdir(exist_ok=True)
-    np.savez_compressed(GOLDEN, **arrays)  # type: ignore[arg-type]
+    DATA.mkdir(exist_ok=True)
+    np.savez_compressed(_golden_path(_vendor()), **arrays)  # type: ignore[arg-type]
 
 
 @pytest.mark.slow
@@ -89,7 +108,8 @@ def _write() -> None:
 def test_per_photo_masks_are_unchanged(case: str, rel: str, params: dict[str, object]) -> None:
     if not _photo(rel).exists():
         pytest.skip(f"shared example photo {rel} not found (set GLOPER_EXAMPLES_DIR)")
-    golden = np.load(GOLDEN)
+    own = _golden_path(_vendor())
+    golden = np.load(own if own.exists() else _golden_path("AuthenticAMD"))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the file was made with one thread: same reduction order
     try:
@@ -99,7 +119,7 @@ def test_per_photo_masks_are_unchanged(case: str, rel: str, params: dict[str, ob
     names = sorted(k.split(":", 2)[2] for k in golden.files if k.startswith(f"{case}:mask:"))
     assert sorted(candidates) == names
     assert choice == str(golden[f"{case}:choice"])
-    exact = str(golden["isa"]) == _isa()
+    exact = str(golden["isa"]) == _isa() and str(golden["cpu"]) == _vendor()
     for name in names:
         shape = tuple(int(v) for v in golden[f"{case}:shape:{name}"])
         want = np.unpackbits(golden[f"{case}:mask:{name}"])[: shape[0] * shape[1]].reshape(shape).astype(bool)
@@ -107,11 +127,12 @@ def test_per_photo_masks_are_unchanged(case: str, rel: str, params: dict[str, ob
         differ = int((want != got).sum())
         if exact:
             assert differ == 0, f"{case} {name}: {differ} pixels differ from the golden mask"
-        else:  # another instruction set: float kernels may round differently
-            assert differ <= 0.005 * want.size, (
-                f"{case} {name}: {differ} pixels differ (golden made on {golden['isa']}, this CPU {_isa()})")
+        else:  # another CPU: float kernels may round differently
+            assert differ <= OTHER_CPU_TOLERANCE * want.size, (
+                f"{case} {name}: {differ} pixels differ (golden made on {golden['cpu']} {golden['isa']}, "
+                f"this CPU {_vendor()} {_isa()})")
 
 
 if __name__ == "__main__":
     _write()
-    print(f"wrote {GOLDEN}")
+    print(f"wrote {_golden_path(_vendor())}")
