@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from bench import OUT, examples
+from bench import OUT, examples, write_report
 from bench.polarity_species import (
     SYNTHETIC_SEED,
     analyse,
@@ -281,10 +281,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     report["seconds"] = round(time.time() - t0, 1)
     print(f"load before {report['load_before']}, at extraction {report['load_extract']}, after "
           f"{report['load_after']}; {report['seconds']} s")
-    path = args.out or OUT / f"model-sweep-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=1))
-    print(f"wrote {path}")
+    write_report(report, args.out, "model-sweep")
     return report
 
 

@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from bench import OUT, examples
+from bench import examples, write_report
 from gloper_jobs.jobs.polarity import calibrated_pick, species_call
 from gloper_jobs.methods.choice import POLARITY_RULES, SPECIES_MARGIN, SPECIES_RULES
 
@@ -300,10 +300,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     report["load_after"] = [round(x, 2) for x in os.getloadavg()]
     report["seconds"] = round(time.time() - t0, 1)
     print(f"\nload before {report['load_before']}, after {report['load_after']}, {report['seconds']} s")
-    path = args.out or OUT / f"polarity-species-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=1))
-    print(f"wrote {path}")
+    write_report(report, args.out, "polarity-species")
     return report
 
 
