@@ -73,8 +73,10 @@ def run_dataset(
 
     The job is recorded as the queue records an extract job; every item runs and is
     recorded by :func:`~gloper_jobs.jobs.recording.run_and_record`, as in a worker.
-    A photo that fails becomes a failed item with its error and traceback; the run
-    goes on. Returns a :class:`RunSummary` whose ``report`` ends with the failures.
+    :func:`run_photos` photos are processed at once, in threads sharing the cores
+    (torch gets cores / photos threads unless ``GLOPER_TORCH_THREADS`` is set); the
+    masks are the same as one at a time. A photo that fails becomes a failed item with
+    its error and traceback; the run goes on. Returns a :class:`RunSummary` whose ``report`` ends with the failures.
 
     ``kind="calibrate"`` runs a calibration instead (every ``grid`` setting on every
     labelled photo; the best settings per species are stored when it drains);
