@@ -7,10 +7,7 @@ defaults, are in ``docs/benchmarks.md``.
 
 from __future__ import annotations
 
-import json
-import time
 from pathlib import Path
-from typing import Any
 
 from gloper_jobs.settings import Settings
 
@@ -24,13 +21,4 @@ def examples() -> Path:
     path = Settings.from_env().examples_dir or REPO.parent / "shared" / "datasets" / "gloper-examples"
     if not path.is_dir():
         raise SystemExit(f"example photos not found at {path}: set GLOPER_EXAMPLES_DIR")
-    return path
-
-
-def write_report(report: dict[str, Any], out: Path | None, stem: str) -> Path:
-    """Write a bench's JSON to ``out`` (default ``bench/out/<stem>-<time>.json``) and say where."""
-    path = out or OUT / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=1))
-    print(f"wrote {path}")
     return path

@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from bench import OUT, examples, write_report
+from bench import OUT, examples
 from bench.polarity_species import (
     SYNTHETIC_SEED,
     analyse,
@@ -55,6 +55,7 @@ from bench.polarity_species import (
     per_species,
     species_polarity,
 )
+from bench.quality import write_report
 from gloper_jobs.methods.choice import SPECIES_MARGIN, SPECIES_RULES
 
 GLOPER = [sys.executable, "-m", "gloper_jobs.cli"]

@@ -42,7 +42,8 @@ from typing import Any
 
 import numpy as np
 
-from bench import examples, write_report
+from bench import examples
+from bench.quality import write_report
 from gloper_jobs.jobs.polarity import calibrated_pick, species_call
 from gloper_jobs.methods.choice import POLARITY_RULES, SPECIES_MARGIN, SPECIES_RULES
 
