@@ -48,14 +48,13 @@ import numpy as np
 
 from bench import OUT, examples
 from bench.polarity_species import (
-    SYNTHETIC_SEED,
     analyse,
     collect,
     mask_choice,
     per_species,
     species_polarity,
 )
-from bench.quality import write_report
+from bench.quality import SYNTHETIC_SEED, write_report
 from gloper_jobs.methods.choice import SPECIES_MARGIN, SPECIES_RULES
 
 GLOPER = [sys.executable, "-m", "gloper_jobs.cli"]

@@ -43,8 +43,8 @@ from typing import Any
 import numpy as np
 
 from bench import examples
-from bench.quality import write_report
-from gloper_jobs.jobs.polarity import calibrated_pick, species_call
+from bench.quality import SYNTHETIC_SEED, calibrated_two_fold, mean_or_none, write_report
+from gloper_jobs.jobs.polarity import species_call
 from gloper_jobs.methods.choice import POLARITY_RULES, SPECIES_MARGIN, SPECIES_RULES
 
 MARGINS = (0.0, 0.1, 0.2, 0.3, 0.5)
@@ -53,7 +53,6 @@ MARGINS = (0.0, 0.1, 0.2, 0.3, 0.5)
 SAFE_LOSS = 0.05
 #: the rules the bench combines (agreement needs several local sizes' masks: always 0 here)
 RULES = [r for r in POLARITY_RULES if r != "agreement"]
-SYNTHETIC_SEED = 7
 
 
 def collect(datasets: list[Path], methods: dict[str, dict[str, str]]) -> list[dict[str, Any]]:
@@ -156,12 +155,6 @@ def analyse(photos: list[dict[str, Any]], method: str) -> dict[str, Any]:
         rows = species[sp]
         others = np.delete(table, i, axis=0)
         held, held_safe = select(others, every), select(others, fixed)
-        calibrated = [calibrated_pick([r for j, r in enumerate(rows) if j % 2 != k],
-                                      ) for k in (0, 1)] if len(rows) >= 2 else None
-        cal_dice = None
-        if calibrated:
-            scored = [r["dice"][calibrated[j % 2]] for j, r in enumerate(rows)]
-            cal_dice = round(float(np.mean(scored)), 4)
         out["species"][sp] = {
             "group": rows[0]["group"], "photos": len(rows),
             "oracle": round(float(np.mean([max(v for k, v in r["dice"].items() if k not in r["derived"])
@@ -172,7 +165,7 @@ def analyse(photos: list[dict[str, Any]], method: str) -> dict[str, Any]:
             "default-vote": round(float(table[i, default]), 4),
             "in-sample": round(float(table[i, in_best]), 4), "held-out": round(float(table[i, held]), 4),
             "in-safe": round(float(table[i, in_safe]), 4), "held-safe": round(float(table[i, held_safe]), 4),
-            "held-out-policy": pols[held], "held-safe-policy": pols[held_safe], "calibrated": cal_dice,
+            "held-out-policy": pols[held], "held-safe-policy": pols[held_safe], "calibrated": calibrated_two_fold(rows),
             "seconds": round(float(np.mean([r["seconds"] for r in rows])), 3),
             "by_policy": {pol: round(float(table[i, j]), 4) for j, pol in enumerate(pols)},
         }
@@ -181,7 +174,7 @@ def analyse(photos: list[dict[str, Any]], method: str) -> dict[str, Any]:
         rows_g = [v for v in out["species"].values() if group == "all" or v["group"] == group]
         if not rows_g:
             continue
-        summary[group] = {c: _mean([v[c] for v in rows_g]) for c in COLS}
+        summary[group] = {c: mean_or_none([v[c] for v in rows_g]) for c in COLS}
         summary[group]["worst-loss-default"] = round(min(v["default-vote"] - v["darker"] for v in rows_g), 4)
         summary[group]["worst-loss-held-safe"] = round(min(v["held-safe"] - v["darker"] for v in rows_g), 4)
     out["summary"] = summary
@@ -209,11 +202,6 @@ def mask_choice(photos: list[dict[str, Any]], method: str) -> dict[str, Any] | N
             out[group] = {**{b: round(float(table[idx, j].mean()), 4) for j, b in enumerate(bases)},
                           "held-out": round(float(np.mean([held[i] for i in idx])), 4)}
     return out
-
-
-def _mean(xs: list[float | None]) -> float | None:
-    vals = [x for x in xs if x is not None]
-    return round(float(np.mean(vals)), 4) if vals else None
 
 
 def _fmt(v: float | None) -> str:
