@@ -31,14 +31,11 @@ from typing import Any
 from bench.quality import (
     evaluate_segmenter,
     parse_params,
+    prepare,
     unless_weights_missing,
     write_report,
 )
-from gloper_jobs.data.datasets import scan_dataset
-from gloper_jobs.data.images import load_image
-from gloper_jobs.data.labels import load_label
 from gloper_jobs.devices import configure_torch
-from gloper_jobs.foreground import ForegroundExtractor
 from gloper_jobs.methods.pretrained import PretrainedSegmenter
 from gloper_jobs.methods.registry import build_segmenter
 from gloper_jobs.settings import Settings
@@ -46,7 +43,7 @@ from gloper_jobs.settings import Settings
 DEEP_METHODS = ("sam", "clipseg", "dino")
 
 
-def run_method(name: str, seg: PretrainedSegmenter, prepared: list, eval_size: int) -> dict[str, Any]:
+def run_method(name: str, seg: PretrainedSegmenter, prepared: list[tuple[Any, ...]], eval_size: int) -> dict[str, Any]:
     """Load ``seg`` (timed), then score it like every method (:func:`bench.quality.evaluate_segmenter`)."""
     t0 = time.perf_counter()
     seg.load()
@@ -74,14 +71,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     settings = Settings.from_env()
     configure_torch(settings.torch_threads, settings.compile_cache_dir)
     overrides = parse_params(args.param)
-    items = [it for it in scan_dataset(args.dataset) if it.label_path is not None][: args.limit]
-    if not items:
-        raise SystemExit(f"no labelled photos under {args.dataset}")
-    fg_fn = ForegroundExtractor(settings.models_dir, settings.foreground_model)
-    prepared = []
-    for it in items:
-        img = load_image(it.path, settings.max_image_pixels)
-        prepared.append((it, img, fg_fn(img), load_label(it.label_path)))  # type: ignore[arg-type]
+    prepared = [p[:4] for p in prepare(settings, [("shared", args.dataset)], args.limit)]
 
     import torch
 

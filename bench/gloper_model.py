@@ -52,6 +52,11 @@ def prepare(dataset: Path, fg_fn: ForegroundExtractor, settings: Settings) -> li
     return out
 
 
+def for_eval(prepared: list[tuple[Any, ...]], group: str) -> list[tuple[Any, ...]]:
+    """Prepared photos as :func:`bench.quality.evaluate_segmenter` takes them: ``(item, group, foreground, label)``."""
+    return [(it, group, fg, label) for it, _img, fg, label in prepared]
+
+
 def photo_set(prepared: list[tuple[Any, ...]], size: int) -> PhotoSet:
     """The training tensors of prepared photos (the same foregrounds; labels unused)."""
     images = [torch.from_numpy(resize_rgb_uint8(img, (size, size)).copy()).permute(2, 0, 1).contiguous()
@@ -65,7 +70,8 @@ def per_photo(name: str, prepared: list[tuple[Any, ...]], settings: Settings) ->
     cache = OUT / f"gm-perphoto-{name}.json"
     if cache.exists():
         return dict(json.loads(cache.read_text()))
-    result = evaluate_segmenter("gloper", build_segmenter("gloper", settings, "cpu", {}), prepared, settings.eval_size)
+    result = evaluate_segmenter("gloper", build_segmenter("gloper", settings, "cpu", {}), for_eval(prepared, name),
+                                settings.eval_size)
     cache.write_text(json.dumps(result))
     return result
 
@@ -128,7 +134,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             for k in warm:
                 print(f"\nmodel {name} on {set_name}, warm start {k}")
                 seg = build_segmenter("gloper", settings, "cpu", {"model": str(path), "finetune_steps": k})
-                res = evaluate_segmenter(f"model-{name}", seg, eval_set, settings.eval_size)
+                res = evaluate_segmenter(f"model-{name}", seg, for_eval(eval_set, set_name), settings.eval_size)
                 base = report["per_photo"][set_name]
                 entry["eval"][f"{set_name}/warm{k}"] = {
                     **summary(res), "speedup_vs_per_photo": round(base["mean_seconds"] / res["mean_seconds"], 1),

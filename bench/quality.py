@@ -80,8 +80,8 @@ def evaluate_segmenter(name: str, seg: Segmenter, prepared: list[tuple[Any, Any,
 
     The foreground is computed once per photo for all methods; the seconds are the
     method's own (``timings.segment``). Returns the method's JSON block (per photo: Dice
-    of each candidate, oracle, choice, the polarity evidence, seconds; per species and
-    group: :func:`species_figures`) and prints its per-species tables.
+    of each candidate, oracle, choice, the polarity evidence, seconds; per-photo means over
+    every photo; per species and group: :func:`species_figures`) and prints its table.
     """
     rows, scores = [], []
     with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as scratch:
@@ -101,24 +101,22 @@ def evaluate_segmenter(name: str, seg: Segmenter, prepared: list[tuple[Any, Any,
                          "rule_scores": polarity.get("rule_scores", {}) if isinstance(polarity, dict) else {},
                          "oracle_polarity_dice": max((dice[c] for c in readings.values()), default=None),
                          "seconds": round(sec, 3), "info": info})
-            if group == "shared":
-                scores.append(ItemScore(it.rel_path, it.species, oracle, dice[oracle], out.choice, dice[out.choice]))
+            scores.append(ItemScore(it.rel_path, it.species, oracle, dice[oracle], out.choice, dice[out.choice]))
             print(f"  {name:<10} {group[:5]} {it.rel_path:<40} oracle {dice[oracle]:.3f} ({oracle})  "
                   f"choice {dice[out.choice]:.3f} ({out.choice})  {sec:.2f}s", flush=True)
     seg.close()
-    shared = [r for r in rows if r["group"] == "shared"]
-    n = len(shared)
+    n = len(rows)
     figures = species_figures(rows)
     result: dict[str, Any] = {
         "params": seg.params.identity(), "images": rows,
-        "mean_oracle_dice": round(sum(r["oracle_dice"] for r in shared) / n, 4),
-        "mean_choice_dice": round(sum(r["choice_dice"] for r in shared) / n, 4),
-        "mean_seconds": round(sum(r["seconds"] for r in rows) / len(rows), 3),
+        "mean_oracle_dice": round(sum(r["oracle_dice"] for r in rows) / n, 4),
+        "mean_choice_dice": round(sum(r["choice_dice"] for r in rows) / n, 4),
+        "mean_seconds": round(sum(r["seconds"] for r in rows) / n, 3),
         "species": [r.__dict__ for r in species_rows(scores)],
         **figures,
     }
-    if all(r["oracle_polarity_dice"] is not None for r in shared):
-        result["mean_oracle_polarity_dice"] = round(sum(r["oracle_polarity_dice"] for r in shared) / n, 4)
+    if all(r["oracle_polarity_dice"] is not None for r in rows):
+        result["mean_oracle_polarity_dice"] = round(sum(r["oracle_polarity_dice"] for r in rows) / n, 4)
     print(f"\n{name} ({result['mean_seconds']} s/photo) · mean Dice at {eval_size}x{eval_size}")
     print(format_figures(figures))
     return result
@@ -208,13 +206,14 @@ def write_report(report: dict[str, Any], out: Path | None, prefix: str) -> Path:
     return path
 
 
-def prepare(settings: Settings, groups: list[tuple[str, Path]]) -> list[tuple[Any, str, Any, Any, float]]:
-    """Every labelled photo of each ``(group, folder)``: ``(item, group, foreground, label,
-    foreground seconds)``, the u2netp foreground computed once for every method."""
+def prepare(settings: Settings, groups: list[tuple[str, Path]],
+            limit: int | None = None) -> list[tuple[Any, str, Any, Any, float]]:
+    """Every labelled photo (the first ``limit``) of each ``(group, folder)``: ``(item, group,
+    foreground, label, foreground seconds)``, the u2netp foreground computed once for every method."""
     fg_fn = ForegroundExtractor(settings.models_dir, settings.foreground_model)
     prepared = []
     for group, root in groups:
-        items = [it for it in scan_dataset(root) if it.label_path is not None]
+        items = [it for it in scan_dataset(root) if it.label_path is not None][:limit]
         if not items:
             raise SystemExit(f"no labelled photos under {root}")
         for it in items:
