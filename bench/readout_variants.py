@@ -56,6 +56,7 @@ from gloper_jobs.jobs.polarity import species_call
 from gloper_jobs.methods.choice import SPECIES_MARGIN, SPECIES_RULES
 from gloper_jobs.methods.gloper.dataset_model.extract import ModelExtractor, pattern_weights
 from gloper_jobs.methods.gloper.readout import read_out
+from gloper_jobs.methods.gloper.segmenter import GloperSegmenter
 from gloper_jobs.methods.registry import build_segmenter
 from gloper_jobs.scoring.metrics import scores_at
 from gloper_jobs.settings import Settings
@@ -106,11 +107,10 @@ def masks(image: np.ndarray, foreground: np.ndarray, weights: dict[int, np.ndarr
     return {pol: post(out.candidates[name], fg) for pol, name in readings.items()}, out.info["polarity"]
 
 
-def collect(model: Path, groups: list[tuple[str, Path]], scales: list[int], finetune: list[int],
+def collect(ext: ModelExtractor, groups: list[tuple[str, Path]], scales: list[int], finetune: list[int],
             settings: Settings) -> list[dict[str, Any]]:
     """Per photo: species, group, per variant the Dice of each polarity; k-means' Dice; rule scores."""
     fg_fn = ForegroundExtractor(settings.models_dir, settings.foreground_model)
-    ext = ModelExtractor(model, *_model_shape(model), torch.device("cpu"))
     kmeans = build_segmenter("kmeans", settings, None, {})
     rows = []
     for group, root in groups:
@@ -144,13 +144,6 @@ def collect(model: Path, groups: list[tuple[str, Path]], scales: list[int], fine
             rows.append(row)
             print(f"  {group[:5]} {it.rel_path:<45} default {row['dice'][DEFAULT]}", flush=True)
     return rows
-
-
-def _model_shape(model: Path) -> tuple[int, tuple[int, ...]]:
-    from gloper_jobs.methods.gloper.dataset_model.checkpoint import load_checkpoint
-
-    ck = load_checkpoint(model)
-    return int(ck.settings["size"]), ck.local_sizes
 
 
 def analyse(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -214,8 +207,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         raise SystemExit(f"--model {args.model}: no such checkpoint; train one with `gloper train DATASET --out M.pt`")
     settings = Settings.from_env()
     configure_torch(settings.torch_threads, settings.compile_cache_dir)
-    size, _ = _model_shape(args.model)
-    scales = sorted({size, *(int(s) for s in args.scales.split(",") if s)})
+    shape = GloperSegmenter.model_defaults({"model": str(args.model)})  # S and local sizes, as a job reads them
+    ext = ModelExtractor(args.model, shape["size"], shape["local_sizes"], torch.device("cpu"))
+    scales = sorted({ext.size, *(int(s) for s in args.scales.split(",") if s)})
     finetune = [int(k) for k in args.finetune.split(",") if k and int(k) > 0]
     t0, load_before = time.time(), os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="bench-readout-") as tmp:
@@ -225,7 +219,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
             make_dataset(Path(tmp) / "synthetic", per_species=args.synthetic, seed=SYNTHETIC_SEED, polarity="both")
             groups.append(("synthetic", Path(tmp) / "synthetic"))
-        rows = collect(args.model, groups, scales, finetune, settings)
+        rows = collect(ext, groups, scales, finetune, settings)
     res = analyse(rows)
     print_table(res)
     report = {"model": str(args.model.resolve()), "dataset": str(groups[0][1]), "synthetic_per_species": args.synthetic,
