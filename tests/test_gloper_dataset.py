@@ -359,6 +359,37 @@ def test_calibration_with_a_dataset_model_and_settings_from(tiny_model: Path, se
             assert item.info and item.info["polarity"]["rule"] == "fixed"
 
 
+def test_calibration_takes_size_and_local_sizes_from_the_model(tiny_model: Path, settings: Settings,
+                                                                synthetic_dir: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """`gloper calibrate --param model=M.pt` alone, as docs/polarity.md tells users: every
+    grid setting runs at the model's S and local sizes (32, 4/8 here; the method's
+    defaults differ), as an extract job does. Naming other sizes fails every run, and the
+    command then says nothing was calibrated instead of printing an id to use."""
+    from click.testing import CliRunner
+
+    from gloper_jobs.cli import main
+    from gloper_jobs.jobs.calibration import calibration_of
+
+    store = Store(settings.database_url)
+    cal = run_dataset(synthetic_dir, "gloper", settings, None, {"model": str(tiny_model)}, foreground=False,
+                      progress=False, store=store, kind="calibrate", grid=("rho=0.4,0.6",))
+    assert cal.job.id is not None and not cal.failed and cal.processed == 4 * 2
+    assert all((g["size"], g["local_sizes"]) == (32, [4, 8]) for g in cal.job.params["grid"])
+    with store.session() as s:
+        learnt = calibration_of(s, cal.job.id, "gloper")
+    assert set(learnt) == {"Patches", "Rosettes", "Spots", "Stripes"}
+
+    monkeypatch.setenv("GLOPER_DATABASE_URL", settings.database_url)
+    monkeypatch.setenv("GLOPER_RESULTS_DIR", str(settings.results_dir))
+    res = CliRunner().invoke(main, ["calibrate", str(synthetic_dir), "--method", "gloper", "--no-foreground",
+                                    "--no-progress", "--param", f"model={tiny_model}", "--param", "size=64",
+                                    "--grid", "rho=0.5"])
+    assert res.exit_code != 0, res.output
+    assert "nothing was calibrated" in res.output and "size=32" in res.output, res.output
+    assert not res.output.strip().splitlines()[-1].startswith("calibration ")
+
+
 def test_a_version_1_checkpoint_loads_with_its_heads_renamed(tiny_model: Path, tmp_path: Path) -> None:
     """Checkpoints written before GloPER was one package named head sets by local size
     (``logits.8.weight``); they load as version 2 (by position) and extract the same weights."""

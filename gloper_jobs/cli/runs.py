@@ -162,7 +162,12 @@ def calibrate(dataset: str, method: str | None, params: tuple[str, ...], grid: t
                                    f"run the same command again or see `gloper status {summary.job.id}`")
     store = open_store(settings)
     with store.session() as s:
-        click.echo(format_calibration(best_settings(s, get_job(s, summary.job.id))))
+        learnt = best_settings(s, get_job(s, summary.job.id))
+    if not learnt:  # every run failed or no photo was scored: an id to use would mislead
+        first = f": {summary.failed[0][0]}: {summary.failed[0][1]}" if summary.failed else ""
+        raise click.ClickException(f"calibration job {summary.job.id} scored no photo, nothing was calibrated"
+                                   f"{first}; `gloper status {summary.job.id}` lists every failure")
+    click.echo(format_calibration(learnt))
     click.echo(f"calibration {summary.job.id}")
 
 

@@ -118,12 +118,28 @@ def build_segmenter(method: str, settings: Settings, profile: str | None = None,
     """Create the method; settings supply defaults (device, weights) that ``params`` override."""
     merged = {**get_segmenter_class(method).settings_defaults(settings), **(params or {})}
     if merged.get("model"):  # a dataset model by file, URL or its name in the store (GloPER)
-        from gloper_jobs.storage import is_url
-
-        merged["model"] = portable_model(str(merged["model"]), settings)
-        if is_url(merged["model"]):  # loaded from this machine's cache, by checksum
-            from gloper_jobs.remote import cached_checkpoint
-
-            merged["model"] = str(cached_checkpoint(merged["model"], settings.weights_dir))
+        merged["model"] = local_model(str(merged["model"]), settings)
     merged = {**get_segmenter_class(method).model_defaults(merged), **merged}
     return create_segmenter(method, profile, **merged)
+
+
+def local_model(reference: str, settings: Settings) -> str:
+    """``--param model=...`` (a file, an ``s3://`` URL, or a model's name in the store) as
+    a checkpoint path on this machine (a URL: this machine's cached copy, by checksum)."""
+    from gloper_jobs.storage import is_url
+
+    path = portable_model(reference, settings)
+    if is_url(path):
+        from gloper_jobs.remote import cached_checkpoint
+
+        path = str(cached_checkpoint(path, settings.weights_dir))
+    return path
+
+
+def model_defaults(method: str, settings: Settings, params: dict[str, Any]) -> dict[str, Any]:
+    """The parameters a model named in ``params`` dictates for ``method`` (GloPER: a
+    dataset model's size and local sizes), the model resolved as :func:`build_segmenter`
+    resolves it; ``{}`` without a model. Explicit parameters are not looked at."""
+    if not params.get("model"):
+        return {}
+    return get_segmenter_class(method).model_defaults({**params, "model": local_model(str(params["model"]), settings)})

@@ -49,13 +49,16 @@ class CalibrateKind(JobKind):
     time_limits: ClassVar[tuple[int, int]] = (1800, 1860)  # one (photo, setting), as an extract task
 
     def record(self, store: Store, settings: Settings, request: SubmitRequest) -> Submission:
-        from gloper_jobs.methods.registry import get_segmenter_class
+        from gloper_jobs.methods.registry import get_segmenter_class, model_defaults
 
         self.check_request(request)
         if request.profile is not None:
             raise InvalidParameterError("--profile does not apply to a calibration; use --param and --grid")
         pairs = request.grid or get_segmenter_class(request.method).calibration_grid
-        grid = cal.parse_grid(pairs, request.params, request.method)
+        # a dataset model dictates its size and local sizes, as in an extract job (the
+        # grid's settings are built from the method's defaults otherwise)
+        base = {**model_defaults(request.method, settings, request.params), **request.params}
+        grid = cal.parse_grid(pairs, base, request.method)
         return record_calibrate_job(store, settings, Path(request.dataset), grid, request.foreground,
                                     request.on_device, request.method)
 
