@@ -1,0 +1,243 @@
+"""[quality]'s "done" on photos nobody tuned to, measured through the tool's own commands.
+
+    python -m bench.held_out --model M.pt --dataset OTHER [--calibrate-on LABELLED]
+        [--baseline kmeans] [--grid NAME=V1,V2 ...] [--limit N] [--out FILE.json]
+
+Whoever holds labelled photos the project never saw (the "other ten") runs this once
+and gets every figure the issue's done-criteria name, from one run on one machine.
+On a scratch SQLite store and results folder (nothing touches the user's store) it runs
+what a user runs, through the same job path (:func:`~gloper_jobs.jobs.runner.run_dataset`):
+
+1. ``gloper run OTHER --method gloper --param model=M.pt``: the label-free figure, each
+   species in the polarity its photos voted for, as the job stores it;
+2. ``gloper run OTHER --method BASELINE`` (k-means by default): its oracle and
+   label-free figures in the same run;
+3. ``gloper calibrate LABELLED --method gloper --param model=M.pt [--grid ...]``
+   (``LABELLED``: the example photos unless ``--calibrate-on``);
+4. ``gloper run OTHER --method gloper --param model=M.pt --settings-from <3>``: the
+   calibrated figure (species without a calibration keep the label-free settings and
+   are listed).
+
+Per species (means weigh species equally): the dataset model's label-free, darker
+reading, oracle polarity, oracle and calibrated Dice; the baseline's oracle and
+label-free. Then each criterion of the issue, with its figure and whether it holds:
+label-free >= ``LABEL_FREE_MIN``; label-free >= the baseline's oracle; calibrated >=
+``CALIBRATED_MIN``; no species' label-free below its darker reading by more than
+``FLIP_TOLERANCE``. Photos that fail are counted and named, not scored. Writes JSON
+(``bench/out/held-out-<time>.json`` unless ``--out``); the wall clock of each stage is
+in it beside the machine and its load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlmodel import select
+
+from bench import examples
+from bench.quality import processor, write_report
+from gloper_jobs.jobs.calibration import calibration_of
+from gloper_jobs.jobs.runner import RunSummary, run_dataset
+from gloper_jobs.settings import Settings
+from gloper_jobs.store import Item, ItemStatus, Store
+from gloper_jobs.store.repository import get_job, item_candidates
+
+#: the issue's thresholds: label-free mean Dice, calibrated mean Dice, and how far a
+#: species' label-free Dice may fall below its darker reading (a wrong flip)
+LABEL_FREE_MIN = 0.60
+CALIBRATED_MIN = 0.65
+FLIP_TOLERANCE = 0.05
+
+
+def photo_figures(store: Store, job_id: int) -> tuple[dict[str, dict[str, float | None]], dict[str, str]]:
+    """Per labelled done photo of job ``job_id``: its species and the Dice of its choice
+    (``chosen``), of the darker and lighter readings of the method's default mask, of the
+    better of the two (``oracle_polarity``) and of its best non-derived candidate
+    (``oracle``); and the photos that failed (``rel_path -> error``)."""
+    per: dict[str, dict[str, Any]] = defaultdict(lambda: {"dice": {}})
+    with store.session() as s:
+        for item, cand in item_candidates(s, job_id):
+            if item.label_path is None or cand.dice is None:
+                continue
+            row = per[item.rel_path]
+            row["species"] = item.species
+            row["dice"][cand.name] = cand.dice
+            if cand.is_choice:
+                row["chosen"] = cand.dice
+            row.setdefault("derived", set())
+            if cand.derived:
+                row["derived"].add(cand.name)
+            polarity = (item.info or {}).get("polarity")
+            row["readings"] = polarity.get("candidates", {}) if isinstance(polarity, dict) else {}
+        failed = {i.rel_path: i.error or "failed" for i in
+                  s.exec(select(Item).where(Item.job_id == job_id, Item.status == ItemStatus.failed.value)).all()}
+    out: dict[str, dict[str, Any]] = {}
+    for rel, row in per.items():
+        dice, readings = row["dice"], row["readings"]
+        plain = [d for n, d in dice.items() if n not in row["derived"]] or list(dice.values())
+        darker, lighter = (dice.get(readings.get(p, "")) for p in ("darker", "lighter"))
+        out[rel] = {"species": row["species"], "chosen": row.get("chosen"), "darker": darker, "lighter": lighter,
+                    "oracle_polarity": max(darker, lighter) if darker is not None and lighter is not None else None,
+                    "oracle": max(plain)}
+    return out, failed
+
+
+def species_means(photos: dict[str, dict[str, Any]], field: str) -> dict[str, float | None]:
+    """Species -> the mean of ``field`` over its photos (None when a photo has no figure)."""
+    by: dict[str, list[float | None]] = defaultdict(list)
+    for row in photos.values():
+        by[row["species"]].append(row[field])
+    return {sp: (None if None in v else round(float(np.mean(v)), 4)) for sp, v in sorted(by.items())}  # type: ignore[arg-type]
+
+
+def mean_of(per_species: dict[str, float | None]) -> float | None:
+    vals = [v for v in per_species.values() if v is not None]
+    return round(float(np.mean(vals)), 4) if vals else None
+
+
+def verdicts(fig: dict[str, Any]) -> list[dict[str, Any]]:
+    """The issue's criteria: each with its figure, its bar and whether it holds (None: no figure)."""
+    lf, base, cal = fig["label_free"], fig["baseline_oracle"], fig["calibrated"]
+    worst = fig["worst_vs_darker"]
+    rows = [
+        (f"label-free >= {LABEL_FREE_MIN:.2f}", lf, LABEL_FREE_MIN),
+        (f"label-free >= {fig['baseline']}'s oracle (same run)", lf, base),
+        (f"calibrated >= {CALIBRATED_MIN:.2f}", cal, CALIBRATED_MIN),
+        (f"worst species, label-free - darker >= {-FLIP_TOLERANCE:.2f}", worst, -FLIP_TOLERANCE),
+    ]
+    return [{"criterion": name, "figure": value, "bar": bar,
+             "holds": None if value is None or bar is None else bool(value >= bar - 1e-9)}
+            for name, value, bar in rows]
+
+
+def _timed(stages: dict[str, float], name: str, run: Any) -> RunSummary:
+    t0 = time.perf_counter()
+    summary: RunSummary = run()
+    stages[name] = round(time.perf_counter() - t0, 1)
+    if summary.job.status != "done":
+        raise SystemExit(f"{name}: job {summary.job.id} ended {summary.job.status}:\n{summary.report}")
+    return summary
+
+
+def held_out(model: Path, dataset: Path, calibrate_on: Path, baseline: str = "kmeans",
+             grid: tuple[str, ...] = (), limit: int | None = None, workdir: Path | None = None) -> dict[str, Any]:
+    """Run the four jobs of the module doc on a scratch store under ``workdir`` (a
+    temporary folder when None) and return the report (figures per species, criteria)."""
+    with tempfile.TemporaryDirectory(prefix="bench-held-out-") as tmp:
+        root = Path(workdir or tmp)
+        settings = Settings.from_env(database_url=f"sqlite:///{root / 'held-out.db'}", results_dir=root / "results")
+        store = Store(settings.database_url)
+        params = {"model": str(model)}
+        run: dict[str, Any] = {"settings": settings, "store": store, "progress": False}
+        stages: dict[str, float] = {}
+        t_start = time.perf_counter()
+        lf = _timed(stages, "label-free", lambda: run_dataset(dataset, "gloper", params=params, limit=limit, **run))
+        base = _timed(stages, baseline, lambda: run_dataset(dataset, baseline, limit=limit, **run))
+        cal = _timed(stages, "calibrate", lambda: run_dataset(calibrate_on, "gloper", params=params,
+                                                               kind="calibrate", grid=grid, **run))
+        assert cal.job.id is not None
+        with store.session() as s:
+            calibrated_species = sorted(calibration_of(s, cal.job.id, "gloper"))
+        calr = _timed(stages, "calibrated", lambda: run_dataset(dataset, "gloper", params=params,
+                                                                settings_from=cal.job.id, limit=limit, **run))
+        seconds = round(time.perf_counter() - t_start, 1)
+        photos, failed = photo_figures(store, lf.job.id)  # type: ignore[arg-type]
+        base_photos, base_failed = photo_figures(store, base.job.id)  # type: ignore[arg-type]
+        cal_photos, cal_failed = photo_figures(store, calr.job.id)  # type: ignore[arg-type]
+        with store.session() as s:
+            calls = (get_job(s, lf.job.id).species_polarity or {}).get("calls", {})
+        store.dispose()
+    if not photos:
+        raise SystemExit(f"no labelled photo of {dataset} was scored: each needs a label/ or labels/ file")
+    table = {
+        "label_free": species_means(photos, "chosen"), "darker": species_means(photos, "darker"),
+        "oracle_polarity": species_means(photos, "oracle_polarity"), "oracle": species_means(photos, "oracle"),
+        "calibrated": species_means(cal_photos, "chosen"),
+        "baseline_oracle": species_means(base_photos, "oracle"),
+        "baseline_label_free": species_means(base_photos, "chosen"),
+    }
+    species = list(table["label_free"])
+    gaps = {sp: round(table["label_free"][sp] - table["darker"][sp], 4) for sp in species  # type: ignore[operator]
+            if table["label_free"][sp] is not None and table["darker"][sp] is not None}
+    figures = {name: mean_of(col) for name, col in table.items()}
+    figures["baseline"] = baseline
+    figures["worst_vs_darker"] = min(gaps.values()) if gaps else None
+    return {
+        "model": str(model), "dataset": str(dataset), "calibrate_on": str(calibrate_on), "baseline": baseline,
+        "grid": list(grid), "photos": len(photos), "species": species,
+        "per_species": {sp: {**{name: col.get(sp) for name, col in table.items()}, "vs_darker": gaps.get(sp),
+                             "calibrated_from": sp in calibrated_species,
+                             "polarity": calls.get(sp, {}).get("polarity"), "how": calls.get(sp, {}).get("how")}
+                        for sp in species},
+        "calibrated_species": calibrated_species,
+        "uncalibrated_species": [sp for sp in species if sp not in calibrated_species],
+        "figures": figures, "criteria": verdicts(figures),
+        "failed": {"label-free": failed, baseline: base_failed, "calibrated": cal_failed},
+        "stages_seconds": stages, "seconds": seconds,
+    }
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """Per species and mean: the model's figures, the calibrated one, the baseline's; then the criteria."""
+    cols = ("label_free", "darker", "oracle_polarity", "oracle", "calibrated", "baseline_oracle",
+            "baseline_label_free")
+    head = ["label-free", "darker", "oracle polarity", "oracle", "calibrated",
+            f"{report['baseline']} oracle", f"{report['baseline']} label-free"]
+
+    def cell(v: float | None) -> str:
+        return "-" if v is None else f"{v:.3f}"
+
+    lines = ["| species | " + " | ".join(head) + " |", "|---" * (len(head) + 1) + "|"]
+    for sp, row in report["per_species"].items():
+        mark = "" if row["calibrated_from"] else " (no calibration)"
+        lines.append(f"| {sp}{mark} | " + " | ".join(cell(row[c]) for c in cols) + " |")
+    lines.append("| **mean** | " + " | ".join(cell(report["figures"][c]) for c in cols) + " |")
+    lines.append("")
+    for c in report["criteria"]:
+        state = {True: "holds", False: "FAILS", None: "no figure"}[c["holds"]]
+        lines.append(f"- {c['criterion']}: {cell(c['figure'])} (bar {cell(c['bar'])}): {state}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", type=Path, required=True, help="a checkpoint of gloper train")
+    ap.add_argument("--dataset", type=Path, required=True, help="labelled photos the model and rules never saw")
+    ap.add_argument("--calibrate-on", type=Path, default=None,
+                    help="labelled photos to calibrate on (default: the example photos, GLOPER_EXAMPLES_DIR)")
+    ap.add_argument("--baseline", default="kmeans", help="the method whose oracle is the bar (default kmeans)")
+    ap.add_argument("--grid", action="append", default=[], metavar="NAME=V1,V2",
+                    help="calibration grid axis (default: gloper calibrate's own, rho=0.4,0.5,0.6)")
+    ap.add_argument("--limit", type=int, default=None, help="only the first N photos of --dataset (the calibration uses all of its photos)")
+    ap.add_argument("--out", type=Path, default=None, help="JSON file (default bench/out/held-out-<time>.json)")
+    args = ap.parse_args(argv)
+    for flag, path in (("--model", args.model), ("--dataset", args.dataset), ("--calibrate-on", args.calibrate_on)):
+        if path is not None and not path.exists():
+            raise SystemExit(f"{flag} {path}: no such file or folder")
+    load_before = [round(x, 2) for x in os.getloadavg()]
+    report = held_out(args.model.resolve(), args.dataset.resolve(), (args.calibrate_on or examples()).resolve(),
+                      args.baseline, tuple(args.grid), args.limit)
+    import torch
+
+    report["machine"] = {"platform": platform.platform(), "processor": processor(), "cpus": os.cpu_count(),
+                         "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+                         "cuda": torch.cuda.is_available()}
+    report["load_before"] = load_before
+    report["load_after"] = [round(x, 2) for x in os.getloadavg()]
+    print(markdown(report))
+    print(f"\n{report['photos']} photos, stages {report['stages_seconds']} s, "
+          f"load before {load_before}, after {report['load_after']}")
+    write_report(report, args.out, "held-out")
+    return report
+
+
+if __name__ == "__main__":
+    main()
