@@ -47,9 +47,11 @@ from bench.quality import processor, write_report
 from gloper_jobs.jobs.calibration import calibration_of
 from gloper_jobs.jobs.runner import RunSummary, run_dataset
 from gloper_jobs.settings import Settings
-from gloper_jobs.store import Item, ItemStatus, Store
+from gloper_jobs.store import Calibration, Item, ItemStatus, Store
 from gloper_jobs.store.repository import get_job, item_candidates
 
+#: what a calibration chose per species, as the report shows it (the rest is the job's own settings)
+CALIBRATED_KEYS = ("choice", "polarity", "rho", "size", "local_sizes")
 #: the issue's thresholds: label-free mean Dice, calibrated mean Dice, and how far a
 #: species' label-free Dice may fall below its darker reading (a wrong flip)
 LABEL_FREE_MIN = 0.60
@@ -146,6 +148,9 @@ def held_out(model: Path, dataset: Path, calibrate_on: Path, baseline: str = "km
         assert cal.job.id is not None
         with store.session() as s:
             calibrated_species = sorted(calibration_of(s, cal.job.id, "gloper"))
+            learnt = {c.species: {"params": {k: c.params[k] for k in CALIBRATED_KEYS if k in c.params},
+                                  "dice_in_sample": round(c.dice, 4), "photos": c.photos}
+                      for c in s.exec(select(Calibration).where(Calibration.job_id == cal.job.id)).all()}
         calr = _timed(stages, "calibrated", lambda: run_dataset(dataset, "gloper", params=params,
                                                                 settings_from=cal.job.id, limit=limit, **run))
         seconds = round(time.perf_counter() - t_start, 1)
@@ -177,7 +182,7 @@ def held_out(model: Path, dataset: Path, calibrate_on: Path, baseline: str = "km
                              "calibrated_from": sp in calibrated_species,
                              "polarity": calls.get(sp, {}).get("polarity"), "how": calls.get(sp, {}).get("how")}
                         for sp in species},
-        "calibrated_species": calibrated_species,
+        "calibrated_species": calibrated_species, "calibration": learnt,
         "uncalibrated_species": [sp for sp in species if sp not in calibrated_species],
         "figures": figures, "criteria": verdicts(figures),
         "failed": {"label-free": failed, baseline: base_failed, "calibrated": cal_failed},

@@ -53,6 +53,8 @@ def test_held_out_runs_the_jobs_a_user_runs(tmp_path: Path, models_dir: Path,
     assert report["photos"] == 8 and len(report["species"]) == 8
     assert list(report["failed"]["label-free"]) == ["Spots/broken.jpg"]
     assert report["uncalibrated_species"] == []
+    assert set(report["calibration"]) == set(report["species"])
+    assert all(c["params"]["rho"] == 0.5 and c["photos"] == 1 for c in report["calibration"].values())
     for sp, row in report["per_species"].items():
         assert row["calibrated"] >= max(row["oracle"], row["oracle_polarity"]) - 1e-9, sp
         assert row["baseline_oracle"] >= row["baseline_label_free"] - 1e-9, sp
