@@ -1,7 +1,7 @@
 """[quality]'s "done" on photos nobody tuned to, measured through the tool's own commands.
 
     python -m bench.held_out --model M.pt --dataset OTHER [--calibrate-on LABELLED]
-        [--baseline kmeans] [--grid NAME=V1,V2 ...] [--limit N] [--out FILE.json]
+        [--baseline kmeans] [--grid NAME=V1,V2 ...] [--out FILE.json]
 
 Whoever holds labelled photos the project never saw (the "other ten") runs this once
 and gets every figure the issue's done-criteria name, from one run on one machine.
@@ -130,7 +130,7 @@ def _timed(stages: dict[str, float], name: str, run: Any) -> RunSummary:
 
 
 def held_out(model: Path, dataset: Path, calibrate_on: Path, baseline: str = "kmeans",
-             grid: tuple[str, ...] = (), limit: int | None = None, workdir: Path | None = None) -> dict[str, Any]:
+             grid: tuple[str, ...] = (), workdir: Path | None = None) -> dict[str, Any]:
     """Run the four jobs of the module doc on a scratch store under ``workdir`` (a
     temporary folder when None) and return the report (figures per species, criteria)."""
     with tempfile.TemporaryDirectory(prefix="bench-held-out-") as tmp:
@@ -141,8 +141,8 @@ def held_out(model: Path, dataset: Path, calibrate_on: Path, baseline: str = "km
         run: dict[str, Any] = {"settings": settings, "store": store, "progress": False}
         stages: dict[str, float] = {}
         t_start = time.perf_counter()
-        lf = _timed(stages, "label-free", lambda: run_dataset(dataset, "gloper", params=params, limit=limit, **run))
-        base = _timed(stages, baseline, lambda: run_dataset(dataset, baseline, limit=limit, **run))
+        lf = _timed(stages, "label-free", lambda: run_dataset(dataset, "gloper", params=params, **run))
+        base = _timed(stages, baseline, lambda: run_dataset(dataset, baseline, **run))
         cal = _timed(stages, "calibrate", lambda: run_dataset(calibrate_on, "gloper", params=params,
                                                                kind="calibrate", grid=grid, **run))
         assert cal.job.id is not None
@@ -152,7 +152,7 @@ def held_out(model: Path, dataset: Path, calibrate_on: Path, baseline: str = "km
                                   "dice_in_sample": round(c.dice, 4), "photos": c.photos}
                       for c in s.exec(select(Calibration).where(Calibration.job_id == cal.job.id)).all()}
         calr = _timed(stages, "calibrated", lambda: run_dataset(dataset, "gloper", params=params,
-                                                                settings_from=cal.job.id, limit=limit, **run))
+                                                                settings_from=cal.job.id, **run))
         seconds = round(time.perf_counter() - t_start, 1)
         photos, failed = photo_figures(store, lf.job.id)  # type: ignore[arg-type]
         base_photos, base_failed = photo_figures(store, base.job.id)  # type: ignore[arg-type]
@@ -221,7 +221,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--baseline", default="kmeans", help="the method whose oracle is the bar (default kmeans)")
     ap.add_argument("--grid", action="append", default=[], metavar="NAME=V1,V2",
                     help="calibration grid axis (default: gloper calibrate's own, rho=0.4,0.5,0.6)")
-    ap.add_argument("--limit", type=int, default=None, help="only the first N photos of --dataset (the calibration uses all of its photos)")
     ap.add_argument("--out", type=Path, default=None, help="JSON file (default bench/out/held-out-<time>.json)")
     args = ap.parse_args(argv)
     for flag, path in (("--model", args.model), ("--dataset", args.dataset), ("--calibrate-on", args.calibrate_on)):
@@ -229,7 +228,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             raise SystemExit(f"{flag} {path}: no such file or folder")
     load_before = [round(x, 2) for x in os.getloadavg()]
     report = held_out(args.model.resolve(), args.dataset.resolve(), (args.calibrate_on or examples()).resolve(),
-                      args.baseline, tuple(args.grid), args.limit)
+                      args.baseline, tuple(args.grid))
     import torch
 
     report["machine"] = {"platform": platform.platform(), "processor": processor(), "cpus": os.cpu_count(),
