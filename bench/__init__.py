@@ -7,7 +7,10 @@ defaults, are in ``docs/benchmarks.md``.
 
 from __future__ import annotations
 
+import os
+import platform
 from pathlib import Path
+from typing import Any
 
 from gloper_jobs.settings import Settings
 
@@ -22,3 +25,24 @@ def examples() -> Path:
     if not path.is_dir():
         raise SystemExit(f"example photos not found at {path}: set GLOPER_EXAMPLES_DIR")
     return path
+
+
+def processor() -> str:
+    """The CPU's model name (``/proc/cpuinfo``; the platform's processor field elsewhere)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def machine() -> dict[str, Any]:
+    """What a figure was measured on: platform, CPU model, cores, torch, its threads now, the GPU if any."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    return {"platform": platform.platform(), "processor": processor(), "cpus": os.cpu_count(),
+            "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "cuda": cuda,
+            "gpu": torch.cuda.get_device_name(0) if cuda else None}

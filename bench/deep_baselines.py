@@ -21,13 +21,12 @@ candidate), the label-free choice and the seconds; prints a per-species table.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import time
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+from bench import machine
 from bench.quality import (
     evaluate_segmenter,
     parse_params,
@@ -73,14 +72,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     overrides = parse_params(args.param)
     prepared = [p[:4] for p in prepare(settings, [("shared", args.dataset)], args.limit)]
 
-    import torch
 
     report: dict[str, Any] = {
         "dataset": str(args.dataset.resolve()), "eval_size": settings.eval_size,
         "foreground_model": settings.foreground_model, "profile": args.profile or "cpu",
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
-                    "torch_threads": torch.get_num_threads(), "cuda": torch.cuda.is_available(),
-                    "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
+        "machine": machine(),
         "methods": {},
     }
     for name in methods:

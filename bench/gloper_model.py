@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import time
 from pathlib import Path
 from typing import Any
@@ -24,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench import OUT
+from bench import OUT, machine
 from bench import examples as default_examples
 from bench.quality import evaluate_segmenter, write_report
 from gloper_jobs.data.datasets import scan_dataset
@@ -104,8 +102,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         fg_fn(img)
     u2netp_s = (time.perf_counter() - t0) / len(sets["examples"])
     report: dict[str, Any] = {
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
-                    "torch_threads": torch.get_num_threads(), "cuda": torch.cuda.is_available()},
+        "machine": machine(),
         "settings": {"size": SIZE, "local_sizes": LOCAL_SIZES, "train_steps": args.steps, "batch": args.batch,
                      "eval_size": settings.eval_size, "foreground": settings.foreground_model},
         "u2netp_seconds_per_photo": round(u2netp_s, 3),

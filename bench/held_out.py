@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import tempfile
 import time
 from collections import defaultdict
@@ -42,8 +41,8 @@ from typing import Any
 import numpy as np
 from sqlmodel import select
 
-from bench import examples
-from bench.quality import processor, write_report
+from bench import examples, machine
+from bench.quality import mean_or_none, write_report
 from gloper_jobs.jobs.calibration import calibration_of
 from gloper_jobs.jobs.runner import RunSummary, run_dataset
 from gloper_jobs.settings import Settings
@@ -98,11 +97,6 @@ def species_means(photos: dict[str, dict[str, Any]], field: str) -> dict[str, fl
     for row in photos.values():
         by[row["species"]].append(row[field])
     return {sp: (None if None in v else round(float(np.mean(v)), 4)) for sp, v in sorted(by.items())}  # type: ignore[arg-type]
-
-
-def mean_of(per_species: dict[str, float | None]) -> float | None:
-    vals = [v for v in per_species.values() if v is not None]
-    return round(float(np.mean(vals)), 4) if vals else None
 
 
 def verdicts(fig: dict[str, Any]) -> list[dict[str, Any]]:
@@ -172,7 +166,7 @@ def held_out(model: Path, dataset: Path, calibrate_on: Path, baseline: str = "km
     species = list(table["label_free"])
     gaps = {sp: round(table["label_free"][sp] - table["darker"][sp], 4) for sp in species  # type: ignore[operator]
             if table["label_free"][sp] is not None and table["darker"][sp] is not None}
-    figures = {name: mean_of(col) for name, col in table.items()}
+    figures: dict[str, object] = {name: mean_or_none(list(col.values())) for name, col in table.items()}
     figures["baseline"] = baseline
     figures["worst_vs_darker"] = min(gaps.values()) if gaps else None
     return {
@@ -229,11 +223,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     load_before = [round(x, 2) for x in os.getloadavg()]
     report = held_out(args.model.resolve(), args.dataset.resolve(), (args.calibrate_on or examples()).resolve(),
                       args.baseline, tuple(args.grid))
-    import torch
-
-    report["machine"] = {"platform": platform.platform(), "processor": processor(), "cpus": os.cpu_count(),
-                         "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-                         "cuda": torch.cuda.is_available()}
+    report["machine"] = machine()
     report["load_before"] = load_before
     report["load_after"] = [round(x, 2) for x in os.getloadavg()]
     print(markdown(report))

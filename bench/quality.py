@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import tempfile
 import time
 from collections.abc import Callable
@@ -43,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from bench import OUT, examples
+from bench import OUT, examples, machine
 from gloper_jobs.data.datasets import scan_dataset
 from gloper_jobs.data.images import load_image
 from gloper_jobs.data.labels import load_label
@@ -261,14 +260,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             groups.append(("synthetic", Path(tmp) / "synthetic"))
         prepared = prepare(settings, groups)
 
-        import torch
 
         report: dict[str, Any] = {
             "dataset": str(dataset), "synthetic_per_species": args.synthetic, "eval_size": settings.eval_size,
             "foreground_model": settings.foreground_model, "profile": args.profile or "cpu",
-            "machine": {"platform": platform.platform(), "processor": processor(), "cpus": os.cpu_count(),
-                        "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-                        "cuda": torch.cuda.is_available()},
+            "machine": machine(),
             "load_before": [round(x, 2) for x in load_before],
             "foreground": {f"{group}/{it.rel_path}": {"seconds": round(sec, 3), "fraction": round(fg.fraction, 4),
                                                       "fallback": fg.fallback}
@@ -292,17 +288,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"\nload before {report['load_before']}, after {report['load_after']}, {report['seconds']} s")
     write_report(report, args.out, "quality")
     return report
-
-
-def processor() -> str:
-    """The CPU's model name (``/proc/cpuinfo``; the platform's processor field elsewhere)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.partition(":")[2].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def markdown(report: dict[str, Any]) -> str:

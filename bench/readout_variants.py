@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import tempfile
 import time
 from collections.abc import Callable
@@ -45,8 +44,8 @@ import cv2
 import numpy as np
 import torch
 
-from bench import examples
-from bench.quality import SYNTHETIC_SEED, processor, write_report
+from bench import examples, machine
+from bench.quality import SYNTHETIC_SEED, write_report
 from gloper_jobs.data.datasets import scan_dataset
 from gloper_jobs.data.images import load_image, resize_mask, resize_rgb
 from gloper_jobs.data.labels import load_label
@@ -223,8 +222,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     res = analyse(rows)
     print_table(res)
     report = {"model": str(args.model.resolve()), "dataset": str(groups[0][1]), "synthetic_per_species": args.synthetic,
-              "machine": {"platform": platform.platform(), "processor": processor(), "cpus": os.cpu_count(),
-                          "torch_threads": torch.get_num_threads()},
+              "machine": machine(),
               "load_before": [round(x, 2) for x in load_before], "load_after": [round(x, 2) for x in os.getloadavg()],
               "seconds": round(time.time() - t0, 1), **res, "photos": rows}
     print(f"\nload before {report['load_before']}, after {report['load_after']}, {report['seconds']} s")
