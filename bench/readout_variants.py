@@ -15,6 +15,10 @@ weights, what could be changed after it:
   not the vote of each size's mask; ``choice=fused``: no global split;
 * ``open`` / ``close``: a 3x3 opening / closing of the mask; ``minarea=F``: pieces
   smaller than F of the foreground dropped;
+* ``choice=local_L``: one local size's mask alone (no vote of sizes, no global split);
+  ``consensus=L``: one local size's mask and the global split (the consensus of that size
+  alone): for each of the model's local sizes (what ``gloper calibrate`` most often picks
+  per species is the smallest size alone, in-sample);
 * ``scale=S``: the photo fed to the (fully convolutional) network at S instead of its
   training size, the weights read out at 256 (a finer window relative to the animal);
 * ``finetune=K``: K per-photo steps of the dataset model first (``--param finetune_steps``).
@@ -47,14 +51,14 @@ import torch
 from bench import examples, machine
 from bench.quality import SYNTHETIC_SEED, write_report
 from gloper_jobs.data.datasets import scan_dataset
-from gloper_jobs.data.images import load_image, resize_mask, resize_rgb
+from gloper_jobs.data.images import load_image, resize_mask, resize_rgb, resize_rgb_uint8
 from gloper_jobs.data.labels import load_label
 from gloper_jobs.devices import configure_torch
 from gloper_jobs.foreground import ForegroundExtractor
 from gloper_jobs.jobs.polarity import species_call
-from gloper_jobs.methods.choice import SPECIES_MARGIN, SPECIES_RULES
+from gloper_jobs.methods.choice import SPECIES_MARGIN, SPECIES_RULES, cluster_colours
 from gloper_jobs.methods.gloper.dataset_model.extract import ModelExtractor, pattern_weights
-from gloper_jobs.methods.gloper.readout import read_out
+from gloper_jobs.methods.gloper.readout import candidate_name, read_out
 from gloper_jobs.methods.gloper.segmenter import GloperSegmenter
 from gloper_jobs.methods.registry import build_segmenter
 from gloper_jobs.scoring.metrics import scores_at
@@ -89,12 +93,24 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "fuse=mean": {"mean": True}, "choice=fused": {"choice": "fused"},
     "open": {"post": _morph(cv2.MORPH_OPEN)}, "close": {"post": _morph(cv2.MORPH_CLOSE)},
     "minarea=0.002": {"post": _min_area(0.002)},
+    "split=3": {"split": 3},
 }
+
+
+def variants(local_sizes: list[int]) -> dict[str, dict[str, Any]]:
+    """:data:`VARIANTS` and, per local size of the model, that size alone with and without the split."""
+    out = dict(VARIANTS)
+    for ls in local_sizes:
+        out[f"choice=local_{ls}"] = {"choice": f"local_{ls}"}
+        out[f"consensus={ls}"] = {"sizes": [ls]}
+    return out
 
 
 def masks(image: np.ndarray, foreground: np.ndarray, weights: dict[int, np.ndarray], fg: np.ndarray,
           spec: dict[str, Any]) -> tuple[Masks, dict[str, Any]]:
     """The variant's label-free mask in each polarity, and the polarity evidence."""
+    if spec.get("sizes"):
+        weights = {ls: weights[ls] for ls in spec["sizes"]}
     if spec.get("sigma"):
         weights = {ls: cv2.GaussianBlur(w, (0, 0), spec["sigma"]) for ls, w in weights.items()}
     if spec.get("mean"):
@@ -103,7 +119,15 @@ def masks(image: np.ndarray, foreground: np.ndarray, weights: dict[int, np.ndarr
     out = read_out(image, foreground, weights, fg, spec.get("rho", 0.5), choice, "darker")
     readings = out.info["polarity"]["candidates"]
     post = spec.get("post", lambda m, _fg: m)
-    return {pol: post(out.candidates[name], fg) for pol, name in readings.items()}, out.info["polarity"]
+    chosen = {pol: out.candidates[name] for pol, name in readings.items()}
+    if spec.get("split"):  # the consensus against the darkest / lightest of k colour clusters
+        img = resize_rgb_uint8(image, fg.shape)
+        labels = np.full(fg.shape, -1)
+        if fg.sum() >= spec["split"]:
+            labels[fg] = cluster_colours(img[fg].astype(np.float32), spec["split"])[0]
+        chosen = {"darker": out.candidates[candidate_name("fused", "darker")] & (labels == 0),
+                  "lighter": out.candidates[candidate_name("fused", "lighter")] & (labels == spec["split"] - 1)}
+    return {pol: post(m, fg) for pol, m in chosen.items()}, out.info["polarity"]
 
 
 def collect(ext: ModelExtractor, groups: list[tuple[str, Path]], scales: list[int], finetune: list[int],
@@ -129,7 +153,7 @@ def collect(ext: ModelExtractor, groups: list[tuple[str, Path]], scales: list[in
             row: dict[str, Any] = {"rel_path": it.rel_path, "species": it.species, "group": group, "dice": {}}
             for name, w in maps.items():
                 w256 = {ls: cv2.resize(x, (READOUT, READOUT), interpolation=cv2.INTER_LINEAR) for ls, x in w.items()}
-                specs = VARIANTS if name == f"scale={ext.size}" else {DEFAULT: {}}
+                specs = variants(ext.local_sizes) if name == f"scale={ext.size}" else {DEFAULT: {}}
                 for vname, spec in specs.items():
                     m, evidence = masks(image, foreground, w256, fg, spec)
                     key = vname if name == f"scale={ext.size}" else name

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench.readout_variants import DEFAULT, VARIANTS, main
+from bench.readout_variants import DEFAULT, main, variants
 from gloper_jobs.data.datasets import scan_dataset
 from gloper_jobs.data.images import load_image
 from gloper_jobs.data.labels import load_label
@@ -32,7 +32,8 @@ def test_default_variant_is_what_gloper_run_reads_out(tmp_path: Path, models_dir
     monkeypatch.setenv("GLOPER_MODELS_DIR", str(models_dir))
     report = main(["--model", str(model), "--dataset", str(data), "--synthetic", "0", "--scales", "64",
                    "--finetune", "2", "--out", str(tmp_path / "r.json")])
-    assert set(report["variants"]) == {*VARIANTS, "scale=64", "finetune=2"}
+    assert set(report["variants"]) == {*variants([4, 8]), "scale=64", "finetune=2"}
+    assert {"choice=local_4", "consensus=8"} <= set(report["variants"])
     assert report["variants"][DEFAULT]["shared"]["label-free"] > 0
 
     # the bench's default read-out of each photo = the segmenter a job builds with model=tiny.pt
