@@ -93,8 +93,25 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "fuse=mean": {"mean": True}, "choice=fused": {"choice": "fused"},
     "open": {"post": _morph(cv2.MORPH_OPEN)}, "close": {"post": _morph(cv2.MORPH_CLOSE)},
     "minarea=0.002": {"post": _min_area(0.002)},
-    "split=3": {"split": 3},
+    "split=3": {"split": 3}, "split=auto": {"split": "auto"},
 }
+
+
+def _extreme_cluster(image: np.ndarray, fg: np.ndarray, k: int, polarity: str) -> np.ndarray:
+    """The darkest (``darker``) or lightest (``lighter``) of ``k`` colour clusters of the foreground."""
+    img = resize_rgb_uint8(image, fg.shape)
+    labels = np.full(fg.shape, -1)
+    if fg.sum() >= k:
+        labels[fg] = cluster_colours(img[fg].astype(np.float32), k)[0]
+    return np.asarray(labels == (0 if polarity == "darker" else k - 1))
+
+
+def _mcc(a: np.ndarray, b: np.ndarray) -> float:
+    """Matthews' correlation of two boolean vectors (0 where either is constant)."""
+    tp, tn = float((a & b).sum()), float((~a & ~b).sum())
+    fp, fn = float((~a & b).sum()), float((a & ~b).sum())
+    den = ((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn)) ** 0.5
+    return (tp * tn - fp * fn) / den if den else 0.0
 
 
 def variants(local_sizes: list[int]) -> dict[str, dict[str, Any]]:
@@ -121,12 +138,14 @@ def masks(image: np.ndarray, foreground: np.ndarray, weights: dict[int, np.ndarr
     post = spec.get("post", lambda m, _fg: m)
     chosen = {pol: out.candidates[name] for pol, name in readings.items()}
     if spec.get("split"):  # the consensus against the darkest / lightest of k colour clusters
-        img = resize_rgb_uint8(image, fg.shape)
-        labels = np.full(fg.shape, -1)
-        if fg.sum() >= spec["split"]:
-            labels[fg] = cluster_colours(img[fg].astype(np.float32), spec["split"])[0]
-        chosen = {"darker": out.candidates[candidate_name("fused", "darker")] & (labels == 0),
-                  "lighter": out.candidates[candidate_name("fused", "lighter")] & (labels == spec["split"] - 1)}
+        chosen = {}
+        for pol in ("darker", "lighter"):
+            fused = out.candidates[candidate_name("fused", pol)]
+            splits = [_extreme_cluster(image, fg, k, pol) for k in ((2, 3) if spec["split"] == "auto" else (spec["split"],))]
+            # auto: the split that agrees best with the local windows' own mask (Matthews'
+            # correlation over the foreground: neither the larger nor the smaller cluster is favoured)
+            best = max(splits, key=lambda c: _mcc(fused[fg], c[fg]))
+            chosen[pol] = fused & best
     return {pol: post(m, fg) for pol, m in chosen.items()}, out.info["polarity"]
 
 
