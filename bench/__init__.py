@@ -27,15 +27,28 @@ def examples() -> Path:
     return path
 
 
-def processor() -> str:
-    """The CPU's model name (``/proc/cpuinfo``; the platform's processor field elsewhere)."""
+def _cpuinfo() -> dict[str, str]:
+    """The first processor's fields of ``/proc/cpuinfo`` (empty off Linux)."""
+    fields: dict[str, str] = {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.partition(":")[2].strip()
+            if not line.strip():
+                break
+            key, _, value = line.partition(":")
+            fields[key.strip()] = value.strip()
     except OSError:
         pass
-    return platform.processor()
+    return fields
+
+
+def processor() -> str:
+    """The CPU's model name and, on Linux, its vendor, family and model: a virtual machine's
+    ``AMD EPYC`` names several generations whose kernels (and timings) differ."""
+    info = _cpuinfo()
+    name = info.get("model name") or platform.processor() or platform.machine()
+    if "cpu family" in info:
+        name += f" ({info.get('vendor_id', '?')} family {info['cpu family']} model {info.get('model', '?')})"
+    return name
 
 
 def machine() -> dict[str, Any]:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -34,7 +33,7 @@ from typing import Any
 
 from PIL import Image
 
-from bench import OUT
+from bench import OUT, machine
 from bench import examples as default_examples
 from gloper_jobs.data.datasets import scan_dataset
 
@@ -164,13 +163,6 @@ def parse_variant(text: str) -> tuple[str, dict[str, str]]:
         key = key.strip().upper()
         env[key if key.startswith("OMP_") else f"GLOPER_{key}"] = value.strip()
     return name, env
-
-
-def machine() -> dict[str, Any]:
-    import torch
-
-    card = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__, "cuda_card": card}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shutil
 import tempfile
 import time
 from pathlib import Path
 
-from bench import OUT, examples
+from bench import OUT, examples, machine
 from gloper_jobs.exports import export_jobs
 from gloper_jobs.jobs.runner import run_dataset
 from gloper_jobs.reporting import write_html_report
@@ -84,7 +82,7 @@ def main() -> None:
     t_synth = time.perf_counter() - t0
     masks = [p for p in (work / "res").rglob("*.png") if p.is_file() and f"job-{job_id:05d}" in str(p)]
     report: dict[str, object] = {
-        "machine": f"{platform.node()}: {os.cpu_count()} cores, {platform.processor() or platform.machine()}",
+        "machine": machine(),
         "photos": args.photos, "mask_pngs": len(masks), "mask_png_bytes": sum(p.stat().st_size for p in masks),
         "kmeans_run_10_photos_s": round(t_run, 2), "synthesise_s": round(t_synth, 2), "formats": {},
     }

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench import machine
 from bench.services import job_id, write
 from gloper_jobs.data.synthetic import make_dataset
 from gloper_jobs.testbed import services as qs
@@ -165,7 +166,7 @@ def main(argv: list[str] | None = None) -> Path:
         final = counts(store, job)
         rows = items(store, job)
         result = {
-            "machine": "2-core CPU (this box), other sessions' jobs possibly running outside the lock",
+            "machine": machine(), "conditions": "other sessions' jobs possibly running outside the lock",
             "photos": n, "seconds_per_photo": args.seconds, "workers": "2 x gloper worker --gpus cpu -c 2",
             "wall_s": round(time.monotonic() - t_start, 1),
             "redis_empty": args.redis_empty,

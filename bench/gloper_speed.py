@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import time
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from bench import machine, processor
 from bench.quality import write_report
 from gloper_jobs.data.datasets import scan_dataset
 from gloper_jobs.data.images import load_image, resize_mask, resize_rgb
@@ -125,7 +125,7 @@ def summarise(rows: list[dict[str, Any]], p: GloperParams, engine: dict[str, Any
     plain_sp, fast_sp = sum(r["plain_s"] for r in rows) / n, sum(r["fast_s"] for r in rows) / n
     sizes = [f"local_{ls}" for ls in p.local_sizes]
     steps_fast = sum(sum(r["stop_step"].values()) for r in rows)
-    cpu_name = f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+    cpu_name = f"cpu ({processor()}, {os.cpu_count()} cores)"
     report: dict[str, Any] = {
         "plain_s_per_photo": round(plain_sp, 2), "fast_s_per_photo": round(fast_sp, 2),
         "ratio": round(plain_sp / fast_sp, 2),
@@ -137,7 +137,7 @@ def summarise(rows: list[dict[str, Any]], p: GloperParams, engine: dict[str, Any
         "plain_dice_per_size": {s: mean([r["plain_dice"][s] for r in rows]) for s in sizes},
         "fast_dice_per_size": {s: mean([r["fast_dice"][s] for r in rows]) for s in sizes},
         "mean_stop_step": {s: mean([r["stop_step"][s] for r in rows]) for s in sizes},
-        "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
+        "machine": machine(), "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
         "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
         "step_tflop": round(flops / 1e12, 4),
         "plain_tflops": round(flops * p.steps * len(sizes) / plain_sp / 1e12, 4),

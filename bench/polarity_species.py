@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import tempfile
 import time
 from collections import defaultdict
@@ -42,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from bench import examples
+from bench import examples, machine
 from bench.quality import SYNTHETIC_SEED, calibrated_two_fold, mean_or_none, write_report
 from gloper_jobs.jobs.polarity import species_call
 from gloper_jobs.methods.choice import POLARITY_RULES, SPECIES_MARGIN, SPECIES_RULES
@@ -271,7 +270,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             photos = collect([args.dataset, synthetic], methods)
     names = list(dict.fromkeys(m for p in photos for m in p["methods"]))
     report: dict[str, Any] = {
-        "dataset": str(args.dataset), "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
+        "dataset": str(args.dataset), "machine": machine(),
         "load_before": [round(x, 2) for x in load_before], "photos": photos, "methods": {},
     }
     for name in names:

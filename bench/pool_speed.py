@@ -27,6 +27,7 @@ from pathlib import Path
 from statistics import mean
 from typing import Any
 
+from bench import machine
 from bench.services import job_id, services, write
 from gloper_jobs.data.synthetic import make_dataset
 from gloper_jobs.testbed.cluster import GLOPER, Cluster, drained, items
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> Path:
 
     work = Path(tempfile.mkdtemp(prefix="gloper-pool-speed-"))
     make_dataset(work / "photos", per_species=max(1, args.photos // 4), size=96)
-    result: dict[str, Any] = {"machine": f"{os.cpu_count()}-core CPU (this box)", "load_before": os.getloadavg(),
+    result: dict[str, Any] = {"machine": machine(), "load_before": os.getloadavg(),
                               "params": args.param, "photos": args.photos}
     with services(work) as cluster:
         # 1. one worker; kill its pool process after a third of the items
