@@ -1,17 +1,19 @@
 """Export and report cost at 1,000 photos: file sizes and seconds per format.
 
-    python -m bench.export_scale [--photos 1000]
+    python -m bench.export_scale [--photos 1000] [--out FILE.json]
 
 Runs k-means over the example photos once (real masks at the photos' own sizes),
-then synthesises a job of ``--photos`` items whose store rows and mask PNGs are
+then synthesises a job of ``--photos`` items whose store rows, RLEs and mask PNGs are
 copies of those ten (cycled), and times ``gloper export`` in each format and
-``gloper report --html``. Writes bench/out/export-scale.json.
+``gloper report --html``, with the machine and its load. Writes JSON
+(``bench/out/export-scale.json`` unless ``--out``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -53,10 +55,12 @@ def synthesise(store: Store, source_job: int, n: int, results: Path) -> int:
             folder.mkdir(parents=True, exist_ok=True)
             records = []
             for c in cands:
-                dest = folder / Path(c.mask_path).name
-                shutil.copyfile(c.mask_path, dest)
-                records.append(repo.CandidateRecord(c.name, str(dest), c.is_choice, c.derived, c.pattern_fraction,
-                                                    {"dice": c.dice or 0.0, "iou": c.iou or 0.0}))
+                dest = ""  # "": the mask is only its RLE (the default since masks stopped being PNGs)
+                if c.mask_path:
+                    dest = str(folder / Path(c.mask_path).name)
+                    shutil.copyfile(c.mask_path, dest)
+                records.append(repo.CandidateRecord(c.name, dest, c.is_choice, c.derived, c.pattern_fraction,
+                                                    {"dice": c.dice or 0.0, "iou": c.iou or 0.0}, rle=c.rle))
             repo.record_success(s, row.id or 0, records, choice=src.choice or "", seconds=src.seconds or 0.0,
                                 width=src.width or 0, height=src.height or 0,
                                 foreground_fraction=src.foreground_fraction,
@@ -67,13 +71,15 @@ def synthesise(store: Store, source_job: int, n: int, results: Path) -> int:
     return job_id
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
+def main(argv: list[str] | None = None) -> dict[str, object]:
+    ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--photos", type=int, default=1000)
-    args = ap.parse_args()
+    ap.add_argument("--out", type=Path, default=OUT / "export-scale.json")
+    args = ap.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="export-scale-"))
     settings = Settings.from_env(database_url=f"sqlite:///{work / 'store.db'}", results_dir=work / "res", device="cpu")
     store = Store(settings.database_url)
+    load_before = os.getloadavg()
     t0 = time.perf_counter()
     base = run_dataset(examples(), "kmeans", settings, progress=False, store=store)
     t_run = time.perf_counter() - t0
@@ -82,7 +88,7 @@ def main() -> None:
     t_synth = time.perf_counter() - t0
     masks = [p for p in (work / "res").rglob("*.png") if p.is_file() and f"job-{job_id:05d}" in str(p)]
     report: dict[str, object] = {
-        "machine": machine(),
+        "machine": machine(), "load_before": [round(x, 2) for x in load_before],
         "photos": args.photos, "mask_pngs": len(masks), "mask_png_bytes": sum(p.stat().st_size for p in masks),
         "kmeans_run_10_photos_s": round(t_run, 2), "synthesise_s": round(t_synth, 2), "formats": {},
     }
@@ -100,10 +106,13 @@ def main() -> None:
                                   "bytes": (work / "report.html").stat().st_size}
     print("html", formats["html_report"])
     report["formats"] = formats
-    OUT.mkdir(exist_ok=True)
-    (OUT / "export-scale.json").write_text(json.dumps(report, indent=1) + "\n")
+    report["load_after"] = [round(x, 2) for x in os.getloadavg()]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1) + "\n")
     print(json.dumps(report, indent=1))
+    store.dispose()
     shutil.rmtree(work)
+    return report
 
 
 if __name__ == "__main__":

@@ -148,10 +148,14 @@ def main(argv: list[str] | None = None) -> Path:
         launchers = [cluster.start_worker(f"w{i}", "--concurrency", "2") for i in (1, 2)]
         for _ in range(args.kills):
             faults.append(_kill_one(cluster, job))
+        def stop_and_wipe() -> None:
+            redis.stop()
+            redis.wipe()
+
         for i in (1, 2):
             if args.redis_empty:
                 faults.append(_outage(cluster, job, f"Redis restarted empty {i}",
-                                      lambda: (redis.stop(), redis.wipe()), redis.start, args.redis_outage))
+                                      stop_and_wipe, redis.start, args.redis_outage))
             else:
                 faults.append(_outage(cluster, job, f"Redis outage {i}", redis.stop, redis.start, args.redis_outage))
         faults.append(_outage(cluster, job, "PostgreSQL outage", pg.halt, pg.resume, args.pg_outage))

@@ -96,6 +96,7 @@ def prepare(dataset: Path, size: int, limit: int | None, settings: Settings) -> 
     fg_fn = ForegroundExtractor(settings.models_dir, settings.foreground_model)
     out = []
     for it in items:
+        assert it.label_path is not None  # filtered above
         img = load_image(it.path, settings.max_image_pixels)
         fg = fg_fn(img).mask
         small = (resize_rgb(img, (size, size)) * 255).round().astype(np.uint8)

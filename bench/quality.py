@@ -48,7 +48,7 @@ from gloper_jobs.data.images import load_image
 from gloper_jobs.data.labels import load_label
 from gloper_jobs.devices import configure_torch
 from gloper_jobs.exceptions import WeightsMissingError
-from gloper_jobs.foreground import ForegroundExtractor
+from gloper_jobs.foreground import Foreground, ForegroundExtractor
 from gloper_jobs.jobs.pipeline import process_photo
 from gloper_jobs.jobs.polarity import calibrated_pick, species_call
 from gloper_jobs.methods import Segmenter, list_segmenters
@@ -85,7 +85,7 @@ def evaluate_segmenter(name: str, seg: Segmenter, prepared: list[tuple[Any, Any,
     rows, scores = [], []
     with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as scratch:
         for it, group, fg, _lab in prepared:
-            out = process_photo(it.path, seg, Path(scratch) / group / it.rel_path, lambda _image, fg=fg: fg,
+            out = process_photo(it.path, seg, Path(scratch) / group / it.rel_path, _fixed(fg),
                                 it.label_path, it.species, eval_size)
             sec = float(out.info["timings"]["segment"])  # type: ignore[index]
             dice = {c.name: round((c.scores or {})["dice"], 4) for c in out.candidates}
@@ -205,6 +205,11 @@ def write_report(report: dict[str, Any], out: Path | None, prefix: str) -> Path:
     return path
 
 
+def _fixed(foreground: Foreground) -> Callable[[np.ndarray], Foreground]:
+    """A foreground function that returns the one already computed for the photo."""
+    return lambda _image: foreground
+
+
 def prepare(settings: Settings, groups: list[tuple[str, Path]],
             limit: int | None = None) -> list[tuple[Any, str, Any, Any, float]]:
     """Every labelled photo (the first ``limit``) of each ``(group, folder)``: ``(item, group,
@@ -219,6 +224,7 @@ def prepare(settings: Settings, groups: list[tuple[str, Path]],
             img = load_image(it.path, settings.max_image_pixels)
             t0 = time.perf_counter()
             fg = fg_fn(img)
+            assert it.label_path is not None  # filtered above
             prepared.append((it, group, fg, load_label(it.label_path), time.perf_counter() - t0))
     return prepared
 

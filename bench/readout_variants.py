@@ -40,7 +40,7 @@ import argparse
 import os
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -114,7 +114,7 @@ def _mcc(a: np.ndarray, b: np.ndarray) -> float:
     return (tp * tn - fp * fn) / den if den else 0.0
 
 
-def variants(local_sizes: list[int]) -> dict[str, dict[str, Any]]:
+def variants(local_sizes: Sequence[int]) -> dict[str, dict[str, Any]]:
     """:data:`VARIANTS` and, per local size of the model, that size alone with and without the split."""
     out = dict(VARIANTS)
     for ls in local_sizes:
