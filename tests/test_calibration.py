@@ -13,7 +13,7 @@ from sqlmodel import col, select
 
 from gloper_jobs.data.synthetic import make_dataset
 from gloper_jobs.exceptions import DatasetError, InvalidParameterError, JobNotFoundError
-from gloper_jobs.jobs.calibration import SETTING_MARK, parse_grid
+from gloper_jobs.jobs.calibration import SETTING_MARK, format_calibration, parse_grid
 from gloper_jobs.jobs.context import WorkerContext
 from gloper_jobs.jobs.execution import execute_item
 from gloper_jobs.jobs.kinds.calibrate import record_calibrate_job
@@ -161,3 +161,16 @@ def test_calibration_learns_polarity_and_settings_from_carries_it(qsettings: Set
             choice = s.exec(select(Candidate).where(Candidate.item_id == item.id, col(Candidate.is_choice))).one()
             assert choice.name.endswith("_lighter") == (learnt[item.species] == "lighter")
     assert len(items) == 8
+
+
+def test_calibration_table_warns_when_settings_were_picked_from_few_photos() -> None:
+    def row(species: str, photos: int, tried: int) -> Calibration:
+        return Calibration(job_id=1, species=species, params={"rho": 0.6, "choice": "local_16"}, dice=0.8,
+                           photos=photos, settings_tried=tried)
+
+    few = format_calibration([row("Cat", 1, 3), row("Zebra", 2, 3), row("Seal", 5, 3)])
+    note = few.splitlines()[-1]
+    assert note.startswith("note: Cat, Zebra chose among 3 settings from fewer than 3 photos")
+    assert "Seal" not in note and "--grid rho=0.5" in note
+    # one setting (the mask and polarity only), or enough photos: nothing to warn about
+    assert "note:" not in format_calibration([row("Cat", 1, 1), row("Seal", 3, 3)])

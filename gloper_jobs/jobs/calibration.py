@@ -36,6 +36,11 @@ if TYPE_CHECKING:
 KIND = "calibrate"
 #: the method calibrated when none is named
 CALIBRATED_METHOD = "gloper"
+#: species calibrated from fewer photos than this over several settings get a warning: on
+#: held-out synthetic photos, settings picked from two photos per species cost 0.021 in one
+#: direction and gained 0.001 in the other, while the polarity carried over
+#: (docs/benchmarks.md, "How much of a calibration carries over")
+FEW_PHOTOS = 3
 #: a calibration item's rel_path is "<photo rel_path><SETTING_MARK><index into the grid>"
 SETTING_MARK = "#setting="
 #: job.params keys of an extract job that uses a calibration
@@ -189,4 +194,10 @@ def format_calibration(rows: Sequence[Calibration]) -> str:
     for c in rows:
         own = ", ".join(f"{k}={v}" for k, v in c.params.items() if k not in shared) or "-"
         lines.append(f"{c.species:<14} {c.photos:>6} {c.settings_tried:>5} {c.dice:>6.3f}  {own}")
+    few = [c.species for c in rows if c.photos < FEW_PHOTOS and c.settings_tried > 1]
+    if few:
+        lines.append(f"note: {', '.join(few)} chose among {max(c.settings_tried for c in rows)} settings from fewer "
+                     f"than {FEW_PHOTOS} photos each: such a pick fits those photos (on other photos of the same "
+                     f"species it gained nothing in our checks) while the polarity carries over; label more "
+                     f"photos, or calibrate only mask and polarity with a one-setting grid (--grid rho=0.5)")
     return "\n".join(lines)
