@@ -172,5 +172,7 @@ def test_calibration_table_warns_when_settings_were_picked_from_few_photos() -> 
     note = few.splitlines()[-1]
     assert note.startswith("note: Cat, Zebra chose among 3 settings from fewer than 3 photos")
     assert "Seal" not in note and "--grid rho=0.5" in note
+    assert format_calibration([row("Cat", 1, 3), row("Zebra", 2, 3)]).splitlines()[-1].startswith(
+        "note: every species chose among 3 settings")
     # one setting (the mask and polarity only), or enough photos: nothing to warn about
     assert "note:" not in format_calibration([row("Cat", 1, 1), row("Seal", 3, 3)])

@@ -196,7 +196,8 @@ def format_calibration(rows: Sequence[Calibration]) -> str:
         lines.append(f"{c.species:<14} {c.photos:>6} {c.settings_tried:>5} {c.dice:>6.3f}  {own}")
     few = [c.species for c in rows if c.photos < FEW_PHOTOS and c.settings_tried > 1]
     if few:
-        lines.append(f"note: {', '.join(few)} chose among {max(c.settings_tried for c in rows)} settings from fewer "
+        who = "every species" if len(few) == len(rows) > 1 else ", ".join(few)
+        lines.append(f"note: {who} chose among {max(c.settings_tried for c in rows)} settings from fewer "
                      f"than {FEW_PHOTOS} photos each: such a pick fits those photos (on other photos of the same "
                      f"species it gained nothing in our checks) while the polarity carries over; label more "
                      f"photos, or calibrate only mask and polarity with a one-setting grid (--grid rho=0.5)")
