@@ -55,15 +55,25 @@ def _wait_progress(cluster: Cluster, job: int, since: int, timeout: float = 600)
     return round(time.monotonic() - t0, 1)
 
 
-def _kill_one(cluster: Cluster, job: int) -> dict[str, Any]:
-    """kill -9 the pool process of an item running for a while (its recovery is read later)."""
+#: an item is a kill victim once it has run this long (a younger one may be finishing)
+VICTIM_AGE_S = 0.5
+
+
+def _kill_one(cluster: Cluster, job: int, killed: set[str]) -> dict[str, Any]:
+    """kill -9 the pool process of an item running for a while and not killed before (the
+    same item killed ``max_deliveries`` times is isolated as failed, by design: a kill per
+    item keeps this a test of recovery); its recovery is read later."""
     store = cluster.store()
     victim: dict[str, Any] = {}
 
     def running() -> bool:
-        for it in items(store, job).values():
-            if it.status == "running" and it.worker and it.started_at is not None \
-                    and time.time() - it.started_at.timestamp() > 0.5:
+        rows = items(store, job).values()
+        if rows and all(it.status in ("done", "failed", "cancelled") for it in rows):
+            raise SystemExit(f"job {job} finished before an item could be killed: "
+                             f"give it more work (--photos, --seconds) or fewer --kills")
+        for it in rows:
+            if it.rel_path not in killed and it.status == "running" and it.worker and it.started_at is not None \
+                    and time.time() - it.started_at.timestamp() > VICTIM_AGE_S:
                 pid = int(it.worker.rsplit(":", 1)[1])
                 try:
                     os.kill(pid, 0)  # a row still naming a process killed before is not a victim
@@ -74,6 +84,7 @@ def _kill_one(cluster: Cluster, job: int) -> dict[str, Any]:
         return False
 
     cluster.wait_for(running, 300, "an item to kill")
+    killed.add(victim["item"])
     try:
         os.kill(victim["pid"], signal.SIGKILL)
     except ProcessLookupError:
@@ -114,6 +125,9 @@ def main(argv: list[str] | None = None) -> Path:
                     help="Redis comes back from each outage with no data (its files deleted)")
     ap.add_argument("--out", default="faults")
     args = ap.parse_args(argv)
+    if args.kills and args.seconds <= 2 * VICTIM_AGE_S:
+        ap.error(f"--seconds {args.seconds}: an item is killed once it has run {VICTIM_AGE_S} s, "
+                 f"so with --kills each photo must take more than {2 * VICTIM_AGE_S} s")
 
     work = Path(tempfile.mkdtemp(prefix="gloper-faults-"))
     make_dataset(work / "photos", per_species=max(1, args.photos // 4), size=32)
@@ -146,8 +160,10 @@ def main(argv: list[str] | None = None) -> Path:
         published = int(redis_py.Redis.from_url(redis.url).llen("extract.cpu"))
         faults.append({"fault": "2 concurrent submits", "items": n, "messages_published": published})
         launchers = [cluster.start_worker(f"w{i}", "--concurrency", "2") for i in (1, 2)]
+        killed: set[str] = set()
         for _ in range(args.kills):
-            faults.append(_kill_one(cluster, job))
+            faults.append(_kill_one(cluster, job, killed))
+
         def stop_and_wipe() -> None:
             redis.stop()
             redis.wipe()
