@@ -12,6 +12,7 @@ import platform
 from pathlib import Path
 from typing import Any
 
+from gloper_jobs.devices import cpu_info
 from gloper_jobs.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -27,24 +28,10 @@ def examples() -> Path:
     return path
 
 
-def _cpuinfo() -> dict[str, str]:
-    """The first processor's fields of ``/proc/cpuinfo`` (empty off Linux)."""
-    fields: dict[str, str] = {}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if not line.strip():
-                break
-            key, _, value = line.partition(":")
-            fields[key.strip()] = value.strip()
-    except OSError:
-        pass
-    return fields
-
-
 def processor() -> str:
     """The CPU's model name and, on Linux, its vendor, family and model: a virtual machine's
     ``AMD EPYC`` names several generations whose kernels (and timings) differ."""
-    info = _cpuinfo()
+    info = cpu_info()
     name = info.get("model name") or platform.processor() or platform.machine()
     if "cpu family" in info:
         name += f" ({info.get('vendor_id', '?')} family {info['cpu family']} model {info.get('model', '?')})"

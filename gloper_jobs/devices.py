@@ -46,6 +46,22 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def cpu_info(path: Path = Path("/proc/cpuinfo")) -> dict[str, str]:
+    """The first processor's fields of ``/proc/cpuinfo`` (``vendor_id``, ``cpu family``,
+    ``model``, ``model name``, ``flags``, ...); empty off Linux. Float kernels (oneDNN,
+    OpenCV) pick their code path by these, so results and timings name them."""
+    fields: dict[str, str] = {}
+    try:
+        for line in path.read_text().splitlines():
+            if not line.strip():
+                break
+            key, _, value = line.partition(":")
+            fields[key.strip()] = value.strip()
+    except OSError:
+        pass
+    return fields
+
+
 def available_cores() -> int:
     """CPU cores this process may run on (``sched_getaffinity``: a container's CPU set)."""
     try:

@@ -33,6 +33,7 @@ import pytest
 import torch
 
 from gloper_jobs.data.images import load_image
+from gloper_jobs.devices import cpu_info
 from gloper_jobs.methods import create_segmenter
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "gloper-examples"
@@ -84,34 +85,14 @@ def _isa() -> str:
 
 def _vendor() -> str:
     """The CPU's vendor (``GenuineIntel``, ``AuthenticAMD``; ``unknown`` off Linux)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("vendor_id"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
-
-
-def _cpuinfo() -> dict[str, str]:
-    """The first processor's fields of ``/proc/cpuinfo`` (empty off Linux)."""
-    fields: dict[str, str] = {}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if not line.strip():
-                break
-            key, _, value = line.partition(":")
-            fields[key.strip()] = value.strip()
-    except OSError:
-        pass
-    return fields
+    return cpu_info().get("vendor_id", "unknown")
 
 
 def _fingerprint() -> str:
     """What picks the float kernels: vendor, family, model, SIMD flags, torch and OpenCV."""
     import cv2
 
-    info = _cpuinfo()
+    info = cpu_info()
     simd = sorted(f for f in info.get("flags", "").split() if re.match(r"(avx|amx|fma|f16c|sse|ssse|vnni|vaes)", f))
     digest = hashlib.sha256(" ".join(simd).encode()).hexdigest()[:10]
     return (f"{_vendor()}-{info.get('cpu family', '?')}-{info.get('model', '?')}-{digest}"
