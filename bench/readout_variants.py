@@ -19,6 +19,10 @@ weights, what could be changed after it:
   ``consensus=L``: one local size's mask and the global split (the consensus of that size
   alone): for each of the model's local sizes (what ``gloper calibrate`` most often picks
   per species is the smallest size alone, in-sample);
+* ``split=3``: the consensus against the darkest (lightest) of three colour clusters of the
+  foreground instead of the darker (lighter) of two; ``split=auto``: per photo and reading,
+  the two- or three-cluster split whose extreme cluster agrees best (Matthews'
+  correlation over the foreground) with the local sizes' fused mask;
 * ``scale=S``: the photo fed to the (fully convolutional) network at S instead of its
   training size, the weights read out at 256 (a finer window relative to the animal);
 * ``finetune=K``: K per-photo steps of the dataset model first (``--param finetune_steps``).
@@ -47,6 +51,7 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
+from sklearn.metrics import matthews_corrcoef
 
 from bench import examples, machine
 from bench.quality import SYNTHETIC_SEED, write_report
@@ -106,14 +111,6 @@ def _extreme_cluster(image: np.ndarray, fg: np.ndarray, k: int, polarity: str) -
     return np.asarray(labels == (0 if polarity == "darker" else k - 1))
 
 
-def _mcc(a: np.ndarray, b: np.ndarray) -> float:
-    """Matthews' correlation of two boolean vectors (0 where either is constant)."""
-    tp, tn = float((a & b).sum()), float((~a & ~b).sum())
-    fp, fn = float((~a & b).sum()), float((a & ~b).sum())
-    den = ((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn)) ** 0.5
-    return (tp * tn - fp * fn) / den if den else 0.0
-
-
 def variants(local_sizes: Sequence[int]) -> dict[str, dict[str, Any]]:
     """:data:`VARIANTS` and, per local size of the model, that size alone with and without the split."""
     out = dict(VARIANTS)
@@ -144,7 +141,7 @@ def masks(image: np.ndarray, foreground: np.ndarray, weights: dict[int, np.ndarr
             splits = [_extreme_cluster(image, fg, k, pol) for k in ((2, 3) if spec["split"] == "auto" else (spec["split"],))]
             # auto: the split that agrees best with the local windows' own mask (Matthews'
             # correlation over the foreground: neither the larger nor the smaller cluster is favoured)
-            best = max(splits, key=lambda c: _mcc(fused[fg], c[fg]))
+            best = max(splits, key=lambda c: matthews_corrcoef(fused[fg], c[fg]))
             chosen[pol] = fused & best
     return {pol: post(m, fg) for pol, m in chosen.items()}, out.info["polarity"]
 
