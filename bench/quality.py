@@ -266,7 +266,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             groups.append(("synthetic", Path(tmp) / "synthetic"))
         prepared = prepare(settings, groups)
 
-
         report: dict[str, Any] = {
             "dataset": str(dataset), "synthetic_per_species": args.synthetic, "eval_size": settings.eval_size,
             "foreground_model": settings.foreground_model, "profile": args.profile or "cpu",
