@@ -1,7 +1,7 @@
 """[quality]'s "done" on photos nobody tuned to, measured through the tool's own commands.
 
     python -m bench.held_out --model M.pt --dataset OTHER [--calibrate-on LABELLED]
-        [--baseline kmeans] [--grid NAME=V1,V2 ...] [--out FILE.json]
+        [--baseline kmeans] [--grid NAME=V1,V2 ...] [--narrow-grid NAME=V ...] [--out FILE.json]
 
 Whoever holds labelled photos the project never saw (the "other ten") runs this once
 and gets every figure the issue's done-criteria name, from one run on one machine.
@@ -16,10 +16,15 @@ what a user runs, through the same job path (:func:`~gloper_jobs.jobs.runner.run
    (``LABELLED``: the example photos unless ``--calibrate-on``);
 4. ``gloper run OTHER --method gloper --param model=M.pt --settings-from <3>``: the
    calibrated figure (species without a calibration keep the label-free settings and
-   are listed).
+   are listed);
+5. the same two with a one-setting grid (``--narrow-grid``, default ``rho=0.5``, GloPER's
+   own): the calibration then learns only each species' mask and polarity, which is
+   what carried over from a few photos on synthetic species (docs/benchmarks.md); its
+   figure (``calibrated_narrow``) stands beside the other, the criteria keep the issue's
+   grid. When ``--grid`` is that one setting already, nothing runs twice.
 
 Per species (means weigh species equally): the dataset model's label-free, darker
-reading, oracle polarity, oracle and calibrated Dice; the baseline's oracle and
+reading, oracle polarity, oracle, calibrated and narrowly calibrated Dice; the baseline's oracle and
 label-free. Then each criterion of the issue, with its figure and whether it holds:
 label-free >= ``LABEL_FREE_MIN``; label-free >= the baseline's oracle; calibrated >=
 ``CALIBRATED_MIN``; no species' label-free below its darker reading by more than
@@ -45,6 +50,7 @@ from bench import examples, machine
 from bench.quality import mean_or_none, write_report
 from gloper_jobs.jobs.calibration import calibration_of
 from gloper_jobs.jobs.runner import RunSummary, run_dataset
+from gloper_jobs.methods.gloper.params import GloperParams
 from gloper_jobs.settings import Settings
 from gloper_jobs.store import Calibration, Item, ItemStatus, Store
 from gloper_jobs.store.repository import get_job, item_candidates
@@ -56,6 +62,8 @@ CALIBRATED_KEYS = ("choice", "polarity", "rho", "size", "local_sizes")
 LABEL_FREE_MIN = 0.60
 CALIBRATED_MIN = 0.65
 FLIP_TOLERANCE = 0.05
+#: the one-setting grid of step 5: GloPER's own rho, so only the mask and the polarity are learnt
+NARROW_GRID = (f"rho={GloperParams.rho}",)
 
 
 def photo_figures(store: Store, job_id: int) -> tuple[dict[str, dict[str, float | None]], dict[str, str]]:
@@ -124,9 +132,10 @@ def _timed(stages: dict[str, float], name: str, run: Any) -> RunSummary:
 
 
 def held_out(model: Path, dataset: Path, calibrate_on: Path, baseline: str = "kmeans",
-             grid: tuple[str, ...] = (), workdir: Path | None = None) -> dict[str, Any]:
-    """Run the four jobs of the module doc on a scratch store under ``workdir`` (a
-    temporary folder when None) and return the report (figures per species, criteria)."""
+             grid: tuple[str, ...] = (), workdir: Path | None = None,
+             narrow_grid: tuple[str, ...] = NARROW_GRID) -> dict[str, Any]:
+    """Run the jobs of the module doc on a scratch store under ``workdir`` (a temporary
+    folder when None) and return the report (figures per species, criteria)."""
     with tempfile.TemporaryDirectory(prefix="bench-held-out-") as tmp:
         root = Path(workdir or tmp)
         settings = Settings.from_env(database_url=f"sqlite:///{root / 'held-out.db'}", results_dir=root / "results")
@@ -147,10 +156,17 @@ def held_out(model: Path, dataset: Path, calibrate_on: Path, baseline: str = "km
                       for c in s.exec(select(Calibration).where(Calibration.job_id == cal.job.id)).all()}
         calr = _timed(stages, "calibrated", lambda: run_dataset(dataset, "gloper", params=params,
                                                                 settings_from=cal.job.id, **run))
+        narrow_job = calr.job.id
+        if tuple(narrow_grid) != tuple(grid):
+            cal_n = _timed(stages, "calibrate narrow", lambda: run_dataset(
+                calibrate_on, "gloper", params=params, kind="calibrate", grid=narrow_grid, **run))
+            narrow_job = _timed(stages, "calibrated narrow", lambda: run_dataset(
+                dataset, "gloper", params=params, settings_from=cal_n.job.id, **run)).job.id
         seconds = round(time.perf_counter() - t_start, 1)
         photos, failed = photo_figures(store, lf.job.id)  # type: ignore[arg-type]
         base_photos, base_failed = photo_figures(store, base.job.id)  # type: ignore[arg-type]
         cal_photos, cal_failed = photo_figures(store, calr.job.id)  # type: ignore[arg-type]
+        narrow_photos, _ = photo_figures(store, narrow_job)  # type: ignore[arg-type]
         with store.session() as s:
             calls = (get_job(s, lf.job.id).species_polarity or {}).get("calls", {})
         store.dispose()
@@ -160,6 +176,7 @@ def held_out(model: Path, dataset: Path, calibrate_on: Path, baseline: str = "km
         "label_free": species_means(photos, "chosen"), "darker": species_means(photos, "darker"),
         "oracle_polarity": species_means(photos, "oracle_polarity"), "oracle": species_means(photos, "oracle"),
         "calibrated": species_means(cal_photos, "chosen"),
+        "calibrated_narrow": species_means(narrow_photos, "chosen"),
         "baseline_oracle": species_means(base_photos, "oracle"),
         "baseline_label_free": species_means(base_photos, "chosen"),
     }
@@ -171,7 +188,7 @@ def held_out(model: Path, dataset: Path, calibrate_on: Path, baseline: str = "km
     figures["worst_vs_darker"] = min(gaps.values()) if gaps else None
     return {
         "model": str(model), "dataset": str(dataset), "calibrate_on": str(calibrate_on), "baseline": baseline,
-        "grid": list(grid), "photos": len(photos), "species": species,
+        "grid": list(grid), "narrow_grid": list(narrow_grid), "photos": len(photos), "species": species,
         "per_species": {sp: {**{name: col.get(sp) for name, col in table.items()}, "vs_darker": gaps.get(sp),
                              "calibrated_from": sp in calibrated_species,
                              "polarity": calls.get(sp, {}).get("polarity"), "how": calls.get(sp, {}).get("how")}
@@ -186,9 +203,10 @@ def held_out(model: Path, dataset: Path, calibrate_on: Path, baseline: str = "km
 
 def markdown(report: dict[str, Any]) -> str:
     """Per species and mean: the model's figures, the calibrated one, the baseline's; then the criteria."""
-    cols = ("label_free", "darker", "oracle_polarity", "oracle", "calibrated", "baseline_oracle",
-            "baseline_label_free")
+    cols = ("label_free", "darker", "oracle_polarity", "oracle", "calibrated", "calibrated_narrow",
+            "baseline_oracle", "baseline_label_free")
     head = ["label-free", "darker", "oracle polarity", "oracle", "calibrated",
+            f"calibrated ({', '.join(report['narrow_grid'])})",
             f"{report['baseline']} oracle", f"{report['baseline']} label-free"]
 
     def cell(v: float | None) -> str:
@@ -215,6 +233,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--baseline", default="kmeans", help="the method whose oracle is the bar (default kmeans)")
     ap.add_argument("--grid", action="append", default=[], metavar="NAME=V1,V2",
                     help="calibration grid axis (default: gloper calibrate's own, rho=0.4,0.5,0.6)")
+    ap.add_argument("--narrow-grid", action="append", default=None, metavar="NAME=V",
+                    help=f"the one-setting grid of the second calibration (default: {' '.join(NARROW_GRID)})")
     ap.add_argument("--out", type=Path, default=None, help="JSON file (default bench/out/held-out-<time>.json)")
     args = ap.parse_args(argv)
     for flag, path in (("--model", args.model), ("--dataset", args.dataset), ("--calibrate-on", args.calibrate_on)):
@@ -222,7 +242,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             raise SystemExit(f"{flag} {path}: no such file or folder")
     load_before = [round(x, 2) for x in os.getloadavg()]
     report = held_out(args.model.resolve(), args.dataset.resolve(), (args.calibrate_on or examples()).resolve(),
-                      args.baseline, tuple(args.grid))
+                      args.baseline, tuple(args.grid), narrow_grid=tuple(args.narrow_grid or NARROW_GRID))
     report["machine"] = machine()
     report["load_before"] = load_before
     report["load_after"] = [round(x, 2) for x in os.getloadavg()]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench.held_out import CALIBRATED_MIN, LABEL_FREE_MIN, main, verdicts
+from bench.held_out import CALIBRATED_MIN, LABEL_FREE_MIN, main, markdown, verdicts
 from gloper_jobs.data.datasets import scan_dataset
 from gloper_jobs.data.synthetic import make_dataset
 from gloper_jobs.jobs.training import model_params
@@ -61,7 +61,21 @@ def test_held_out_runs_the_jobs_a_user_runs(tmp_path: Path, models_dir: Path,
         assert row["vs_darker"] == pytest.approx(row["label_free"] - row["darker"], abs=1e-3)
         assert row["polarity"] in ("darker", "lighter") and row["how"] in ("vote", "unclear"), row
     assert [c["holds"] is not None for c in report["criteria"]] == [True] * 4
+    # --grid is the narrow grid already: the second calibration is the first, nothing runs twice
     assert set(report["stages_seconds"]) == {"label-free", "kmeans", "calibrate", "calibrated"}
+    assert report["figures"]["calibrated_narrow"] == report["figures"]["calibrated"]
+
+    # the grid (three rhos) and, beside it, mask and polarity only at rho 0.5
+    wide = main(["--model", str(model), "--dataset", str(target), "--calibrate-on", str(target),
+                 "--out", str(tmp_path / "wide.json")])
+    assert wide["narrow_grid"] == ["rho=0.5"] and wide["grid"] == []
+    assert set(wide["stages_seconds"]) == {"label-free", "kmeans", "calibrate", "calibrated",
+                                           "calibrate narrow", "calibrated narrow"}
+    for sp, row in wide["per_species"].items():
+        # in-sample: the wider grid holds the narrow one's settings, and both every polarity
+        assert row["calibrated"] >= row["calibrated_narrow"] - 1e-9, sp
+        assert row["calibrated_narrow"] >= row["oracle_polarity"] - 1e-9, sp
+    assert "calibrated (rho=0.5)" in markdown(wide)
 
 
 def test_held_out_refuses_missing_paths(tmp_path: Path) -> None:
