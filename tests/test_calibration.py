@@ -4,6 +4,7 @@ Celery task is the same thin call (tests/test_queue_e2e.py drives tasks through 
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,6 +20,7 @@ from gloper_jobs.jobs.execution import execute_item
 from gloper_jobs.jobs.kinds.calibrate import record_calibrate_job
 from gloper_jobs.jobs.kinds.extract import record_extract_job
 from gloper_jobs.jobs.submission import enqueue_unfinished
+from gloper_jobs.methods.gloper.params import PER_PHOTO_TRAINING, GloperParams
 from gloper_jobs.settings import Settings
 from gloper_jobs.store import Calibration, Candidate, Item, Job, Store
 
@@ -176,3 +178,29 @@ def test_calibration_table_warns_when_settings_were_picked_from_few_photos() -> 
         "note: every species chose among 3 settings")
     # one setting (the mask and polarity only), or enough photos: nothing to warn about
     assert "note:" not in format_calibration([row("Cat", 1, 1), row("Seal", 3, 3)])
+
+
+def test_calibration_table_leaves_out_what_a_dataset_model_does_not_use() -> None:
+    """A dataset model's calibration stores the per-photo training settings in its grid (they
+    are GloPER's identity); the table shows only the settings that act."""
+    base = GloperParams.build(model="M.pt", size=256, local_sizes="16,32").identity()
+    rows = [Calibration(job_id=1, species=sp, params={**base, "rho": rho, "polarity": pol}, dice=0.7,
+                        photos=3, settings_tried=1) for sp, rho, pol in (("Cat", 0.5, "darker"), ("Seal", 0.6, "lighter"))]
+    table = format_calibration(rows)
+    shared = table.splitlines()[0]
+    assert "model=M.pt" in shared and "size=256" in shared and "local_sizes=[16, 32]" in shared
+    for unused in PER_PHOTO_TRAINING:  # (finetune_steps=0 acts: it is no per-photo training)
+        assert not re.search(rf"(: |, ){unused}=", table), unused
+    assert "rho=0.6, polarity=lighter" in table.splitlines()[3]
+    # fine-tuning uses the seed; per-photo GloPER uses every training setting
+    assert GloperParams.idle({**base, "finetune_steps": 10}) == frozenset(PER_PHOTO_TRAINING) - {"seed"}
+    per_photo = GloperParams.build().identity()
+    assert GloperParams.idle(per_photo) == frozenset()
+    assert all(re.search(rf"(: |, ){k}=", format_calibration([replace_params(rows[0], per_photo)]))
+               for k in PER_PHOTO_TRAINING)
+    assert format_calibration([replace_params(rows[0], {"k": 2})], "kmeans").startswith("settings of every species: k=2")
+
+
+def replace_params(row: Calibration, params: dict[str, object]) -> Calibration:
+    return Calibration(job_id=row.job_id, species=row.species, params=params, dice=row.dice, photos=row.photos,
+                       settings_tried=row.settings_tried)

@@ -167,7 +167,7 @@ def calibrate(dataset: str, method: str | None, params: tuple[str, ...], grid: t
         first = f": {summary.failed[0][0]}: {summary.failed[0][1]}" if summary.failed else ""
         raise click.ClickException(f"calibration job {summary.job.id} scored no photo, nothing was calibrated"
                                    f"{first}; `gloper status {summary.job.id}` lists every failure")
-    click.echo(format_calibration(learnt))
+    click.echo(format_calibration(learnt, summary.job.method))
     click.echo(f"calibration {summary.job.id}")
 
 
@@ -205,7 +205,8 @@ def calibration(job_id: int) -> None:
 
     store = open_store(load_settings())
     with store.session() as s:
-        click.echo(format_calibration(best_settings(s, get_job(s, job_id))))
+        job = get_job(s, job_id)
+        click.echo(format_calibration(best_settings(s, job), job.method))
 
 
 @click.command()

@@ -183,16 +183,21 @@ def calibration_of(session: Session, job_id: int, method: str | None = None) -> 
     return {c.species: dict(c.params) for c in rows}
 
 
-def format_calibration(rows: Sequence[Calibration]) -> str:
+def format_calibration(rows: Sequence[Calibration], method: str = CALIBRATED_METHOD) -> str:
     """The printable table of ``gloper calibration JOB``: the settings every species shares
-    once, then one line per species with its Dice and the settings it chose."""
+    once, then one line per species with its Dice and the settings it chose. Settings that
+    do nothing with the others (a dataset model's per-photo training steps) are left out."""
+    from gloper_jobs.methods.registry import get_segmenter_class
+
     if not rows:
         return "no species calibrated"
-    shared = {k: v for k, v in rows[0].params.items() if all(c.params.get(k) == v for c in rows)}
+    idle = get_segmenter_class(method).Params.idle
+    acting = [{k: v for k, v in c.params.items() if k not in idle(c.params)} for c in rows]
+    shared = {k: v for k, v in acting[0].items() if all(p.get(k) == v for p in acting)}
     lines = ["settings of every species: " + ", ".join(f"{k}={v}" for k, v in shared.items()),
              f"{'species':<14} {'photos':>6} {'tried':>5} {'Dice':>6}  settings"]
-    for c in rows:
-        own = ", ".join(f"{k}={v}" for k, v in c.params.items() if k not in shared) or "-"
+    for c, params in zip(rows, acting, strict=True):
+        own = ", ".join(f"{k}={v}" for k, v in params.items() if k not in shared) or "-"
         lines.append(f"{c.species:<14} {c.photos:>6} {c.settings_tried:>5} {c.dice:>6.3f}  {own}")
     few = [c.species for c in rows if c.photos < FEW_PHOTOS and c.settings_tried > 1]
     if few:

@@ -74,6 +74,12 @@ class MethodParams:
     def validate(self) -> None:
         """Raise :class:`InvalidParameterError` for a bad value (override)."""
 
+    @classmethod
+    def idle(cls, params: dict[str, Any]) -> frozenset[str]:
+        """The names in ``params`` (an :meth:`identity` dict) that do nothing with the other
+        values given there, so a table of settings can leave them out (override)."""
+        return frozenset()
+
     def identity(self) -> dict[str, Any]:
         """The parameters that determine the result, JSON-ready."""
         out: dict[str, Any] = {}

@@ -29,6 +29,9 @@ SWITCHES = ("auto", "on", "off")
 #: bilinear weights at 256 against the model's S=128 gave +0.009 label-free Dice on the ten
 #: examples (docs/benchmarks.md, "Reading a dataset model out at 256")
 MODEL_READOUT_SIZE = 256
+#: the per-photo training's settings (the engine's step budget, optimiser, stop rule and
+#: precision): what a dataset model (``model``) does not use
+PER_PHOTO_TRAINING = ("steps", "tau", "lr", "seed", "stop_every", "stop_iou", "chain_sizes", "precision")
 
 
 def check_local_sizes(size: int, local_sizes: tuple[int, ...]) -> None:
@@ -133,6 +136,16 @@ class GloperParams(GloperFamily):
             raise InvalidParameterError(f"precision={self.precision!r}: use one of {', '.join(PRECISIONS)}")
         if self.compile not in COMPILE_MODES:
             raise InvalidParameterError(f"compile={self.compile!r}: use one of {', '.join(COMPILE_MODES)}")
+
+    @classmethod
+    def idle(cls, params: dict[str, Any]) -> frozenset[str]:
+        """With ``model`` the per-photo training settings do nothing: the dataset model's
+        forward pass replaces the training (its fine-tuning, ``finetune_steps``, takes lr and
+        tau from the checkpoint and only the seed from here)."""
+        if not params.get("model"):
+            return frozenset()
+        unused = set(PER_PHOTO_TRAINING) - ({"seed"} if params.get("finetune_steps") else set())
+        return frozenset(unused & set(params))
 
     @property
     def readout_side(self) -> int:
