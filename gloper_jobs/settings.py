@@ -15,6 +15,9 @@ GLOPER_RESULTS_DIR         where mask PNGs go (``./gloper-results``); an
                            the AWS chain: variables, profile or instance role)
 GLOPER_MODELS_DIR          foreground weights folder (``$U2NET_HOME`` or ``~/.u2net``)
 GLOPER_FOREGROUND_MODEL    ``u2netp`` (default) or ``u2net`` (the paper's)
+GLOPER_FOREGROUND_RIM      the band along the foreground's outline no mask keeps,
+                           as a share of the mask's side (0.0117: 3 px at 256;
+                           0: none); part of a job's identity
 GLOPER_DEVICE              ``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:1``
 GLOPER_TORCH_THREADS       CPU threads for torch (every core this process may
                            use; ``gloper worker`` gives each of its processes
@@ -166,6 +169,7 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("GLOPER_MODELS_DIR", "U2NET_HOME"),
     )
     foreground_model: str = defaults.FOREGROUND_MODEL
+    foreground_rim: float = defaults.FOREGROUND_RIM
     device: str = "auto"
     torch_threads: int | None = None
     compile_cache_dir: Path = defaults.COMPILE_CACHE_DIR
@@ -235,6 +239,13 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"unknown foreground model {value!r}; use one of {', '.join(defaults.FOREGROUND_MODELS)}"
             )
+        return value
+
+    @field_validator("foreground_rim")
+    @classmethod
+    def _rim(cls, value: float) -> float:
+        if not 0 <= value < 0.25:
+            raise ValueError(f"{value} must be a share of the side in [0, 0.25): 0.0117 is 3 px at 256, 0 trims nothing")
         return value
 
     @field_validator("decode", "write_candidates")

@@ -94,7 +94,7 @@ class WorkerContext:
         return process_photo(
             photo, segmenter, out_dir, self.foreground(job.foreground_model), label, item.species,
             job.eval_size, self.settings.max_image_pixels, decode=self.settings.decode,
-            write_candidates=self.settings.write_candidates,
+            write_candidates=self.settings.write_candidates, foreground_rim=job.foreground_rim,
         )
 
     def process_remote(self, job: Job, item: Item, segmenter: Segmenter, out: str | Path) -> ItemOutcome:
@@ -126,7 +126,8 @@ class WorkerContext:
             outcome = process_photo(photo, segmenter, local_out, self.foreground(job.foreground_model), label,
                                     item.species, job.eval_size, self.settings.max_image_pixels,
                                     decode=self.settings.decode,
-                                    write_candidates=self.settings.write_candidates)
+                                    write_candidates=self.settings.write_candidates,
+                                    foreground_rim=job.foreground_rim)
             if not is_url(out):
                 return outcome
             url = str(out)

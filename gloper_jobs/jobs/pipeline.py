@@ -9,7 +9,7 @@ segment`` and the benchmarks. It touches no database: it returns an
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +20,7 @@ from gloper_jobs.data.outputs import clean_partial, write_choice, write_mask, wr
 from gloper_jobs.exceptions import LabelError
 from gloper_jobs.exports.rle import encode
 from gloper_jobs.foreground import ForegroundFn, whole_frame
+from gloper_jobs.foreground.rim import trim_rim
 from gloper_jobs.methods.base import SegmentContext, Segmenter
 from gloper_jobs.scoring.metrics import scores_at
 from gloper_jobs.store.repository import CandidateRecord
@@ -85,6 +86,7 @@ def process_photo(
     overlay: bool = False,
     decode: str = defaults.DECODE,
     write_candidates: str = defaults.WRITE_CANDIDATES,
+    foreground_rim: float = 0.0,
 ) -> ItemOutcome:
     """Segment one photo and write ``<out_dir>/<candidate>.png`` at the photo's size,
     ``<out_dir>/choice.json`` naming the chosen one (and ``overlay.png``, the choice drawn
@@ -98,6 +100,10 @@ def process_photo(
     says which are also written as full-resolution PNGs: ``choice`` (the chosen one) or
     ``all``. A candidate without a file has an empty ``mask_path``.
 
+    ``foreground_rim`` (a share of the mask's side) trims that band along the
+    foreground's outline off every candidate (:mod:`gloper_jobs.foreground.rim`); the
+    method's own label-free choice and polarity evidence are left as it made them.
+
     Raises the library's errors (:class:`ImageLoadError` for a bad photo) for
     the caller to record; an unreadable label only adds a note.
     """
@@ -109,6 +115,8 @@ def process_photo(
     fg = foreground_fn(image) if foreground_fn is not None else whole_frame(image)
     t_fg = time.perf_counter()
     seg = segmenter.segment(image, fg.mask, SegmentContext(species=species, name=Path(path).name))
+    if foreground_rim and not fg.fallback:
+        seg = replace(seg, candidates=trim_rim(seg.candidates, fg.mask, foreground_rim))
     timings = {"load": t_load - t0, "foreground": t_fg - t_load, "segment": time.perf_counter() - t_fg}
     if "seconds" in seg.info:  # the network's own share of segment (the dataset model reports it)
         timings["network"] = float(seg.info["seconds"])
@@ -170,6 +178,7 @@ def segment_image(image_path: Path, method: str, settings: Settings, out_dir: Pa
     segmenter = build_segmenter(method, settings, profile, params)
     fg_fn = build_foreground(settings, None if foreground else "none")
     outcome = process_photo(Path(image_path), segmenter, out_dir, fg_fn, species=species,
-                            max_pixels=settings.max_image_pixels, overlay=True, write_candidates="all")
+                            max_pixels=settings.max_image_pixels, overlay=True, write_candidates="all",
+                            foreground_rim=settings.foreground_rim if foreground else 0.0)
     return SegmentResult({c.name: Path(c.mask_path) for c in outcome.candidates}, outcome.choice,
                          out_dir / OVERLAY_NAME, bool(outcome.foreground_fallback))

@@ -99,7 +99,8 @@ def job_report(session: Session, job: Job) -> str:
     params = ", ".join(f"{k}={v}" for k, v in job.params.items() if k != "per_species")
     if job.params.get("per_species"):  # the calibration's settings: `gloper calibration JOB` prints them
         params += f", calibrated species: {len(job.params['per_species'])}"
-    title = (f"Job {job.id} · {job.method} ({params}) · foreground {job.foreground_model} · "
+    rim = f" less a {job.foreground_rim:.2%} rim" if job.foreground_rim else ""
+    title = (f"Job {job.id} · {job.method} ({params}) · foreground {job.foreground_model}{rim} · "
              f"Dice at {job.eval_size}x{job.eval_size}")
     parts = [format_species_table(species_rows(scores), title)]
     if not scores:

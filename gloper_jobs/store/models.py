@@ -54,6 +54,9 @@ class Job(SQLModel, table=True):
     profile: str | None = Field(default=None, max_length=32)
     params: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     foreground_model: str = Field(default="u2netp", max_length=32)
+    #: the band along the foreground's outline no mask keeps, as a share of the mask's side
+    #: (``GLOPER_FOREGROUND_RIM`` when the job was made; 0 for jobs made before it existed)
+    foreground_rim: float = Field(default=0.0, sa_column_kwargs={"server_default": "0"})
     eval_size: int = 256
     status: str = Field(default=JobStatus.pending.value, max_length=16, index=True)
     results_dir: str = Field(sa_column=Column(Text, nullable=False))

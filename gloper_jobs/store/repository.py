@@ -50,10 +50,14 @@ class JobSpec:
     eval_size: int
     results_root: str
     source: str | None = None  # a manifest (with its digest) or URL the items came from
+    #: the foreground's outline band no mask keeps (share of the side; 0 for jobs made before it)
+    foreground_rim: float = 0.0
 
     @property
     def key(self) -> str:
-        extra = {"source": self.source} if self.source else {}
+        extra: dict[str, Any] = {"source": self.source} if self.source else {}
+        if self.foreground_rim:  # keys of jobs without a rim stay what they were
+            extra["foreground_rim"] = self.foreground_rim
         return job_key(self.kind, self.dataset, {
             "method": self.method, "params": self.params,
             "foreground_model": self.foreground_model, "eval_size": self.eval_size, **extra,
@@ -65,7 +69,8 @@ def get_or_create_job(session: Session, spec: JobSpec) -> tuple[Job, bool]:
     key = spec.key
     stmt = insert_statement(session, Job).values(
         key=key, kind=spec.kind, dataset=spec.dataset, method=spec.method, profile=spec.profile,
-        params=spec.params, foreground_model=spec.foreground_model, eval_size=spec.eval_size,
+        params=spec.params, foreground_model=spec.foreground_model, foreground_rim=spec.foreground_rim,
+        eval_size=spec.eval_size,
         status=JobStatus.pending.value, results_dir="", n_items=0, source=spec.source,
         created_at=utcnow(), updated_at=utcnow(),
     ).on_conflict_do_nothing(index_elements=["key"]).returning(col(Job.id))

@@ -188,6 +188,7 @@ def job_spec(settings: Settings, dataset: str | Path, method: str, profile: str 
         method=method, params=identity, profile=profile,
         foreground_model=settings.foreground_model if foreground else "none",
         eval_size=settings.eval_size, results_root=settings.results_root,
+        foreground_rim=settings.foreground_rim if foreground else 0.0,
     )
 
 
