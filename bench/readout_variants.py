@@ -14,7 +14,11 @@ weights, what could be changed after it:
 * ``rho=R``: another threshold; ``fuse=mean``: the sizes' mean weight thresholded,
   not the vote of each size's mask; ``choice=fused``: no global split;
 * ``open`` / ``close``: a 3x3 opening / closing of the mask; ``minarea=F``: pieces
-  smaller than F of the foreground dropped;
+  smaller than F of the foreground dropped; ``erode=K``: the mask kept K pixels inside the
+  foreground's outline (the foreground model's rim of background left out; k-means is
+  scored with the same rims beside it). ``erode=3`` won every fold and is what a job's
+  pipeline does since (``GLOPER_FOREGROUND_RIM``, :mod:`gloper_jobs.foreground.rim`);
+  ``default`` stays the segmenter's read-out before that trim;
 * ``choice=local_L``: one local size's mask alone (no vote of sizes, no global split);
   ``consensus=L``: one local size's mask and the global split (the consensus of that size
   alone): for each of the model's local sizes (what ``gloper calibrate`` most often picks
@@ -22,9 +26,12 @@ weights, what could be changed after it:
 * ``split=3``: the consensus against the darkest (lightest) of three colour clusters of the
   foreground instead of the darker (lighter) of two; ``split=auto``: per photo and reading,
   the two- or three-cluster split whose extreme cluster agrees best (Matthews'
-  correlation over the foreground) with the local sizes' fused mask;
+  correlation over the foreground) with the local sizes' fused mask; ``split=vote``: the
+  consensus against the reading's extreme of three clusters plus the middle cluster where
+  the fused mask covers more than half of it;
 * ``scale=S``: the photo fed to the (fully convolutional) network at S instead of its
   training size, the weights read out at 256 (a finer window relative to the animal);
+* ``tta=flip``: the mean of the weights and of the mirrored photo's weights mirrored back;
 * ``finetune=K``: K per-photo steps of the dataset model first (``--param finetune_steps``).
 
 Photos: the labelled ones of ``--dataset`` (the example photos: ``shared``) and a
@@ -90,6 +97,15 @@ def _min_area(fraction: float) -> Callable[[np.ndarray, np.ndarray], np.ndarray]
     return drop
 
 
+def _erode_foreground(pixels: int) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """The mask within the foreground shrunk by ``pixels`` (at 256): the foreground model's rim
+    of background (shadow, grass) left out of the pattern."""
+    return lambda m, fg: m & cv2.erode(fg.astype(np.uint8), KERNEL, iterations=pixels).astype(bool)
+
+
+#: foreground rims (pixels at 256) tried, for GloPER's read-out and k-means alike
+ERODE = (1, 2, 3, 4, 6)
+
 #: read-out variants on the same weights: (weights transform, read_out kwargs, mask post-process)
 VARIANTS: dict[str, dict[str, Any]] = {
     DEFAULT: {},
@@ -98,7 +114,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "fuse=mean": {"mean": True}, "choice=fused": {"choice": "fused"},
     "open": {"post": _morph(cv2.MORPH_OPEN)}, "close": {"post": _morph(cv2.MORPH_CLOSE)},
     "minarea=0.002": {"post": _min_area(0.002)},
-    "split=3": {"split": 3}, "split=auto": {"split": "auto"},
+    **{f"erode={k}": {"post": _erode_foreground(k)} for k in ERODE},
+    "split=3": {"split": 3}, "split=auto": {"split": "auto"}, "split=vote": {"split": "vote"},
 }
 
 
@@ -109,6 +126,20 @@ def _extreme_cluster(image: np.ndarray, fg: np.ndarray, k: int, polarity: str) -
     if fg.sum() >= k:
         labels[fg] = cluster_colours(img[fg].astype(np.float32), k)[0]
     return np.asarray(labels == (0 if polarity == "darker" else k - 1))
+
+
+def _cluster_vote(image: np.ndarray, fg: np.ndarray, fused: np.ndarray, polarity: str) -> np.ndarray:
+    """The reading's extreme of three colour clusters, and the middle one where the network's
+    fused mask covers most of it (the network, not a score, says whether a coat has two colours)."""
+    img = resize_rgb_uint8(image, fg.shape)
+    labels = np.full(fg.shape, -1)
+    if fg.sum() >= 3:
+        labels[fg] = cluster_colours(img[fg].astype(np.float32), 3)[0]
+    keep = labels == (0 if polarity == "darker" else 2)
+    middle = labels == 1
+    if middle.any() and fused[middle].mean() > 0.5:
+        keep |= middle
+    return np.asarray(keep)
 
 
 def variants(local_sizes: Sequence[int]) -> dict[str, dict[str, Any]]:
@@ -138,6 +169,9 @@ def masks(image: np.ndarray, foreground: np.ndarray, weights: dict[int, np.ndarr
         chosen = {}
         for pol in ("darker", "lighter"):
             fused = out.candidates[candidate_name("fused", pol)]
+            if spec["split"] == "vote":
+                chosen[pol] = fused & _cluster_vote(image, fg, fused, pol)
+                continue
             splits = [_extreme_cluster(image, fg, k, pol) for k in ((2, 3) if spec["split"] == "auto" else (spec["split"],))]
             # auto: the split that agrees best with the local windows' own mask (Matthews'
             # correlation over the foreground: neither the larger nor the smaller cluster is favoured)
@@ -164,6 +198,11 @@ def collect(ext: ModelExtractor, groups: list[tuple[str, Path]], scales: list[in
             for s in scales:
                 rgb = torch.from_numpy(resize_rgb(image, (s, s))).permute(2, 0, 1).unsqueeze(0).contiguous()
                 maps[f"scale={s}"] = {ls: w.numpy() for ls, w in pattern_weights(ext.net, rgb).items()}
+            # test-time flip: the weights of the mirrored photo, mirrored back, averaged with the plain ones
+            rgb = torch.from_numpy(resize_rgb(image, (ext.size, ext.size))).permute(2, 0, 1).unsqueeze(0).contiguous()
+            mirrored = pattern_weights(ext.net, rgb.flip(-1).contiguous())
+            maps["tta=flip"] = {ls: (w + mirrored[ls].flip(-1).numpy()) / 2
+                                for ls, w in maps[f"scale={ext.size}"].items()}
             for k in finetune:
                 maps[f"finetune={k}"] = ext.weight_maps(image, foreground, k)[0]
             row: dict[str, Any] = {"rel_path": it.rel_path, "species": it.species, "group": group, "dice": {}}
@@ -180,6 +219,14 @@ def collect(ext: ModelExtractor, groups: list[tuple[str, Path]], scales: list[in
             readings = km.info["polarity"]["candidates"]
             row["kmeans"] = {pol: round(km_dice[n], 4) for pol, n in readings.items()}
             row["kmeans_oracle"] = round(max(km_dice.values()), 4)
+            # k-means with the same foreground rim left out as the erode=K variants (a fair comparison)
+            row["kmeans_erode"] = {}
+            for k in ERODE:
+                inner = _erode_foreground(k)
+                kd = {n: scores_at(inner(resize_mask(x, fg.shape), fg), label, settings.eval_size).dice
+                      for n, x in km.candidates.items()}
+                row["kmeans_erode"][str(k)] = {**{pol: round(kd[n], 4) for pol, n in readings.items()},
+                                               "oracle": round(max(kd.values()), 4)}
             rows.append(row)
             print(f"  {group[:5]} {it.rel_path:<45} default {row['dice'][DEFAULT]}", flush=True)
     return rows
@@ -193,6 +240,7 @@ def analyse(rows: list[dict[str, Any]]) -> dict[str, Any]:
     lf = np.zeros((len(keys), len(variants)))
     orp = np.zeros_like(lf)
     km = np.zeros((len(keys), 2))
+    km_erode = {k: np.zeros((len(keys), 2)) for k in rows[0].get("kmeans_erode", {})}
     for i, key in enumerate(keys):
         sp = [r for r in rows if (r["group"], r["species"]) == key]
         pol = species_call({rule: [r["rule_scores"][rule] for r in sp] for rule in SPECIES_RULES},
@@ -201,6 +249,8 @@ def analyse(rows: list[dict[str, Any]]) -> dict[str, Any]:
             lf[i, j] = np.mean([r["dice"][v][pol] for r in sp])
             orp[i, j] = np.mean([max(r["dice"][v].values()) for r in sp])
         km[i] = [np.mean([r["kmeans"][pol] for r in sp]), np.mean([r["kmeans_oracle"] for r in sp])]
+        for k, arr in km_erode.items():
+            arr[i] = [np.mean([r["kmeans_erode"][k][pol] for r in sp]), np.mean([r["kmeans_erode"][k]["oracle"] for r in sp])]
     groups = np.array([k[0] for k in keys])
     out: dict[str, Any] = {"variants": {}, "species": [f"{g}/{s}" for g, s in keys]}
     for j, v in enumerate(variants):
@@ -218,6 +268,16 @@ def analyse(rows: list[dict[str, Any]]) -> dict[str, Any]:
         out["variants"][v] = entry
     out["kmeans"] = {g: {"label-free": round(float(km[groups == g, 0].mean()), 4),
                          "oracle": round(float(km[groups == g, 1].mean()), 4)} for g in dict.fromkeys(groups)}
+    # the rim's width chosen under leave-one-species-out among the default and every erode=K
+    family = [j for j, v in enumerate(variants) if v == DEFAULT or v.startswith("erode=")]
+    if len(family) > 1:
+        picks = [family[int(np.argmax([np.delete(lf[:, j], i).mean() for j in family]))] for i in range(len(keys))]
+        held = np.array([lf[i, j] for i, j in enumerate(picks)])
+        out["loso_erode"] = {g: {"picks": [variants[j] for j, gg in zip(picks, groups, strict=True) if gg == g],
+                                 "held-out": round(float(held[groups == g].mean()), 4)} for g in dict.fromkeys(groups)}
+    out["kmeans_erode"] = {k: {g: {"label-free": round(float(arr[groups == g, 0].mean()), 4),
+                                   "oracle": round(float(arr[groups == g, 1].mean()), 4)} for g in dict.fromkeys(groups)}
+                           for k, arr in km_erode.items()}
     return out
 
 
@@ -231,6 +291,12 @@ def print_table(res: dict[str, Any]) -> None:
                                    f"{e['loso'][g]['held-out']:>10.3f}" for g in groups))
     print(f"{'kmeans':<16}" + "".join(f"{res['kmeans'][g]['label-free']:>16.3f}{res['kmeans'][g]['oracle']:>10.3f}"
                                       f"{'(oracle)':>12}{'':>10}" for g in groups))
+    for g, e in res.get("loso_erode", {}).items():
+        print(f"rim width picked on the other species, {g}: held-out {e['held-out']:.3f} "
+              f"(picks: {', '.join(sorted(set(e['picks'])))})")
+    for k, e in res.get("kmeans_erode", {}).items():
+        print(f"{'kmeans erode=' + k:<16}" + "".join(f"{e[g]['label-free']:>16.3f}{e[g]['oracle']:>10.3f}"
+                                                     f"{'(oracle)':>12}{'':>10}" for g in groups))
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
