@@ -42,13 +42,14 @@ from gloper_jobs.settings import Settings
 DEEP_METHODS = ("sam", "clipseg", "dino")
 
 
-def run_method(name: str, seg: PretrainedSegmenter, prepared: list[tuple[Any, ...]], eval_size: int) -> dict[str, Any]:
+def run_method(name: str, seg: PretrainedSegmenter, prepared: list[tuple[Any, ...]], eval_size: int,
+               foreground_rim: float) -> dict[str, Any]:
     """Load ``seg`` (timed), then score it like every method (:func:`bench.quality.evaluate_segmenter`)."""
     t0 = time.perf_counter()
     seg.load()
     load_seconds = round(time.perf_counter() - t0, 3)
     device = str(seg._device)
-    result = evaluate_segmenter(name, seg, prepared, eval_size)
+    result = evaluate_segmenter(name, seg, prepared, eval_size, foreground_rim)
     return {"weights": str(getattr(seg.params, "weights", "")), "device": device,
             "load_seconds": load_seconds, **result}
 
@@ -75,7 +76,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     report: dict[str, Any] = {
         "dataset": str(args.dataset.resolve()), "eval_size": settings.eval_size,
-        "foreground_model": settings.foreground_model, "profile": args.profile or "cpu",
+        "foreground_model": settings.foreground_model, "foreground_rim": settings.foreground_rim,
+        "profile": args.profile or "cpu",
         "machine": machine(),
         "methods": {},
     }
@@ -84,7 +86,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if not isinstance(seg, PretrainedSegmenter):  # the registry maps these names to them
             raise SystemExit(f"{name} is not a pretrained baseline")
         report["methods"][name] = unless_weights_missing(
-            name, partial(run_method, name, seg, prepared, settings.eval_size))
+            name, partial(run_method, name, seg, prepared, settings.eval_size, settings.foreground_rim))
     write_report(report, args.out, "deep")
     return report
 

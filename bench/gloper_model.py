@@ -69,7 +69,7 @@ def per_photo(name: str, prepared: list[tuple[Any, ...]], settings: Settings) ->
     if cache.exists():
         return dict(json.loads(cache.read_text()))
     result = evaluate_segmenter("gloper", build_segmenter("gloper", settings, "cpu", {}), for_eval(prepared, name),
-                                settings.eval_size)
+                                settings.eval_size, settings.foreground_rim)
     cache.write_text(json.dumps(result))
     return result
 
@@ -104,7 +104,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     report: dict[str, Any] = {
         "machine": machine(),
         "settings": {"size": SIZE, "local_sizes": LOCAL_SIZES, "train_steps": args.steps, "batch": args.batch,
-                     "eval_size": settings.eval_size, "foreground": settings.foreground_model},
+                     "eval_size": settings.eval_size, "foreground": settings.foreground_model,
+                     "foreground_rim": settings.foreground_rim},
         "u2netp_seconds_per_photo": round(u2netp_s, 3),
         "per_photo": {}, "models": {},
     }
@@ -131,7 +132,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             for k in warm:
                 print(f"\nmodel {name} on {set_name}, warm start {k}")
                 seg = build_segmenter("gloper", settings, "cpu", {"model": str(path), "finetune_steps": k})
-                res = evaluate_segmenter(f"model-{name}", seg, for_eval(eval_set, set_name), settings.eval_size)
+                res = evaluate_segmenter(f"model-{name}", seg, for_eval(eval_set, set_name), settings.eval_size,
+                                         settings.foreground_rim)
                 base = report["per_photo"][set_name]
                 entry["eval"][f"{set_name}/warm{k}"] = {
                     **summary(res), "speedup_vs_per_photo": round(base["mean_seconds"] / res["mean_seconds"], 1),

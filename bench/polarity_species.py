@@ -84,7 +84,7 @@ def collect(datasets: list[Path], methods: dict[str, dict[str, str]]) -> list[di
             for name, seg in segmenters.items():
                 with tempfile.TemporaryDirectory(prefix="bench-pol-") as scratch:
                     out = process_photo(it.path, seg, Path(scratch), fixed, it.label_path,
-                                        it.species, settings.eval_size)
+                                        it.species, settings.eval_size, foreground_rim=settings.foreground_rim)
                 pol = out.info["polarity"]
                 assert isinstance(pol, dict)
                 row["methods"][name] = {

@@ -73,9 +73,10 @@ def parse_params(pairs: list[str]) -> dict[str, dict[str, str]]:
 
 
 def evaluate_segmenter(name: str, seg: Segmenter, prepared: list[tuple[Any, Any, Any, Any]],
-                       eval_size: int) -> dict[str, Any]:
+                       eval_size: int, foreground_rim: float) -> dict[str, Any]:
     """Run every prepared ``(item, group, foreground, label)`` through the pipeline every job
-    uses (:func:`process_photo`: masks written to a scratch folder, every candidate scored).
+    uses (:func:`process_photo`: masks written to a scratch folder, every candidate scored,
+    ``foreground_rim`` trimmed off as a job's settings say).
 
     The foreground is computed once per photo for all methods; the seconds are the
     method's own (``timings.segment``). Returns the method's JSON block (per photo: Dice
@@ -86,7 +87,7 @@ def evaluate_segmenter(name: str, seg: Segmenter, prepared: list[tuple[Any, Any,
     with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as scratch:
         for it, group, fg, _lab in prepared:
             out = process_photo(it.path, seg, Path(scratch) / group / it.rel_path, _fixed(fg),
-                                it.label_path, it.species, eval_size)
+                                it.label_path, it.species, eval_size, foreground_rim=foreground_rim)
             sec = float(out.info["timings"]["segment"])  # type: ignore[index]
             dice = {c.name: round((c.scores or {})["dice"], 4) for c in out.candidates}
             derived = sorted(c.name for c in out.candidates if c.derived)
@@ -268,7 +269,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
         report: dict[str, Any] = {
             "dataset": str(dataset), "synthetic_per_species": args.synthetic, "eval_size": settings.eval_size,
-            "foreground_model": settings.foreground_model, "profile": args.profile or "cpu",
+            "foreground_model": settings.foreground_model, "foreground_rim": settings.foreground_rim,
+            "profile": args.profile or "cpu",
             "machine": machine(),
             "load_before": [round(x, 2) for x in load_before],
             "foreground": {f"{group}/{it.rel_path}": {"seconds": round(sec, 3), "fraction": round(fg.fraction, 4),
@@ -286,7 +288,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 print(f"\n{name}: skipped ({exc})")
                 continue
             report["methods"][name] = unless_weights_missing(
-                name, partial(evaluate_segmenter, name, seg, [p[:4] for p in prepared], settings.eval_size))
+                name, partial(evaluate_segmenter, name, seg, [p[:4] for p in prepared], settings.eval_size,
+                                         settings.foreground_rim))
     report["load_after"] = [round(x, 2) for x in os.getloadavg()]
     report["seconds"] = round(time.time() - t_start, 1)
     print("\n" + markdown(report))
