@@ -19,6 +19,8 @@ weights, what could be changed after it:
   scored with the same rims beside it). ``erode=3`` won every fold and is what a job's
   pipeline does since (``GLOPER_FOREGROUND_RIM``, :mod:`gloper_jobs.foreground.rim`);
   ``default`` stays the segmenter's read-out before that trim;
+* ``alpha>T``: the mask kept where the foreground model's alpha exceeds T (0-255), a
+  stricter foreground than the paper's ``alpha != 0`` instead of a rim of fixed width;
 * ``choice=local_L``: one local size's mask alone (no vote of sizes, no global split);
   ``consensus=L``: one local size's mask and the global split (the consensus of that size
   alone): for each of the model's local sizes (what ``gloper calibrate`` most often picks
@@ -115,6 +117,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "open": {"post": _morph(cv2.MORPH_OPEN)}, "close": {"post": _morph(cv2.MORPH_CLOSE)},
     "minarea=0.002": {"post": _min_area(0.002)},
     **{f"erode={k}": {"post": _erode_foreground(k)} for k in ERODE},
+    **{f"alpha>{t}": {"alpha": t} for t in (16, 64, 128, 192)},
     "split=3": {"split": 3}, "split=auto": {"split": "auto"}, "split=vote": {"split": "vote"},
 }
 
@@ -152,7 +155,7 @@ def variants(local_sizes: Sequence[int]) -> dict[str, dict[str, Any]]:
 
 
 def masks(image: np.ndarray, foreground: np.ndarray, weights: dict[int, np.ndarray], fg: np.ndarray,
-          spec: dict[str, Any]) -> tuple[Masks, dict[str, Any]]:
+          spec: dict[str, Any], alpha: np.ndarray | None = None) -> tuple[Masks, dict[str, Any]]:
     """The variant's label-free mask in each polarity, and the polarity evidence."""
     if spec.get("sizes"):
         weights = {ls: weights[ls] for ls in spec["sizes"]}
@@ -177,6 +180,9 @@ def masks(image: np.ndarray, foreground: np.ndarray, weights: dict[int, np.ndarr
             # correlation over the foreground: neither the larger nor the smaller cluster is favoured)
             best = max(splits, key=lambda c: matthews_corrcoef(fused[fg], c[fg]))
             chosen[pol] = fused & best
+    if spec.get("alpha") is not None and alpha is not None:  # a stricter foreground than alpha != 0
+        confident = resize_mask(alpha > spec["alpha"], fg.shape) | fg.all()  # (a whole-frame fallback stays)
+        chosen = {pol: m & confident for pol, m in chosen.items()}
     return {pol: post(m, fg) for pol, m in chosen.items()}, out.info["polarity"]
 
 
@@ -192,6 +198,7 @@ def collect(ext: ModelExtractor, groups: list[tuple[str, Path]], scales: list[in
                 continue
             image = load_image(it.path, settings.max_image_pixels)
             foreground = fg_fn(image).mask
+            alpha = fg_fn.alpha(image)  # the foreground model's confidence (the mask is alpha != 0)
             label = load_label(it.label_path)
             fg = resize_mask(foreground, (READOUT, READOUT))
             maps: dict[str, dict[int, np.ndarray]] = {}
@@ -210,7 +217,7 @@ def collect(ext: ModelExtractor, groups: list[tuple[str, Path]], scales: list[in
                 w256 = {ls: cv2.resize(x, (READOUT, READOUT), interpolation=cv2.INTER_LINEAR) for ls, x in w.items()}
                 specs = variants(ext.local_sizes) if name == f"scale={ext.size}" else {DEFAULT: {}}
                 for vname, spec in specs.items():
-                    m, evidence = masks(image, foreground, w256, fg, spec)
+                    m, evidence = masks(image, foreground, w256, fg, spec, alpha)
                     key = vname if name == f"scale={ext.size}" else name
                     row["dice"][key] = {pol: round(scores_at(x, label, settings.eval_size).dice, 4) for pol, x in m.items()}
                     row["rule_scores"] = evidence["rule_scores"]
