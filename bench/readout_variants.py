@@ -21,6 +21,9 @@ weights, what could be changed after it:
   ``default`` stays the segmenter's read-out before that trim;
 * ``alpha>T``: the mask kept where the foreground model's alpha exceeds T (0-255), a
   stricter foreground than the paper's ``alpha != 0`` instead of a rim of fixed width;
+* ``inner=3``: the read-out given the foreground less its 3 px rim from the start: the
+  global split, the consensus and the polarity rules (so the species vote) on the inner
+  outline, not only the mask trimmed after;
 * ``choice=local_L``: one local size's mask alone (no vote of sizes, no global split);
   ``consensus=L``: one local size's mask and the global split (the consensus of that size
   alone): for each of the model's local sizes (what ``gloper calibrate`` most often picks
@@ -69,6 +72,7 @@ from gloper_jobs.data.images import load_image, resize_mask, resize_rgb, resize_
 from gloper_jobs.data.labels import load_label
 from gloper_jobs.devices import configure_torch
 from gloper_jobs.foreground import ForegroundExtractor
+from gloper_jobs.foreground.rim import inner_foreground
 from gloper_jobs.jobs.polarity import species_call
 from gloper_jobs.methods.choice import SPECIES_MARGIN, SPECIES_RULES, cluster_colours
 from gloper_jobs.methods.gloper.dataset_model.extract import ModelExtractor, pattern_weights
@@ -118,6 +122,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "minarea=0.002": {"post": _min_area(0.002)},
     **{f"erode={k}": {"post": _erode_foreground(k)} for k in ERODE},
     **{f"alpha>{t}": {"alpha": t} for t in (16, 64, 128, 192)},
+    "inner=3": {"inner": 3},
     "split=3": {"split": 3}, "split=auto": {"split": "auto"}, "split=vote": {"split": "vote"},
 }
 
@@ -157,6 +162,9 @@ def variants(local_sizes: Sequence[int]) -> dict[str, dict[str, Any]]:
 def masks(image: np.ndarray, foreground: np.ndarray, weights: dict[int, np.ndarray], fg: np.ndarray,
           spec: dict[str, Any], alpha: np.ndarray | None = None) -> tuple[Masks, dict[str, Any]]:
     """The variant's label-free mask in each polarity, and the polarity evidence."""
+    if spec.get("inner"):  # the method given the foreground less its rim (split and rules on it too)
+        foreground = inner_foreground(foreground, foreground.shape, spec["inner"] / READOUT)
+        fg = inner_foreground(fg, fg.shape, spec["inner"] / READOUT)
     if spec.get("sizes"):
         weights = {ls: weights[ls] for ls in spec["sizes"]}
     if spec.get("sigma"):
@@ -220,7 +228,10 @@ def collect(ext: ModelExtractor, groups: list[tuple[str, Path]], scales: list[in
                     m, evidence = masks(image, foreground, w256, fg, spec, alpha)
                     key = vname if name == f"scale={ext.size}" else name
                     row["dice"][key] = {pol: round(scores_at(x, label, settings.eval_size).dice, 4) for pol, x in m.items()}
-                    row["rule_scores"] = evidence["rule_scores"]
+                    if spec.get("inner"):  # its own polarity evidence (on the inner outline)
+                        row.setdefault("rule_scores_of", {})[key] = evidence["rule_scores"]
+                    else:
+                        row["rule_scores"] = evidence["rule_scores"]
             km = kmeans.segment(image, foreground)
             km_dice = {n: scores_at(x, label, settings.eval_size).dice for n, x in km.candidates.items()}
             readings = km.info["polarity"]["candidates"]
@@ -253,7 +264,11 @@ def analyse(rows: list[dict[str, Any]]) -> dict[str, Any]:
         pol = species_call({rule: [r["rule_scores"][rule] for r in sp] for rule in SPECIES_RULES},
                            SPECIES_MARGIN).polarity
         for j, v in enumerate(variants):
-            lf[i, j] = np.mean([r["dice"][v][pol] for r in sp])
+            own = pol  # a variant with its own evidence votes with it
+            if any(v in r.get("rule_scores_of", {}) for r in sp):
+                own = species_call({rule: [r["rule_scores_of"][v][rule] for r in sp] for rule in SPECIES_RULES},
+                                   SPECIES_MARGIN).polarity
+            lf[i, j] = np.mean([r["dice"][v][own] for r in sp])
             orp[i, j] = np.mean([max(r["dice"][v].values()) for r in sp])
         km[i] = [np.mean([r["kmeans"][pol] for r in sp]), np.mean([r["kmeans_oracle"] for r in sp])]
         for k, arr in km_erode.items():
