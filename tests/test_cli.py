@@ -92,3 +92,17 @@ def test_db_upgrade(tmp_path: Path) -> None:
     from gloper_jobs.store.db import head_revision
 
     assert r.returncode == 0 and f"revision {head_revision()}" in r.stdout
+
+
+def test_run_says_in_one_line_which_unfinished_job_another_rim_would_resume(
+        env: dict[str, str], synthetic_dir: Path) -> None:
+    first = gloper("run", str(synthetic_dir), "--method", "kmeans", "--limit", "1", "--no-progress",
+                   env={**env, "GLOPER_FOREGROUND_RIM": "0"})
+    assert first.returncode == 0, first.stderr
+    again = gloper("run", str(synthetic_dir), "--method", "kmeans", "--no-progress", env=env)
+    assert again.returncode == 0, again.stderr
+    lines = [ln for ln in again.stderr.splitlines() if "job 1" in ln]
+    assert lines == [
+        "warning: job 1 on the same photos and settings is unfinished and trims a foreground rim of 0 (job 2: "
+        "0.0117188); to go on with job 1 instead, stop and run the same command with GLOPER_FOREGROUND_RIM=0"]
+    assert "UserWarning" not in again.stderr and again.stdout.startswith("job 2: ")

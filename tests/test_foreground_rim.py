@@ -162,3 +162,35 @@ def test_jobs_made_before_the_rim_keep_their_key_and_resume_untrimmed(tmp_path: 
     command.downgrade(cfg, "0010")
     assert "foreground_rim" not in {c["name"] for c in inspect(engine).get_columns("job")}
     engine.dispose()
+
+
+def test_a_new_job_that_an_unfinished_one_matches_but_for_the_rim_says_how_to_resume_that_one(
+        tmp_path: Path, settings: Settings, synthetic_dir: Path) -> None:
+    """Rerunning an interrupted archive after the rim's default changed makes a new job: the
+    user is told, before it runs, which job and which setting would resume the old one."""
+    import warnings
+
+    old = run_dataset(synthetic_dir, "kmeans", settings.model_copy(update={"foreground_rim": 0.0}),
+                      params={"size": 64}, progress=False, limit=1)
+    assert old.job.status != "done"
+    with pytest.warns(UserWarning, match=rf"job {old.job.id} .* unfinished .* rim of 0 .* "
+                                         r"GLOPER_FOREGROUND_RIM=0$"):
+        new = run_dataset(synthetic_dir, "kmeans", settings, params={"size": 64}, progress=False)
+    assert new.created and new.job.id != old.job.id
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # resuming either job, or a finished one, warns no more
+        run_dataset(synthetic_dir, "kmeans", settings, params={"size": 64}, progress=False)
+        run_dataset(synthetic_dir, "kmeans", settings.model_copy(update={"foreground_rim": 0.0}),
+                    params={"size": 64}, progress=False)
+        # other settings are another job, not the same job under another rim
+        run_dataset(synthetic_dir, "kmeans", settings.model_copy(update={"foreground_rim": 0.02}),
+                    params={"size": 32}, progress=False)
+    with pytest.warns(UserWarning, match="GLOPER_FOREGROUND_RIM=0.0117"):  # a calibration likewise
+        from gloper_jobs.jobs.calibration import parse_grid
+        from gloper_jobs.jobs.kinds.calibrate import record_calibrate_job
+
+        store = Store(settings.database_url)
+        grid = parse_grid([], {"size": 64}, "kmeans")
+        record_calibrate_job(store, settings, synthetic_dir, grid, method="kmeans")
+        record_calibrate_job(store, settings.model_copy(update={"foreground_rim": 0.02}), synthetic_dir, grid,
+                             method="kmeans")

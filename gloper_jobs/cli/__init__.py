@@ -13,6 +13,9 @@ heavy modules (torch, Celery) are imported inside the commands.
 
 from __future__ import annotations
 
+import warnings
+from typing import TextIO
+
 import click
 
 from gloper_jobs.cli import data, models, queue, runs
@@ -23,6 +26,22 @@ from gloper_jobs.cli.common import GloperGroup
 @click.version_option(package_name="gloper-jobs")
 def main() -> None:
     """gloper: extract animal coat patterns (GloPER and baselines) from photo archives."""
+    if warnings.showwarning is _PYTHONS_SHOWWARNING:  # not when a caller (a test) records warnings
+        warnings.showwarning = _show_warning
+
+
+#: Python's own printer of warnings (``warnings.showwarning`` until someone replaces it)
+_PYTHONS_SHOWWARNING = warnings._showwarning_orig  # type: ignore[attr-defined]
+
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: TextIO | None = None, line: str | None = None) -> None:
+    """The library's own warnings (a job another setting would resume) as one line on stderr;
+    everyone else's as Python prints them."""
+    if category is UserWarning and "gloper_jobs" in filename:
+        click.echo(f"warning: {message}", err=True)
+    else:
+        _PYTHONS_SHOWWARNING(message, category, filename, lineno, file, line)
 
 
 for _module in (runs, queue, models, data):

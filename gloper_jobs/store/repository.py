@@ -120,6 +120,17 @@ def add_items(session: Session, job: Job, items: Iterable[DatasetItem], batch: i
     return added
 
 
+def unfinished_with_other_rim(session: Session, job: Job) -> list[Job]:
+    """Unfinished jobs that are ``job`` but for the foreground's rim (a job begun before the
+    rim's default changed): the job a user rerunning the same command may mean to resume."""
+    rows = session.exec(select(Job).where(
+        Job.kind == job.kind, Job.dataset == job.dataset, Job.method == job.method,
+        Job.foreground_model == job.foreground_model, Job.eval_size == job.eval_size,
+        col(Job.id) != job.id, Job.status != JobStatus.done.value)).all()
+    return [j for j in rows if j.foreground_rim != job.foreground_rim and j.params == job.params
+            and j.source == job.source]
+
+
 def require_id(row: Job | Item) -> int:
     """A stored row's primary key; :class:`JobNotFoundError` for a row never saved.
 

@@ -16,6 +16,7 @@ import time: the worker's main process and the launcher import this registry.
 
 from __future__ import annotations
 
+import warnings
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -25,6 +26,7 @@ from sqlmodel import Session
 
 from gloper_jobs import defaults
 from gloper_jobs.exceptions import ConfigurationError, InvalidParameterError, StorageError
+from gloper_jobs.store import repository as repo
 from gloper_jobs.store.models import Item, Job
 from gloper_jobs.store.repository import JobSpec
 
@@ -198,3 +200,15 @@ def device_class(method: str) -> str:
 
     return get_segmenter_class(method).device_class
 
+
+
+def warn_if_another_rim_was_meant(session: Session, job: Job) -> None:
+    """A job just made that an unfinished one matches but for the foreground's rim (begun
+    before the rim's default changed, or under another ``GLOPER_FOREGROUND_RIM``): warn, naming
+    the setting that resumes that one instead."""
+    for other in repo.unfinished_with_other_rim(session, job):
+        warnings.warn(
+            f"job {other.id} on the same photos and settings is unfinished and trims a foreground rim of "
+            f"{other.foreground_rim:g} (job {job.id}: {job.foreground_rim:g}); to go on with job {other.id} "
+            f"instead, stop and run the same command with GLOPER_FOREGROUND_RIM={other.foreground_rim:g}",
+            UserWarning, stacklevel=3)

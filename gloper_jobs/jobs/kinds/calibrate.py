@@ -18,7 +18,13 @@ from sqlmodel import Session
 
 from gloper_jobs.exceptions import InvalidParameterError
 from gloper_jobs.jobs import calibration as cal
-from gloper_jobs.jobs.kinds.base import JobKind, Submission, SubmitOption, device_class
+from gloper_jobs.jobs.kinds.base import (
+    JobKind,
+    Submission,
+    SubmitOption,
+    device_class,
+    warn_if_another_rim_was_meant,
+)
 from gloper_jobs.store import deliveries as dl
 from gloper_jobs.store import repository as repo
 from gloper_jobs.store.models import Item, Job
@@ -87,6 +93,8 @@ def record_calibrate_job(store: Store, settings: Settings, dataset: Path, grid: 
     items = cal.calibration_items(Path(dataset), len(grid))
     with store.session() as s:
         job, created = repo.get_or_create_job(s, spec)
+        if created:
+            warn_if_another_rim_was_meant(s, job)
         added = repo.add_items(s, job, items, batch=settings.submit_batch)
         job.queue = CalibrateKind.queue_name(on_device or device_class(method))
         dl.reopen_job(s, job)

@@ -21,6 +21,7 @@ from gloper_jobs.jobs.kinds.base import (
     SubmitRequest,
     device_class,
     job_spec,
+    warn_if_another_rim_was_meant,
 )
 from gloper_jobs.jobs.polarity import (
     check_overrides,
@@ -120,6 +121,8 @@ def record_extract_job(store: Store, settings: Settings, dataset: str | Path, me
                                      cal.PER_SPECIES: per_species})
     with store.session() as s:
         job, created = repo.get_or_create_job(s, spec)
+        if created:
+            warn_if_another_rim_was_meant(s, job)
         if polarity:
             store_overrides(s, job, polarity)
         added = repo.add_items(s, job, items, batch=settings.submit_batch)
