@@ -201,7 +201,6 @@ def device_class(method: str) -> str:
     return get_segmenter_class(method).device_class
 
 
-
 def warn_if_another_rim_was_meant(session: Session, job: Job) -> None:
     """A job just made that an unfinished one matches but for the foreground's rim (begun
     before the rim's default changed, or under another ``GLOPER_FOREGROUND_RIM``): warn, naming
