@@ -194,3 +194,19 @@ def test_a_new_job_that_an_unfinished_one_matches_but_for_the_rim_says_how_to_re
         record_calibrate_job(store, settings, synthetic_dir, grid, method="kmeans")
         record_calibrate_job(store, settings.model_copy(update={"foreground_rim": 0.02}), synthetic_dir, grid,
                              method="kmeans")
+
+
+def test_applying_a_calibration_made_on_other_masks_says_what_differs(
+        tmp_path: Path, settings: Settings, synthetic_dir: Path) -> None:
+    import warnings
+
+    plain = settings.model_copy(update={"foreground_rim": 0.0})
+    cal = run_dataset(synthetic_dir, "kmeans", plain, params={"size": 64}, progress=False, kind="calibrate")
+    assert cal.job.status == "done" and cal.job.foreground_rim == 0
+    with pytest.warns(UserWarning, match=rf"calibration {cal.job.id} scored its settings on masks of foreground "
+                                         r"u2netp less a rim of 0; this job uses foreground u2netp less 0.0117"):
+        run_dataset(synthetic_dir, "kmeans", settings, params={"size": 64}, progress=False,
+                    settings_from=cal.job.id)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # made as it was calibrated: nothing to say
+        run_dataset(synthetic_dir, "kmeans", plain, params={"size": 64}, progress=False, settings_from=cal.job.id)

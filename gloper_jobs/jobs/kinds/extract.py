@@ -7,6 +7,7 @@ runs each photo with its species' calibrated GloPER settings
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
@@ -79,6 +80,20 @@ class ExtractKind(JobKind):
         decide_species_polarity(session, job)
 
 
+def _warn_if_calibrated_on_other_masks(calibration: Job | None, spec: repo.JobSpec) -> None:
+    """The calibration picked its settings on masks of another foreground or rim than this
+    job makes: its picks still apply, but say so, naming what differs."""
+    if calibration is None:
+        return
+    made = (calibration.foreground_model, calibration.foreground_rim)
+    if made != (spec.foreground_model, spec.foreground_rim):
+        warnings.warn(
+            f"calibration {calibration.id} scored its settings on masks of foreground {made[0]} less a rim of "
+            f"{made[1]:g}; this job uses foreground {spec.foreground_model} less {spec.foreground_rim:g}: set "
+            f"GLOPER_FOREGROUND_MODEL / GLOPER_FOREGROUND_RIM as they were, or calibrate again",
+            UserWarning, stacklevel=4)
+
+
 def record_extract_job(store: Store, settings: Settings, dataset: str | Path, method: str,
                        profile: str | None = None, params: dict[str, Any] | None = None,
                        foreground: bool = True, on_device: str | None = None,
@@ -117,6 +132,7 @@ def record_extract_job(store: Store, settings: Settings, dataset: str | Path, me
     if settings_from is not None:
         with store.session() as s:
             per_species = cal.calibration_of(s, settings_from, method)
+            _warn_if_calibrated_on_other_masks(s.get(Job, settings_from), spec)
         spec = replace(spec, params={**spec.params, cal.SETTINGS_FROM: settings_from,
                                      cal.PER_SPECIES: per_species})
     with store.session() as s:
