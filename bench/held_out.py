@@ -1,13 +1,19 @@
 """[quality]'s "done" on photos nobody tuned to, measured through the tool's own commands.
 
-    python -m bench.held_out --model M.pt --dataset OTHER [--calibrate-on LABELLED]
-        [--baseline kmeans] [--grid NAME=V1,V2 ...] [--narrow-grid NAME=V ...] [--out FILE.json]
+    python -m bench.held_out --dataset OTHER [--model M.pt | --train-param K=V ...]
+        [--calibrate-on LABELLED] [--baseline kmeans] [--grid NAME=V1,V2 ...]
+        [--narrow-grid NAME=V ...] [--out FILE.json]
 
 Whoever holds labelled photos the project never saw (the "other ten") runs this once
 and gets every figure the issue's done-criteria name, from one run on one machine.
 On a scratch SQLite store and results folder (nothing touches the user's store) it runs
 what a user runs, through the same job path (:func:`~gloper_jobs.jobs.runner.run_dataset`):
 
+0. without ``--model``: ``gloper train OTHER --out M.pt`` with ``gloper train``'s defaults
+   (``--train-param K=V`` overrides one), the model the issue names: trained, without
+   labels, on the archive it then extracts. It is kept beside the JSON report
+   (``OUT.model.pt`` for ``--out OUT.json``); a second run with the same ``--out``
+   continues it, or reuses it when it is finished;
 1. ``gloper run OTHER --method gloper --param model=M.pt``: the label-free figure, each
    species in the polarity its photos voted for, as the job stores it;
 2. ``gloper run OTHER --method BASELINE`` (k-means by default): its oracle and
@@ -46,10 +52,12 @@ from typing import Any
 import numpy as np
 from sqlmodel import select
 
-from bench import examples, machine
+from bench import OUT, examples, machine
 from bench.quality import mean_or_none, write_report
+from gloper_jobs.exceptions import GloperError
 from gloper_jobs.jobs.calibration import calibration_of
 from gloper_jobs.jobs.runner import RunSummary, run_dataset
+from gloper_jobs.jobs.training import train_dataset
 from gloper_jobs.methods.gloper.params import GloperParams
 from gloper_jobs.settings import Settings
 from gloper_jobs.store import Calibration, Item, ItemStatus, Store
@@ -129,6 +137,17 @@ def _timed(stages: dict[str, float], name: str, run: Any) -> RunSummary:
     if summary.job.status != "done":
         raise SystemExit(f"{name}: job {summary.job.id} ended {summary.job.status}:\n{summary.report}")
     return summary
+
+
+def train_on(dataset: Path, out: Path, params: dict[str, str]) -> dict[str, Any]:
+    """``gloper train DATASET --out OUT`` with ``params`` over its defaults (continuing a
+    checkpoint at ``out``); what the report records of it."""
+    settings = Settings.from_env()
+    t0 = time.perf_counter()
+    result = train_dataset(dataset, out, settings, dict(params), progress=True)
+    return {"trained_on": str(dataset), "params": dict(params), "steps": result.step,
+            "seconds": round(time.perf_counter() - t0, 1), "train_seconds": round(result.seconds, 1),
+            "photos": result.photos, "out": str(out)}
 
 
 def held_out(model: Path, dataset: Path, calibrate_on: Path, baseline: str = "kmeans",
@@ -226,7 +245,10 @@ def markdown(report: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", type=Path, required=True, help="a checkpoint of gloper train")
+    ap.add_argument("--model", type=Path, default=None,
+                    help="a checkpoint of gloper train (default: train one on --dataset with its defaults)")
+    ap.add_argument("--train-param", action="append", default=[], metavar="K=V",
+                    help="without --model: a gloper train --param for the model trained on --dataset")
     ap.add_argument("--dataset", type=Path, required=True, help="labelled photos the model and rules never saw")
     ap.add_argument("--calibrate-on", type=Path, default=None,
                     help="labelled photos to calibrate on (default: the example photos, GLOPER_EXAMPLES_DIR)")
@@ -240,16 +262,38 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for flag, path in (("--model", args.model), ("--dataset", args.dataset), ("--calibrate-on", args.calibrate_on)):
         if path is not None and not path.exists():
             raise SystemExit(f"{flag} {path}: no such file or folder")
+    if args.model is not None and args.train_param:
+        raise SystemExit("--train-param trains a model on --dataset; with --model there is none to train")
+    bad = [p for p in args.train_param if "=" not in p]
+    if bad:
+        raise SystemExit(f"--train-param {bad[0]!r} is not K=V (e.g. --train-param steps=600)")
+    train_params = dict(p.split("=", 1) for p in args.train_param)
     load_before = [round(x, 2) for x in os.getloadavg()]
-    report = held_out(args.model.resolve(), args.dataset.resolve(), (args.calibrate_on or examples()).resolve(),
+    out = args.out or OUT / f"held-out-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    training = None
+    model = args.model
+    if model is None:  # the issue's model: gloper train's defaults on the photos it then extracts
+        model = out.with_suffix(".model.pt")
+        model.parent.mkdir(parents=True, exist_ok=True)
+        print(f"training {model} on {args.dataset} (gloper train's defaults"
+              + (f", {' '.join(args.train_param)}" if args.train_param else "") + ")", flush=True)
+        try:
+            training = train_on(args.dataset.resolve(), model, train_params)
+        except GloperError as e:
+            raise SystemExit(f"training on {args.dataset}: {e}") from None
+    report = held_out(model.resolve(), args.dataset.resolve(), (args.calibrate_on or examples()).resolve(),
                       args.baseline, tuple(args.grid), narrow_grid=tuple(args.narrow_grid or NARROW_GRID))
+    report["training"] = training
     report["machine"] = machine()
     report["load_before"] = load_before
     report["load_after"] = [round(x, 2) for x in os.getloadavg()]
     print(markdown(report))
+    if training is not None:
+        print(f"\nmodel: trained on {training['trained_on']} ({training['photos']} photos, {training['steps']} steps, "
+              f"{training['train_seconds']} s of training in all)")
     print(f"\n{report['photos']} photos, stages {report['stages_seconds']} s, "
           f"load before {load_before}, after {report['load_after']}")
-    write_report(report, args.out, "held-out")
+    write_report(report, out, "held-out")
     return report
 
 

@@ -81,3 +81,39 @@ def test_held_out_runs_the_jobs_a_user_runs(tmp_path: Path, models_dir: Path,
 def test_held_out_refuses_missing_paths(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="--dataset"):
         main(["--model", __file__, "--dataset", str(tmp_path / "nowhere")])
+
+
+def test_held_out_trains_the_model_on_the_photos_it_scores(tmp_path: Path, models_dir: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without --model the bench trains the issue's model (gloper train's defaults, here made
+    tiny with --train-param) on --dataset, without labels, keeps it beside the report and
+    scores with it; a second run with the same --out reuses the finished model."""
+    target = tmp_path / "target"
+    make_dataset(target, per_species=1, size=96, polarity="both")
+    monkeypatch.setenv("GLOPER_MODELS_DIR", str(models_dir))
+    monkeypatch.setenv("GLOPER_DEVICE", "cpu")
+    out = tmp_path / "held.json"
+    tiny = ["--train-param", "size=32", "--train-param", "local_sizes=4,8", "--train-param", "batch=2",
+            "--train-param", "steps=3"]
+    args = ["--dataset", str(target), "--calibrate-on", str(target), "--grid", "rho=0.5", "--out", str(out)]
+    report = main([*args, *tiny])
+    model = tmp_path / "held.model.pt"
+    assert report["model"] == str(model.resolve()) and model.is_file()
+    training = report["training"]
+    assert training["trained_on"] == str(target.resolve()) and training["photos"] == 8 and training["steps"] == 3
+    assert training["params"] == {"size": "32", "local_sizes": "4,8", "batch": "2", "steps": "3"}
+    saved = torch.load(model, weights_only=True)
+    assert saved["step"] == 3 and saved["settings"]["size"] == 32
+    assert report["photos"] == 8 and all(c["holds"] is not None for c in report["criteria"])
+    assert json.loads(out.read_text())["training"] == training
+
+    again = main([*args, *tiny])  # finished: nothing more is trained, the same figures come out
+    assert again["training"]["steps"] == 3 and torch.load(model, weights_only=True)["step"] == 3
+    assert again["figures"] == report["figures"]
+
+    with pytest.raises(SystemExit, match="with --model there is none to train"):
+        main(["--model", str(model), *args, *tiny])
+    with pytest.raises(SystemExit, match="not K=V"):
+        main([*args, "--train-param", "steps"])
+    with pytest.raises(SystemExit, match="training on"):
+        main([*args, "--out", str(tmp_path / "bad.json"), "--train-param", "steps=-1"])
