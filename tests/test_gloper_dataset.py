@@ -19,7 +19,7 @@ from gloper_jobs.exceptions import (
     ModelSettingsError,
 )
 from gloper_jobs.jobs.runner import run_dataset
-from gloper_jobs.jobs.training import model_params
+from gloper_jobs.jobs.training import model_params, train_dataset
 from gloper_jobs.methods.gloper.dataset_model.checkpoint import (
     file_sha256,
     load_checkpoint,
@@ -235,6 +235,10 @@ def test_cli_train_records_the_model_and_run_finds_it_by_name(tmp_path: Path, sy
         model = s.exec(select(Model)).one()
     assert model.name == "syn" and model.step == 3 and model.status == ModelStatus.done.value
     assert model.sha256 == file_sha256(out) and len(model.losses) == 3 and model.photos == 4
+    r = _cli("train", str(synthetic_dir), "--out", str(out), "--model", "syn", *tiny, "--param=steps=3",
+             "--no-foreground", env=env)  # the same command again: finished, nothing is trained
+    assert r.returncode == 0 and f"model {out}: already at step 3, nothing to train (4 photos" in r.stdout, r.stderr
+    assert "training m.pt" not in r.stderr and file_sha256(out) == model.sha256
     r = _cli("run", str(synthetic_dir), "-m", "gloper", "--param", "model=syn", "--param", "size=32",
              "--param", "local_sizes=4,8", "--no-foreground", "--no-progress", env=env)
     assert r.returncode == 0, r.stderr
@@ -409,3 +413,36 @@ def test_a_version_1_checkpoint_loads_with_its_heads_renamed(tiny_model: Path, t
     image = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     for ls in sizes:
         assert torch.equal(pattern_weights(old_ck.network(), image)[ls], pattern_weights(new_ck.network(), image)[ls])
+
+
+def test_training_a_finished_model_again_loads_no_photo(tmp_path: Path, settings: Settings, synthetic_dir: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A finished checkpoint is answered from the file: no photo or foreground is loaded
+    (on an archive that would be a u2netp pass over every photo), and a name new to it is
+    recorded as done. With steps left, or other settings, it trains or refuses as before."""
+    from gloper_jobs.jobs import training
+
+    cfg = settings
+    out = tmp_path / "m.pt"
+    params = {**TINY, "steps": 3}
+    first = train_dataset(synthetic_dir, out, cfg, params, foreground=False, progress=False, name="a")
+    assert first.step == 3 and first.start_step == 0
+    sha = file_sha256(out)
+
+    def no_photos(*_: object, **__: object) -> None:
+        raise AssertionError("photos loaded for a finished model")
+
+    monkeypatch.setattr(training, "load_photos", no_photos)
+    again = train_dataset(synthetic_dir, out, cfg, params, foreground=False, progress=False, name="b")
+    assert (again.step, again.start_step, again.photos) == (3, 3, 4) and again.losses == first.losses
+    assert file_sha256(out) == sha  # untouched
+    with Store(cfg.database_url).session() as s:
+        rows = {m.name: m for m in s.exec(select(Model)).all()}
+    assert rows["b"].status == ModelStatus.done.value and rows["b"].step == 3 and rows["b"].sha256 == sha
+    with pytest.raises(ModelSettingsError):  # another model's checkpoint is refused before any photo is read
+        train_dataset(synthetic_dir, out, cfg, {**params, "local_sizes": "4"}, foreground=False, progress=False)
+    with pytest.raises(AssertionError, match="photos loaded"):  # steps left: the photos are needed
+        train_dataset(synthetic_dir, out, cfg, {**params, "steps": 5}, foreground=False, progress=False)
+    monkeypatch.undo()
+    more = train_dataset(synthetic_dir, out, cfg, {**params, "steps": 5}, foreground=False, progress=False)
+    assert (more.step, more.start_step) == (5, 3)

@@ -15,6 +15,7 @@ from typing import Any, cast
 from gloper_jobs.data.datasets import scan_dataset
 from gloper_jobs.devices import configure_torch, resolve_device
 from gloper_jobs.foreground.extractor import build_foreground
+from gloper_jobs.methods.gloper.dataset_model.checkpoint import load_checkpoint
 from gloper_jobs.methods.gloper.dataset_model.train import (
     CheckpointHook,
     PhotoSet,
@@ -38,6 +39,25 @@ def load_photos(dataset: Path, settings: Settings, size: int, foreground: bool =
     items = scan_dataset(dataset, with_labels=False)
     fg_fn = build_foreground(settings, None if foreground else "none")
     return prepare_photos([it.path for it in items], size, fg_fn, settings.max_image_pixels, progress)
+
+
+def finished_training(path: Path, p: DatasetModelParams, dataset: str) -> TrainResult | None:
+    """The checkpoint at ``path`` as a run that trained nothing, when it has reached
+    ``p.steps`` with the same settings on the same ``dataset`` (absolute path); None when
+    there is no checkpoint or steps are left. Another model's checkpoint is refused
+    (:class:`ModelSettingsError`), as :func:`train_model` would refuse it.
+
+    Rerunning a finished training (the same command again, a redelivered queue item) then
+    costs one file read, not a pass of u2netp over the whole archive.
+    """
+    if not Path(path).exists():
+        return None
+    ck = load_checkpoint(path)
+    ck.check_resumable(p.identity(), dataset)
+    if ck.step < p.steps:
+        return None
+    return TrainResult(Path(path), ck.step, ck.step, list(ck.losses), ck.seconds, 0.0, ck.photos,
+                       str(resolve_device(p.device)))
 
 
 def train_dataset(dataset: Path, out: Path | str, settings: Settings, params: dict[str, Any] | None = None, *,
@@ -78,9 +98,14 @@ def train_dataset(dataset: Path, out: Path | str, settings: Settings, params: di
         for h in hooks:
             h(path, step, losses, seconds, photos)
 
-    photos = load_photos(dataset, settings, p.size, foreground, progress)
-    result = train_model(photos, p, local, dataset=data, device=resolve_device(p.device),
-                         progress=progress, on_checkpoint=hook if hooks else None, on_step=on_step)
+    result = finished_training(local, p, data)
+    if result is not None:  # nothing to train: the photos (and their foregrounds) are not loaded
+        if hooks:  # the row of a name new to this checkpoint, or left at an earlier step, says it is done
+            hook(local, result.step, result.losses, result.seconds, result.photos)
+    else:
+        photos = load_photos(dataset, settings, p.size, foreground, progress)
+        result = train_model(photos, p, local, dataset=data, device=resolve_device(p.device),
+                             progress=progress, on_checkpoint=hook if hooks else None, on_step=on_step)
     if url is not None:
         put_file(local, url)  # the final state, whatever the checkpoint cadence
     return result
