@@ -35,6 +35,8 @@ def train(dataset: Path, out: str, name: str | None, params: tuple[str, ...], no
     r = train_dataset(dataset, out, load_settings(), _params(params), foreground=not no_foreground,
                       progress=not no_progress, name=name)
     ran = r.step - r.start_step
+    for path, reason in r.skipped:
+        click.echo(f"skipped (unreadable, its draws went to the next photo): {path}: {reason}", err=True)
     if ran == 0:
         click.echo(f"model {r.path}: already at step {r.step}, nothing to train ({r.photos} photos, "
                    f"final loss {r.losses[-1] if r.losses else float('nan'):.4f}, {r.seconds:.0f} s of training); "

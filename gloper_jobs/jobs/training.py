@@ -1,7 +1,7 @@
 """Training a dataset-level GloPER model on this machine (``gloper train``), resumable.
 
-:func:`train_dataset` scans the archive, computes every photo's foreground once, and
-trains (:func:`gloper_jobs.methods.gloper.dataset_model.train.train_model`); run it again with the
+:func:`train_dataset` scans the archive and trains on it, each photo prepared (foreground
+included) when a step first draws it, so the u2netp passes are those of the photos trained on (:func:`gloper_jobs.methods.gloper.dataset_model.train.train_model`); run it again with the
 same ``out`` and it continues from the last checkpoint. The queue's training task calls
 the same function with a hook that records every checkpoint in the store.
 """
@@ -18,9 +18,8 @@ from gloper_jobs.foreground.extractor import build_foreground
 from gloper_jobs.methods.gloper.dataset_model.checkpoint import load_checkpoint
 from gloper_jobs.methods.gloper.dataset_model.train import (
     CheckpointHook,
-    PhotoSet,
+    LazyPhotos,
     TrainResult,
-    prepare_photos,
     train_model,
 )
 from gloper_jobs.methods.gloper.params import DatasetModelParams
@@ -33,12 +32,12 @@ def model_params(settings: Settings, params: dict[str, Any] | None = None) -> Da
     return cast(DatasetModelParams, DatasetModelParams.build(**merged))
 
 
-def load_photos(dataset: Path, settings: Settings, size: int, foreground: bool = True,
-                progress: bool = True) -> PhotoSet:
-    """Every photo under ``dataset`` with its foreground, at ``size x size`` (labels unused)."""
+def load_photos(dataset: Path, settings: Settings, size: int, foreground: bool = True) -> LazyPhotos:
+    """Every photo under ``dataset`` (labels unused), each prepared with its foreground at
+    ``size x size`` when training first draws it (:class:`LazyPhotos`)."""
     items = scan_dataset(dataset, with_labels=False)
     fg_fn = build_foreground(settings, None if foreground else "none")
-    return prepare_photos([it.path for it in items], size, fg_fn, settings.max_image_pixels, progress)
+    return LazyPhotos([it.path for it in items], size, fg_fn, settings.max_image_pixels)
 
 
 def finished_training(path: Path, p: DatasetModelParams, dataset: str) -> TrainResult | None:
@@ -103,7 +102,7 @@ def train_dataset(dataset: Path, out: Path | str, settings: Settings, params: di
         if hooks:  # the row of a name new to this checkpoint, or left at an earlier step, says it is done
             hook(local, result.step, result.losses, result.seconds, result.photos)
     else:
-        photos = load_photos(dataset, settings, p.size, foreground, progress)
+        photos = load_photos(dataset, settings, p.size, foreground)
         result = train_model(photos, p, local, dataset=data, device=resolve_device(p.device),
                              progress=progress, on_checkpoint=hook if hooks else None, on_step=on_step)
     if url is not None:

@@ -150,4 +150,5 @@ def run_model_job(settings: Settings, store: Store, job: Job) -> dict[str, Any]:
                       name=name, job_id=job.id)
     return {"model": name, "checkpoint": str(out), "step": r.step, "start_step": r.start_step,
             "final_loss": r.losses[-1] if r.losses else None, "photos": r.photos, "device": r.device,
-            "train_seconds": round(r.seconds, 3), "photos_per_second": round(r.photos_per_second, 3)}
+            "train_seconds": round(r.seconds, 3), "photos_per_second": round(r.photos_per_second, 3),
+            "skipped": [{"path": path, "error": reason} for path, reason in r.skipped]}

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import os
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,72 @@ class PhotoSet:
     def __len__(self) -> int:
         return int(self.images.shape[0])
 
+    def take(self, idx: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Photos ``idx``: ``Bx3xSxS uint8`` and ``BxSxS bool``."""
+        return self.images[list(idx)], self.foreground[list(idx)]
+
+
+class LazyPhotos:
+    """An archive's photos, each loaded, masked and resized to ``size x size`` when a
+    training step first draws it, what :func:`train_model` trains ``gloper train`` on.
+
+    Training draws ``steps x batch`` photos (1,200 with the defaults), so on an archive of
+    10^5 photos it sees about 1 % of them: preparing every photo first (a u2netp pass
+    each, hours on a CPU) and holding them all (26 GB at S=256) would be spent on photos
+    no step draws. The draws stay the seeded ones of :func:`_batch_indices` over every
+    listed photo. A photo that cannot be read is listed in ``skipped`` and its draws go
+    to the next readable one (the same on every run); when none can be read the step
+    raises :class:`DatasetError`. The last ``keep`` prepared photos stay in memory (about
+    260 KB each at S=256); one drawn again after that is prepared again.
+    """
+
+    def __init__(self, paths: Sequence[Path], size: int, foreground_fn: ForegroundFn | None,
+                 max_pixels: int | None = None, keep: int = 4096) -> None:
+        if not paths:
+            raise DatasetError("no photos to train on")
+        self.paths = [str(p) for p in paths]
+        self.size, self.foreground_fn, self.max_pixels, self.keep = size, foreground_fn, max_pixels, keep
+        self.skipped: list[tuple[str, str]] = []
+        self.prepared = 0  # photos prepared so far (a photo prepared again counts again)
+        self._bad: set[int] = set()
+        self._cache: OrderedDict[int, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def take(self, idx: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Photos ``idx``: ``Bx3xSxS uint8`` and ``BxSxS bool``."""
+        pairs = [self._photo(i) for i in idx]
+        return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
+
+    def _photo(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        for k in range(len(self)):
+            i = (index + k) % len(self)
+            if i in self._cache:
+                self._cache.move_to_end(i)
+                return self._cache[i]
+            if i in self._bad:
+                continue
+            try:
+                image = load_image(self.paths[i], self.max_pixels) if self.max_pixels else load_image(self.paths[i])
+            except GloperError as exc:
+                self._bad.add(i)
+                self.skipped.append((self.paths[i], str(exc)))
+                continue
+            self._cache[i] = _prepared(image, self.size, self.foreground_fn)
+            self.prepared += 1
+            while len(self._cache) > self.keep:
+                self._cache.popitem(last=False)
+            return self._cache[i]
+        raise DatasetError(f"none of the {len(self)} photos could be read: {self.skipped[:3]}")
+
+
+def _prepared(image: np.ndarray, size: int, foreground_fn: ForegroundFn | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``HxWx3 uint8 RGB`` -> ``3xSxS uint8`` and its foreground ``SxS bool``."""
+    fg = foreground_fn(image).mask if foreground_fn is not None else np.ones(image.shape[:2], dtype=bool)
+    return (torch.from_numpy(resize_rgb_uint8(image, (size, size)).copy()).permute(2, 0, 1).contiguous(),
+            torch.from_numpy(resize_mask(fg, (size, size))))
+
 
 def prepare_photos(paths: Sequence[Path], size: int, foreground_fn: ForegroundFn | None,
                    max_pixels: int | None = None, progress: bool = False) -> PhotoSet:
@@ -72,9 +139,9 @@ def prepare_photos(paths: Sequence[Path], size: int, foreground_fn: ForegroundFn
         except GloperError as exc:
             skipped.append((str(path), str(exc)))
             continue
-        fg = foreground_fn(image).mask if foreground_fn is not None else np.ones(image.shape[:2], dtype=bool)
-        images.append(torch.from_numpy(resize_rgb_uint8(image, (size, size)).copy()).permute(2, 0, 1).contiguous())
-        masks.append(torch.from_numpy(resize_mask(fg, (size, size))))
+        img, fg = _prepared(image, size, foreground_fn)
+        images.append(img)
+        masks.append(fg)
         kept.append(str(path))
     if not images:
         raise DatasetError(f"none of the {len(paths)} photos could be read: {skipped[:3]}")
@@ -138,6 +205,8 @@ class TrainResult:
     photos_per_second: float
     photos: int
     device: str
+    #: ``(path, reason)`` of photos that could not be read (their draws went to others)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
 def _batch_indices(sampler: DistributedSampler[int], step: int, batch: int, cache: dict[int, list[int]]) -> list[int]:
@@ -177,7 +246,7 @@ def augment(images: torch.Tensor, foreground: torch.Tensor, crop: int,
     return torch.stack(out_i).float() / 255.0, torch.stack(out_f).float()
 
 
-def train_model(photos: PhotoSet, params: DatasetModelParams, out: Path, *, dataset: str,
+def train_model(photos: PhotoSet | LazyPhotos, params: DatasetModelParams, out: Path, *, dataset: str,
                 device: torch.device, progress: bool = True, on_checkpoint: CheckpointHook | None = None,
                 on_step: Callable[[int, float], None] | None = None) -> TrainResult:
     """Train (or resume training of) the model at ``out`` up to ``params.steps`` steps.
@@ -230,7 +299,7 @@ def train_model(photos: PhotoSet, params: DatasetModelParams, out: Path, *, data
         """Step ``step``'s crops: the photo order and draws depend only on the seed and the step."""
         gen = torch.Generator().manual_seed(params.seed * 1_000_003 + step * ddp.world + ddp.rank)
         idx = _batch_indices(sampler, step, params.batch, epochs)
-        images, fg = augment(photos.images[idx], photos.foreground[idx], crop, gen)
+        images, fg = augment(*photos.take(idx), crop, gen)
         gumbel = torch.Generator(device=device).manual_seed(int(torch.randint(0, 2**62, (1,), generator=gen)))
         return Batch(images.to(device), fg.to(device), gumbel)
 
@@ -265,4 +334,5 @@ def train_model(photos: PhotoSet, params: DatasetModelParams, out: Path, *, data
     elapsed = time.perf_counter() - t0
     taken = done - start
     return TrainResult(Path(out), done, start, losses, seconds_before + elapsed,
-                       taken * per_step / elapsed if taken and elapsed > 0 else 0.0, len(photos), str(device))
+                       taken * per_step / elapsed if taken and elapsed > 0 else 0.0, len(photos), str(device),
+                       list(photos.skipped))
