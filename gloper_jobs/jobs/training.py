@@ -1,8 +1,9 @@
 """Training a dataset-level GloPER model on this machine (``gloper train``), resumable.
 
-:func:`train_dataset` scans the archive and trains on it, each photo prepared (foreground
-included) when a step first draws it, so the u2netp passes are those of the photos trained on (:func:`gloper_jobs.methods.gloper.dataset_model.train.train_model`); run it again with the
-same ``out`` and it continues from the last checkpoint. The queue's training task calls
+:func:`train_dataset` scans the archive and trains on it
+(:func:`gloper_jobs.methods.gloper.dataset_model.train.train_model`), each photo prepared
+(foreground included) when a step first draws it; run it again with the same ``out`` and
+it continues from the last checkpoint, or answers at once when that one is finished. The queue's training task calls
 the same function with a hook that records every checkpoint in the store.
 """
 
@@ -97,14 +98,14 @@ def train_dataset(dataset: Path, out: Path | str, settings: Settings, params: di
         for h in hooks:
             h(path, step, losses, seconds, photos)
 
-    result = finished_training(local, p, data)
-    if result is not None:  # nothing to train: the photos (and their foregrounds) are not loaded
-        if hooks:  # the row of a name new to this checkpoint, or left at an earlier step, says it is done
-            hook(local, result.step, result.losses, result.seconds, result.photos)
-    else:
-        photos = load_photos(dataset, settings, p.size, foreground)
-        result = train_model(photos, p, local, dataset=data, device=resolve_device(p.device),
-                             progress=progress, on_checkpoint=hook if hooks else None, on_step=on_step)
+    finished = finished_training(local, p, data)
+    if finished is not None:
+        # nothing to train, no photo read; the upload and the store's row see the checkpoint once
+        hook(local, finished.step, finished.losses, finished.seconds, finished.photos)
+        return finished
+    photos = load_photos(dataset, settings, p.size, foreground)
+    result = train_model(photos, p, local, dataset=data, device=resolve_device(p.device),
+                         progress=progress, on_checkpoint=hook if hooks else None, on_step=on_step)
     if url is not None:
         put_file(local, url)  # the final state, whatever the checkpoint cadence
     return result
