@@ -58,8 +58,9 @@ def test_light_rings_on_dark_coat_read_lighter_where_darker_is_pattern_fails() -
     for rule in (minority, thinner, enclosed):
         assert rule([darker], fg) < -0.1, rule.__name__
     picked = choose_polarity("auto", [darker], fg)
-    assert picked.polarity == "lighter" and picked.rule == AUTO_RULE and picked.score is not None
-    assert picked.score < 0
+    # one photo never flips the reading by itself: it keeps the paper's darker and suggests lighter
+    assert picked.polarity == "darker" and picked.suggestion == "lighter"
+    assert picked.rule == AUTO_RULE and picked.score is not None and picked.score < 0
     # the paper's reading takes the coat: it would score ~0 against the rings
     assert choose_polarity("darker", [darker], fg).polarity == "darker"
 
@@ -68,7 +69,8 @@ def test_dark_spots_on_light_coat_read_darker() -> None:
     darker, fg = dark_spots_on_light_coat()
     for rule in (minority, thinner, enclosed, pieces):
         assert rule([darker], fg) > 0.1, rule.__name__
-    assert choose_polarity("auto", [darker], fg).polarity == "darker"
+    picked = choose_polarity("auto", [darker], fg)
+    assert picked.polarity == "darker" and picked.suggestion == "darker"
 
 
 def test_every_rule_is_antisymmetric_in_the_two_colours() -> None:
@@ -87,7 +89,8 @@ def test_stripes_touching_the_outline_are_no_clear_call() -> None:
     fg = _ellipse()
     stripes = (np.arange(S)[None, :] // 6 % 2 == 0) & fg
     assert abs(enclosed([np.broadcast_to(stripes, (S, S)).copy()], fg)) < 0.1
-    assert choose_polarity("auto", [stripes], fg).polarity == "darker"
+    picked = choose_polarity("auto", [stripes], fg)
+    assert picked.polarity == "darker" and picked.suggestion is None
 
 
 def test_colour_split_finds_the_dark_marks() -> None:
@@ -117,9 +120,13 @@ def test_gloper_auto_reads_pale_spots_and_lighter_inverts(light_spots) -> None:
     dark = create_segmenter("gloper", polarity="darker", **kw).segment(photo, body)
     light = create_segmenter("gloper", polarity="lighter", **kw).segment(photo, body)
     assert dark.choice == "consensus" and light.choice == "consensus_lighter"
-    assert auto.choice == "consensus_lighter"
+    assert auto.choice == "consensus"  # the photo suggests lighter; its species' call decides
     info = auto.info["polarity"]
-    assert info["polarity"] == "lighter" and info["rule"] == AUTO_RULE and info["score"] < 0
+    assert info["polarity"] == "darker" and info["suggestion"] == "lighter"
+    assert info["rule"] == AUTO_RULE and info["score"] < 0
+    # the suggestion rules scored on each local size's own darker mask agree with the global split
+    assert set(info["scale_scores"]) == {"8", "16"}
+    assert all(max(sc.values()) < 0 for sc in info["scale_scores"].values()), info["scale_scores"]
     assert set(info["rule_scores"]) == set(POLARITY_RULES)
     assert dark.info["polarity"]["rule"] == "fixed" and dark.info["polarity"]["score"] is None
     fg = resize_mask(body, (64, 64))
@@ -128,7 +135,8 @@ def test_gloper_auto_reads_pale_spots_and_lighter_inverts(light_spots) -> None:
         d, lt = dark.candidates[f"local_{ls}"], dark.candidates[f"local_{ls}_lighter"]
         assert not (d & lt).any() and ((d | lt) == fg).mean() > 0.99
     truth = resize_mask(label, (64, 64))
-    assert scores(auto.candidates[auto.choice], truth).dice > 0.6
+    assert scores(auto.candidates["consensus_lighter"], truth).dice > 0.6
+    assert scores(light.candidates[light.choice], truth).dice > 0.6
     assert scores(dark.candidates[dark.choice], truth).dice < 0.1
     assert {"fused", "fused_lighter", "consensus", "consensus_lighter"} <= auto.derived
 
@@ -136,7 +144,8 @@ def test_gloper_auto_reads_pale_spots_and_lighter_inverts(light_spots) -> None:
 def test_kmeans_polarity_auto_uses_the_same_rule(light_spots) -> None:
     photo, label, body = light_spots
     auto = create_segmenter("kmeans", polarity="auto").segment(photo, body)
-    assert auto.choice == "cluster_1" and auto.info["polarity"]["polarity"] == "lighter"
+    assert auto.choice == "cluster_0" and auto.info["polarity"]["suggestion"] == "lighter"
+    assert "scale_scores" not in auto.info["polarity"]  # one split: nothing per local size
     assert scores(auto.candidates["cluster_1"], resize_mask(label, (256, 256))).dice > 0.7
     dark = create_segmenter("kmeans", polarity="darker").segment(photo, body)
     assert dark.choice == "cluster_0"

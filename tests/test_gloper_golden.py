@@ -15,6 +15,12 @@ within 2 % of pixels against the vendor's reference file elsewhere, which the te
 ``gloper_golden-AuthenticAMD.npz`` and ``-GenuineIntel.npz`` predate the fingerprint (their
 machines are not known beyond vendor and AVX-512); they are the references.
 
+Each file also records the label-free choice. Since [review] a photo's own polarity never
+flips its reading (``polarity=auto`` keeps the paper's darker colour and records the
+photo's suggestion; the species is settled when its job drains), so the seal cases' choice
+became ``consensus`` where ``consensus_lighter`` was stored: only those choice strings were
+changed in every file, not one mask bit.
+
 A file for a new kind of CPU is written by ``python -m tests.test_gloper_golden``. Before
 committing one, check that the code as it is makes the same masks on that CPU as commit
 dcc7af8's code (run ``_masks`` from a worktree of dcc7af8 and compare), so that the file

@@ -13,10 +13,16 @@ the lighter region of a mask ``m`` is ``fg & ~m``. GloPER and k-means both ask t
 rules about the same evidence, :func:`colour_split`: the foreground's two colours by
 k-means at ``EVIDENCE_SIZE``, so both methods make the same call on a photo.
 
-``AUTO_RULE`` and ``AUTO_MARGIN`` are what ``polarity=auto`` uses, per photo and for
-the species vote of a job (:mod:`gloper_jobs.jobs.polarity`); the rules were chosen by
-leave-one-*species*-out over the shared example photos and the synthetic set in both
-polarities at the margin fixed beforehand (``python -m bench.polarity_species``, docs/polarity.md).
+``polarity=auto`` reads the paper's darker colour and records what the rules say: the
+photo's *suggestion* (lighter when every rule of ``AUTO_RULE`` scores below
+``-AUTO_MARGIN``). Which colour a species reads is settled for the whole species when a
+job drains (:mod:`gloper_jobs.jobs.polarity`): by a person, a calibration, or else the
+darker default with the photos' vote shown beside it as a suggestion. No geometric vote
+flips a species by itself: under leave-one-species-out over the shared example photos
+and synthetic species in both polarities, including species whose pattern covers most of
+the coat, every flipping policy lost a held-out species outright (``python -m
+bench.polarity_species``, docs/polarity.md), and on ten other photos the vote flipped a
+species at a confident -0.47 (Dice 0.79 -> 0.004).
 """
 
 from __future__ import annotations
@@ -38,10 +44,9 @@ MIN_PIECE_FRACTION = 0.0005
 
 #: the photo is resized to this for the colour split the rules look at
 EVIDENCE_SIZE = 256
-#: polarity=auto: these rules (``+``-joined) decide, and read lighter only when every one
-#: scores < -AUTO_MARGIN (a clear call of two kinds of evidence is needed to leave the
-#: paper's darker reading: ``enclosed`` alone flipped a black-and-white animal whose dark
-#: patches reach its outline; bench/polarity_species.py, leave-one-species-out)
+#: the rules (``+``-joined) of a photo's and a species' suggestion: lighter only when every
+#: one scores < -AUTO_MARGIN (``enclosed`` alone called a black-and-white animal whose dark
+#: patches reach its outline lighter; bench/polarity_species.py, leave-one-species-out)
 AUTO_RULE = "minority+enclosed"
 AUTO_MARGIN = 0.1
 KMEANS_ATTEMPTS = 20
@@ -205,17 +210,25 @@ class PolarityChoice:
     """Which colour was read as the pattern, and why (JSON-ready via :meth:`as_info`)."""
 
     polarity: str  # "darker" or "lighter"
-    rule: str  # the rule that decided, or "fixed" for polarity=darker|lighter
-    score: float | None  # the deciding rule's score (< -AUTO_MARGIN: lighter), None when fixed
+    rule: str  # the suggestion's rule (polarity=auto), or "fixed" for polarity=darker|lighter
+    score: float | None  # the suggestion's score (< -AUTO_MARGIN: lighter), None when fixed
     scores: dict[str, float]  # every rule's score, for reports
+    #: what the rules suggest for this photo (``lighter``/``darker``; None when fixed or unclear)
+    suggestion: str | None = None
+    #: local size -> the suggestion rules' scores on that size's own darker mask (GloPER)
+    scale_scores: dict[str, dict[str, float]] | None = None
 
     def as_info(self, candidates: dict[str, str]) -> dict[str, Any]:
         """The report stored with the result; ``candidates`` names the method's choice in
         each polarity (``{"darker": ..., "lighter": ...}``) so reports can score every rule."""
-        return {"polarity": self.polarity, "rule": self.rule,
+        info: dict[str, Any] = {"polarity": self.polarity, "rule": self.rule,
                 "score": None if self.score is None else round(self.score, 4),
                 "rule_scores": {k: round(v, 4) for k, v in self.scores.items()},
-                "margin": AUTO_MARGIN, "candidates": dict(candidates)}
+                "margin": AUTO_MARGIN, "candidates": dict(candidates), "suggestion": self.suggestion}
+        if self.scale_scores:
+            info["scale_scores"] = {ls: {k: round(v, 4) for k, v in sc.items()}
+                                    for ls, sc in self.scale_scores.items()}
+        return info
 
 
 def rule_names(rule: str) -> list[str]:
@@ -232,26 +245,46 @@ def check_polarity(polarity: str, rule: str = AUTO_RULE) -> None:
             raise InvalidParameterError(f"polarity rule {name!r}: use one of {', '.join(POLARITY_RULES)}")
 
 
+def suggest(score: float, margin: float = AUTO_MARGIN) -> str | None:
+    """What a rule set's weakest score says: ``lighter`` below ``-margin``, ``darker`` above
+    ``margin``, None (unclear) between."""
+    return "lighter" if score < -margin else "darker" if score > margin else None
+
+
+def scale_scores(local_darker: dict[str, np.ndarray], fg: np.ndarray,
+                 rule: str = AUTO_RULE) -> dict[str, dict[str, float]]:
+    """The suggestion rules' scores on each local size's own darker mask (``name -> SxS
+    bool``, ``fg``: ``SxS bool``): whether the method's local sizes agree with the global split."""
+    return {name: {r: POLARITY_RULES[r]([mask], fg) for r in rule_names(rule)}
+            for name, mask in local_darker.items()}
+
+
 def choose_polarity(
     polarity: str, darker: Sequence[np.ndarray], fg: np.ndarray,
     rule: str = AUTO_RULE, margin: float = AUTO_MARGIN,
+    local_darker: dict[str, np.ndarray] | None = None, local_fg: np.ndarray | None = None,
 ) -> PolarityChoice:
-    """Apply ``polarity``: ``auto`` reads lighter when every rule of ``rule`` (``+``-joined)
-    scores below ``-margin``; the choice's score is the highest of them (the weakest call).
+    """Apply ``polarity``: ``auto`` reads the paper's darker colour and records the photo's
+    suggestion (lighter when every rule of ``rule`` (``+``-joined) scores below ``-margin``;
+    the score is the highest of them, the weakest call); the species' reading is settled
+    when its job drains (:mod:`gloper_jobs.jobs.polarity`). ``darker``/``lighter`` fix it.
 
     ``darker``: ``HxW bool`` masks of the darker region (one or more); ``fg``: ``HxW
     bool``. Every rule is scored either way, so reports can compare them.
+    ``local_darker`` (local size -> ``SxS bool`` darker mask, with ``local_fg``) adds the
+    suggestion rules' scores per local size.
     """
     check_polarity(polarity, rule)
     scores = {name: fn(darker, fg) for name, fn in POLARITY_RULES.items()}
     if polarity != "auto":
         return PolarityChoice(polarity, "fixed", None, scores)
     score = max(scores[name] for name in rule_names(rule))
-    return PolarityChoice("lighter" if score < -margin else "darker", rule, score, scores)
+    per_scale = scale_scores(local_darker, local_fg, rule) if local_darker and local_fg is not None else None
+    return PolarityChoice("darker", rule, score, scores, suggest(score, margin), per_scale)
 
 
 #: the species vote (:func:`gloper_jobs.jobs.polarity.species_call`): the mean of each of
-#: these rules' scores over a species' photos; the species reads lighter only when every
-#: one is below -SPECIES_MARGIN; the same rules and margin as a photo's own call
+#: these rules' scores over a species' photos; it suggests lighter only when every one is
+#: below -SPECIES_MARGIN; the same rules and margin as a photo's own suggestion
 SPECIES_RULES: tuple[str, ...] = tuple(rule_names(AUTO_RULE))
 SPECIES_MARGIN = AUTO_MARGIN

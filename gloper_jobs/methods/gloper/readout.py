@@ -9,7 +9,8 @@ and ``local_<l>_lighter`` per local size, and two derived masks per polarity:
 ``consensus_lighter`` (the fused mask where the photo's global two-colour split,
 :func:`~gloper_jobs.methods.choice.colour_split`, agrees: a window without any
 pattern still has a darker half, which the global split does not call pattern).
-The polarity rule looks at the same global split.
+The polarity rules look at the same global split (and, for the suggestion's agreement
+across local sizes, at each size's own darker mask).
 """
 
 from __future__ import annotations
@@ -82,6 +83,7 @@ def read_out(
         candidates[candidate_name("consensus", pol)] = fused & split
     derived = frozenset(n for n in candidates if not n.startswith("local_"))
     base = choice if choice in candidates else f"local_{next(iter(weights))}"
-    picked = choose_polarity(polarity, [darker], fg_e)
+    local = {str(ls): candidates[f"local_{ls}"] for ls in weights}
+    picked = choose_polarity(polarity, [darker], fg_e, local_darker=local, local_fg=fg)
     options = {pol: candidate_name(base, pol) for pol in ("darker", "lighter")}
     return ReadOut(candidates, options[picked.polarity], derived, {"polarity": picked.as_info(options)})
