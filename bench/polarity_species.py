@@ -11,10 +11,18 @@ pipeline every job uses (:func:`process_photo`, u2netp foreground) with each met
 its defaults; per photo the Dice of every candidate and every polarity rule's score are
 kept. ``--model NAME=M.pt`` adds a dataset model (GloPER with ``model=M.pt``) as method NAME.
 
+The synthetic set has ``--per-species`` photos (12) of every kind in both polarities and
+the ``Holstein`` species (``contrary``: pale islands enclosed in a dark coat whose label is
+the dark, so every rule calls the wrong colour, as on the black-and-white cow of the
+photos nobody here has), so the evidence policies below have photos to act on and a
+species to be wrong about.
+
 Step 2: per method, the Dice of
   * ``oracle``: the best non-derived candidate per photo (the paper's figure);
   * ``darker``: the label-free candidate in the darker reading (the paper's rule);
   * ``oracle-polarity``: the label-free candidate in the better polarity per photo;
+  * ``evidence:N:A``: the vote flips a species only with >= N photos, a share >= A of them
+    suggesting lighter on their own, and lighter at every local size (GloPER);
   * every polarity policy: a species vote (the mean of a rule's scores over the
     species' photos, lighter only below ``-margin``, :func:`species_call`) per
     rule and margin, and ``darker``;
@@ -91,6 +99,7 @@ def collect(datasets: list[Path], methods: dict[str, dict[str, str]]) -> list[di
                     "dice": {c.name: round((c.scores or {})["dice"], 4) for c in out.candidates},
                     "derived": sorted(c.name for c in out.candidates if c.derived),
                     "candidates": pol["candidates"], "rule_scores": pol["rule_scores"],
+                    "scale_scores": pol.get("scale_scores") or {},
                     "seconds": round(float(out.info["timings"]["segment"]), 3),  # type: ignore[index]
                 }
                 print(f"  {name:<12} {it.rel_path:<50} {out.info['timings']['segment']:.2f}s", flush=True)  # type: ignore[index]
@@ -98,18 +107,51 @@ def collect(datasets: list[Path], methods: dict[str, dict[str, str]]) -> list[di
     return photos
 
 
+#: the evidence policies' thresholds: a species flips only with at least N photos, a share A
+#: of them suggesting lighter on their own, and the vote lighter at every local size too
+EVIDENCE_PHOTOS = (3, 8, 12)
+EVIDENCE_AGREE = (1.0, 0.8)
+#: the library's default (gloper_jobs.jobs.polarity): the paper's darker reading; the vote
+#: is shown as a suggestion and flips nothing (tests/test_bench_polarity_species.py ties them)
+LIBRARY_POLICY = "darker"
+
+
 def policies() -> list[str]:
-    """``darker``, then species votes from the most to the least demanding: every rule
-    must agree, two rules must agree (``a+b``), one rule; each at every margin, largest
-    first. Ties in a selection go to the earlier (more conservative) policy."""
+    """``darker`` (the library's default), then the evidence policies (``evidence:N:A``, the
+    default rules at the margin 0.1, most demanding first), then species votes from the
+    most to the least demanding: every rule must agree, two rules (``a+b``), one rule; each
+    at every margin, largest first. Ties in a selection go to the earlier (more
+    conservative) policy."""
     sets = ["+".join(RULES)] + [f"{a}+{b}" for i, a in enumerate(RULES) for b in RULES[i + 1:]] + RULES
-    return ["darker"] + [f"{rules}>{m}" for rules in sets for m in sorted(MARGINS, reverse=True)]
+    evidence = [f"evidence:{n}:{a}" for n in sorted(EVIDENCE_PHOTOS, reverse=True) for a in EVIDENCE_AGREE]
+    return ["darker", *evidence] + [f"{rules}>{m}" for rules in sets for m in sorted(MARGINS, reverse=True)]
+
+
+def _evidence(rows: list[dict[str, Any]], photos: int, agree: float) -> str:
+    """``evidence:N:A``: lighter only when the species vote (the library's rules at its margin)
+    says lighter, the species has >= ``photos`` photos, a share >= ``agree`` of them suggest
+    lighter on their own, and the vote says lighter at every local size the method has."""
+    rules, margin = SPECIES_RULES, SPECIES_MARGIN
+    vote = species_call({r: [row["rule_scores"][r] for row in rows] for r in rules}, margin)
+    if vote.polarity != "lighter" or len(rows) < photos:
+        return "darker"
+    own = [species_call({r: [row["rule_scores"][r]] for r in rules}, margin).polarity for row in rows]
+    if own.count("lighter") / len(own) < agree:
+        return "darker"
+    scales = set.intersection(*(set(row.get("scale_scores") or {}) for row in rows))
+    for ls in scales:
+        if species_call({r: [row["scale_scores"][ls][r] for row in rows] for r in rules}, margin).polarity != "lighter":
+            return "darker"
+    return "lighter"
 
 
 def species_polarity(rows: list[dict[str, Any]], policy: str) -> str:
     """The polarity ``policy`` calls for one species' photos (``rows``: one method's blocks)."""
     if policy in ("darker", "lighter"):
         return policy
+    if policy.startswith("evidence:"):
+        _, photos, agree = policy.split(":")
+        return _evidence(rows, int(photos), float(agree))
     rules, _, margin = policy.partition(">")
     scores = {r: [row["rule_scores"][r] for row in rows] for r in rules.split("+")}
     return species_call(scores, float(margin)).polarity
@@ -144,10 +186,10 @@ def analyse(photos: list[dict[str, Any]], method: str) -> dict[str, Any]:
                       for rows in species.values()])
     names = list(species)
     every = np.ones(len(pols), dtype=bool)
-    fixed = np.array([p == "darker" or p.endswith(f">{SPECIES_MARGIN}") for p in pols])
+    fixed = np.array([p == "darker" or p.startswith("evidence:") or p.endswith(f">{SPECIES_MARGIN}") for p in pols])
     in_best, in_safe = select(table, every), select(table, fixed)
-    default_name = f"{'+'.join(SPECIES_RULES)}>{SPECIES_MARGIN}"
-    default = pols.index(default_name) if default_name in pols else 0
+    default_name = LIBRARY_POLICY
+    default = pols.index(default_name)
     out: dict[str, Any] = {"species": {}, "policies": pols, "in_sample_policy": pols[in_best],
                            "in_sample_safe_policy": pols[in_safe], "default_policy": default_name}
     for i, sp in enumerate(names):
@@ -177,6 +219,36 @@ def analyse(photos: list[dict[str, Any]], method: str) -> dict[str, Any]:
         summary[group]["worst-loss-default"] = round(min(v["default-vote"] - v["darker"] for v in rows_g), 4)
         summary[group]["worst-loss-held-safe"] = round(min(v["held-safe"] - v["darker"] for v in rows_g), 4)
     out["summary"] = summary
+    out["policy_worst"] = policy_worst(out["species"], REPORTED_POLICIES)
+    return out
+
+
+#: the fixed policies whose mean and worst species every run reports: the library's default,
+#: the evidence rules, and the earlier default (the vote flips a species by itself)
+REPORTED_POLICIES = ("darker", "evidence:12:1.0", "evidence:8:0.8", "evidence:3:1.0", f"minority+enclosed>{SPECIES_MARGIN}")
+
+
+def policy_worst(species: dict[str, dict[str, Any]], names: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """Per policy (and the two held-out selections) and group: mean Dice over species, and
+    the species that loses most against the darker reading, with its loss."""
+    out: dict[str, dict[str, Any]] = {}
+    columns: dict[str, tuple[str, str]] = {name: ("by_policy", name) for name in names}
+    columns["held-out (rules x margins)"] = ("held-out", "")
+    columns[f"held-out (rules at {SPECIES_MARGIN}, evidence)"] = ("held-safe", "")
+
+    def get(v: dict[str, Any], where: tuple[str, str]) -> float:
+        return float(v[where[0]][where[1]] if where[1] else v[where[0]])
+
+    for name, where in columns.items():
+        out[name] = {}
+        for group in ("shared", "synthetic", "all"):
+            rows = {sp: v for sp, v in species.items() if group == "all" or v["group"] == group}
+            if not rows:
+                continue
+            losses = {sp: get(v, where) - v["darker"] for sp, v in rows.items()}
+            worst = min(losses, key=lambda sp: losses[sp])
+            out[name][group] = {"mean": round(float(np.mean([get(v, where) for v in rows.values()])), 4),
+                                "worst_species": worst, "worst_loss": round(losses[worst], 4)}
     return out
 
 
@@ -213,6 +285,13 @@ HEADS = ("oracle", "darker", "orac-pol", "default", "in:r x m", "held:rxm", f"in
          f"held:r@{SPECIES_MARGIN}", "calib")
 
 
+def print_policies(res: dict[str, Any]) -> None:
+    print("  policy                              group       mean  worst species vs darker")
+    for pol, groups in res["policy_worst"].items():
+        for group, g in groups.items():
+            print(f"  {pol:<36}{group:<10}{g['mean']:>7.3f}  {g['worst_species']} {g['worst_loss']:+.3f}")
+
+
 def print_method(name: str, res: dict[str, Any]) -> None:
     print(f"\n== {name}: mean Dice per species (species weigh equally). Selected (no species of the "
           f"selection set may lose > {SAFE_LOSS} to darker) among rules x margins: in-sample "
@@ -244,7 +323,10 @@ def markdown(report: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", type=Path, default=None, help="default: the example photos (GLOPER_EXAMPLES_DIR)")
-    ap.add_argument("--synthetic", type=Path, default=None, help="default: make one (--polarity both, 2 per species)")
+    ap.add_argument("--synthetic", type=Path, default=None,
+                    help="default: make one (--polarity both, the contrary species, --per-species photos each)")
+    ap.add_argument("--per-species", type=int, default=12,
+                    help="synthetic photos per species (enough for the evidence policies to act)")
     ap.add_argument("--methods", default="gloper,kmeans")
     ap.add_argument("--model", action="append", default=[], metavar="NAME=M.pt")
     ap.add_argument("--photos", type=Path, default=None, help="reuse step 1 of a previous run's JSON")
@@ -266,7 +348,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 from gloper_jobs.data.synthetic import make_dataset
 
                 synthetic = Path(tmp) / "synthetic"
-                make_dataset(synthetic, per_species=2, seed=SYNTHETIC_SEED, polarity="both")
+                make_dataset(synthetic, per_species=args.per_species, seed=SYNTHETIC_SEED, polarity="both",
+                             contrary=True)
             photos = collect([args.dataset, synthetic], methods)
     names = list(dict.fromkeys(m for p in photos for m in p["methods"]))
     report: dict[str, Any] = {
@@ -276,6 +359,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for name in names:
         report["methods"][name] = analyse(photos, name)
         print_method(name, report["methods"][name])
+        print_policies(report["methods"][name])
         choice = mask_choice(photos, name)
         if choice:
             report["methods"][name]["mask_choice"] = choice

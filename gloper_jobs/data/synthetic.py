@@ -5,7 +5,10 @@ stripes, spots, rosettes, patches) on a noisy background; its label is the
 pattern, black on white, in ``<Species>/label/`` exactly like the shared examples.
 The pattern is darker than the coat (``darker``, the default), lighter than a dark
 coat (``lighter``: folders ``<Kind>Light``, like nyala's and seals' pale marks), or
-both. Deterministic for a seed.
+both. ``contrary=True`` adds ``Holstein``: a dark coat with pale patches enclosed in it
+whose label marks the *dark* (as annotators mark a black-and-white cow's black), so every
+geometric rule (the pale is the minority and enclosed) calls the wrong colour: the case no
+photo's geometry can tell from ``SpotsLight``. Deterministic for a seed.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 PATTERNS = ("Stripes", "Spots", "Rosettes", "Patches")
+#: species whose labelled colour is the one every polarity rule calls the coat (``contrary=True``)
+CONTRARY = ("Holstein",)
 POLARITIES = ("darker", "lighter", "both")
 
 
@@ -27,6 +32,14 @@ def _pattern(kind: str, h: int, w: int, rng: np.random.Generator) -> np.ndarray:
         wobble = 6 * np.sin(yy / rng.uniform(20, 40))
         t = (xx * np.cos(angle) + yy * np.sin(angle) + wobble) / period
         return (t - np.floor(t)) < 0.45
+    if kind == "Holstein":  # the dark is the pattern: all of the body but pale islands well inside it
+        islands = np.zeros((h, w), dtype=bool)
+        for _ in range(9):
+            ang, rad = rng.uniform(0, 2 * np.pi), rng.uniform(0.0, 0.55)
+            cy, cx = h / 2 + rad * 0.36 * h * np.sin(ang), w / 2 + rad * 0.38 * w * np.cos(ang)
+            ry, rx = rng.uniform(11, 18), rng.uniform(11, 20)
+            islands |= ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 < 1.0
+        return ~islands
     mask = np.zeros((h, w), dtype=bool)
     n = {"Spots": 45, "Rosettes": 30, "Patches": 8}[kind]
     for _ in range(n):
@@ -71,18 +84,23 @@ def make_photo(
 
 
 def make_dataset(
-    root: Path, per_species: int = 2, size: int = 192, seed: int = 7, polarity: str = "darker"
+    root: Path, per_species: int = 2, size: int = 192, seed: int = 7, polarity: str = "darker",
+    contrary: bool = False,
 ) -> list[Path]:
     """Write ``<root>/<Pattern>/<n>.jpg`` and ``<root>/<Pattern>/label/<n>.png``; returns photo paths.
 
     ``polarity``: ``darker`` (dark pattern on a light coat), ``lighter`` (light pattern on
-    a dark coat, in ``<Pattern>Light/``) or ``both``. Raises ``ValueError`` for another value.
+    a dark coat, in ``<Pattern>Light/``) or ``both``; ``contrary`` adds the :data:`CONTRARY`
+    species (after the others: their photos stay the same). Raises ``ValueError`` for
+    another polarity.
     """
     if polarity not in POLARITIES:
         raise ValueError(f"polarity={polarity!r}: use one of {', '.join(POLARITIES)}")
     kinds = [(k, False) for k in PATTERNS] if polarity != "lighter" else []
     if polarity != "darker":
         kinds += [(k, True) for k in PATTERNS]
+    if contrary:
+        kinds += [(k, False) for k in CONTRARY]
     rng = np.random.default_rng(seed)
     paths: list[Path] = []
     for kind, lighter in kinds:
