@@ -210,7 +210,9 @@ def held_out(model: Path, dataset: Path, calibrate_on: Path, baseline: str = "km
         "grid": list(grid), "narrow_grid": list(narrow_grid), "photos": len(photos), "species": species,
         "per_species": {sp: {**{name: col.get(sp) for name, col in table.items()}, "vs_darker": gaps.get(sp),
                              "calibrated_from": sp in calibrated_species,
-                             "polarity": calls.get(sp, {}).get("polarity"), "how": calls.get(sp, {}).get("how")}
+                             "polarity": calls.get(sp, {}).get("polarity"), "how": calls.get(sp, {}).get("how"),
+                             "suggestion": (calls.get(sp, {}).get("suggestion") or {}).get("polarity"),
+                             "vote_score": calls.get(sp, {}).get("score")}
                         for sp in species},
         "calibrated_species": calibrated_species, "calibration": learnt,
         "uncalibrated_species": [sp for sp in species if sp not in calibrated_species],

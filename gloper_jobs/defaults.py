@@ -84,6 +84,11 @@ URL_SCHEMES = ("s3", "s3a")  # what storage.py accepts besides local paths
 
 # --- exports and reports -----------------------------------------------------
 EXPORT_FORMATS = ("parquet", "coco", "csv")
+#: items re-pointed to their species' call per transaction (jobs/repointing.py): a kill loses
+#: at most one page's commits, and a page of 500 took ~12 s of PNG writes at 1600 x 1200
+REPOINT_BATCH = 500
+#: threads writing a page's re-pointed masks (PNG encoding and file writes release the GIL)
+REPOINT_THREADS = 2
 REPORT_THUMB_SIDE = 256  # px, longest side of a gallery thumbnail
 REPORT_CANDIDATE_SIDE = 96  # px, a candidate's small mask beside it
 REPORT_GALLERY = 6  # photos at each end (best and worst) or in the sample

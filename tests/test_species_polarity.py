@@ -23,6 +23,7 @@ from gloper_jobs.jobs.polarity import (
     parse_overrides,
     species_call,
 )
+from gloper_jobs.jobs.repointing import repoint
 from gloper_jobs.jobs.runner import run_dataset
 from gloper_jobs.methods.choice import SPECIES_MARGIN, SPECIES_RULES
 from gloper_jobs.settings import Settings
@@ -83,7 +84,8 @@ def test_overrides_are_parsed_and_checked() -> None:
         check_overrides({"Walrus": "lighter"}, {"Seal"})
 
 
-def test_species_vote_repoints_choices_and_an_override_corrects_it(qsettings: Settings, both: Path) -> None:
+def test_default_is_darker_with_the_vote_as_a_suggestion_and_a_person_settles_it(
+        qsettings: Settings, both: Path) -> None:
     store = Store(qsettings.database_url)
     summary = run_dataset(both, "kmeans", qsettings, foreground=False, progress=False, store=store)
     job_id = summary.job.id
@@ -91,25 +93,35 @@ def test_species_vote_repoints_choices_and_an_override_corrects_it(qsettings: Se
     calls = summary.job.species_polarity["calls"]  # type: ignore[index]
     assert set(calls) == {p.name for p in both.iterdir()}
     choices = _choices(store, job_id)
-    for species, call in calls.items():  # each call is the vote over the species' stored rule scores
+    for species, call in calls.items():  # the vote over the species' stored rule scores is only shown
         scores = {r: [it.info["polarity"]["rule_scores"][r]  # type: ignore[index]
                       for it, _ in choices.values() if it.species == species] for r in SPECIES_RULES}
-        assert call["polarity"] == species_call(scores, SPECIES_MARGIN).polarity and call["photos"] == 2
-    assert calls["SpotsLight"]["polarity"] == "lighter" and calls["Spots"]["polarity"] == "darker"
-    for rel, (item, chosen) in choices.items():
-        assert chosen == item.info["polarity"]["candidates"][calls[item.species]["polarity"]], rel  # type: ignore[index]
-    assert "polarity per species" in summary.report and "SpotsLight" in summary.report
+        vote = species_call(scores, SPECIES_MARGIN)
+        assert call["polarity"] == "darker" and call["how"] == "default" and call["photos"] == 2, species
+        assert call["vote"] == (vote.polarity if vote.how == "vote" else "unclear"), species
+        if vote.how == "vote" and vote.polarity == "lighter":
+            assert call["suggestion"]["polarity"] == "lighter" and call["doubt"] >= 0.6, species
+        else:
+            assert call["suggestion"] is None and call["doubt"] <= 0.5, species
+    assert calls["SpotsLight"]["suggestion"]["polarity"] == "lighter" and calls["Spots"]["suggestion"] is None
+    for rel, (item, chosen) in choices.items():  # no species flipped by itself
+        assert chosen == item.info["polarity"]["candidates"]["darker"], rel  # type: ignore[index]
+    assert "polarity per species" in summary.report and "suggest lighter: review" in summary.report
 
-    # a user correction re-points both photos of the species, in the store and in choice.json
+    # a person settles two species: both photos of each re-pointed, in the store and in choice.json
     with store.session() as s:
         job = s.get(Job, job_id)
         assert job is not None
-        decide_species_polarity(s, job, {"Spots": "lighter"})
-        s.commit()
-        s.refresh(job)
-        assert job.species_polarity["calls"]["Spots"]["how"] == "override"  # type: ignore[index]
-        assert job.species_polarity["calls"]["Spots"]["repointed"] == 2  # type: ignore[index]
-        assert len(job.species_polarity["calls"]["Spots"]["disagree"]) == 2  # type: ignore[index]
+        decide_species_polarity(s, job, {"Spots": "lighter", "SpotsLight": "lighter"}, who="ana")
+    done = repoint(store, job_id)
+    assert done.finished and done.repointed == 4 and done.per_species == {"Spots": 2, "SpotsLight": 2}
+    with store.session() as s:
+        job = s.get(Job, job_id)
+        assert job is not None
+        call = job.species_polarity["calls"]["Spots"]  # type: ignore[index]
+        assert call["how"] == "person" and call["by"] == "ana" and call["at"] and call["repointed"] == 2
+        assert len(call["disagree"]) == 2 and job.species_polarity["calls"]["SpotsLight"]["suggestion"] is None  # type: ignore[index]
+        assert job.species_polarity["repoint"]["state"] == "done"  # type: ignore[index]
         table = format_species_polarity(job)
         from gloper_jobs.reporting import render_html
 
@@ -118,18 +130,16 @@ def test_species_vote_repoints_choices_and_an_override_corrects_it(qsettings: Se
 
         status = format_progress(job_progress(s, job, 60))
     assert "polarity per species" in status and "Spots" in status.split("polarity per species")[1]
-    assert "Spots" in table and "override" in table
+    assert "Spots" in table and "person: ana" in table
     section = html[html.index('id="polarity-table"'):]
     section = section[:section.index("</table>")]
-    assert section.count("<tr>") == 1 + len(calls)  # header + one row per species
-    spots = section[section.index("<td>Spots</td>"):].split("</tr>")[0]
-    assert "<b>lighter</b>" in spots and "override" in spots and spots.count("data:image") == 2
-    assert 'cand chosen"><img src="data:image' in spots and "lighter: cluster_1" in spots
+    assert "Spots" in section and "person" in section
     after = _choices(store, job_id)
-    assert {c for (it, c) in after.values() if it.species == "Spots"} == {"cluster_1"}
-    assert {rel: c for rel, (it, c) in after.items() if it.species != "Spots"} == {
-        rel: c for rel, (it, c) in choices.items() if it.species != "Spots"}  # the others are left alone
-    # a rerun of the same command keeps the stored override
+    assert {c for (it, c) in after.values() if it.species in ("Spots", "SpotsLight")} == {"cluster_1"}
+    assert {rel: c for rel, (it, c) in after.items() if it.species not in ("Spots", "SpotsLight")} == {
+        rel: c for rel, (it, c) in choices.items() if it.species not in ("Spots", "SpotsLight")}  # the others left
+    assert repoint(store, job_id).repointed == 0  # nothing left to do
+    # a rerun of the same command keeps the person's call
     again = run_dataset(both, "kmeans", qsettings, foreground=False, progress=False, store=store)
     assert again.job.id == job_id and again.job.species_polarity["calls"]["Spots"]["polarity"] == "lighter"  # type: ignore[index]
 
@@ -175,7 +185,8 @@ def test_calibrate_then_run_with_settings_from_on_the_command_line(
     assert res.exit_code == 0, res.output
     with store.session() as s:
         job = s.exec(select(Job).where(Job.kind == "extract")).one()
-        assert job.species_polarity["calls"]["SpotsLight"]["how"] == "fixed"  # type: ignore[index]
+        assert job.species_polarity["calls"]["SpotsLight"]["how"] == "calibration"  # type: ignore[index]
+        assert job.species_polarity["calls"]["SpotsLight"]["by"] == f"calibration {cal_id}"  # type: ignore[index]
     for _rel, (item, chosen) in _choices(store, job.id).items():  # type: ignore[arg-type]
         assert chosen == ("cluster_1" if item.species.endswith("Light") else "cluster_0")
     res = runner.invoke(main, ["polarity", str(job.id), "Walrus=lighter"])
@@ -219,7 +230,8 @@ def test_submit_extract_takes_polarity_and_other_kinds_refuse_it(qsettings: Sett
         both, "kmeans", foreground=False, extra={"polarity": "Spots=lighter"}))
     with store.session() as s:
         job = s.get(Job, sub.job.id)
-        assert job is not None and job.species_polarity == {"overrides": {"Spots": "lighter"}}
+        assert job is not None and job.species_polarity == {"overrides": {"Spots": "lighter"},
+                                                            "overrides_by": {"Spots": "--polarity"}}
         assert "applied when the job finishes" in format_species_polarity(job)
     with pytest.raises(InvalidParameterError, match="--polarity belongs to `submit extract`"):
         KINDS["calibrate"].record(store, qsettings, SubmitRequest(both, "kmeans", foreground=False,
@@ -238,8 +250,8 @@ def test_manifest_polarity_column_overrides_its_species(qsettings: Settings, bot
     summary = run_dataset(both, "kmeans", qsettings, foreground=False, progress=False, store=store,
                           manifest=tmp_path / "m.csv")
     calls = summary.job.species_polarity["calls"]  # type: ignore[index]
-    assert calls["Spots"]["how"] == "override" and calls["Spots"]["polarity"] == "lighter"
-    assert calls["Stripes"]["how"] != "override"
+    assert calls["Spots"]["how"] == "person" and calls["Spots"]["polarity"] == "lighter"
+    assert calls["Spots"]["by"] == "manifest m.csv" and calls["Stripes"]["how"] == "default"
     # --polarity wins over the column
     again = run_dataset(both, "kmeans", qsettings, foreground=False, progress=False, store=store,
                         manifest=tmp_path / "m.csv", polarity="Spots=darker")

@@ -174,26 +174,44 @@ def calibrate(dataset: str, method: str | None, params: tuple[str, ...], grid: t
 @click.command()
 @click.argument("job_id", type=int)
 @click.argument("overrides", nargs=-1, metavar="[SPECIES=darker|lighter ...]")
-def polarity(job_id: int, overrides: tuple[str, ...]) -> None:
-    """Show (and with SPECIES=darker|lighter, correct) which colour is the pattern per species of
-    extract job JOB_ID; re-points each photo's chosen mask, nothing runs again."""
+@click.option("--accept-suggestions", is_flag=True,
+              help="Settle every species whose photos suggest the other reading to that reading (as you).")
+@click.option("--by", "who", default=None, metavar="NAME", help="Who decides (default: your user name).")
+def polarity(job_id: int, overrides: tuple[str, ...], accept_suggestions: bool, who: str | None) -> None:
+    """Show (and with SPECIES=darker|lighter, settle) which colour is the pattern per species of
+    extract job JOB_ID; re-points each photo's chosen mask (nothing runs again) and finishes a
+    re-point that was interrupted."""
+    import getpass
+
     from gloper_jobs.jobs.polarity import (
         check_overrides,
         decide_species_polarity,
         format_species_polarity,
         parse_overrides,
     )
+    from gloper_jobs.jobs.repointing import pending, repoint
     from gloper_jobs.store.repository import get_job, job_species
 
     store = open_store(load_settings())
+    who = who or getpass.getuser()
     with store.session() as s:
         job = get_job(s, job_id)
         wanted = parse_overrides(overrides)
         check_overrides(wanted, job_species(s, job_id))
-        decide_species_polarity(s, job, wanted)
-        s.commit()
-        s.refresh(job)
-        click.echo(format_species_polarity(job))
+        if accept_suggestions:
+            calls = (job.species_polarity or {}).get("calls", {})
+            wanted = {**{sp: c["suggestion"]["polarity"] for sp, c in calls.items()
+                         if c.get("how") == "default" and c.get("suggestion")}, **wanted}
+        if wanted or not (job.species_polarity or {}).get("calls"):
+            decide_species_polarity(s, job, wanted, who=who)
+    with store.session() as s:
+        job = get_job(s, job_id)
+    if pending(job):
+        done = repoint(store, job_id)
+        click.echo(f"re-pointed {done.repointed} of {done.items} photos ({done.written} masks written) "
+                   f"in {done.seconds:.1f} s")
+    with store.session() as s:
+        click.echo(format_species_polarity(get_job(s, job_id)))
 
 
 @click.command()

@@ -119,7 +119,9 @@ def repoint_choice(folder: str | Path, choice: str, mask: np.ndarray | None = No
     written = None
     if mask is not None:
         buf = io.BytesIO()
-        Image.fromarray(mask.astype(bool)).convert("1").save(buf, format="PNG", optimize=True)
+        # zlib's default level, not optimize: 2.3x faster at 1600 x 1200 for ~16 % more bytes,
+        # which is what an archive-wide re-point (10^5 masks) waits on
+        Image.fromarray(mask.astype(bool)).convert("1").save(buf, format="PNG")
         written = write_bytes(f"{base}/{choice}.png", buf.getvalue())
     doc = json.loads(read_bytes(f"{base}/{CHOICE_FILE}"))
     doc["choice"], doc["mask"] = choice, f"{choice}.png"

@@ -116,4 +116,18 @@ def base_row(rec: PhotoRecord) -> dict[str, Any]:
         "oracle": oracle.name if oracle else None, "oracle_dice": oracle.dice if oracle else None,
         "foreground_fraction": item.foreground_fraction, "foreground_fallback": item.foreground_fallback,
         "seconds": item.seconds, "host": item.host, "device": item.device,
+        **polarity_columns(job, item.species),
     }
+
+
+def polarity_columns(job: Job, species: str) -> dict[str, Any]:
+    """How the photo's species reading was settled (:mod:`gloper_jobs.jobs.polarity`):
+    ``polarity`` (darker/lighter), ``polarity_how`` (person, calibration, fixed, default),
+    ``polarity_by`` / ``polarity_at`` (who and when, for a person), ``polarity_suggestion``
+    (the reading the photos' vote suggests when it differs); None for methods with one reading."""
+    call = (job.species_polarity or {}).get("calls", {}).get(species)
+    if not call:
+        return dict.fromkeys(("polarity", "polarity_how", "polarity_by", "polarity_at", "polarity_suggestion"))
+    return {"polarity": call.get("polarity"), "polarity_how": call.get("how"), "polarity_by": call.get("by"),
+            "polarity_at": call.get("at"),
+            "polarity_suggestion": (call.get("suggestion") or {}).get("polarity")}

@@ -20,7 +20,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from gloper_jobs.exports.records import PhotoRecord, base_row
+from gloper_jobs.exports.records import PhotoRecord, base_row, polarity_columns
 
 PATTERN_CATEGORY = {"id": 1, "name": "pattern", "supercategory": "coat"}
 
@@ -43,7 +43,9 @@ PARQUET_SCHEMA = pa.schema([
     pa.field("dice", pa.float32()), pa.field("iou", pa.float32()), pa.field("oracle", pa.string()),
     pa.field("oracle_dice", pa.float32()), pa.field("foreground_fraction", pa.float32()),
     pa.field("foreground_fallback", pa.bool_()), pa.field("seconds", pa.float32()),
-    pa.field("host", pa.string()), pa.field("device", pa.string()), *_RLE_FIELDS,
+    pa.field("host", pa.string()), pa.field("device", pa.string()),
+    pa.field("polarity", pa.string()), pa.field("polarity_how", pa.string()), pa.field("polarity_by", pa.string()),
+    pa.field("polarity_at", pa.string()), pa.field("polarity_suggestion", pa.string()), *_RLE_FIELDS,
     pa.field("other_candidates", pa.list_(_CANDIDATE)),
 ])
 
@@ -107,7 +109,7 @@ def to_coco(records: Iterable[PhotoRecord]) -> tuple[bytes, int]:
         annotations.append({
             "id": item.id, "image_id": item.id, "category_id": PATTERN_CATEGORY["id"],
             "segmentation": rle.as_coco(), "area": rle.area, "bbox": rle.bbox, "iscrowd": 0,
-            "candidate": chosen.name, "dice": chosen.dice,
+            "candidate": chosen.name, "dice": chosen.dice, **polarity_columns(rec.job, item.species),
         })
     doc = {
         "info": {"description": "gloper-jobs pattern masks (the label-free choice per photo)",

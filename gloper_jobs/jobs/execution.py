@@ -14,7 +14,13 @@ import traceback
 
 from gloper_jobs.exceptions import GloperError, TransientError
 from gloper_jobs.jobs.context import WorkerContext
-from gloper_jobs.jobs.recording import ItemResult, close_if_drained, record_error, run_and_record
+from gloper_jobs.jobs.recording import (
+    ItemResult,
+    close_if_drained,
+    finish_drained,
+    record_error,
+    run_and_record,
+)
 from gloper_jobs.store import Item, ItemStatus, Store
 from gloper_jobs.store import deliveries as dl
 
@@ -97,7 +103,9 @@ def execute_item(ctx: WorkerContext, item_id: int, retries: int = 0, last_attemp
             message = f"gave up after {retries} retries of a transient error: {exc}"
             with ctx.store.session() as s:
                 record_error(s, item_id, message)
-                close_if_drained(s, job)
+                drained = close_if_drained(s, job)
+            if drained:
+                finish_drained(ctx.store, job)
             return ItemResult(item_id, ItemStatus.failed.value, message)
         try:
             with ctx.store.session() as s:

@@ -1,33 +1,61 @@
-"""Polarity per species: the photos of a species vote, the call is stored on the job.
+"""Polarity per species: settled once per species, never guessed silently.
 
-Which colour is the pattern is a property of the species (a zebra's stripes are dark
-on every zebra), so a job decides it once per species when it drains
-(:meth:`~gloper_jobs.jobs.kinds.extract.ExtractKind.on_drained`) from the evidence
-every item already stored (``item.info["polarity"]``: each rule's score, the
-candidate the method would choose in each polarity), then re-points each item's
-chosen candidate (``candidate.is_choice``, ``item.choice``, its ``choice.json``)
-without running anything again.
+Which colour is the pattern is a convention of the species (an annotator marks the same
+colour on every individual), which the geometry of photos cannot know. So a species reads
+the paper's darker colour unless a person (``gloper review``, ``gloper polarity``,
+``--polarity``, a manifest's ``polarity`` column) or a calibration (``--settings-from``)
+says otherwise. The photos' vote (each rule's mean score over the species' photos, from
+the evidence every item stored in ``item.info["polarity"]``) is shown beside the call as a
+*suggestion* ("darker; the photos suggest lighter: review") with a *doubt* that orders the
+review page. No vote flips a species by itself: every flipping policy lost a held-out
+species outright under leave-one-species-out (``python -m bench.polarity_species``,
+docs/polarity.md).
+
+The call is recorded on the job (``job.species_polarity``) where the job drains
+(:meth:`~gloper_jobs.jobs.kinds.extract.ExtractKind.on_drained`) or a person decides;
+re-pointing the photos' chosen masks to it is its own resumable step
+(:mod:`gloper_jobs.jobs.repointing`), outside that transaction.
+
+``job.species_polarity``::
+
+    {"rule": "minority+enclosed", "margin": 0.1, "version": int,
+     "overrides": {species: polarity},              # --polarity / manifest, before the job ran
+     "decisions": {species: [{"polarity", "mask", "by", "at"}, ...]},   # a person's, oldest first
+     "calls": {species: {"polarity", "mask", "how", "by", "at", "score", "margin", "photos",
+                         "vote", "agree", "suggestion", "doubt", "disagree", "repointed"}},
+     "repoint": {"state": "pending" | "done", "version": int, "items": int, "at": ISO}}
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+# re-exported: the review page and the CLI settle, re-point and save through this module
+from gloper_jobs.jobs.readings import mask_bases, reading_candidates  # noqa: F401
+from gloper_jobs.jobs.repointing import repoint, save_as_calibration  # noqa: F401
+
 if TYPE_CHECKING:
     from sqlmodel import Session
 
-    from gloper_jobs.store.models import Job
+    from gloper_jobs.store.models import Item, Job
+
+#: how a species' reading was settled, from the most to the least trusted
+HOW = ("person", "calibration", "fixed", "default")
+#: photos named per species as disagreeing with the vote (the rest are counted)
+DISAGREE_LISTED = 20
+#: done items read per query when the calls are decided (memory stays flat at 10^5 photos)
+PAGE = 2000
 
 
 @dataclass(frozen=True)
 class SpeciesCall:
-    """One species' polarity and why: ``how`` is ``vote`` (a clear call), ``unclear``
-    (no clear call: the paper's darker reading), ``override`` (the user said so) or
-    ``fixed`` (the method ran with a fixed polarity or a calibration)."""
+    """The photos' vote on one species (:func:`species_call`): ``polarity`` is what the vote
+    says (``darker`` when unclear), ``how`` is ``vote`` (a clear call) or ``unclear``, ``score``
+    the rule mean closest to the other side (the weakest evidence)."""
 
     polarity: str
     how: str
@@ -40,13 +68,17 @@ class SpeciesCall:
                 "score": None if self.score is None else round(self.score, 4),
                 "margin": self.margin, "photos": self.photos}
 
+    @property
+    def says(self) -> str | None:
+        """``darker``/``lighter`` for a clear vote, None when unclear."""
+        return self.polarity if self.how == "vote" else None
+
 
 def species_call(scores: Mapping[str, Sequence[float]], margin: float) -> SpeciesCall:
     """The species vote over one or more rules (``scores``: rule -> its scores on the
-    species' photos, > 0 darker): the species reads lighter only when *every* rule's mean
-    is below ``-margin``; darker by vote when every mean is above ``margin``; otherwise
-    the call is unclear and keeps the paper's darker reading. ``score`` is the rule mean
-    closest to the other side (the weakest evidence)."""
+    species' photos, > 0 darker): lighter only when *every* rule's mean is below
+    ``-margin``; darker when every mean is above ``margin``; otherwise unclear (darker).
+    ``score`` is the rule mean closest to the other side (the weakest evidence)."""
     means = [float(np.mean(v)) for v in scores.values() if len(v)]
     n = max((len(v) for v in scores.values()), default=0)
     if not means:
@@ -56,6 +88,65 @@ def species_call(scores: Mapping[str, Sequence[float]], margin: float) -> Specie
     if min(means) > margin:
         return SpeciesCall("darker", "vote", min(means), margin, n)
     return SpeciesCall("darker", "unclear", max(means) if max(means) < 0 else min(means), margin, n)
+
+
+def doubt_of(how: str, vote: str | None, score: float | None, agree: float | None) -> float:
+    """How much a person's look is worth for a species' call, in [0, 1].
+
+    A person's or a fixed reading: 0; a calibration's: 0.1 (one labelled photo a species).
+    The darker default: 0.6-1.0 when the photos suggest lighter (more the clearer they
+    say it), 0.5 when their vote is unclear, and when they agree with darker
+    ``0.4 x`` the share of photos whose own suggestion is not darker."""
+    if how in ("person", "fixed"):
+        return 0.0
+    if how == "calibration":
+        return 0.1
+    if vote == "lighter":
+        return round(0.6 + 0.4 * min(1.0, abs(score or 0.0)), 4)
+    if vote is None:
+        return 0.5
+    return round(0.4 * (1.0 - (agree if agree is not None else 1.0)), 4)
+
+
+@dataclass
+class _Tally:
+    """A species' evidence summed over its photos, one page at a time."""
+
+    photos: int = 0
+    sums: dict[str, float] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+    suggestions: dict[str, int] = field(default_factory=dict)
+    fixed: dict[str, int] = field(default_factory=dict)
+    calibrated: int = 0
+    disagree_rows: list[tuple[str, str | None]] = field(default_factory=list)
+
+    def add(self, rel_path: str, info: Mapping[str, Any], rules: Sequence[str], calibrated: bool) -> None:
+        self.photos += 1
+        if info.get("rule") == "fixed":
+            self.fixed[info["polarity"]] = self.fixed.get(info["polarity"], 0) + 1
+            self.calibrated += int(calibrated)
+            return
+        for r in rules:
+            v = info.get("rule_scores", {}).get(r)
+            if v is not None:
+                self.sums[r] = self.sums.get(r, 0.0) + float(v)
+                self.counts[r] = self.counts.get(r, 0) + 1
+        own = _own_suggestion(info, rules)
+        self.suggestions[own or "unclear"] = self.suggestions.get(own or "unclear", 0) + 1
+        self.disagree_rows.append((rel_path, own))
+
+    def vote(self, margin: float) -> SpeciesCall:
+        means = {r: [self.sums[r] / self.counts[r]] for r in self.sums if self.counts.get(r)}
+        call = species_call(means, margin)
+        return SpeciesCall(call.polarity, call.how, call.score, margin, self.photos)
+
+
+def _own_suggestion(info: Mapping[str, Any], rules: Sequence[str]) -> str | None:
+    """One photo's suggestion from its stored rule scores (None: unclear or no evidence)."""
+    from gloper_jobs.methods.choice import SPECIES_MARGIN
+
+    scores = {r: [info["rule_scores"][r]] for r in rules if r in info.get("rule_scores", {})}
+    return species_call(scores, SPECIES_MARGIN).says if scores else None
 
 
 def calibrated_pick(rows: Sequence[Mapping[str, Any]]) -> str:
@@ -97,80 +188,104 @@ def check_overrides(overrides: Mapping[str, str], species: Sequence[str] | set[s
             f"its species: {', '.join(sorted(set(species))) or 'none'}")
 
 
-def _rule_scores(infos: Sequence[Mapping[str, Any]], rules: Sequence[str]) -> dict[str, list[float]]:
-    """Rule -> its scores over the photos' polarity evidence (photos without it left out)."""
-    return {r: [i["rule_scores"][r] for i in infos if r in i.get("rule_scores", {})] for r in rules}
+def _done_items(session: Session, job_id: int) -> Iterator[Item]:
+    """The job's done items in id order, a page at a time (keyset pagination)."""
+    from sqlmodel import col, select
+
+    from gloper_jobs.store.models import Item, ItemStatus
+
+    last = 0
+    while True:
+        page = session.exec(select(Item).where(Item.job_id == job_id, Item.status == ItemStatus.done.value,
+                                               col(Item.id) > last).order_by(col(Item.id)).limit(PAGE)).all()
+        if not page:
+            return
+        yield from page
+        last = int(page[-1].id or 0)
+        session.expunge_all()  # nothing kept per finished photo
 
 
-def decide_species_polarity(session: Session, job: Job, overrides: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """Decide each species' polarity from its done items, re-point their choices, store it on the job.
+def _row(session: Session, job: Job) -> Job:
+    """The job's row in this session, read afresh and locked where the database can (the
+    caller's ``job`` may come from another session: adding it here would write its stale
+    status back; two decisions at once must not write over each other)."""
+    row = session.get(type(job), job.id, with_for_update=True)
+    if row is None:
+        return job
+    session.refresh(row, with_for_update=True)
+    return row
 
-    A species' call is its override (``overrides`` merged over the job's stored ones),
-    else ``fixed`` when its photos ran with a fixed polarity (``--param polarity=darker``,
-    a calibration), else the vote of :func:`species_call` over the rule
-    :data:`~gloper_jobs.methods.choice.SPECIES_RULES` (an unclear vote keeps darker). Each
-    item whose choice is the other polarity's candidate is re-pointed: ``is_choice``,
-    ``item.choice`` and its ``choice.json``; nothing runs again. Items without polarity
-    evidence (methods with one reading) are left alone. Returns ``job.species_polarity``:
-    ``{"rule", "margin", "overrides", "calls": {species: {polarity, how, score, margin,
-    photos, disagree: [rel_path], repointed}}}``.
+
+def _now() -> str:
+    from gloper_jobs.store.models import utcnow
+
+    return utcnow().isoformat(timespec="seconds")
+
+
+def decide_species_polarity(session: Session, job: Job, overrides: Mapping[str, str] | None = None,
+                            who: str | None = None) -> dict[str, Any]:
+    """Record each species' call from its done items; re-pointing is left to
+    :func:`gloper_jobs.jobs.repointing.repoint` (marked pending here when a call changed).
+
+    A species' call is, in order: a person's latest decision (``job.species_polarity
+    ["decisions"]``, or an override of ``--polarity`` / a manifest column / ``overrides``
+    here, recorded as a decision of ``who``), a calibration's (the photos ran with a
+    ``--settings-from`` job's polarity), a fixed ``--param polarity=``, else the paper's
+    darker reading with the photos' vote as its suggestion. Items without polarity evidence
+    (methods with one reading) are left out. Returns ``job.species_polarity``.
     """
-    from sqlmodel import select
-
-    from gloper_jobs.data.outputs import candidate_mask, repoint_choice
+    from gloper_jobs.jobs.calibration import SETTINGS_FROM
     from gloper_jobs.methods.choice import SPECIES_MARGIN, SPECIES_RULES
-    from gloper_jobs.store.models import Candidate, Item, ItemStatus
 
-    # the row of this session (the caller's ``job`` may come from another one: adding it
-    # here would write its stale status back)
-    row = session.get(type(job), job.id) or job
-    stored = dict((row.species_polarity or {}).get("overrides", {}))
-    stored.update(overrides or {})
-    items = session.exec(select(Item).where(Item.job_id == job.id, Item.status == ItemStatus.done.value)).all()
-    by_species: dict[str, list[tuple[Item, dict[str, Any]]]] = {}
-    for item in items:
+    row = _row(session, job)
+    data = dict(row.species_polarity or {})
+    pending = dict(data.get("overrides", {}))
+    decisions: dict[str, list[dict[str, Any]]] = {k: list(v) for k, v in data.get("decisions", {}).items()}
+    if overrides:
+        now = _now()
+        for species, polarity in overrides.items():
+            decisions.setdefault(species, []).append(
+                {"polarity": polarity, "mask": None, "by": who or "gloper polarity", "at": now})
+    calibration = (row.params or {}).get(SETTINGS_FROM)
+    tallies: dict[str, _Tally] = {}
+    for item in _done_items(session, int(row.id or 0)):
         info = (item.info or {}).get("polarity")
         if isinstance(info, dict) and isinstance(info.get("candidates"), dict):
-            by_species.setdefault(item.species, []).append((item, info))
+            tallies.setdefault(item.species, _Tally()).add(item.rel_path, info, SPECIES_RULES,
+                                                           calibration is not None)
+    old_calls = data.get("calls", {})
     calls: dict[str, dict[str, Any]] = {}
-    for species, rows in sorted(by_species.items()):
-        if species in stored:
-            call = SpeciesCall(stored[species], "override", None, SPECIES_MARGIN, len(rows))
-        elif any(info.get("rule") == "fixed" for _, info in rows):
-            fixed = [info["polarity"] for _, info in rows]
-            polarity = max(set(fixed), key=fixed.count)
-            call = SpeciesCall(polarity, "fixed", None, SPECIES_MARGIN, len(rows))
-        else:
-            call = species_call(_rule_scores([info for _, info in rows], SPECIES_RULES), SPECIES_MARGIN)
-        disagree, repointed = [], 0
-        for item, info in rows:
-            own = species_call(_rule_scores([info], SPECIES_RULES), SPECIES_MARGIN)
-            if own.photos and own.polarity != call.polarity:
-                disagree.append(item.rel_path)
-            target = info["candidates"].get(call.polarity)
-            if call.how == "fixed" or target is None or target == item.choice:
-                continue
-            cands = session.exec(select(Candidate).where(Candidate.item_id == item.id)).all()
-            new = next((c for c in cands if c.name == target), None)
-            old = next((c for c in cands if c.is_choice and c.mask_path), None)
-            if new is None or old is None:
-                continue
-            # the item's folder (or s3:// prefix) is where its chosen mask was written; the new
-            # choice gets its full-resolution PNG there from its stored RLE when it had none
-            folder = old.mask_path.rsplit("/", 1)[0]
-            size = (item.height, item.width) if item.height and item.width else None
-            mask = None if new.mask_path else candidate_mask("", new.rle, size)
-            written = repoint_choice(folder, target, mask)
-            for c in cands:
-                c.is_choice = c.name == target
-                if c is new and written is not None:
-                    c.mask_path = written
-                session.add(c)
-            item.choice = target
-            session.add(item)
-            repointed += 1
-        calls[species] = {**call.as_dict(), "disagree": disagree, "repointed": repointed}
-    result = {"rule": "+".join(SPECIES_RULES), "margin": SPECIES_MARGIN, "overrides": stored, "calls": calls}
+    for species, t in sorted(tallies.items()):
+        vote = t.vote(SPECIES_MARGIN)
+        says = vote.says
+        n_own = sum(t.suggestions.values())
+        agree = round(t.suggestions.get(says or "", 0) / n_own, 4) if n_own and says else None
+        entry: dict[str, Any] = {"polarity": "darker", "mask": None, "how": "default", "by": None, "at": None}
+        if species in decisions:
+            last = decisions[species][-1]
+            entry.update(polarity=last["polarity"], mask=last.get("mask"), how="person", by=last.get("by"),
+                         at=last.get("at"))
+        elif species in pending:
+            entry.update(polarity=pending[species], how="person", by=data.get("overrides_by", {}).get(
+                species, "--polarity"))
+        elif t.fixed:
+            polarity = max(t.fixed, key=lambda p: t.fixed[p])
+            how = "calibration" if t.calibrated else "fixed"
+            entry.update(polarity=polarity, how=how, by=f"calibration {calibration}" if t.calibrated else None)
+        suggestion = None
+        if says is not None and says != entry["polarity"]:
+            suggestion = {"polarity": says, "score": vote.score, "agree": agree}
+        disagree = [rel for rel, own in t.disagree_rows if own is not None and own != entry["polarity"]]
+        entry.update(
+            score=None if vote.score is None else round(vote.score, 4), margin=SPECIES_MARGIN, photos=t.photos,
+            vote=says or ("unclear" if n_own else None), agree=agree, suggestion=suggestion,
+            doubt=doubt_of(entry["how"], says, vote.score, agree), disagree=disagree[:DISAGREE_LISTED],
+            disagree_count=len(disagree), repointed=old_calls.get(species, {}).get("repointed", 0))
+        calls[species] = entry
+    version = int(data.get("version", 0)) + 1
+    result = {**data, "rule": "+".join(SPECIES_RULES), "margin": SPECIES_MARGIN, "version": version,
+              "overrides": pending, "decisions": decisions, "calls": calls,
+              "repoint": {"state": "pending", "version": version, "items": 0, "at": _now()}}
     row.species_polarity = result
     session.add(row)
     session.flush()  # written now: a caller that refreshes the job must not drop it
@@ -179,12 +294,69 @@ def decide_species_polarity(session: Session, job: Job, overrides: Mapping[str, 
     return result
 
 
-def store_overrides(session: Session, job: Job, overrides: Mapping[str, str]) -> None:
-    """Keep ``overrides`` on the job (applied when it drains, or now by :func:`decide_species_polarity`)."""
+def settle_species(session: Session, job_id: int, species: str, polarity: str, mask: str | None,
+                   who: str) -> dict[str, Any]:
+    """A person settles ``species`` of extract job ``job_id``: ``polarity`` and ``mask`` (a
+    base candidate name of :func:`gloper_jobs.jobs.repointing.reading_candidates`, None for
+    the method's own). Appended to the species' decisions (with ``who`` and when; the latest
+    one is the call), the calls recomputed and re-pointing marked pending; the caller
+    commits and then runs :func:`~gloper_jobs.jobs.repointing.repoint`. Returns the call.
+
+    Raises :class:`InvalidParameterError` for an unknown species, polarity or mask.
+    """
+    from gloper_jobs.exceptions import InvalidParameterError
+    from gloper_jobs.store.repository import get_job, job_species
+
+    job = _row(session, get_job(session, job_id))
+    if polarity not in ("darker", "lighter"):
+        raise InvalidParameterError(f"polarity {polarity!r}: use darker or lighter")
+    known = job_species(session, job_id)
+    if species not in known:
+        raise InvalidParameterError(f"job {job_id} has no photo of species {species!r}; its species: "
+                                    f"{', '.join(known) or 'none'}")
+    if mask is not None:
+        bases = mask_bases(session, job, species)
+        if mask not in bases:
+            raise InvalidParameterError(f"mask {mask!r} is not a candidate of species {species!r}: use one of "
+                                        f"{', '.join(bases) or 'none'} (or none for the method's own)")
+    data = dict(job.species_polarity or {})
+    decisions = {k: list(v) for k, v in data.get("decisions", {}).items()}
+    decisions.setdefault(species, []).append({"polarity": polarity, "mask": mask, "by": who, "at": _now()})
+    job.species_polarity = {**data, "decisions": decisions}
+    session.add(job)
+    session.flush()
+    return decide_species_polarity(session, job)["calls"].get(species, {})
+
+
+def store_overrides(session: Session, job: Job, overrides: Mapping[str, str], by: str = "--polarity") -> None:
+    """Keep ``overrides`` on the job (a person's call, applied when it drains, or now by
+    :func:`decide_species_polarity`); ``by`` names where they came from."""
     current = dict(job.species_polarity or {})
     current["overrides"] = {**current.get("overrides", {}), **overrides}
+    current["overrides_by"] = {**current.get("overrides_by", {}), **dict.fromkeys(overrides, by)}
     job.species_polarity = current
     session.add(job)
+
+
+def describe_call(call: Mapping[str, Any]) -> str:
+    """One species' call in words: ``darker (default; the photos suggest lighter: review)``,
+    ``lighter (person: ana, 2026-12-08T10:00:00)``, ``lighter (calibration 12)``."""
+    mask = f", mask {call['mask']}" if call.get("mask") else ""
+    how = call.get("how", "default")
+    if how == "person":
+        said = f"person: {call.get('by') or '?'}" + (f", {call['at']}" if call.get("at") else "")
+    elif how == "calibration":
+        said = call.get("by") or "calibration"
+    elif how == "fixed":
+        said = "fixed by --param polarity"
+    else:
+        said = "default"
+    sug = call.get("suggestion")
+    if sug:
+        said += f"; the photos suggest {sug['polarity']}" + (": review" if how == "default" else "")
+    elif how == "default" and call.get("vote") == "unclear":
+        said += "; the photos' vote is unclear"
+    return f"{call['polarity']}{mask} ({said})"
 
 
 def format_species_polarity(job: Job) -> str:
@@ -194,13 +366,45 @@ def format_species_polarity(job: Job) -> str:
     if not calls:
         pending = data.get("overrides")
         return f"polarity overrides (applied when the job finishes): {pending}" if pending else ""
-    lines = [f"polarity per species (vote: mean {data['rule']} score(s), lighter when below -{data['margin']}, "
-             "darker above; unclear keeps the paper's darker reading; correct with "
-             f"`gloper polarity {job.id} SPECIES=lighter`)",
-             f"  {'species':<16} {'reading':<8} {'how':<9} {'score':>7} {'photos':>6}  disagree"]
-    for sp, c in calls.items():
+    lines = [f"polarity per species (the paper's darker reading unless a person or a calibration settles it; "
+             f"the photos' vote ({data['rule']}, margin {data['margin']}) is a suggestion; settle with "
+             f"`gloper review {job.id}` or `gloper polarity {job.id} SPECIES=lighter`)",
+             f"  {'species':<16} {'reading':<8} {'how':<12} {'vote':<8} {'score':>7} {'photos':>6} {'doubt':>5}  "
+             "settled / suggestion"]
+    for sp, c in sorted(calls.items(), key=lambda kv: -kv[1].get("photos", 0) * kv[1].get("doubt", 0.0)):
         score = f"{c['score']:+.3f}" if c.get("score") is not None else "-"
-        how = "unclear" if c["how"] == "unclear" else c["how"]
-        dis = ", ".join(c["disagree"][:3]) + (f" (+{len(c['disagree']) - 3})" if len(c["disagree"]) > 3 else "")
-        lines.append(f"  {sp:<16} {c['polarity']:<8} {how:<9} {score:>7} {c['photos']:>6}  {dis or '-'}")
+        how = c["how"]
+        lines.append(f"  {sp:<16} {c['polarity']:<8} {how:<12} {c.get('vote') or '-':<8} {score:>7} "
+                     f"{c['photos']:>6} {c.get('doubt', 0.0):>5.2f}  {describe_call(c)}")
+    rp = data.get("repoint", {})
+    if rp.get("state") == "pending":
+        lines.append(f"  re-pointing the photos to these calls is unfinished ({rp.get('items', 0)} done): "
+                     f"`gloper polarity {job.id}` finishes it")
     return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class SpeciesReview:
+    """One species on the review page: its photos with polarity evidence, its call
+    (``job.species_polarity["calls"][species]``), its doubt and ``weight`` = photos x doubt
+    (the page and ``gloper status`` order species by it, largest first)."""
+
+    species: str
+    photos: int
+    call: dict[str, Any]
+    doubt: float
+    weight: float
+
+
+def review_queue(session: Session, job_id: int) -> list[SpeciesReview]:
+    """The species of extract job ``job_id`` by how much a person's decision matters
+    (photos x doubt, then name); decides the calls first if the job has none yet."""
+    from gloper_jobs.store.repository import get_job
+
+    job = get_job(session, job_id)
+    calls = (job.species_polarity or {}).get("calls")
+    if calls is None:
+        calls = decide_species_polarity(session, job)["calls"]
+    out = [SpeciesReview(sp, int(c.get("photos", 0)), dict(c), float(c.get("doubt", 0.0)),
+                         round(int(c.get("photos", 0)) * float(c.get("doubt", 0.0)), 4)) for sp, c in calls.items()]
+    return sorted(out, key=lambda r: (-r.weight, r.species))

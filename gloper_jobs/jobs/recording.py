@@ -1,9 +1,10 @@
 """The one recording path: an item's outcome or error, and closing a drained job.
 
-The embedded run (:mod:`gloper_jobs.jobs.runner`) and the queue
-(:mod:`gloper_jobs.jobs.execution`) both run an item through
-:func:`run_and_record`; they differ only in how they get the item (a loop, a
-claimed delivery) and in what a transient error does (stop the run, retry the task).
+The queue (:mod:`gloper_jobs.jobs.execution`) runs an item through :func:`run_and_record`;
+the embedded run (:mod:`gloper_jobs.jobs.runner`) calls its two halves, :func:`attempt` in
+worker threads and :func:`record_result` from its own thread, several items a transaction.
+Both close a drained job with :func:`close_if_drained` in the recording transaction and
+then run the kind's follow-up step outside it (:func:`finish_drained`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from gloper_jobs.jobs.kinds import get_kind
 from gloper_jobs.jobs.pipeline import ItemOutcome
 from gloper_jobs.store import deliveries as dl
 from gloper_jobs.store import repository as repo
+from gloper_jobs.store.db import Store
 from gloper_jobs.store.models import Item, ItemStatus, Job
 
 
@@ -67,6 +69,12 @@ def close_if_drained(session: Session, job: Job) -> bool:
     return True
 
 
+def finish_drained(store: Store, job: Job) -> None:
+    """After the drain's transaction committed: the kind's follow-up step
+    (:meth:`~gloper_jobs.jobs.kinds.base.JobKind.after_drained`; an extract job re-points)."""
+    get_kind(job.kind).after_drained(store, job)
+
+
 @dataclass(frozen=True)
 class ItemFailure:
     """A bad item's error, caught where it ran (possibly another thread), to be recorded."""
@@ -107,5 +115,7 @@ def run_and_record(ctx: WorkerContext, job: Job, item: Item) -> ItemResult:
     result = attempt(ctx, job, item)
     with ctx.store.session() as s:
         recorded = record_result(s, ctx, repo.require_id(item), result)
-        close_if_drained(s, job)
+        drained = close_if_drained(s, job)
+    if drained:
+        finish_drained(ctx.store, job)
     return recorded

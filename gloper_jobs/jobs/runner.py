@@ -26,6 +26,7 @@ from gloper_jobs.jobs.recording import (
     attempt,
     close_if_drained,
     failure_message,
+    finish_drained,
     record_error,
     record_result,
 )
@@ -129,8 +130,11 @@ def run_dataset(
         ctx.segmenters.clear()
     with ctx.store.session() as s:
         job = repo.get_job(s, job_id)
-        if close_if_drained(s, job):  # also closes a rerun that had nothing left to do
-            s.refresh(job)
+        drained = close_if_drained(s, job)  # also closes a rerun that had nothing left to do
+    if drained:  # outside that transaction: re-point photos (also one a kill interrupted)
+        finish_drained(ctx.store, job)
+    with ctx.store.session() as s:
+        job = repo.get_job(s, job_id)
         summary.job = job
         summary.report = job_report(s, job)
     return summary

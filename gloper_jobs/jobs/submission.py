@@ -20,7 +20,7 @@ from gloper_jobs.jobs.publishing import (
     republish_stranded,
 )
 from gloper_jobs.jobs.queues import check_priority
-from gloper_jobs.jobs.recording import close_if_drained
+from gloper_jobs.jobs.recording import close_if_drained, finish_drained
 from gloper_jobs.settings import Settings
 from gloper_jobs.store import Job, JobStatus, Store
 from gloper_jobs.store import deliveries as dl
@@ -83,8 +83,11 @@ def retry_failed(store: Store, settings: Settings, job_id: int, publish: Publish
 def _close_if_drained(store: Store, job: Job) -> None:
     """A reopened job with nothing left to run is done again (no worker would close it)."""
     with store.session() as s:
-        if close_if_drained(s, job):
+        drained = close_if_drained(s, job)
+        if drained:
             job.status = repo.get_job(s, repo.require_id(job)).status
+    if drained:
+        finish_drained(store, job)
 
 
 def cancel(store: Store, job_id: int) -> tuple[Job, int]:

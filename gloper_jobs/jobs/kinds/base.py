@@ -173,6 +173,11 @@ class JobKind(ABC):
         """Called once the job has nothing pending, queued or running (in that transaction)."""
         return None
 
+    def after_drained(self, store: Store, job: Job) -> None:
+        """Called after the transaction that drained the job committed: long follow-up work in
+        steps of its own (an extract job re-points its photos to the species' calls)."""
+        return None
+
 
 def job_spec(settings: Settings, dataset: str | Path, method: str, profile: str | None,
              params: dict[str, Any] | None, foreground: bool, kind: str = "extract") -> JobSpec:

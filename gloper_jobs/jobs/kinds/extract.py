@@ -76,8 +76,15 @@ class ExtractKind(JobKind):
             return ctx.process(job, item, segmenter, output_location(job.results_dir, item.rel_path))
 
     def on_drained(self, session: Session, job: Job) -> None:
-        """Decide each species' polarity by its photos' vote and re-point their choices."""
+        """Record each species' call (a person's, a calibration's, else darker with the photos'
+        vote as a suggestion); re-pointing follows in :meth:`after_drained`."""
         decide_species_polarity(session, job)
+
+    def after_drained(self, store: Store, job: Job) -> None:
+        """Re-point the photos to their species' calls, in batches outside the drain's transaction."""
+        from gloper_jobs.jobs.repointing import repoint
+
+        repoint(store, repo.require_id(job))
 
 
 def _warn_if_calibrated_on_other_masks(calibration: Job | None, spec: repo.JobSpec) -> None:
@@ -119,11 +126,13 @@ def record_extract_job(store: Store, settings: Settings, dataset: str | Path, me
 
     skipped: list[str] = []  # symlinks out of the root a folder scan left out
     items, listed = list_items(str(dataset) if is_url(dataset) else Path(dataset), manifest, skipped)
+    from_manifest: dict[str, str] = {}
     if manifest is not None:  # a manifest's polarity column, under --polarity
         from gloper_jobs.manifest import species_polarity
 
         items = list(items)
-        polarity = {**species_polarity(items, str(manifest)), **(polarity or {})}
+        from_manifest = {k: v for k, v in species_polarity(items, str(manifest)).items() if k not in (polarity or {})}
+        polarity = {**from_manifest, **(polarity or {})}
     if polarity:
         items = list(items)  # a folder scan is a generator: read it once for the species
         check_overrides(polarity, {it.species for it in items})
@@ -140,7 +149,11 @@ def record_extract_job(store: Store, settings: Settings, dataset: str | Path, me
         if created:
             warn_if_another_rim_was_meant(s, job)
         if polarity:
-            store_overrides(s, job, polarity)
+            if from_manifest:
+                store_overrides(s, job, from_manifest, by=f"manifest {Path(str(manifest)).name}")
+            given = {k: v for k, v in polarity.items() if k not in from_manifest}
+            if given:
+                store_overrides(s, job, given, by="--polarity")
         added = repo.add_items(s, job, items, batch=settings.submit_batch)
         if job.n_items == 0:
             raise DatasetError(f"no photos under {dataset}; see `gloper run --help` for the layouts")
