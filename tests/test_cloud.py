@@ -259,7 +259,8 @@ def test_dataset_model_trains_into_s3_and_each_worker_caches_it_by_checksum(
 
     params = {"model": "syn", "size": "32", "local_sizes": "4,8", "device": "cpu"}
     a = Settings.from_env(database_url=db, weights_dir=tmp_path / "node-a", device="cpu")
-    spec = job_spec(a, synthetic_dir, "gloper", None, params, foreground=False)
+    with store.session() as s:  # the model's name is looked up in the caller's session
+        spec = job_spec(a, synthetic_dir, "gloper", None, params, foreground=False, session=s)
     assert spec.params["model"] == url  # what the workers get: the URL, not the submitter's cache
     seg = build_segmenter("gloper", a, None, spec.params)
     cached = sorted((tmp_path / "node-a" / "models").iterdir())

@@ -54,9 +54,14 @@ class WorkerContext:
 
         load_plugins(settings.plugin_modules)
         configure_torch(settings.torch_threads, settings.compile_cache_dir)
-        cache = SegmenterCache(lambda m, p, params: build_segmenter(m, settings, p, params))
+        store = store or Store(settings.database_url)
+
+        def build(method: str, profile: str | None, params: dict[str, Any]) -> Segmenter:
+            with store.session() as s:  # a calibration's grid may name its model by its name in the store
+                return build_segmenter(method, settings, profile, params, session=s)
+
         host = socket.gethostname()
-        ctx = cls(settings, store or Store(settings.database_url), cache, host, f"{node or host}:{os.getpid()}")
+        ctx = cls(settings, store, SegmenterCache(build), host, f"{node or host}:{os.getpid()}")
         if preload:
             fg = ctx.foreground(settings.foreground_model)
             if fg is not None and hasattr(fg, "alpha"):

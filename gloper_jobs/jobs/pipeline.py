@@ -26,6 +26,8 @@ from gloper_jobs.scoring.metrics import scores_at
 from gloper_jobs.store.repository import CandidateRecord
 
 if TYPE_CHECKING:
+    from sqlmodel import Session
+
     from gloper_jobs.settings import Settings
 
 #: the file beside the candidate masks that shows the choice on the photo (``overlay=True``)
@@ -167,15 +169,17 @@ class SegmentResult:
 
 def segment_image(image_path: Path, method: str, settings: Settings, out_dir: Path,
                   profile: str | None = None, params: dict[str, Any] | None = None,
-                  species: str | None = None, foreground: bool = True) -> SegmentResult:
-    """One photo outside any job: :func:`process_photo` with an overlay, nothing stored."""
+                  species: str | None = None, foreground: bool = True,
+                  session: Session | None = None) -> SegmentResult:
+    """One photo outside any job: :func:`process_photo` with an overlay, nothing stored
+    (``session``: the store a model given by its name is looked up in)."""
     from gloper_jobs.devices import configure_torch
     from gloper_jobs.foreground import build_foreground
     from gloper_jobs.methods.registry import build_segmenter, load_plugins
 
     configure_torch(settings.torch_threads, settings.compile_cache_dir)
     load_plugins(settings.plugin_modules)
-    segmenter = build_segmenter(method, settings, profile, params)
+    segmenter = build_segmenter(method, settings, profile, params, session)
     fg_fn = build_foreground(settings, None if foreground else "none")
     outcome = process_photo(Path(image_path), segmenter, out_dir, fg_fn, species=species,
                             max_pixels=settings.max_image_pixels, overlay=True, write_candidates="all",

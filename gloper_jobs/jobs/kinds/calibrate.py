@@ -63,7 +63,8 @@ class CalibrateKind(JobKind):
         pairs = request.grid or get_segmenter_class(request.method).calibration_grid
         # a dataset model dictates its size and local sizes, as in an extract job (the
         # grid's settings are built from the method's defaults otherwise)
-        base = {**model_defaults(request.method, settings, request.params), **request.params}
+        with store.session() as s:
+            base = {**model_defaults(request.method, settings, request.params, session=s), **request.params}
         grid = cal.parse_grid(pairs, base, request.method)
         return record_calibrate_job(store, settings, Path(request.dataset), grid, request.foreground,
                                     request.on_device, request.method)

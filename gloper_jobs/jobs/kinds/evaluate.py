@@ -135,8 +135,9 @@ def record_evaluate_job(store: Store, settings: Settings, dataset: Path, method:
     from gloper_jobs.inputs import list_items, source_of
 
     listed = list_items(Path(dataset), manifest)[1] if manifest is not None else None
-    extract = replace(job_spec(settings, dataset, method, profile, params, foreground), source=source_of(None, listed))
     with store.session() as s:
+        extract = replace(job_spec(settings, dataset, method, profile, params, foreground, session=s),
+                          source=source_of(None, listed))
         source = s.exec(select(Job).where(Job.key == extract.key)).first()
         if source is None or source.id is None:
             raise JobNotFoundError(
