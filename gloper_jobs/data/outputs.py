@@ -32,7 +32,7 @@ def write_mask(path: Path, mask: np.ndarray) -> None:
 def write_choice(folder: Path, choice: str, candidates: Sequence[Any]) -> Path:
     """Write ``<folder>/choice.json``: the chosen candidate, its mask file, and every candidate.
 
-    ``candidates`` are :class:`~gloper_jobs.store.repository.CandidateRecord`-like
+    ``candidates`` are :class:`~gloper_jobs.jobs.candidates.CandidateRecord`-like
     (``name``, ``mask_path``, ``derived``, ``pattern_fraction``, ``scores``).
     """
     doc = {

@@ -21,9 +21,9 @@ from gloper_jobs.exceptions import LabelError
 from gloper_jobs.exports.rle import encode
 from gloper_jobs.foreground import ForegroundFn, whole_frame
 from gloper_jobs.foreground.rim import trim_rim
+from gloper_jobs.jobs.candidates import CandidateRecord
 from gloper_jobs.methods.base import SegmentContext, Segmenter
 from gloper_jobs.scoring.metrics import scores_at
-from gloper_jobs.store.repository import CandidateRecord
 
 if TYPE_CHECKING:
     from sqlmodel import Session

@@ -24,6 +24,7 @@ from gloper_jobs.data.datasets import DatasetItem
 from gloper_jobs.data.labels import load_label
 from gloper_jobs.data.outputs import candidate_mask
 from gloper_jobs.exceptions import JobNotFoundError, LabelError
+from gloper_jobs.jobs.candidates import CandidateRecord
 from gloper_jobs.jobs.kinds.base import (
     MANIFEST,
     JobKind,
@@ -36,7 +37,6 @@ from gloper_jobs.scoring.metrics import scores_at
 from gloper_jobs.store import deliveries as dl
 from gloper_jobs.store import repository as repo
 from gloper_jobs.store.models import Candidate, Item, ItemStatus, Job
-from gloper_jobs.store.repository import CandidateRecord
 
 if TYPE_CHECKING:
     from gloper_jobs.jobs.context import WorkerContext
