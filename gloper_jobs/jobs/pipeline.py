@@ -57,11 +57,6 @@ class ItemOutcome:
     info: dict[str, object] = field(default_factory=dict)
 
 
-def item_output_dir(results_dir: Path, rel_path: str) -> Path:
-    """Folder of one photo's masks: ``<results_dir>/<rel_path>/`` (file name kept whole)."""
-    return Path(results_dir) / rel_path
-
-
 def working_side(segmenter: Segmenter, foreground_fn: ForegroundFn | None) -> int | None:
     """The side to decode a photo at: ``DECODE_MARGIN`` x the larger of what the segmenter
     and the foreground need, or None (full resolution) when either needs the full photo."""

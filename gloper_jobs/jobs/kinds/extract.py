@@ -70,10 +70,10 @@ class ExtractKind(JobKind):
                                   parse_overrides(request.extra.get("polarity")))
 
     def run_item(self, ctx: WorkerContext, job: Job, item: Item) -> ItemOutcome:
-        from gloper_jobs.remote import output_location
+        from gloper_jobs.jobs.item_files import segment_item
 
         with ctx.segmenter(job.method, job.profile, cal.item_params(job, item)) as segmenter:
-            return ctx.process(job, item, segmenter, output_location(job.results_dir, item.rel_path))
+            return segment_item(ctx, job, item, segmenter, item.rel_path)
 
     def on_drained(self, session: Session, job: Job) -> None:
         """Record each species' call (a person's, a calibration's, else darker with the photos'
