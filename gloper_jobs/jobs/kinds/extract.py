@@ -122,10 +122,9 @@ def record_extract_job(store: Store, settings: Settings, dataset: str | Path, me
     of raises :class:`InvalidParameterError`.
     """
     from gloper_jobs.inputs import list_items, source_of
-    from gloper_jobs.storage import is_url
 
     skipped: list[str] = []  # symlinks out of the root a folder scan left out
-    items, listed = list_items(str(dataset) if is_url(dataset) else Path(dataset), manifest, skipped)
+    items, listed = list_items(dataset, manifest, skipped)
     from_manifest: dict[str, str] = {}
     if manifest is not None:  # a manifest's polarity column, under --polarity
         from gloper_jobs.manifest import species_polarity
