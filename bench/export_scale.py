@@ -21,6 +21,7 @@ from pathlib import Path
 
 from bench import OUT, examples, machine
 from gloper_jobs.exports import export_jobs
+from gloper_jobs.jobs.candidates import CandidateRecord
 from gloper_jobs.jobs.runner import run_dataset
 from gloper_jobs.reporting import write_html_report
 from gloper_jobs.settings import Settings
@@ -59,8 +60,8 @@ def synthesise(store: Store, source_job: int, n: int, results: Path) -> int:
                 if c.mask_path:
                     dest = str(folder / Path(c.mask_path).name)
                     shutil.copyfile(c.mask_path, dest)
-                records.append(repo.CandidateRecord(c.name, dest, c.is_choice, c.derived, c.pattern_fraction,
-                                                    {"dice": c.dice or 0.0, "iou": c.iou or 0.0}, rle=c.rle))
+                records.append(CandidateRecord(c.name, dest, c.is_choice, c.derived, c.pattern_fraction,
+                                               {"dice": c.dice or 0.0, "iou": c.iou or 0.0}, rle=c.rle))
             repo.record_success(s, row.id or 0, records, choice=src.choice or "", seconds=src.seconds or 0.0,
                                 width=src.width or 0, height=src.height or 0,
                                 foreground_fraction=src.foreground_fraction,

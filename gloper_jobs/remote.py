@@ -7,7 +7,7 @@ that one photo (and label) into a scratch folder of its own
 (``GLOPER_STAGING_DIR/items/<pid>``), segments it, and, when the job's results
 folder is an ``s3://`` prefix (``GLOPER_RESULTS_DIR=s3://bucket/prefix``), uploads
 one object per mask plus ``choice.json`` under ``<results>/<rel_path>/``; the store
-keeps each mask's URL. A re-delivered item writes the same keys again: it
+keeps each mask's URL (:mod:`gloper_jobs.jobs.item_files` does it around each photo). A re-delivered item writes the same keys again: it
 overwrites, never duplicates. The scratch folder is emptied after every item.
 
 Layout rules are the folder scan's (:mod:`gloper_jobs.data.datasets`): species is
@@ -21,16 +21,12 @@ import os
 from collections import defaultdict
 from dataclasses import replace
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING
 
 from gloper_jobs import defaults
 from gloper_jobs.data.datasets import DatasetItem
 from gloper_jobs.data.labels import LABEL_DIRNAMES, base_key
 from gloper_jobs.exceptions import DatasetError, PathEscapeError
-from gloper_jobs.storage import get_file, is_url, join, list_files
-
-if TYPE_CHECKING:
-    from gloper_jobs.store.models import Item, Job
+from gloper_jobs.storage import get_file, join, list_files
 
 
 def _root_name(url: str) -> str:
@@ -111,18 +107,6 @@ def object_url(root: str, rel: str) -> str:
         raise PathEscapeError(f"{rel} leaves the prefix {root} ('..' or an absolute path); "
                               "give paths relative to the prefix that stay inside it")
     return join(root, text)
-
-
-def output_location(results_dir: str, rel_path: str) -> str | Path:
-    """Where one photo's masks go: ``<results_dir>/<rel_path>`` (a URL or a local folder)."""
-    if is_url(results_dir):
-        return object_url(results_dir, rel_path)
-    return Path(results_dir) / rel_path
-
-
-def photo_location(job: Job, item: Item) -> str | Path:
-    """Where ``item``'s photo is read from: its object URL for an ``s3://`` dataset, else its path."""
-    return object_url(job.dataset, item.rel_path) if is_url(job.dataset) else Path(item.path)
 
 
 def scratch_dir(staging_dir: Path) -> Path:

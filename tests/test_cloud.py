@@ -124,6 +124,39 @@ def test_worker_streams_each_photo_and_uploads_each_mask(s3: tuple[dict[str, str
     store.dispose()
 
 
+def test_a_calibration_uploads_its_masks_to_an_s3_results_prefix(s3: tuple[dict[str, str], s3fs.S3FileSystem],
+                                                                  tmp_path: Path, synthetic_dir: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A calibration's items write through the same seam as an extract job's: with
+    GLOPER_RESULTS_DIR=s3://... every (photo, setting) gets its objects under
+    ``<results>/<photo>/setting-<k>/`` and nothing is written to a local folder."""
+    from gloper_jobs.jobs.calibration import parse_grid
+    from gloper_jobs.jobs.context import WorkerContext
+    from gloper_jobs.jobs.kinds.calibrate import record_calibrate_job
+    from gloper_jobs.jobs.recording import run_and_record
+    from gloper_jobs.store import repository as repo
+
+    _, fs = s3
+    monkeypatch.chdir(tmp_path)  # a URL taken for a folder would appear here, as s3:/...
+    settings = Settings.from_env(database_url=f"sqlite:///{tmp_path / 'c.db'}", results_dir="s3://results/cal",
+                                 device="cpu", staging_dir=tmp_path / "staging")
+    store = Store(settings.database_url)
+    sub = record_calibrate_job(store, settings, synthetic_dir, parse_grid(["size=32,64"], {}, "kmeans"),
+                               foreground=False, method="kmeans")
+    ctx = WorkerContext.boot(settings, "t", preload=False, store=store)
+    rows = items(store, sub.job.id or 0)
+    assert len(rows) == 8 and {run_and_record(ctx, sub.job, it).status for it in rows.values()} == {"done"}
+    ctx.close()
+    prefix = sub.job.results_dir.removeprefix("s3://")
+    choices = [o for o in _objects(fs, prefix) if o.endswith("/choice.json")]
+    assert sorted(c.removeprefix(prefix + "/").rsplit("/", 2)[1] for c in choices) == ["setting-0"] * 4 + ["setting-1"] * 4
+    with store.session() as s:
+        chosen = [c for _, c in repo.item_candidates(s, sub.job.id or 0) if c.is_choice]
+    assert len(chosen) == 8 and all(c.mask_path.startswith(sub.job.results_dir + "/") for c in chosen)
+    assert not (tmp_path / "s3:").exists() and list((tmp_path / "staging").rglob("*.*")) == []
+    store.dispose()
+
+
 def test_storage_errors_say_whether_to_retry_and_what_to_fix() -> None:
     from gloper_jobs.storage import classify
 
@@ -259,7 +292,8 @@ def test_dataset_model_trains_into_s3_and_each_worker_caches_it_by_checksum(
 
     params = {"model": "syn", "size": "32", "local_sizes": "4,8", "device": "cpu"}
     a = Settings.from_env(database_url=db, weights_dir=tmp_path / "node-a", device="cpu")
-    spec = job_spec(a, synthetic_dir, "gloper", None, params, foreground=False)
+    with store.session() as s:  # the model's name is looked up in the caller's session
+        spec = job_spec(a, synthetic_dir, "gloper", None, params, foreground=False, session=s)
     assert spec.params["model"] == url  # what the workers get: the URL, not the submitter's cache
     seg = build_segmenter("gloper", a, None, spec.params)
     cached = sorted((tmp_path / "node-a" / "models").iterdir())

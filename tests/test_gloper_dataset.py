@@ -194,6 +194,87 @@ def test_a_model_alone_sets_the_size_and_local_sizes_it_was_trained_for(tiny_mod
     assert seg.params.size == 32 and seg.params.local_sizes == (4, 8)  # type: ignore[attr-defined]
 
 
+def test_submitting_with_a_model_builds_no_network_and_keeps_the_job_key(
+        tiny_model: Path, settings: Settings, synthetic_dir: Path, tmp_path: Path, broker_url: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`gloper submit extract --param model=M.pt` makes the job's identity from the checkpoint's
+    metadata: no network is built and no weights are read (both raise here), and the key is the
+    one a built segmenter gave (the model's file and its S and local sizes). By the model's
+    name it is the same job, looked up in the command's own store (no second one is opened).
+    `gloper run` builds the network once, where its items run, and records the same key."""
+    from click.testing import CliRunner
+
+    from gloper_jobs.cli import main
+    from gloper_jobs.methods.gloper.dataset_model import extract
+    from gloper_jobs.methods.gloper.params import GloperParams
+    from gloper_jobs.store import Job, db
+    from gloper_jobs.store.model_registry import record_checkpoint, register_model
+    from gloper_jobs.store.repository import JobSpec
+
+    model = str(tiny_model.resolve())
+    identity = GloperParams(model=model, size=32, local_sizes=(4, 8)).identity()
+    key = JobSpec("extract", str(synthetic_dir.resolve()), "gloper", identity, None, "none", settings.eval_size,
+                  settings.results_root).key
+
+    def refuse(what: str):  # type: ignore[no-untyped-def]
+        def fail(*args: object, **kwargs: object) -> None:
+            raise AssertionError(f"{what} to record a job")
+        return fail
+
+    stores: list[str] = []
+    open_store = db.Store.__init__
+
+    def counted(self: db.Store, url: str, *args: object, **kwargs: object) -> None:
+        stores.append(url)
+        open_store(self, url, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(GloperNet, "__init__", refuse("a network was built"))
+    monkeypatch.setattr(extract, "load_checkpoint", refuse("the weights were read"))
+    monkeypatch.setattr(db.Store, "__init__", counted)
+    url = f"sqlite:///{tmp_path / 'queue.db'}"
+    for name, value in {"GLOPER_DATABASE_URL": url, "GLOPER_BROKER_URL": broker_url, "GLOPER_DEVICE": "cpu",
+                        "GLOPER_RESULTS_DIR": str(tmp_path / "results")}.items():
+        monkeypatch.setenv(name, value)
+    runner = CliRunner()
+    submit = ["submit", "extract", str(synthetic_dir), "--method", "gloper", "--no-foreground", "--device-class", "cpu"]
+    first = runner.invoke(main, [*submit, "--param", f"model={tiny_model}"])
+    assert first.exit_code == 0, first.output
+    assert "(new job): 4 items, 4 new, 4 enqueued" in first.output
+    job_id = int(first.output.strip().splitlines()[-1])
+
+    with Store(url).session() as s:
+        ck = load_checkpoint(tiny_model)
+        register_model(s, "tiny", "synthetic", ck.settings, model, steps=ck.step)
+        record_checkpoint(s, "tiny", ck.step, ck.losses, file_sha256(tiny_model), ck.seconds, ck.photos)
+        assert s.get(Job, job_id).key == key  # type: ignore[union-attr]
+    stores.clear()
+    named = runner.invoke(main, [*submit, "--param", "model=tiny"])
+    assert named.exit_code == 0, named.output
+    assert "(existing job)" in named.output and int(named.output.strip().splitlines()[-1]) == job_id
+    assert stores == [url]  # the command's store, whose session found the name
+
+    monkeypatch.undo()  # networks may be built again, and are counted
+    built: list[object] = []
+    network = GloperNet.__init__
+
+    def counting(self: GloperNet, *args: object, **kwargs: object) -> None:
+        built.append(args)
+        network(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(GloperNet, "__init__", counting)
+    monkeypatch.setenv("GLOPER_DATABASE_URL", f"sqlite:///{tmp_path / 'run.db'}")
+    monkeypatch.setenv("GLOPER_RESULTS_DIR", str(tmp_path / "results"))
+    monkeypatch.setenv("GLOPER_DEVICE", "cpu")
+    run = runner.invoke(main, ["run", str(synthetic_dir), "--method", "gloper", "--no-foreground", "--no-progress",
+                               "--param", f"model={tiny_model}"])
+    assert run.exit_code == 0 and "4 processed, 0 failed" in run.output, run.output
+    assert len(built) == 1  # one network for the four photos, built in the run's worker context
+    with Store(f"sqlite:///{tmp_path / 'run.db'}").session() as s:
+        (job,) = s.exec(select(Job)).all()
+        assert job.key == key and job.params == identity
+        assert {i.status for i in s.exec(select(Item)).all()} == {"done"}
+
+
 def test_a_model_is_read_out_at_256_and_per_photo_gloper_at_s(tiny_model: Path, settings: Settings) -> None:
     """``readout_size`` 0 (auto): a dataset model's masks at max(S, 256), per-photo GloPER's at S,
     whose job keys therefore stay those recorded before the parameter existed."""

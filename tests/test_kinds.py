@@ -18,6 +18,7 @@ from sqlmodel import select
 from gloper_jobs.data.synthetic import make_dataset
 from gloper_jobs.exceptions import ConfigurationError, InvalidParameterError, JobNotFoundError
 from gloper_jobs.jobs import queues
+from gloper_jobs.jobs.candidates import CandidateRecord
 from gloper_jobs.jobs.context import WorkerContext
 from gloper_jobs.jobs.execution import execute_item
 from gloper_jobs.jobs.kinds import (
@@ -39,7 +40,6 @@ from gloper_jobs.settings import Settings
 from gloper_jobs.store import Item, Job, Store
 from gloper_jobs.store import deliveries as dl
 from gloper_jobs.store import repository as repo
-from gloper_jobs.store.repository import CandidateRecord
 
 REPO = Path(__file__).resolve().parents[1]
 

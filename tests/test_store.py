@@ -11,6 +11,7 @@ from sqlmodel import func, select
 
 from gloper_jobs.data.datasets import DatasetItem
 from gloper_jobs.exceptions import ConfigurationError, StoreUnavailableError
+from gloper_jobs.jobs.candidates import CandidateRecord
 from gloper_jobs.store import Candidate, Item, ItemStatus, Job, Store
 from gloper_jobs.store import repository as repo
 from gloper_jobs.store.db import head_revision
@@ -59,9 +60,9 @@ def test_writes_are_idempotent(store_url: str) -> None:
         assert created and other.id != job.id
     with store.session() as s:
         item = s.exec(select(Item).where(Item.job_id == job.id)).first()
-        cands = [repo.CandidateRecord("cluster_0", "/r/a.png", True, False, 0.3, {"dice": 0.5, "iou": 0.3,
-                                                                                   "precision": 0.4, "recall": 0.6}),
-                 repo.CandidateRecord("cluster_1", "/r/b.png", False, False, 0.7, None)]
+        cands = [CandidateRecord("cluster_0", "/r/a.png", True, False, 0.3, {"dice": 0.5, "iou": 0.3,
+                                                                              "precision": 0.4, "recall": 0.6}),
+                 CandidateRecord("cluster_1", "/r/b.png", False, False, 0.7, None)]
         for _ in range(3):  # a redelivered task writes the same result again
             repo.record_success(s, item.id, cands, choice="cluster_0", seconds=1.0, width=10, height=8,
                                 foreground_fraction=0.5, foreground_fallback=False, note=None, host="h", device="cpu")

@@ -7,6 +7,7 @@ Options default to None and are dropped, so the library's defaults apply.
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -89,11 +90,15 @@ def segment(image: Path, method: str | None, profile: str | None, params: tuple[
             out_dir: Path | None, species: str | None, no_foreground: bool) -> None:
     """Segment one photo: writes every candidate mask and an overlay PNG of the choice."""
     from gloper_jobs.jobs.pipeline import segment_image
+    from gloper_jobs.store.model_registry import names_a_model
 
     settings = load_settings()
     out = out_dir or settings.results_dir / "segment" / image.name
-    result = segment_image(image, method or defaults.DEFAULT_METHOD, settings, out, profile, _params(params),
-                           species=species, foreground=not no_foreground)
+    given = _params(params)
+    named = names_a_model(str(given.get("model") or ""))  # looked up in the store, opened for it alone
+    with open_store(settings).session() if named else nullcontext() as session:
+        result = segment_image(image, method or defaults.DEFAULT_METHOD, settings, out, profile, given,
+                               species=species, foreground=not no_foreground, session=session)
     for name, path in result.masks.items():
         mark = "  <- choice" if name == result.choice else ""
         click.echo(f"{name}: {path}{mark}")

@@ -32,7 +32,7 @@ def write_mask(path: Path, mask: np.ndarray) -> None:
 def write_choice(folder: Path, choice: str, candidates: Sequence[Any]) -> Path:
     """Write ``<folder>/choice.json``: the chosen candidate, its mask file, and every candidate.
 
-    ``candidates`` are :class:`~gloper_jobs.store.repository.CandidateRecord`-like
+    ``candidates`` are :class:`~gloper_jobs.jobs.candidates.CandidateRecord`-like
     (``name``, ``mask_path``, ``derived``, ``pattern_fraction``, ``scores``).
     """
     doc = {
@@ -54,10 +54,9 @@ def write_choice(folder: Path, choice: str, candidates: Sequence[Any]) -> Path:
 def read_mask(path: Path | str) -> np.ndarray:
     """Read a mask PNG written by :func:`write_mask` back as ``HxW bool`` (a file, or an
     ``s3://`` object a queue worker uploaded)."""
-    from gloper_jobs.storage import is_url, read_bytes
+    from gloper_jobs.storage import read_bytes
 
-    source: Path | io.BytesIO = io.BytesIO(read_bytes(path)) if is_url(path) else Path(path)
-    with Image.open(source) as img:
+    with Image.open(io.BytesIO(read_bytes(path))) as img:
         if img.mode == "1":  # what write_mask writes: no 8-bit detour (half the time)
             return np.asarray(img, dtype=bool)
         return np.asarray(img.convert("L")) > 127

@@ -21,11 +21,13 @@ from gloper_jobs.exceptions import LabelError
 from gloper_jobs.exports.rle import encode
 from gloper_jobs.foreground import ForegroundFn, whole_frame
 from gloper_jobs.foreground.rim import trim_rim
+from gloper_jobs.jobs.candidates import CandidateRecord
 from gloper_jobs.methods.base import SegmentContext, Segmenter
 from gloper_jobs.scoring.metrics import scores_at
-from gloper_jobs.store.repository import CandidateRecord
 
 if TYPE_CHECKING:
+    from sqlmodel import Session
+
     from gloper_jobs.settings import Settings
 
 #: the file beside the candidate masks that shows the choice on the photo (``overlay=True``)
@@ -53,11 +55,6 @@ class ItemOutcome:
     device: str | None
     note: str | None = None
     info: dict[str, object] = field(default_factory=dict)
-
-
-def item_output_dir(results_dir: Path, rel_path: str) -> Path:
-    """Folder of one photo's masks: ``<results_dir>/<rel_path>/`` (file name kept whole)."""
-    return Path(results_dir) / rel_path
 
 
 def working_side(segmenter: Segmenter, foreground_fn: ForegroundFn | None) -> int | None:
@@ -167,15 +164,17 @@ class SegmentResult:
 
 def segment_image(image_path: Path, method: str, settings: Settings, out_dir: Path,
                   profile: str | None = None, params: dict[str, Any] | None = None,
-                  species: str | None = None, foreground: bool = True) -> SegmentResult:
-    """One photo outside any job: :func:`process_photo` with an overlay, nothing stored."""
+                  species: str | None = None, foreground: bool = True,
+                  session: Session | None = None) -> SegmentResult:
+    """One photo outside any job: :func:`process_photo` with an overlay, nothing stored
+    (``session``: the store a model given by its name is looked up in)."""
     from gloper_jobs.devices import configure_torch
     from gloper_jobs.foreground import build_foreground
     from gloper_jobs.methods.registry import build_segmenter, load_plugins
 
     configure_torch(settings.torch_threads, settings.compile_cache_dir)
     load_plugins(settings.plugin_modules)
-    segmenter = build_segmenter(method, settings, profile, params)
+    segmenter = build_segmenter(method, settings, profile, params, session)
     fg_fn = build_foreground(settings, None if foreground else "none")
     outcome = process_photo(Path(image_path), segmenter, out_dir, fg_fn, species=species,
                             max_pixels=settings.max_image_pixels, overlay=True, write_candidates="all",

@@ -178,8 +178,16 @@ class Segmenter(ABC):
     @classmethod
     def model_defaults(cls, params: dict[str, Any]) -> dict[str, Any]:
         """Parameter defaults a model file named in ``params`` dictates (GloPER: a dataset
-        model's size and local sizes); explicit parameters win. Override per method."""
+        model's size and local sizes), read from the file's metadata without its weights;
+        explicit parameters win. Override per method."""
         return {}
+
+    @classmethod
+    def check_model(cls, params: MethodParams) -> None:
+        """Refuse ``params`` that a model file named in them cannot run with (GloPER: a dataset
+        model trained for another size), from the file's metadata: nothing is built, no weights
+        load, so a job is refused before it is recorded. Override per method."""
+        return None
 
     def close(self) -> None:
         """Release heavy state (weights, GPU memory). The cache calls it on eviction."""

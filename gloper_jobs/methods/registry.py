@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from gloper_jobs.exceptions import InvalidParameterError, UnknownMethodError
-from gloper_jobs.methods.base import Segmenter
+from gloper_jobs.methods.base import MethodParams, Segmenter
 from gloper_jobs.methods.classical import KMeansSegmenter, WatershedSegmenter
 from gloper_jobs.methods.clipseg import ClipSegSegmenter
 from gloper_jobs.methods.dino import DinoSegmenter
@@ -19,6 +19,8 @@ from gloper_jobs.methods.gloper import GloperSegmenter
 from gloper_jobs.methods.sam import SamSegmenter
 
 if TYPE_CHECKING:
+    from sqlmodel import Session
+
     from gloper_jobs.settings import Settings
 
 S = TypeVar("S", bound=type[Segmenter])
@@ -71,8 +73,6 @@ def create_segmenter(name: str, profile: str | None = None, **params: Any) -> Se
     return cls(cls.Params.build(**merged))
 
 
-
-
 def register_segmenter(cls: S) -> S:
     """Class decorator: add a method to :data:`REGISTRY` under ``cls.name``.
 
@@ -105,30 +105,20 @@ def load_plugins(modules: Iterable[str]) -> None:
                 "install it or fix PYTHONPATH") from exc
 
 
-def portable_model(reference: str, settings: Settings) -> str:
+def portable_model(reference: str, session: Session | None = None) -> str:
     """``--param model=...`` as every machine can resolve it: a checkpoint path, or an
-    ``s3://`` URL (given, or recorded for the model's name in the store)."""
+    ``s3://`` URL (given, or recorded for the model's name in the store, looked up in ``session``)."""
     from gloper_jobs.store.model_registry import resolve_model
 
-    return resolve_model(reference, settings.database_url)
+    return resolve_model(reference, session)
 
 
-def build_segmenter(method: str, settings: Settings, profile: str | None = None,
-                    params: dict[str, Any] | None = None) -> Segmenter:
-    """Create the method; settings supply defaults (device, weights) that ``params`` override."""
-    merged = {**get_segmenter_class(method).settings_defaults(settings), **(params or {})}
-    if merged.get("model"):  # a dataset model by file, URL or its name in the store (GloPER)
-        merged["model"] = local_model(str(merged["model"]), settings)
-    merged = {**get_segmenter_class(method).model_defaults(merged), **merged}
-    return create_segmenter(method, profile, **merged)
-
-
-def local_model(reference: str, settings: Settings) -> str:
+def local_model(reference: str, settings: Settings, session: Session | None = None) -> str:
     """``--param model=...`` (a file, an ``s3://`` URL, or a model's name in the store) as
     a checkpoint path on this machine (a URL: this machine's cached copy, by checksum)."""
     from gloper_jobs.storage import is_url
 
-    path = portable_model(reference, settings)
+    path = portable_model(reference, session)
     if is_url(path):
         from gloper_jobs.remote import cached_checkpoint
 
@@ -136,10 +126,39 @@ def local_model(reference: str, settings: Settings) -> str:
     return path
 
 
-def model_defaults(method: str, settings: Settings, params: dict[str, Any]) -> dict[str, Any]:
+def method_params(method: str, settings: Settings, profile: str | None = None,
+                  params: dict[str, Any] | None = None, session: Session | None = None) -> MethodParams:
+    """The validated parameters :func:`build_segmenter` builds ``method`` with, nothing built.
+
+    Settings supply defaults (device, weights) that ``params`` override; a model named in
+    ``params`` (a file, an ``s3://`` URL, or its name in the store, looked up in ``session``)
+    dictates what its metadata says (GloPER: a dataset model's size and local sizes, over a
+    profile's) and is checked against the rest (:meth:`Segmenter.check_model`). No network
+    is built and no weights load: a job's identity is made from these.
+    """
+    cls = get_segmenter_class(method)
+    merged = {**cls.settings_defaults(settings), **(params or {})}
+    if merged.get("model"):
+        merged["model"] = local_model(str(merged["model"]), settings, session)
+    merged = {**cls.model_defaults(merged), **merged}
+    built = cls.Params.build(**resolve_params(method, profile, **merged))
+    cls.check_model(built)
+    return built
+
+
+def build_segmenter(method: str, settings: Settings, profile: str | None = None,
+                    params: dict[str, Any] | None = None, session: Session | None = None) -> Segmenter:
+    """Create the method with :func:`method_params`: where it runs, as its weights may load here
+    (GloPER's dataset model does, once per segmenter)."""
+    return get_segmenter_class(method)(method_params(method, settings, profile, params, session))
+
+
+def model_defaults(method: str, settings: Settings, params: dict[str, Any],
+                   session: Session | None = None) -> dict[str, Any]:
     """The parameters a model named in ``params`` dictates for ``method`` (GloPER: a
-    dataset model's size and local sizes), the model resolved as :func:`build_segmenter`
+    dataset model's size and local sizes), the model resolved as :func:`method_params`
     resolves it; ``{}`` without a model. Explicit parameters are not looked at."""
     if not params.get("model"):
         return {}
-    return get_segmenter_class(method).model_defaults({**params, "model": local_model(str(params["model"]), settings)})
+    model = local_model(str(params["model"]), settings, session)
+    return get_segmenter_class(method).model_defaults({**params, "model": model})

@@ -16,7 +16,7 @@ from sqlmodel import Session
 from gloper_jobs import defaults
 from gloper_jobs.exceptions import GloperError
 from gloper_jobs.exports.records import PhotoRecord
-from gloper_jobs.remote import photo_location
+from gloper_jobs.jobs.item_files import photo_location
 from gloper_jobs.reporting.data import ReportData, as_row, gallery, gather
 from gloper_jobs.reporting.figures import distribution_plot, mask_thumbnail, overlay_thumbnail
 from gloper_jobs.storage import write_bytes

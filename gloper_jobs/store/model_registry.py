@@ -79,10 +79,22 @@ def get_model(session: Session, name: str) -> Model:
     return model
 
 
-def resolve_model(reference: str, database_url: str) -> str:
+def names_a_model(reference: str) -> bool:
+    """Whether ``--param model=...`` is a model's name in the store rather than a checkpoint:
+    no file of that name, and no suffix or ``/`` that would make it a path (a URL has one)."""
+    path = Path(reference).expanduser()
+    return bool(reference) and not (path.is_file() or path.suffix or "/" in reference)
+
+
+def resolve_model(reference: str, session: Session | None) -> str:
     """A checkpoint path for ``--param model=...``: an ``s3://`` URL as it is (the caller
     caches it locally: :func:`gloper_jobs.remote.cached_checkpoint`), an existing file as it
-    is (absolute), else the name of a finished model in the store at ``database_url``."""
+    is (absolute), else the name of a finished model, looked up in the caller's ``session``.
+
+    Raises :class:`~gloper_jobs.exceptions.ModelCheckpointError` for a path that does not
+    exist, :class:`ModelNotFoundError` for an unknown or unfinished model, or for a name
+    where no store is open (``session`` None).
+    """
     from gloper_jobs.storage import is_url
 
     if is_url(reference):
@@ -90,19 +102,15 @@ def resolve_model(reference: str, database_url: str) -> str:
     path = Path(reference).expanduser()
     if path.is_file():
         return str(path.resolve())
-    if path.suffix or "/" in reference:
+    if not names_a_model(reference):
         raise ModelCheckpointError(f"model checkpoint {path} does not exist; train one with "
                                    f"`gloper train DATASET --out {path}`")
-    from gloper_jobs.store.db import Store
-
-    store = Store(database_url)
-    try:
-        with store.session() as s:
-            model = get_model(s, reference)
-            if model.status != ModelStatus.done.value:
-                raise ModelNotFoundError(
-                    f"model {reference!r} is still training (step {model.step} of {model.steps}); "
-                    f"wait for job {model.job_id} (`gloper status {model.job_id}`)")
-            return model.checkpoint_path
-    finally:
-        store.dispose()
+    if session is None:
+        raise ModelNotFoundError(f"model {reference!r} is a name, and no store is open here to look it up in; "
+                                 "pass its checkpoint file or s3:// URL instead")
+    model = get_model(session, reference)
+    if model.status != ModelStatus.done.value:
+        raise ModelNotFoundError(
+            f"model {reference!r} is still training (step {model.step} of {model.steps}); "
+            f"wait for job {model.job_id} (`gloper status {model.job_id}`)")
+    return model.checkpoint_path

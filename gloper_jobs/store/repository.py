@@ -11,7 +11,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -20,6 +20,9 @@ from sqlmodel import Session, col, select
 from gloper_jobs.data.datasets import DatasetItem
 from gloper_jobs.exceptions import JobNotFoundError
 from gloper_jobs.store.models import Candidate, Item, ItemStatus, Job, JobStatus, utcnow
+
+if TYPE_CHECKING:
+    from gloper_jobs.jobs.candidates import CandidateRecord
 
 
 def insert_statement(session: Session, model: Any) -> Any:
@@ -181,20 +184,6 @@ def mark_running(session: Session, item_id: int, host: str | None = None, device
             attempts=Item.attempts + 1, host=host, device=device, worker=worker,
         )
     )
-
-
-@dataclass(frozen=True)
-class CandidateRecord:
-    """One candidate's row as the pipeline produces it."""
-
-    name: str
-    mask_path: str
-    is_choice: bool
-    derived: bool
-    pattern_fraction: float
-    scores: dict[str, float] | None
-    #: the mask as a COCO RLE at the method's working size (``{"size": [h, w], "counts": str}``)
-    rle: dict[str, Any] | None = None
 
 
 def record_success(session: Session, item_id: int, candidates: Sequence[CandidateRecord], *,

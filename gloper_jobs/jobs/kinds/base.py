@@ -180,16 +180,19 @@ class JobKind(ABC):
 
 
 def job_spec(settings: Settings, dataset: str | Path, method: str, profile: str | None,
-             params: dict[str, Any] | None, foreground: bool, kind: str = "extract") -> JobSpec:
-    """The identity of a job: the method is built (no weights load) to validate its
-    parameters; the result-determining ones are the key. The one place a spec is made."""
-    from gloper_jobs.methods.registry import build_segmenter, portable_model
+             params: dict[str, Any] | None, foreground: bool, kind: str = "extract", *,
+             session: Session | None = None) -> JobSpec:
+    """The identity of a job: the method's parameters are validated as a worker will build
+    them (:func:`~gloper_jobs.methods.registry.method_params`: a dataset model's metadata is
+    read; nothing is built, no weights load); the result-determining ones are the key. A
+    model given by its name in the store is looked up in ``session``. The one place a spec is made."""
+    from gloper_jobs.methods.registry import method_params, portable_model
     from gloper_jobs.storage import is_url
 
-    segmenter = build_segmenter(method, settings, profile, params)
-    identity = segmenter.params.identity()
-    if (params or {}).get("model") and is_url(url := portable_model(str((params or {})["model"]), settings)):
-        identity["model"] = url  # every worker resolves the URL to its own cached copy
+    identity = method_params(method, settings, profile, params, session).identity()
+    if reference := (params or {}).get("model"):
+        # a file, or a URL every worker resolves to its own cached copy (not the submitter's)
+        identity["model"] = portable_model(str(reference), session)
     return JobSpec(
         kind=kind, dataset=str(dataset).rstrip("/") if is_url(dataset) else str(Path(dataset).resolve()),
         method=method, params=identity, profile=profile,

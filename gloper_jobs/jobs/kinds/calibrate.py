@@ -63,18 +63,18 @@ class CalibrateKind(JobKind):
         pairs = request.grid or get_segmenter_class(request.method).calibration_grid
         # a dataset model dictates its size and local sizes, as in an extract job (the
         # grid's settings are built from the method's defaults otherwise)
-        base = {**model_defaults(request.method, settings, request.params), **request.params}
+        with store.session() as s:
+            base = {**model_defaults(request.method, settings, request.params, session=s), **request.params}
         grid = cal.parse_grid(pairs, base, request.method)
         return record_calibrate_job(store, settings, Path(request.dataset), grid, request.foreground,
                                     request.on_device, request.method)
 
     def run_item(self, ctx: WorkerContext, job: Job, item: Item) -> ItemOutcome:
-        from gloper_jobs.jobs.pipeline import item_output_dir
+        from gloper_jobs.jobs.item_files import segment_item
 
         params, photo = cal.setting_of(job, item)
-        out_dir = item_output_dir(Path(job.results_dir), photo) / f"setting-{item.rel_path.rpartition('=')[2]}"
         with ctx.segmenter(job.method, None, params) as segmenter:
-            return ctx.process(job, item, segmenter, out_dir)
+            return segment_item(ctx, job, item, segmenter, f"{photo}/setting-{item.rel_path.rpartition('=')[2]}")
 
     def on_drained(self, session: Session, job: Job) -> None:
         cal.best_settings(session, job)

@@ -24,6 +24,7 @@ from gloper_jobs.data.datasets import DatasetItem
 from gloper_jobs.data.labels import load_label
 from gloper_jobs.data.outputs import candidate_mask
 from gloper_jobs.exceptions import JobNotFoundError, LabelError
+from gloper_jobs.jobs.candidates import CandidateRecord
 from gloper_jobs.jobs.kinds.base import (
     MANIFEST,
     JobKind,
@@ -36,7 +37,6 @@ from gloper_jobs.scoring.metrics import scores_at
 from gloper_jobs.store import deliveries as dl
 from gloper_jobs.store import repository as repo
 from gloper_jobs.store.models import Candidate, Item, ItemStatus, Job
-from gloper_jobs.store.repository import CandidateRecord
 
 if TYPE_CHECKING:
     from gloper_jobs.jobs.context import WorkerContext
@@ -135,8 +135,9 @@ def record_evaluate_job(store: Store, settings: Settings, dataset: Path, method:
     from gloper_jobs.inputs import list_items, source_of
 
     listed = list_items(Path(dataset), manifest)[1] if manifest is not None else None
-    extract = replace(job_spec(settings, dataset, method, profile, params, foreground), source=source_of(None, listed))
     with store.session() as s:
+        extract = replace(job_spec(settings, dataset, method, profile, params, foreground, session=s),
+                          source=source_of(None, listed))
         source = s.exec(select(Job).where(Job.key == extract.key)).first()
         if source is None or source.id is None:
             raise JobNotFoundError(

@@ -70,10 +70,10 @@ class ExtractKind(JobKind):
                                   parse_overrides(request.extra.get("polarity")))
 
     def run_item(self, ctx: WorkerContext, job: Job, item: Item) -> ItemOutcome:
-        from gloper_jobs.remote import output_location
+        from gloper_jobs.jobs.item_files import segment_item
 
         with ctx.segmenter(job.method, job.profile, cal.item_params(job, item)) as segmenter:
-            return ctx.process(job, item, segmenter, output_location(job.results_dir, item.rel_path))
+            return segment_item(ctx, job, item, segmenter, item.rel_path)
 
     def on_drained(self, session: Session, job: Job) -> None:
         """Record each species' call (a person's, a calibration's, else darker with the photos'
@@ -109,9 +109,9 @@ def record_extract_job(store: Store, settings: Settings, dataset: str | Path, me
     """Scan ``dataset`` (or read ``manifest``) and record the extract job and its items (idempotent).
 
     Its items go to ``extract.<device class>``: the method's own class, or
-    ``on_device`` (``cpu`` sends GloPER to CPU workers). The method is built once
-    here to validate its parameters and compute the job's identity; it loads no
-    weights. With ``settings_from`` (a finished calibration job), each photo runs with
+    ``on_device`` (``cpu`` sends GloPER to CPU workers). The method's parameters are
+    validated and make the job's identity (:func:`~gloper_jobs.jobs.kinds.base.job_spec`:
+    nothing is built, no weights load). With ``settings_from`` (a finished calibration job), each photo runs with
     its species' calibrated GloPER settings. Raises :class:`DatasetError` for an
     empty folder, :class:`ManifestError` for a bad manifest (before anything is written).
     ``origin`` is the ``s3://`` URL an embedded run staged ``dataset`` from. A ``dataset``
@@ -122,10 +122,9 @@ def record_extract_job(store: Store, settings: Settings, dataset: str | Path, me
     of raises :class:`InvalidParameterError`.
     """
     from gloper_jobs.inputs import list_items, source_of
-    from gloper_jobs.storage import is_url
 
     skipped: list[str] = []  # symlinks out of the root a folder scan left out
-    items, listed = list_items(str(dataset) if is_url(dataset) else Path(dataset), manifest, skipped)
+    items, listed = list_items(dataset, manifest, skipped)
     from_manifest: dict[str, str] = {}
     if manifest is not None:  # a manifest's polarity column, under --polarity
         from gloper_jobs.manifest import species_polarity
@@ -136,14 +135,14 @@ def record_extract_job(store: Store, settings: Settings, dataset: str | Path, me
     if polarity:
         items = list(items)  # a folder scan is a generator: read it once for the species
         check_overrides(polarity, {it.species for it in items})
-    spec = replace(job_spec(settings, dataset, method, profile, params, foreground),
-                   source=source_of(origin, listed))
-    if settings_from is not None:
-        with store.session() as s:
+    with store.session() as s:
+        spec = replace(job_spec(settings, dataset, method, profile, params, foreground, session=s),
+                       source=source_of(origin, listed))
+        if settings_from is not None:
             per_species = cal.calibration_of(s, settings_from, method)
             _warn_if_calibrated_on_other_masks(s.get(Job, settings_from), spec)
-        spec = replace(spec, params={**spec.params, cal.SETTINGS_FROM: settings_from,
-                                     cal.PER_SPECIES: per_species})
+            spec = replace(spec, params={**spec.params, cal.SETTINGS_FROM: settings_from,
+                                         cal.PER_SPECIES: per_species})
     with store.session() as s:
         job, created = repo.get_or_create_job(s, spec)
         if created:

@@ -140,10 +140,7 @@ def run_model_job(settings: Settings, store: Store, job: Job) -> dict[str, Any]:
     name = str(job.params[MODEL_KEY])
     params = {k: v for k, v in job.params.items() if k != MODEL_KEY}
     with store.session() as s:
-        recorded = get_model(s, name).checkpoint_path
-    from gloper_jobs.storage import is_url
-
-    out: Path | str = recorded if is_url(recorded) else Path(recorded)
+        out = get_model(s, name).checkpoint_path  # a file or an s3:// URL: train_dataset takes either
     foreground = job.foreground_model != "none"
     run_settings = settings.model_copy(update={"foreground_model": job.foreground_model}) if foreground else settings
     r = train_dataset(Path(job.dataset), out, run_settings, params, foreground=foreground, progress=False,

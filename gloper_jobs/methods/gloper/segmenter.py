@@ -83,13 +83,24 @@ class GloperSegmenter(Segmenter):
     @classmethod
     def model_defaults(cls, params: dict[str, Any]) -> dict[str, Any]:
         """A dataset model runs at the size and local sizes it was trained for: ``--param
-        model=M.pt`` alone takes them from the checkpoint (given ones are checked against it)."""
+        model=M.pt`` alone takes them from the checkpoint's metadata (given ones are checked
+        against it: :meth:`check_model`)."""
         if not params.get("model"):
             return {}
-        from gloper_jobs.methods.gloper.dataset_model.checkpoint import load_checkpoint
+        from gloper_jobs.methods.gloper.dataset_model.checkpoint import read_info
 
-        ck = load_checkpoint(str(params["model"]))
-        return {"size": int(ck.settings["size"]), "local_sizes": ck.local_sizes}
+        info = read_info(str(params["model"]))
+        return {"size": int(info.settings["size"]), "local_sizes": info.local_sizes}
+
+    @classmethod
+    def check_model(cls, params: MethodParams) -> None:
+        """A dataset model trained for another ``size``/``local_sizes`` than ``params`` ask is refused
+        (:class:`~gloper_jobs.exceptions.ModelSettingsError`), from its metadata."""
+        p = cast(GloperParams, params)
+        if p.model:
+            from gloper_jobs.methods.gloper.dataset_model.checkpoint import read_info
+
+            read_info(p.model).check_inference_settings(p.size, p.local_sizes)
 
     def input_side(self) -> int | None:
         """The dataset model reads the photo at S and its colours at the evidence size;

@@ -10,6 +10,10 @@ A checkpoint is ``torch.save`` of a plain dict (loaded with ``weights_only=True`
 written to a temporary file and renamed, so a killed writer never leaves half a file.
 ``state_dict`` is a :class:`~gloper_jobs.methods.gloper.net.GloperNet`'s with a head set
 per local size. Version 1 (head sets named by local size) is read and renamed.
+
+:func:`read_info` reads what a job's identity needs (the settings, the step) without the
+weights: the file is memory-mapped and its tensors are never read, no network is built.
+Both readers unpickle with ``weights_only=True``: a checkpoint never runs code.
 """
 
 from __future__ import annotations
@@ -38,27 +42,16 @@ RESUMABLE_CHANGES = ("steps", "checkpoint_every", "device")
 
 
 @dataclass
-class Checkpoint:
-    """A loaded checkpoint: ``settings`` as stored (lists for tuples), the weights, the history."""
+class CheckpointInfo:
+    """A checkpoint's metadata: ``settings`` as stored (lists for tuples) and its history."""
 
     path: Path
     settings: dict[str, Any]
-    state_dict: dict[str, torch.Tensor]
-    optimizer: dict[str, Any] | None
     step: int
     losses: list[float]
     dataset: str
     photos: int
     seconds: float
-
-    def network(self, device: torch.device | str = "cpu") -> GloperNet:
-        """The trained network on ``device``, in eval mode."""
-        net = GloperNet(self.local_sizes)
-        try:
-            net.load_state_dict(self.state_dict)
-        except RuntimeError as exc:
-            raise ModelCheckpointError(f"{self.path}: weights do not fit GloPER's dataset model ({exc})") from exc
-        return net.to(device).eval()
 
     @property
     def local_sizes(self) -> tuple[int, ...]:
@@ -90,6 +83,23 @@ class Checkpoint:
                 "use another --out to train a new model")
 
 
+@dataclass
+class Checkpoint(CheckpointInfo):
+    """A loaded checkpoint: its metadata, the weights and the optimizer's state."""
+
+    state_dict: dict[str, torch.Tensor]
+    optimizer: dict[str, Any] | None
+
+    def network(self, device: torch.device | str = "cpu") -> GloperNet:
+        """The trained network on ``device``, in eval mode."""
+        net = GloperNet(self.local_sizes)
+        try:
+            net.load_state_dict(self.state_dict)
+        except RuntimeError as exc:
+            raise ModelCheckpointError(f"{self.path}: weights do not fit GloPER's dataset model ({exc})") from exc
+        return net.to(device).eval()
+
+
 def _fmt(value: Any) -> str:
     return ",".join(str(v) for v in value) if isinstance(value, list | tuple) else str(value)
 
@@ -115,10 +125,33 @@ def load_checkpoint(path: Path | str) -> Checkpoint:
     """Read a checkpoint (``weights_only=True``); :class:`ModelCheckpointError` names the file
     when it is missing, truncated, corrupt, another kind of file or another format version."""
     p = Path(path)
+    data = _read(p, mmap=False)
+    try:
+        state = data["state_dict"]
+        if data["version"] == 1:
+            state = _heads_by_position(state, [int(v) for v in data["settings"]["local_sizes"]])
+        return Checkpoint(**_info_fields(p, data), state_dict=state, optimizer=data.get("optimizer"))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelCheckpointError(f"model checkpoint {p} lacks a field or has a bad one ({exc!r})") from exc
+
+
+def read_info(path: Path | str) -> CheckpointInfo:
+    """A checkpoint's settings and history without its weights (see the module docstring);
+    the same checks and errors as :func:`load_checkpoint`."""
+    p = Path(path)
+    data = _read(p, mmap=zipfile.is_zipfile(p))  # torch.save's zip format maps; an older file is read
+    try:
+        return CheckpointInfo(**_info_fields(p, data))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelCheckpointError(f"model checkpoint {p} lacks a field or has a bad one ({exc!r})") from exc
+
+
+def _read(p: Path, mmap: bool) -> dict[str, Any]:
+    """The checkpoint's dict, its format and version checked; ``mmap`` leaves tensors unread."""
     if not p.is_file():
         raise ModelCheckpointError(f"model checkpoint {p} does not exist; train one with `gloper train DATASET --out {p}`")
     try:
-        data = torch.load(p, map_location="cpu", weights_only=True)
+        data = torch.load(p, map_location="cpu", weights_only=True, mmap=mmap)
     except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as exc:
         raise ModelCheckpointError(
             f"model checkpoint {p} is corrupt or truncated ({type(exc).__name__}: {str(exc)[:200]}); "
@@ -130,17 +163,14 @@ def load_checkpoint(path: Path | str) -> Checkpoint:
         raise ModelCheckpointError(
             f"model checkpoint {p} has format version {data.get('version')}, this gloper-jobs reads "
             f"versions {', '.join(map(str, READABLE_VERSIONS))}; train the model again with this version")
-    try:
-        state = data["state_dict"]
-        if data["version"] == 1:
-            state = _heads_by_position(state, [int(v) for v in data["settings"]["local_sizes"]])
-        return Checkpoint(
-            path=p, settings=dict(data["settings"]), state_dict=state, optimizer=data.get("optimizer"),
-            step=int(data["step"]), losses=[float(v) for v in data["losses"]], dataset=str(data["dataset"]),
-            photos=int(data["photos"]), seconds=float(data.get("seconds", 0.0)),
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ModelCheckpointError(f"model checkpoint {p} lacks a field or has a bad one ({exc!r})") from exc
+    return data
+
+
+def _info_fields(p: Path, data: dict[str, Any]) -> dict[str, Any]:
+    """:class:`CheckpointInfo`'s fields from a checkpoint's dict (``KeyError`` for a missing one)."""
+    return {"path": p, "settings": dict(data["settings"]), "step": int(data["step"]),
+            "losses": [float(v) for v in data["losses"]], "dataset": str(data["dataset"]),
+            "photos": int(data["photos"]), "seconds": float(data.get("seconds", 0.0))}
 
 
 def _heads_by_position(state: dict[str, torch.Tensor], local_sizes: list[int]) -> dict[str, torch.Tensor]:
