@@ -11,7 +11,7 @@ switches, :class:`DatasetModelParams` the dataset model's batches and checkpoint
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -205,10 +205,6 @@ class EngineOptions:
         p = GloperParams(**base)
         p.validate()
         return p.engine_options(torch.device("cpu"))
-
-    def with_params(self, **params: Any) -> EngineOptions:
-        """The same switches with some settings changed (e.g. ``steps`` of a fine-tune)."""
-        return replace(self, params=replace(self.params, **params))
 
     def to_info(self) -> dict[str, Any]:
         """What the engine ran with, JSON-ready (``Segmentation.info["engine"]``)."""
