@@ -33,6 +33,12 @@ WRITE_CANDIDATES_MODES = ("choice", "all")
 WRITE_CANDIDATES = "choice"
 #: the most photos an embedded run processes at once by default (one per core up to this)
 RUN_PHOTOS_MAX = 4
+#: pending items an embedded run reads from the store at a time (its memory does not grow with the archive)
+RUN_PAGE_ITEMS = 500
+#: failures a run's summary keeps (path, message) for its output (the store keeps every one)
+RUN_FAILURES_KEPT = 50
+#: failed photos a printed job report lists (``gloper export JOB --format csv`` lists them all)
+REPORT_FAILURES_SHOWN = 50
 # A mask covering less (or more) than this share of the frame is degenerate:
 # the whole frame is used instead and the item records the fallback.
 FOREGROUND_MIN_FRACTION = 0.02
