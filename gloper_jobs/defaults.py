@@ -37,6 +37,16 @@ RUN_PHOTOS_MAX = 4
 RUN_PAGE_ITEMS = 500
 #: failures a run's summary keeps (path, message) for its output (the store keeps every one)
 RUN_FAILURES_KEPT = 50
+#: a label whose aspect ratio differs from its photo's by more than this share is not scored
+LABEL_ASPECT_TOLERANCE = 0.05
+#: how the notes on an item begin, one per thing a run doubted or repaired (``gloper report`` counts them)
+NOTE_LABEL_UNREADABLE = "label unreadable"
+NOTE_LABEL_SHAPE = "label of another shape"
+NOTE_FOREGROUND_FALLBACK = "foreground degenerate"
+#: lines of a scan's notes (symlinks out of the root) a job keeps; the rest are counted
+SCAN_NOTES_KEPT = 100
+#: notes of each kind a printed job report lists
+REPORT_NOTES_SHOWN = 10
 #: failed photos a printed job report lists (``gloper export JOB --format csv`` lists them all)
 REPORT_FAILURES_SHOWN = 50
 # A mask covering less (or more) than this share of the frame is degenerate:

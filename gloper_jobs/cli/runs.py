@@ -68,6 +68,9 @@ def run(dataset: str, method: str | None, profile: str | None, params: tuple[str
                           polarity=polarity)
     click.echo(f"job {summary.job.id}: {summary.processed} processed, {summary.n_failed} failed, "
                f"{summary.skipped} already done (store: {settings.database_url})")
+    if summary.noticed:
+        click.echo("noticed: " + ", ".join(f"{n} {what}" for what, n in summary.noticed.items())
+                   + " (listed below, with how to fix them)")
     click.echo(summary.report)
     if upload_results:
         from gloper_jobs.storage import upload_tree

@@ -30,6 +30,7 @@ from gloper_jobs.jobs.recording import (
     record_error,
     record_result,
 )
+from gloper_jobs.scoring.notes import noticed
 from gloper_jobs.scoring.reports import job_report
 from gloper_jobs.settings import Settings
 from gloper_jobs.store import Item, ItemStatus, Job, Store
@@ -52,6 +53,9 @@ class RunSummary:
     n_failed: int = 0
     skipped: int = 0
     report: str = ""
+    #: how many things the job's scan left out and its items' notes noticed, by kind
+    #: (:func:`gloper_jobs.scoring.notes.noticed`; the report lists them)
+    noticed: dict[str, int] = field(default_factory=dict)
 
     def add_failure(self, rel_path: str, message: str) -> None:
         self.n_failed += 1
@@ -151,6 +155,7 @@ def run_dataset(
         job = repo.get_job(s, job_id)
         summary.job = job
         summary.report = job_report(s, job)
+        summary.noticed = noticed(s, job)
     return summary
 
 

@@ -154,6 +154,11 @@ def job_report(session: Session, job: Job) -> str:
         if n_failed > defaults.REPORT_FAILURES_SHOWN:
             parts.append(f"  ... {n_failed - defaults.REPORT_FAILURES_SHOWN} more: "
                          f"`gloper export {job_id} --format csv` lists every photo with its status and error")
+    from gloper_jobs.scoring.notes import format_notes
+
+    noticed = format_notes(session, job)
+    if noticed:
+        parts.append(noticed)
     from gloper_jobs.jobs.polarity import format_species_polarity
 
     polarity = format_species_polarity(job)

@@ -122,9 +122,10 @@ def record_extract_job(store: Store, settings: Settings, dataset: str | Path, me
     of raises :class:`InvalidParameterError`.
     """
     from gloper_jobs.inputs import list_items, source_of
+    from gloper_jobs.scoring.notes import SkipList, scan_notes
     from gloper_jobs.storage import is_url
 
-    skipped: list[str] = []  # symlinks out of the root a folder scan left out
+    skipped = SkipList()  # symlinks out of the root a folder scan left out (the first lines, all counted)
     items, listed = list_items(str(dataset) if is_url(dataset) else Path(dataset), manifest, skipped)
     from_manifest: dict[str, str] = {}
     if manifest is not None:  # a manifest's polarity column, under --polarity
@@ -155,6 +156,7 @@ def record_extract_job(store: Store, settings: Settings, dataset: str | Path, me
             if given:
                 store_overrides(s, job, given, by="--polarity")
         added = repo.add_items(s, job, items, batch=settings.submit_batch)
+        job.scan_notes = scan_notes(skipped, skipped.total)  # what this scan left out
         if job.n_items == 0:
             raise DatasetError(f"no photos under {dataset}; see `gloper run --help` for the layouts")
         job.queue = ExtractKind.queue_name(on_device or device_class(method))
