@@ -225,7 +225,7 @@ class DatasetModelParams(GloperFamily):
     16 and of ``2 * max(local_sizes)`` within 3/4 of ``size``). Default: S=256 with
     local sizes 16 and 32 (the per-photo profile's 8 and 16 windows, at twice the
     resolution), 300 steps of 4 crops of 192 px, about 6 minutes on a 2-core CPU.
-    ``python -m bench.model_sweep`` chose it: against S=128 with 8/16 it won in every
+    The retired ``bench.model_sweep`` (commit 9ad388b) chose it: against S=128 with 8/16 it won in every
     leave-one-species-out fold, on the ten examples (label-free Dice 0.649 vs 0.645)
     and a synthetic set of other species (0.917 vs 0.907); docs/benchmarks.md.
     """
