@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal, get_args
 
 # --- store and files -------------------------------------------------------
 DATABASE_FILENAME = "gloper.db"
@@ -17,19 +18,22 @@ MAX_IMAGE_PIXELS = 100_000_000
 
 # --- foreground -------------------------------------------------------------
 FOREGROUND_MODEL = "u2netp"
-FOREGROUND_MODELS = ("u2netp", "u2net")
+ForegroundModel = Literal["u2netp", "u2net"]
+FOREGROUND_MODELS: tuple[str, ...] = get_args(ForegroundModel)
 # rembg's masks are computed at 320 px; feeding it a huge photo only costs time.
 FOREGROUND_MAX_SIDE = 1024
 #: side of u2netp's (and u2net's) input square: the foreground needs no more of a photo
 FOREGROUND_INPUT_SIDE = 320
 #: ``working``: decode a photo at DECODE_MARGIN x the side its method and foreground need
 #: (JPEG DCT scaling); ``full``: always at full resolution
-DECODE_MODES = ("working", "full")
+DecodeMode = Literal["working", "full"]
+DECODE_MODES: tuple[str, ...] = get_args(DecodeMode)
 DECODE = "working"
 DECODE_MARGIN = 2
 #: which candidates are written as full-resolution PNGs (every one is stored as an RLE):
 #: ``choice`` (the chosen mask) or ``all``
-WRITE_CANDIDATES_MODES = ("choice", "all")
+WriteCandidatesMode = Literal["choice", "all"]
+WRITE_CANDIDATES_MODES: tuple[str, ...] = get_args(WriteCandidatesMode)
 WRITE_CANDIDATES = "choice"
 #: the most photos an embedded run processes at once by default (one per core up to this)
 RUN_PHOTOS_MAX = 4
