@@ -35,10 +35,12 @@ from gloper_jobs.store import repository as repo
 from gloper_jobs.store.models import Item, Job
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
     from typing import Any
 
     from sqlmodel import Session
 
+    from gloper_jobs.data.datasets import DatasetItem
     from gloper_jobs.jobs.context import WorkerContext
     from gloper_jobs.jobs.pipeline import ItemOutcome
     from gloper_jobs.settings import Settings
@@ -134,9 +136,8 @@ def record_extract_job(store: Store, settings: Settings, dataset: str | Path, me
         items = list(items)
         from_manifest = {k: v for k, v in species_polarity(items, str(manifest)).items() if k not in (polarity or {})}
         polarity = {**from_manifest, **(polarity or {})}
-    if polarity:
-        items = list(items)  # a folder scan is a generator: read it once for the species
-        check_overrides(polarity, {it.species for it in items})
+    species: set[str] = set()  # the scan's species, noted as its items are recorded (one pass)
+    items = _noting_species(items, species)
     spec = replace(job_spec(settings, dataset, method, profile, params, foreground),
                    source=source_of(origin, listed))
     if settings_from is not None:
@@ -156,9 +157,18 @@ def record_extract_job(store: Store, settings: Settings, dataset: str | Path, me
             if given:
                 store_overrides(s, job, given, by="--polarity")
         added = repo.add_items(s, job, items, batch=settings.submit_batch)
+        if polarity:  # raised inside the transaction: nothing of this submission is kept
+            check_overrides(polarity, species)
         job.scan_notes = scan_notes(skipped, skipped.total)  # what this scan left out
         if job.n_items == 0:
             raise DatasetError(f"no photos under {dataset}; see `gloper run --help` for the layouts")
         job.queue = ExtractKind.queue_name(on_device or device_class(method))
         dl.reopen_job(s, job)
     return Submission(job, created, added, skipped=skipped)
+
+
+def _noting_species(items: Iterable[DatasetItem], species: set[str]) -> Iterator[DatasetItem]:
+    """``items`` as they come (a scan is read once, in batches), each one's species added to ``species``."""
+    for it in items:
+        species.add(it.species)
+        yield it
