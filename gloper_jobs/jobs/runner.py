@@ -43,7 +43,7 @@ class RunSummary:
 
     Only counters grow with the archive: ``failed`` keeps the first
     :data:`~gloper_jobs.defaults.RUN_FAILURES_KEPT` failures (path, message) of the
-    ``n_failed`` this run had (``gloper report`` and ``gloper status`` list them all).
+    ``n_failed`` this run had (the store keeps every one: ``gloper export JOB --format csv``).
     """
 
     job: Job
