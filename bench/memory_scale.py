@@ -36,14 +36,21 @@ PLUGINS = "gloper_jobs.testbed.fake_methods"
 GLOPER = [sys.executable, "-m", "gloper_jobs.cli"]
 
 
+#: hard links made of one file (ext4 allows 65,000)
+LINKS_PER_FILE = 10_000
+
+
 def make_archive(root: Path, photos: int) -> Path:
-    """``photos`` hard links of one 64x48 JPEG under ``root/Species/``, 1,000 to a folder."""
+    """``photos`` hard links of a 64x48 JPEG (one copy per :data:`LINKS_PER_FILE`) under
+    ``root/Species/``, 1,000 to a folder."""
     from PIL import Image
 
     root.mkdir(parents=True, exist_ok=True)
     source = root.parent / f"{root.name}-source.jpg"  # outside the archive: not a photo of it
-    Image.new("RGB", (64, 48), (120, 90, 60)).save(source, quality=90)
     for i in range(photos):
+        if i % LINKS_PER_FILE == 0:
+            source = root.parent / f"{root.name}-source-{i // LINKS_PER_FILE}.jpg"
+            Image.new("RGB", (64, 48), (120, 90, 60)).save(source, quality=90)
         folder = root / "Species" / f"roll{i // 1000:04d}"
         if i % 1000 == 0:
             folder.mkdir(parents=True, exist_ok=True)
@@ -207,7 +214,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                          "load_before": [round(x, 2) for x in load_before],
                          "load_after": [round(x, 2) for x in os.getloadavg()]}
     report["note"] = ("max_rss_mb: the kernel's maximum resident set of the command's process "
-                      "(a worker: its largest process); photos are hard links of one 64x48 JPEG; "
+                      "(a worker: its largest process); photos are hard links of a 64x48 JPEG; "
                       "gloper run and the worker run the fake method noop without the foreground model")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
