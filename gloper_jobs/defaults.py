@@ -17,9 +17,9 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp")
 MAX_IMAGE_PIXELS = 100_000_000
 
 # --- foreground -------------------------------------------------------------
-FOREGROUND_MODEL = "u2netp"
 ForegroundModel = Literal["u2netp", "u2net"]
 FOREGROUND_MODELS: tuple[str, ...] = get_args(ForegroundModel)
+FOREGROUND_MODEL: ForegroundModel = "u2netp"
 # rembg's masks are computed at 320 px; feeding it a huge photo only costs time.
 FOREGROUND_MAX_SIDE = 1024
 #: side of u2netp's (and u2net's) input square: the foreground needs no more of a photo
@@ -28,13 +28,13 @@ FOREGROUND_INPUT_SIDE = 320
 #: (JPEG DCT scaling); ``full``: always at full resolution
 DecodeMode = Literal["working", "full"]
 DECODE_MODES: tuple[str, ...] = get_args(DecodeMode)
-DECODE = "working"
+DECODE: DecodeMode = "working"
 DECODE_MARGIN = 2
 #: which candidates are written as full-resolution PNGs (every one is stored as an RLE):
 #: ``choice`` (the chosen mask) or ``all``
 WriteCandidatesMode = Literal["choice", "all"]
 WRITE_CANDIDATES_MODES: tuple[str, ...] = get_args(WriteCandidatesMode)
-WRITE_CANDIDATES = "choice"
+WRITE_CANDIDATES: WriteCandidatesMode = "choice"
 #: the most photos an embedded run processes at once by default (one per core up to this)
 RUN_PHOTOS_MAX = 4
 #: pending items an embedded run reads from the store at a time (its memory does not grow with the archive)

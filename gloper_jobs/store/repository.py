@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func, update
+from sqlalchemy import select as sa_select  # sqlmodel's select types at most four columns
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
@@ -279,10 +280,10 @@ def score_rows(session: Session, job_id: int, page: int = 2000) -> Iterator[tupl
     """``(item id, rel_path, species, candidate, dice, derived, is_choice)`` of every scored
     candidate of the job's done items, grouped by item (ordered by its id), streamed ``page``
     rows at a time: what a report's Dice table needs, without the masks."""
-    stmt = (select(col(Item.id), Item.rel_path, Item.species, Candidate.name, Candidate.dice, Candidate.derived,
-                   Candidate.is_choice)
+    stmt = (sa_select(col(Item.id), col(Item.rel_path), col(Item.species), col(Candidate.name),
+                      col(Candidate.dice), col(Candidate.derived), col(Candidate.is_choice))
             .join(Candidate, col(Candidate.item_id) == col(Item.id))
-            .where(Item.job_id == job_id, Item.status == ItemStatus.done.value, col(Candidate.dice).is_not(None))
+            .where(col(Item.job_id) == job_id, col(Item.status) == ItemStatus.done.value, col(Candidate.dice).is_not(None))
             .order_by(col(Item.id), col(Candidate.name)).execution_options(yield_per=page))
     yield from session.execute(stmt)
 
