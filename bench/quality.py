@@ -18,7 +18,7 @@ Per method, photo and species it reports:
   job decides it; a method with one reading: its choice);
 * ``oracle-polarity``: the default mask in the better polarity per photo;
 * ``calibrated``: ``gloper calibrate``'s pick (the candidate, both polarities, with the
-  best mean Dice, :func:`~gloper_jobs.jobs.polarity.calibrated_pick`) learnt on one half
+  best mean Dice, :func:`calibrated_pick`) learnt on one half
   of a species' photos and scored on the other, two folds (a species with one photo has
   no figure; rho stays at its default);
 * seconds per photo (the method's own).
@@ -35,7 +35,7 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -50,7 +50,7 @@ from gloper_jobs.devices import configure_torch
 from gloper_jobs.exceptions import WeightsMissingError
 from gloper_jobs.foreground import Foreground, ForegroundExtractor
 from gloper_jobs.jobs.pipeline import process_photo
-from gloper_jobs.jobs.polarity import calibrated_pick, species_call
+from gloper_jobs.jobs.polarity import species_call
 from gloper_jobs.methods import Segmenter, list_segmenters
 from gloper_jobs.methods.choice import SPECIES_MARGIN, SPECIES_RULES
 from gloper_jobs.methods.registry import build_segmenter
@@ -59,6 +59,14 @@ from gloper_jobs.settings import Settings
 
 #: the synthetic set's seed (every bench makes the same photos)
 SYNTHETIC_SEED = 7
+
+
+def calibrated_pick(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The candidate with the best mean Dice over ``rows`` (each ``{"dice": {name: Dice}}``);
+    ties: the first name in the first row's order."""
+    names = list(rows[0]["dice"])
+    means = {n: float(np.mean([r["dice"][n] for r in rows])) for n in names}
+    return max(names, key=lambda n: means[n])
 
 
 def parse_params(pairs: list[str]) -> dict[str, dict[str, str]]:

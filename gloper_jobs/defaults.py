@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal, get_args
 
 # --- store and files -------------------------------------------------------
 DATABASE_FILENAME = "gloper.db"
@@ -16,23 +17,42 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp")
 MAX_IMAGE_PIXELS = 100_000_000
 
 # --- foreground -------------------------------------------------------------
-FOREGROUND_MODEL = "u2netp"
-FOREGROUND_MODELS = ("u2netp", "u2net")
+ForegroundModel = Literal["u2netp", "u2net"]
+FOREGROUND_MODELS: tuple[str, ...] = get_args(ForegroundModel)
+FOREGROUND_MODEL: ForegroundModel = "u2netp"
 # rembg's masks are computed at 320 px; feeding it a huge photo only costs time.
 FOREGROUND_MAX_SIDE = 1024
 #: side of u2netp's (and u2net's) input square: the foreground needs no more of a photo
 FOREGROUND_INPUT_SIDE = 320
 #: ``working``: decode a photo at DECODE_MARGIN x the side its method and foreground need
 #: (JPEG DCT scaling); ``full``: always at full resolution
-DECODE_MODES = ("working", "full")
-DECODE = "working"
+DecodeMode = Literal["working", "full"]
+DECODE_MODES: tuple[str, ...] = get_args(DecodeMode)
+DECODE: DecodeMode = "working"
 DECODE_MARGIN = 2
 #: which candidates are written as full-resolution PNGs (every one is stored as an RLE):
 #: ``choice`` (the chosen mask) or ``all``
-WRITE_CANDIDATES_MODES = ("choice", "all")
-WRITE_CANDIDATES = "choice"
+WriteCandidatesMode = Literal["choice", "all"]
+WRITE_CANDIDATES_MODES: tuple[str, ...] = get_args(WriteCandidatesMode)
+WRITE_CANDIDATES: WriteCandidatesMode = "choice"
 #: the most photos an embedded run processes at once by default (one per core up to this)
 RUN_PHOTOS_MAX = 4
+#: pending items an embedded run reads from the store at a time (its memory does not grow with the archive)
+RUN_PAGE_ITEMS = 500
+#: failures a run's summary keeps (path, message) for its output (the store keeps every one)
+RUN_FAILURES_KEPT = 50
+#: a label whose aspect ratio differs from its photo's by more than this share is not scored
+LABEL_ASPECT_TOLERANCE = 0.05
+#: how the notes on an item begin, one per thing a run doubted or repaired (``gloper report`` counts them)
+NOTE_LABEL_UNREADABLE = "label unreadable"
+NOTE_LABEL_SHAPE = "label of another shape"
+NOTE_FOREGROUND_FALLBACK = "foreground degenerate"
+#: lines of a scan's notes (symlinks out of the root) a job keeps; the rest are counted
+SCAN_NOTES_KEPT = 100
+#: notes of each kind a printed job report lists
+REPORT_NOTES_SHOWN = 10
+#: failed photos a printed job report lists (``gloper export JOB --format csv`` lists them all)
+REPORT_FAILURES_SHOWN = 50
 # A mask covering less (or more) than this share of the frame is degenerate:
 # the whole frame is used instead and the item records the fallback.
 FOREGROUND_MIN_FRACTION = 0.02

@@ -1,8 +1,11 @@
 """One typed settings object, built from the environment.
 
-This is the only module that reads ``os.environ``. Every variable is prefixed
-``GLOPER_`` except ``U2NET_HOME``, which rembg users already know, accepted as
-a fallback for ``GLOPER_MODELS_DIR``.
+This is the only module that reads ``os.environ`` for configuration. (``torchrun``'s own
+``WORLD_SIZE`` and ``LOCAL_RANK``, which say where a training process stands in its launch,
+are read where training joins its process group, ``dataset_model/train.py``, as
+``torch.distributed`` reads its variables.) Every variable is prefixed ``GLOPER_`` except
+``U2NET_HOME``, which rembg users already know, accepted as a fallback for
+``GLOPER_MODELS_DIR``, and ``CUDA_VISIBLE_DEVICES``.
 
 =========================  =====================================================
 variable                   meaning (default)
@@ -81,7 +84,9 @@ GLOPER_TRAIN_SOFT_TIME_LIMIT     the same for a dataset model's training, one
                                  task for the whole archive (21600: 6 h);
                                  ``GLOPER_TRAIN_MODEL_SOFT_TIME_LIMIT`` is accepted
 GLOPER_TRAIN_TIME_LIMIT          (21660; ``GLOPER_TRAIN_MODEL_TIME_LIMIT`` is accepted)
-                                 (unset: the kind's own limits, ``JobKind.time_limits``)
+                                 (unset: the kind's own limits, ``JobKind.time_limits``;
+                                 any other kind's are ``GLOPER_<KIND>_SOFT_TIME_LIMIT``
+                                 and ``GLOPER_<KIND>_TIME_LIMIT``)
 GLOPER_RETRY_BACKOFF             first retry delay of a transient error, s (5)
 GLOPER_RETRY_BACKOFF_MAX         longest retry delay, s (300)
 GLOPER_MAX_RETRIES               retries of a transient error per delivery (8)
@@ -128,14 +133,17 @@ CUDA_VISIBLE_DEVICES             the cards ``gloper worker --gpus all`` may use
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 from typing import Any
 
 from pydantic import (
     AliasChoices,
     Field,
+    PositiveFloat,
+    PositiveInt,
     ValidationError,
-    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -144,6 +152,12 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from gloper_jobs import defaults
 from gloper_jobs.devices import DEVICE_HELP, is_device_name
 from gloper_jobs.exceptions import ConfigurationError, GloperError
+
+#: ``GLOPER_<KIND>_SOFT_TIME_LIMIT`` / ``GLOPER_<KIND>_TIME_LIMIT``, and their keyword names
+_TIME_LIMIT_VARIABLE = re.compile(r"GLOPER_(?P<kind>[A-Z0-9_]+?)_(?P<soft>SOFT_)?TIME_LIMIT")
+_TIME_LIMIT_KEY = re.compile(r"[a-z0-9_]+?_(soft_)?time_limit")
+#: kinds renamed since: their variables still set the kind's limits
+_OLD_KIND_NAMES = {"train_model": "train"}
 
 
 def _default_database_url() -> str:
@@ -168,16 +182,16 @@ class Settings(BaseSettings):
         default=defaults.MODELS_DIR,
         validation_alias=AliasChoices("GLOPER_MODELS_DIR", "U2NET_HOME"),
     )
-    foreground_model: str = defaults.FOREGROUND_MODEL
+    foreground_model: defaults.ForegroundModel = defaults.FOREGROUND_MODEL
     foreground_rim: float = defaults.FOREGROUND_RIM
     device: str = "auto"
     torch_threads: int | None = None
     compile_cache_dir: Path = defaults.COMPILE_CACHE_DIR
-    max_image_pixels: int = defaults.MAX_IMAGE_PIXELS
-    eval_size: int = defaults.EVAL_SIZE
-    decode: str = defaults.DECODE
-    write_candidates: str = defaults.WRITE_CANDIDATES
-    run_photos: int | None = None
+    max_image_pixels: PositiveInt = defaults.MAX_IMAGE_PIXELS
+    eval_size: PositiveInt = defaults.EVAL_SIZE
+    decode: defaults.DecodeMode = defaults.DECODE
+    write_candidates: defaults.WriteCandidatesMode = defaults.WRITE_CANDIDATES
+    run_photos: PositiveInt | None = None
     examples_dir: Path | None = None
     sam_checkpoint: Path | None = None
     clipseg_weights: Path | None = None
@@ -188,29 +202,21 @@ class Settings(BaseSettings):
 
     # --- distributed path (workers/, schedulers/) ---------------------------
     broker_url: str = defaults.BROKER_URL
-    # Overrides of the job kinds' own task time limits (None: the kind's, JobKind.time_limits).
-    extract_soft_time_limit: int | None = None
-    extract_time_limit: int | None = None
-    evaluate_soft_time_limit: int | None = None
-    evaluate_time_limit: int | None = None
-    calibrate_soft_time_limit: int | None = None
-    calibrate_time_limit: int | None = None
-    # the dataset model's training was kind train_model: its variables still work
-    train_soft_time_limit: int | None = Field(default=None, validation_alias=AliasChoices(
-        "GLOPER_TRAIN_SOFT_TIME_LIMIT", "GLOPER_TRAIN_MODEL_SOFT_TIME_LIMIT"))
-    train_time_limit: int | None = Field(default=None, validation_alias=AliasChoices(
-        "GLOPER_TRAIN_TIME_LIMIT", "GLOPER_TRAIN_MODEL_TIME_LIMIT"))
-    retry_backoff: int = defaults.RETRY_BACKOFF
-    retry_backoff_max: int = defaults.RETRY_BACKOFF_MAX
+    #: overrides of the job kinds' own task time limits (:attr:`JobKind.time_limits`), any kind's:
+    #: ``{"<kind>_soft_time_limit": s, "<kind>_time_limit": s}`` from ``GLOPER_<KIND>_[SOFT_]TIME_LIMIT``
+    #: (:meth:`_time_limits`; also taken as keyword arguments, ``extract_time_limit=...``)
+    task_time_limits: dict[str, PositiveInt] = Field(default_factory=dict)
+    retry_backoff: PositiveInt = defaults.RETRY_BACKOFF
+    retry_backoff_max: PositiveInt = defaults.RETRY_BACKOFF_MAX
     max_retries: int = defaults.MAX_RETRIES
-    visibility_timeout: int = defaults.VISIBILITY_TIMEOUT
-    max_deliveries: int = defaults.MAX_DELIVERIES
-    heartbeat_seconds: float = defaults.HEARTBEAT_SECONDS
-    stale_seconds: float = defaults.STALE_SECONDS
-    stranded_seconds: float = defaults.STRANDED_SECONDS
-    broker_check_seconds: float = defaults.BROKER_CHECK_SECONDS
-    submit_batch: int = defaults.SUBMIT_BATCH
-    worker_boot_timeout: float = defaults.WORKER_BOOT_TIMEOUT
+    visibility_timeout: PositiveInt = defaults.VISIBILITY_TIMEOUT
+    max_deliveries: PositiveInt = defaults.MAX_DELIVERIES
+    heartbeat_seconds: PositiveFloat = defaults.HEARTBEAT_SECONDS
+    stale_seconds: PositiveFloat = defaults.STALE_SECONDS
+    stranded_seconds: PositiveFloat = defaults.STRANDED_SECONDS
+    broker_check_seconds: PositiveFloat = defaults.BROKER_CHECK_SECONDS
+    submit_batch: PositiveInt = defaults.SUBMIT_BATCH
+    worker_boot_timeout: PositiveFloat = defaults.WORKER_BOOT_TIMEOUT
     worker_device: str | None = None
     plugins: str = ""
     window: str | None = None
@@ -218,7 +224,7 @@ class Settings(BaseSettings):
     broker_ssl_ca: Path | None = None
     flower_user: str = defaults.FLOWER_USER
     flower_password: str | None = None
-    flower_port: int = defaults.FLOWER_PORT
+    flower_port: PositiveInt = defaults.FLOWER_PORT
     metrics_port: int = defaults.METRICS_PORT
     visible_devices: str | None = Field(default=None, validation_alias="CUDA_VISIBLE_DEVICES")
 
@@ -232,28 +238,11 @@ class Settings(BaseSettings):
     def _expand_optional(cls, value: Path | None) -> Path | None:
         return value.expanduser() if value is not None else None
 
-    @field_validator("foreground_model")
-    @classmethod
-    def _known_model(cls, value: str) -> str:
-        if value not in defaults.FOREGROUND_MODELS:
-            raise ValueError(
-                f"unknown foreground model {value!r}; use one of {', '.join(defaults.FOREGROUND_MODELS)}"
-            )
-        return value
-
     @field_validator("foreground_rim")
     @classmethod
     def _rim(cls, value: float) -> float:
         if not 0 <= value < 0.25:
             raise ValueError(f"{value} must be a share of the side in [0, 0.25): 0.0117 is 3 px at 256, 0 trims nothing")
-        return value
-
-    @field_validator("decode", "write_candidates")
-    @classmethod
-    def _known_mode(cls, value: str, info: ValidationInfo) -> str:
-        modes = {"decode": defaults.DECODE_MODES, "write_candidates": defaults.WRITE_CANDIDATES_MODES}[str(info.field_name)]
-        if value not in modes:
-            raise ValueError(f"unknown value {value!r}; use one of {', '.join(modes)}")
         return value
 
     @field_validator("device")
@@ -263,19 +252,27 @@ class Settings(BaseSettings):
             raise ValueError(DEVICE_HELP)
         return value
 
-    @field_validator(
-        "max_image_pixels", "eval_size", "extract_soft_time_limit", "extract_time_limit",
-        "evaluate_soft_time_limit", "evaluate_time_limit", "calibrate_soft_time_limit",
-        "calibrate_time_limit", "train_soft_time_limit", "train_time_limit", "retry_backoff",
-        "retry_backoff_max", "visibility_timeout", "max_deliveries", "heartbeat_seconds", "stale_seconds",
-        "stranded_seconds", "broker_check_seconds", "submit_batch", "flower_port", "worker_boot_timeout",
-        "run_photos",
-    )
+    @model_validator(mode="before")
     @classmethod
-    def _positive(cls, value: int | None) -> int | None:
-        if value is not None and value <= 0:
-            raise ValueError("must be a positive integer")
-        return value
+    def _time_limits(cls, data: Any) -> Any:
+        """``task_time_limits`` from every ``GLOPER_<KIND>_[SOFT_]TIME_LIMIT`` variable (a kind
+        added later needs no setting of its own) and ``<kind>_[soft_]time_limit`` keywords, which
+        win; ``GLOPER_TRAIN_MODEL_*`` (kind ``train``'s old name) count as ``train`` unless the
+        new name is set too."""
+        if not isinstance(data, dict):
+            return data
+        found: dict[str, Any] = {}
+        named = [(m, v) for k, v in os.environ.items() if (m := _TIME_LIMIT_VARIABLE.fullmatch(k))]
+        for m, value in sorted(named, key=lambda mv: mv[0]["kind"].lower() not in _OLD_KIND_NAMES):  # old names first
+            kind = m["kind"].lower()
+            found[f"{_OLD_KIND_NAMES.get(kind, kind)}_{(m['soft'] or '').lower()}time_limit"] = value
+        data = dict(data)
+        for key in [k for k in data if _TIME_LIMIT_KEY.fullmatch(str(k))]:
+            if data[key] is not None:
+                found[key] = data[key]
+            del data[key]
+        data["task_time_limits"] = {**found, **(data.get("task_time_limits") or {})}
+        return data
 
     @field_validator("database_url", "broker_url", "flower_password")
     @classmethod
@@ -326,7 +323,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _limits_ordered(self) -> Settings:
-        for name in type(self).model_fields:
+        for name in self.task_time_limits:
             if name.endswith("_soft_time_limit"):
                 kind = name.removesuffix("_soft_time_limit")
                 soft, hard = self.time_limit_overrides(kind)
@@ -339,9 +336,8 @@ class Settings(BaseSettings):
 
     def time_limit_overrides(self, kind: str) -> tuple[int | None, int | None]:
         """``GLOPER_<KIND>_SOFT_TIME_LIMIT`` and ``GLOPER_<KIND>_TIME_LIMIT`` (None where unset
-        or where the kind has no such settings); the kinds' own limits apply otherwise
-        (:func:`gloper_jobs.jobs.kinds.time_limits`)."""
-        return getattr(self, f"{kind}_soft_time_limit", None), getattr(self, f"{kind}_time_limit", None)
+        for any kind; the kinds' own limits apply otherwise (:func:`gloper_jobs.jobs.kinds.time_limits`)."""
+        return self.task_time_limits.get(f"{kind}_soft_time_limit"), self.task_time_limits.get(f"{kind}_time_limit")
 
     @property
     def plugin_modules(self) -> list[str]:
@@ -359,7 +355,7 @@ class Settings(BaseSettings):
             return cls(**clean)  # type: ignore[arg-type]
         except ValidationError as exc:
             problems = "; ".join(
-                f"{_variable('_'.join(str(p) for p in err['loc']))}: {err['msg']}" if err["loc"]
+                f"{_variable(str(err['loc'][-1]) if err['loc'][0] == 'task_time_limits' else '_'.join(str(p) for p in err['loc']))}: {err['msg']}" if err["loc"]
                 else str(err["msg"])  # a check of the whole object names its variable itself
                 for err in exc.errors()
             )

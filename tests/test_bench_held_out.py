@@ -13,8 +13,9 @@ from bench.held_out import CALIBRATED_MIN, LABEL_FREE_MIN, main, markdown, verdi
 from gloper_jobs.data.datasets import scan_dataset
 from gloper_jobs.data.synthetic import make_dataset
 from gloper_jobs.jobs.training import model_params
-from gloper_jobs.methods.gloper.dataset_model.train import prepare_photos, train_model
+from gloper_jobs.methods.gloper.dataset_model.train import train_model
 from gloper_jobs.settings import Settings
+from tests.training_helpers import prepare_photos
 
 
 def test_criteria_hold_fail_or_have_no_figure() -> None:

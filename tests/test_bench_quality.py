@@ -13,8 +13,9 @@ import torch
 from bench.quality import calibrated_two_fold, main, species_figures, voted_label_free
 from gloper_jobs.jobs.training import model_params
 from gloper_jobs.methods.choice import SPECIES_MARGIN, SPECIES_RULES
-from gloper_jobs.methods.gloper.dataset_model.train import prepare_photos, train_model
+from gloper_jobs.methods.gloper.dataset_model.train import train_model
 from gloper_jobs.settings import Settings
+from tests.training_helpers import prepare_photos
 
 
 def _row(species: str, dice: dict[str, float], scores: float, group: str = "shared") -> dict[str, object]:

@@ -36,7 +36,7 @@ def _blobs(seed: int, side: int = 256) -> np.ndarray:
 
 @pytest.mark.parametrize("seed", range(6))
 def test_an_integer_rim_is_that_many_3x3_erosions(seed: int) -> None:
-    """What was measured (bench.readout_variants' erode=K) is what runs: K pixels at 256."""
+    """What was measured (the retired bench.readout_variants' erode=K, docs/benchmarks.md) is what runs: K pixels at 256."""
     fg = _blobs(seed)
     for k in (1, 2, 3, 4):
         want = cv2.erode(fg.astype(np.uint8), KERNEL, iterations=k).astype(bool)

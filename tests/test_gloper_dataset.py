@@ -26,12 +26,13 @@ from gloper_jobs.methods.gloper.dataset_model.checkpoint import (
     save_checkpoint,
 )
 from gloper_jobs.methods.gloper.dataset_model.extract import ModelExtractor, pattern_weights
-from gloper_jobs.methods.gloper.dataset_model.train import prepare_photos, train_model
+from gloper_jobs.methods.gloper.dataset_model.train import train_model
 from gloper_jobs.methods.gloper.net import GloperNet
 from gloper_jobs.methods.gloper.params import DatasetModelParams
 from gloper_jobs.methods.registry import build_segmenter
 from gloper_jobs.settings import Settings
 from gloper_jobs.store import Candidate, Item, Model, ModelStatus, Store
+from tests.training_helpers import prepare_photos
 
 TINY = {"size": 32, "local_sizes": "4,8", "batch": 2, "checkpoint_every": 2, "device": "cpu"}
 

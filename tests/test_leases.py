@@ -19,6 +19,7 @@ from gloper_jobs.settings import Settings
 from gloper_jobs.store import Item, Job, Store
 from gloper_jobs.store import deliveries as dl
 from gloper_jobs.store.models import utcnow
+from tests.store_helpers import ids_to_enqueue
 
 pytestmark = pytest.mark.queue
 
@@ -99,7 +100,7 @@ def test_reconciler_republishes_stranded_queued_items_only(pg_settings: Settings
     store = Store(pg_settings.database_url)
     enqueue_unfinished(store, job, SlowRecorder(), 100)
     with store.session() as s:
-        ids = dl.ids_to_enqueue(s, job.id, include_queued=True)
+        ids = ids_to_enqueue(s, job.id, include_queued=True)
         old = utcnow() - timedelta(seconds=120)
         for i in ids[:3]:  # published long ago
             s.get(Item, i).queued_at = old

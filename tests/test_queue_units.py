@@ -21,6 +21,7 @@ from gloper_jobs.settings import Settings
 from gloper_jobs.store import Item, Job, Store
 from gloper_jobs.store import deliveries as dl
 from gloper_jobs.store.models import utcnow
+from tests.store_helpers import ids_to_enqueue
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -177,7 +178,7 @@ def test_failed_publish_leaves_items_pending(settings: Settings, dataset: Path) 
     with pytest.raises(ConnectionError):
         enqueue_unfinished(store, sub.job, Recorder(fail=True), batch=2)
     with store.session() as s:
-        assert dl.ids_to_enqueue(s, sub.job.id) != []  # nothing was marked queued
+        assert ids_to_enqueue(s, sub.job.id) != []  # nothing was marked queued
 
 
 def test_claim_counts_deliveries_and_fails_after_the_cap(settings: Settings, dataset: Path) -> None:
@@ -185,7 +186,7 @@ def test_claim_counts_deliveries_and_fails_after_the_cap(settings: Settings, dat
     sub = record_extract_job(store, settings, dataset, "kmeans")
     enqueue_unfinished(store, sub.job, Recorder(), batch=100)
     with store.session() as s:
-        item_id = dl.ids_to_enqueue(s, sub.job.id, include_queued=True)[0]
+        item_id = ids_to_enqueue(s, sub.job.id, include_queued=True)[0]
     for n in (1, 2):  # the worker dies each time: the item stays running, its lease is taken over
         with store.session() as s:
             c = dl.claim(s, item_id, cap=2, host="h", worker=f"w:{n}", lease_seconds=30, owner_gone=lambda _: True)
@@ -224,7 +225,7 @@ def test_reconciler_requeues_only_items_whose_heartbeat_stopped(settings: Settin
     sub = record_extract_job(store, settings, dataset, "kmeans")
     enqueue_unfinished(store, sub.job, Recorder(), batch=100)
     with store.session() as s:
-        ids = dl.ids_to_enqueue(s, sub.job.id, include_queued=True)
+        ids = ids_to_enqueue(s, sub.job.id, include_queued=True)
         for i in ids[:2]:
             dl.claim(s, i, cap=3, host="h", worker="w:1", lease_seconds=30)
         s.get(Item, ids[0]).heartbeat_at = utcnow() - timedelta(seconds=60)  # its worker died

@@ -81,11 +81,19 @@ class CeleryPublisher:
         prefix = f"{job.kind}-{job.id}-"
         with self.app.connection_for_read() as conn:
             client = conn.default_channel.client
-            for raw in client.lrange(priority_queue(job.queue, job.priority), 0, -1):
-                tid = _task_id_of(raw)
-                if tid and tid.startswith(prefix) and (item := item_of_task(tid)) is not None:
-                    found.add(item)
+            key = priority_queue(job.queue, job.priority)
+            start = 0
+            while chunk := client.lrange(key, start, start + WAITING_CHUNK - 1):  # not 10^5 messages at once
+                for raw in chunk:
+                    tid = _task_id_of(raw)
+                    if tid and tid.startswith(prefix) and (item := item_of_task(tid)) is not None:
+                        found.add(item)
+                start += WAITING_CHUNK
         return found
+
+
+#: messages read from a Redis queue at a time when looking for an item's message
+WAITING_CHUNK = 1000
 
 
 def _task_id_of(raw: bytes | str, unacked: bool = False) -> str | None:

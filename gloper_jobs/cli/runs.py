@@ -67,8 +67,11 @@ def run(dataset: str, method: str | None, profile: str | None, params: tuple[str
                           foreground=not no_foreground, retry_failed=retry_failed, limit=limit,
                           progress=not no_progress, manifest=manifest, settings_from=settings_from,
                           polarity=polarity)
-    click.echo(f"job {summary.job.id}: {summary.processed} processed, {len(summary.failed)} failed, "
+    click.echo(f"job {summary.job.id}: {summary.processed} processed, {summary.n_failed} failed, "
                f"{summary.skipped} already done (store: {settings.database_url})")
+    if summary.noticed:
+        click.echo("noticed: " + ", ".join(f"{n} {what}" for what, n in summary.noticed.items())
+                   + " (listed below, with how to fix them)")
     click.echo(summary.report)
     if upload_results:
         from gloper_jobs.storage import upload_tree
@@ -160,7 +163,7 @@ def calibrate(dataset: str, method: str | None, params: tuple[str, ...], grid: t
     settings = load_settings()
     summary = run_dataset(dataset, method or defaults.DEFAULT_METHOD, settings, None, _params(params),
                           foreground=not no_foreground, progress=not no_progress, kind="calibrate", grid=grid)
-    click.echo(f"job {summary.job.id}: {summary.processed} runs, {len(summary.failed)} failed, "
+    click.echo(f"job {summary.job.id}: {summary.processed} runs, {summary.n_failed} failed, "
                f"{summary.skipped} already done (store: {settings.database_url})")
     if summary.job.status != "done":
         raise click.ClickException(f"calibration job {summary.job.id} did not finish ({summary.job.status}); "

@@ -70,4 +70,24 @@ def load_label(path: Path) -> np.ndarray:
                 return lum16 < 128
             return np.asarray(img.convert("L")) < 128
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise LabelError(f"label {path} cannot be read ({exc}); fix or remove the file") from exc
+        raise LabelError(f"{defaults.NOTE_LABEL_UNREADABLE}: {path} cannot be read ({exc}); not scored: fix or "
+                         "remove the file") from exc
+
+
+def shape_mismatch(path: Path | str, label_shape: tuple[int, ...], photo_size: tuple[int, int]) -> str | None:
+    """Why a label cannot score its photo, or None: its aspect ratio (``label_shape``, ``HxW``)
+    differs from the photo's (``photo_size``, ``(height, width)``) by more than
+    :data:`~gloper_jobs.defaults.LABEL_ASPECT_TOLERANCE` (a label of another photo, or cropped):
+    resized onto the photo it would be stretched and scored as if it fitted. The message
+    starts with :data:`~gloper_jobs.defaults.NOTE_LABEL_SHAPE` and says how to fix it."""
+    lh, lw = int(label_shape[0]), int(label_shape[1])
+    ph, pw = photo_size
+    if min(lh, lw, ph, pw) <= 0:
+        return None
+    off = abs((lw / lh) / (pw / ph) - 1.0)
+    if off <= defaults.LABEL_ASPECT_TOLERANCE:
+        return None
+    return (f"{defaults.NOTE_LABEL_SHAPE}: {path} is {lw}x{lh}, its photo {pw}x{ph} (aspect ratios differ by "
+            f"{off:.0%}, more than {defaults.LABEL_ASPECT_TOLERANCE:.0%}): not scored; give the label the "
+            "photo's shape (the same drawing at the photo's size), or remove it if it belongs to another photo")
+

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from gloper_jobs import defaults
 from gloper_jobs.data.images import load_photo, resize_mask
-from gloper_jobs.data.labels import load_label
+from gloper_jobs.data.labels import load_label, shape_mismatch
 from gloper_jobs.data.outputs import clean_partial, write_choice, write_mask, write_overlay
 from gloper_jobs.exceptions import LabelError
 from gloper_jobs.exports.rle import encode
@@ -102,7 +102,8 @@ def process_photo(
     method's own label-free choice and polarity evidence are left as it made them.
 
     Raises the library's errors (:class:`ImageLoadError` for a bad photo) for
-    the caller to record; an unreadable label only adds a note.
+    the caller to record; an unreadable label, or one whose aspect ratio is not the photo's
+    (:func:`~gloper_jobs.data.labels.shape_mismatch`), is not scored and adds a note.
     """
     t0 = time.perf_counter()
     side = None if overlay or decode == "full" else working_side(segmenter, foreground_fn)
@@ -124,8 +125,11 @@ def process_photo(
             label = load_label(Path(label_path))
         except LabelError as exc:
             note = str(exc)
+        if label is not None and (note := shape_mismatch(label_path, label.shape, (h, w))) is not None:
+            label = None  # stretched onto the photo it would be scored as if it fitted
     if fg.fallback:
-        note = "; ".join(filter(None, [note, f"foreground degenerate ({fg.fraction:.3f} of frame): whole frame used"]))
+        note = "; ".join(filter(None, [note, f"{defaults.NOTE_FOREGROUND_FALLBACK} ({fg.fraction:.3f} of frame): "
+                                             "whole frame used; check the photo shows an animal"]))
     t_written = time.perf_counter()
     clean_partial(out_dir)
     records: list[CandidateRecord] = []

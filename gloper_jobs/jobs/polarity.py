@@ -149,14 +149,6 @@ def _own_suggestion(info: Mapping[str, Any], rules: Sequence[str]) -> str | None
     return species_call(scores, SPECIES_MARGIN).says if scores else None
 
 
-def calibrated_pick(rows: Sequence[Mapping[str, Any]]) -> str:
-    """The candidate with the best mean Dice over ``rows`` (each ``{"dice": {name: Dice}}``);
-    ties: the first name in the first row's order."""
-    names = list(rows[0]["dice"])
-    means = {n: float(np.mean([r["dice"][n] for r in rows])) for n in names}
-    return max(names, key=lambda n: means[n])
-
-
 def parse_overrides(text: str | Sequence[str] | None) -> dict[str, str]:
     """``SPECIES=darker|lighter,...`` (one string, or several) -> ``{species: polarity}``.
 

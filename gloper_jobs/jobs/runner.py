@@ -30,6 +30,7 @@ from gloper_jobs.jobs.recording import (
     record_error,
     record_result,
 )
+from gloper_jobs.scoring.notes import noticed
 from gloper_jobs.scoring.reports import job_report
 from gloper_jobs.settings import Settings
 from gloper_jobs.store import Item, ItemStatus, Job, Store
@@ -38,14 +39,28 @@ from gloper_jobs.store import repository as repo
 
 @dataclass
 class RunSummary:
-    """What a run did; ``report`` is the printable Dice table and failure list."""
+    """What a run did; ``report`` is the printable Dice table and failure list.
+
+    Only counters grow with the archive: ``failed`` keeps the first
+    :data:`~gloper_jobs.defaults.RUN_FAILURES_KEPT` failures (path, message) of the
+    ``n_failed`` this run had (the store keeps every one: ``gloper export JOB --format csv``).
+    """
 
     job: Job
     created: bool
     processed: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)
+    n_failed: int = 0
     skipped: int = 0
     report: str = ""
+    #: how many things the job's scan left out and its items' notes noticed, by kind
+    #: (:func:`gloper_jobs.scoring.notes.noticed`; the report lists them)
+    noticed: dict[str, int] = field(default_factory=dict)
+
+    def add_failure(self, rel_path: str, message: str) -> None:
+        self.n_failed += 1
+        if len(self.failed) < defaults.RUN_FAILURES_KEPT:
+            self.failed.append((rel_path, message))
 
 
 def run_dataset(
@@ -66,14 +81,18 @@ def run_dataset(
     settings_from: int | None = None,
     polarity: str | None = None,
     grid: tuple[str, ...] = (),
+    page: int = defaults.RUN_PAGE_ITEMS,
 ) -> RunSummary:
     """Run ``method`` over every photo under ``dataset`` and record everything in the store.
 
     ``dataset`` is a folder or an ``s3://`` prefix (copied to ``GLOPER_STAGING_DIR``
     first); a ``manifest`` (see :mod:`gloper_jobs.manifest`) lists the photos instead of a scan.
 
-    The job is recorded as the queue records an extract job; every item runs and is
-    recorded by :func:`~gloper_jobs.jobs.recording.run_and_record`, as in a worker.
+    The job is recorded as the queue records an extract job; every item runs with
+    :func:`~gloper_jobs.jobs.recording.attempt` and is recorded by
+    :func:`~gloper_jobs.jobs.recording.record_result`, as in a worker. The pending items
+    are read ``page`` at a time (a keyset walk over their ids), so the run's memory does not
+    depend on the archive's size.
     :func:`run_photos` photos are processed at once, in threads sharing the cores
     (torch gets cores / photos threads unless ``GLOPER_TORCH_THREADS`` is set); the
     masks are the same as one at a time. A photo that fails becomes a failed item with
@@ -106,15 +125,14 @@ def run_dataset(
         # Nothing else runs this job in the embedded mode: in-flight items are stale.
         stale = [ItemStatus.running.value, ItemStatus.queued.value]
         repo.reset_items(s, job_id, stale + ([ItemStatus.failed.value] if retry_failed else []))
-        todo = list(repo.items_with_status(s, job_id, [ItemStatus.pending.value]))
-    summary = RunSummary(job=job, created=sub.created, skipped=job.n_items - len(todo))
-    if limit is not None:
-        todo = todo[:limit]
-    bar = _progress(len(todo), f"{method} on {root.name}", progress)
+        pending = repo.count_with_status(s, job_id, [ItemStatus.pending.value])
+    summary = RunSummary(job=job, created=sub.created, skipped=job.n_items - pending)
+    todo = pending_items(ctx.store, job_id, page, limit)
+    bar = _progress(pending if limit is None else min(pending, limit), f"{method} on {root.name}", progress)
     try:
         for item, result in _run_items(ctx, job, todo, photos):
             if result.status == ItemStatus.failed.value:
-                summary.failed.append((item.rel_path, result.message or ""))
+                summary.add_failure(item.rel_path, result.message or "")
             else:
                 summary.processed += 1
             if on_item:
@@ -137,6 +155,7 @@ def run_dataset(
         job = repo.get_job(s, job_id)
         summary.job = job
         summary.report = job_report(s, job)
+        summary.noticed = noticed(s, job)
     return summary
 
 
@@ -155,7 +174,22 @@ def run_photos(settings: Settings) -> int:
     return settings.run_photos or max(1, min(available_cores(), defaults.RUN_PHOTOS_MAX))
 
 
-def _run_items(ctx: WorkerContext, job: Job, todo: list[Item],
+def pending_items(store: Store, job_id: int, page: int, limit: int | None = None) -> Iterator[Item]:
+    """The job's pending items by id, at most ``limit``, read ``page`` rows at a time, each page
+    in a session of its own (:func:`~gloper_jobs.store.repository.pending_page`)."""
+    after, left = 0, limit
+    while left is None or left > 0:
+        with store.session() as s:
+            rows = repo.pending_page(s, job_id, after, page if left is None else min(page, left))
+        if not rows:
+            return
+        after = repo.require_id(rows[-1])
+        if left is not None:
+            left -= len(rows)
+        yield from rows
+
+
+def _run_items(ctx: WorkerContext, job: Job, todo: Iterator[Item],
                photos: int) -> Iterator[tuple[Item, ItemResult]]:
     """Run ``todo`` with ``photos`` items at a time and record each as it finishes.
 
@@ -166,7 +200,7 @@ def _run_items(ctx: WorkerContext, job: Job, todo: list[Item],
     again and stops the run (the items still in flight are reset by the caller's
     interrupt handling or by the next run)."""
     job_id = repo.require_id(job)
-    queue = iter(todo)
+    queue = todo
     in_flight: dict[Future[ItemOutcome | ItemFailure], Item] = {}
     pool = ThreadPoolExecutor(max_workers=photos, thread_name_prefix="gloper-item")
     try:

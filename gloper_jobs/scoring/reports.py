@@ -5,11 +5,20 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlmodel import Session
 
-from gloper_jobs.store.models import Candidate, Item, Job
-from gloper_jobs.store.repository import item_candidates, latest_errors, require_id, status_counts
+from gloper_jobs import defaults
+from gloper_jobs.store.models import Candidate, Item, ItemStatus, Job
+from gloper_jobs.store.repository import (
+    chosen_rows,
+    count_with_status,
+    latest_errors,
+    require_id,
+    score_rows,
+    status_counts,
+)
 
 
 @dataclass(frozen=True)
@@ -49,6 +58,35 @@ def item_scores(pairs: Sequence[tuple[Item, Candidate]]) -> list[ItemScore]:
     return sorted(out, key=lambda s: s.rel_path)
 
 
+def streamed_species_rows(session: Session, job_id: int) -> list[SpeciesRow]:
+    """:func:`species_rows` of the job's scored items, read from the store in pages and
+    summed as they come (the same figures; memory independent of the job's size)."""
+    sums: dict[str, list[float]] = defaultdict(lambda: [0, 0.0, 0.0])  # n, oracle, choice
+
+    def add(rows: list[tuple[Any, ...]]) -> None:
+        raw = [r for r in rows if not r[5]] or rows
+        best = max(raw, key=lambda r: r[4] or 0.0)
+        chosen = next((r for r in rows if r[6]), best)
+        acc = sums[rows[0][2]]
+        acc[0] += 1
+        acc[1] += float(best[4] or 0.0)
+        acc[2] += float(chosen[4] or 0.0)
+
+    group: list[tuple[Any, ...]] = []
+    for row in score_rows(session, job_id):
+        if group and row[0] != group[0][0]:
+            add(group)
+            group = []
+        group.append(tuple(row))
+    if group:
+        add(group)
+    rows = [SpeciesRow(sp, int(n), o / n, c / n) for sp, (n, o, c) in sorted(sums.items())]
+    if rows:
+        n, oracle, choice = (sum(acc[i] for acc in sums.values()) for i in range(3))
+        rows.append(SpeciesRow("ALL", int(n), oracle / n, choice / n))
+    return rows
+
+
 def species_rows(scores: Sequence[ItemScore]) -> list[SpeciesRow]:
     """Mean Dice per species, sorted by name, then an ``ALL`` row (mean over photos)."""
     groups: dict[str, list[ItemScore]] = defaultdict(list)
@@ -80,14 +118,15 @@ def format_species_table(rows: Sequence[SpeciesRow], title: str) -> str:
 
 def format_photo_list(session: Session, job_id: int, limit: int = 20) -> str:
     """An unlabelled job's finished photos: path, chosen candidate and its pattern fraction."""
-    chosen = [(it, c) for it, c in item_candidates(session, job_id) if c.is_choice]
+    finished = count_with_status(session, job_id, [ItemStatus.done.value])
+    chosen = chosen_rows(session, job_id, limit)
     if not chosen:
         return "(no finished photos yet)"
-    width = max(len(it.rel_path) for it, _ in chosen[:limit])
-    lines = [f"photos ({len(chosen)} finished; chosen mask and the share of the image it covers):"]
-    lines += [f"  {it.rel_path:<{width}}  {c.name:<10} {c.pattern_fraction:6.3f}" for it, c in chosen[:limit]]
-    if len(chosen) > limit:
-        lines.append(f"  ... {len(chosen) - limit} more: `gloper export {job_id} --format csv` lists them all, "
+    width = max(len(path) for path, _, _ in chosen)
+    lines = [f"photos ({finished} finished; chosen mask and the share of the image it covers):"]
+    lines += [f"  {path:<{width}}  {name:<10} {fraction:6.3f}" for path, name, fraction in chosen]
+    if finished > limit:
+        lines.append(f"  ... {finished - limit} more: `gloper export {job_id} --format csv` lists them all, "
                      f"`gloper report {job_id} --html report.html` shows them")
     return "\n".join(lines)
 
@@ -95,22 +134,31 @@ def format_photo_list(session: Session, job_id: int, limit: int = 20) -> str:
 def job_report(session: Session, job: Job) -> str:
     """The Dice table, status counts and failed photos of ``job`` as text."""
     job_id = require_id(job)
-    scores = item_scores(item_candidates(session, job_id))
+    table = streamed_species_rows(session, job_id)
     params = ", ".join(f"{k}={v}" for k, v in job.params.items() if k != "per_species")
     if job.params.get("per_species"):  # the calibration's settings: `gloper calibration JOB` prints them
         params += f", calibrated species: {len(job.params['per_species'])}"
     rim = f" less a {job.foreground_rim:.2%} rim" if job.foreground_rim else ""
     title = (f"Job {job.id} · {job.method} ({params}) · foreground {job.foreground_model}{rim} · "
              f"Dice at {job.eval_size}x{job.eval_size}")
-    parts = [format_species_table(species_rows(scores), title)]
-    if not scores:
+    parts = [format_species_table(table, title)]
+    if not table:
         parts.append(format_photo_list(session, job_id))
     counts = status_counts(session, job_id)
     parts.append("items: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
-    failed = latest_errors(session, job_id)
-    if failed:
-        parts.append(f"failed photos ({len(failed)}):")
-        parts.extend(f"  {it.rel_path}: {it.error}" for it in failed)
+    n_failed = counts.get(ItemStatus.failed.value, 0)
+    if n_failed:
+        parts.append(f"failed photos ({n_failed}):")
+        parts.extend(f"  {it.rel_path}: {it.error}"
+                     for it in latest_errors(session, job_id, defaults.REPORT_FAILURES_SHOWN))
+        if n_failed > defaults.REPORT_FAILURES_SHOWN:
+            parts.append(f"  ... {n_failed - defaults.REPORT_FAILURES_SHOWN} more: "
+                         f"`gloper export {job_id} --format csv` lists every photo with its status and error")
+    from gloper_jobs.scoring.notes import format_notes
+
+    noticed = format_notes(session, job)
+    if noticed:
+        parts.append(noticed)
     from gloper_jobs.jobs.polarity import format_species_polarity
 
     polarity = format_species_polarity(job)

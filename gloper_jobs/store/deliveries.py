@@ -219,15 +219,6 @@ def mark_published(session: Session, item_ids: Sequence[int]) -> int:
         .values(queued_at=utcnow())))
 
 
-def ids_to_enqueue(session: Session, job_id: int, include_queued: bool = False) -> list[int]:
-    """Ids of the job's pending items (and queued ones, whose messages the broker may have
-    lost, when ``include_queued``), in path order."""
-    statuses = list(UNFINISHED) if include_queued else [ItemStatus.pending.value]
-    rows = session.exec(select(Item.id).where(col(Item.job_id) == job_id, col(Item.status).in_(statuses))
-                        .order_by(col(Item.rel_path)))
-    return [int(i) for i in rows.all() if i is not None]
-
-
 def lock_stale(session: Session, job_id: int | None, stale_seconds: float) -> list[Item]:
     """Running items of running jobs (``job_id`` or all) whose heartbeat is older than
     ``stale_seconds``: their worker stopped. Locked for this transaction (other

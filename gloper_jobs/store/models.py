@@ -68,6 +68,8 @@ class Job(SQLModel, table=True):
     source: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     #: the polarity each species' photos voted for and the user's overrides (jobs.polarity)
     species_polarity: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    #: what the folder scan left out (symlinks out of the root): ``{"skipped": [...], "n_skipped": N}``
+    scan_notes: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
 

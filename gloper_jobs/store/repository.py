@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, update
+from sqlalchemy import select as sa_select  # sqlmodel's select types at most four columns
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
@@ -168,6 +169,22 @@ def items_with_status(session: Session, job_id: int, statuses: Sequence[str]) ->
     ).all()
 
 
+def pending_page(session: Session, job_id: int, after_id: int, limit: int) -> Sequence[Item]:
+    """Up to ``limit`` of the job's pending items with ids above ``after_id``, by id: one page of
+    a keyset walk over the items (the next page starts after the last id of this one), so a
+    run over any number of items holds one page of rows at a time."""
+    return session.exec(
+        select(Item).where(Item.job_id == job_id, Item.status == ItemStatus.pending.value, col(Item.id) > after_id)
+        .order_by(col(Item.id)).limit(limit)
+    ).all()
+
+
+def count_with_status(session: Session, job_id: int, statuses: Sequence[str]) -> int:
+    """How many of the job's items are in ``statuses``."""
+    return int(session.exec(select(func.count()).select_from(Item).where(
+        Item.job_id == job_id, col(Item.status).in_(list(statuses)))).one())
+
+
 def status_counts(session: Session, job_id: int) -> dict[str, int]:
     rows = session.exec(
         select(Item.status, func.count()).where(Item.job_id == job_id).group_by(Item.status)
@@ -238,12 +255,6 @@ def reset_items(session: Session, job_id: int, statuses: Sequence[str]) -> int:
     return len(result.all())
 
 
-def set_job_status(session: Session, job: Job, status: str) -> None:
-    job.status = status
-    job.updated_at = utcnow()
-    session.add(job)
-
-
 def item_candidates(session: Session, job_id: int) -> list[tuple[Item, Candidate]]:
     """Every (item, candidate) pair of a job's done items, ordered by path."""
     rows = session.exec(
@@ -252,6 +263,28 @@ def item_candidates(session: Session, job_id: int) -> list[tuple[Item, Candidate
         .order_by(col(Item.rel_path), col(Candidate.name))
     ).all()
     return [(i, c) for i, c in rows]
+
+
+def score_rows(session: Session, job_id: int, page: int = 2000) -> Iterator[tuple[Any, ...]]:
+    """``(item id, rel_path, species, candidate, dice, derived, is_choice)`` of every scored
+    candidate of the job's done items, grouped by item (ordered by its id), streamed ``page``
+    rows at a time: what a report's Dice table needs, without the masks."""
+    stmt = (sa_select(col(Item.id), col(Item.rel_path), col(Item.species), col(Candidate.name),
+                      col(Candidate.dice), col(Candidate.derived), col(Candidate.is_choice))
+            .join(Candidate, col(Candidate.item_id) == col(Item.id))
+            .where(col(Item.job_id) == job_id, col(Item.status) == ItemStatus.done.value, col(Candidate.dice).is_not(None))
+            .order_by(col(Item.id), col(Candidate.name)).execution_options(yield_per=page))
+    yield from session.execute(stmt)
+
+
+def chosen_rows(session: Session, job_id: int, limit: int) -> list[tuple[str, str, float]]:
+    """``(rel_path, candidate, pattern fraction)`` of the first ``limit`` done items' chosen masks, by path."""
+    rows = session.execute(
+        select(Item.rel_path, Candidate.name, Candidate.pattern_fraction)
+        .join(Candidate, col(Candidate.item_id) == col(Item.id))
+        .where(Item.job_id == job_id, Item.status == ItemStatus.done.value, col(Candidate.is_choice))
+        .order_by(col(Item.rel_path)).limit(limit)).all()
+    return [(r, n, float(f)) for r, n, f in rows]
 
 
 def latest_errors(session: Session, job_id: int, limit: int | None = None) -> Sequence[Item]:

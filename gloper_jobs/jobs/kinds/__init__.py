@@ -39,7 +39,7 @@ def get_kind(name: str) -> JobKind:
 def time_limits(settings: Settings, kind: str) -> tuple[int, int]:
     """``(soft, hard)`` seconds for one task of job kind ``kind``: the kind's own
     (:attr:`~gloper_jobs.jobs.kinds.base.JobKind.time_limits`), each overridden by its
-    ``GLOPER_<KIND>_[SOFT_]TIME_LIMIT`` where the kind has such settings and they are set.
+    ``GLOPER_<KIND>_[SOFT_]TIME_LIMIT`` where that is set (any kind: no setting to add).
     :class:`ConfigurationError` when the soft limit is not below the hard one.
     """
     own_soft, own_hard = get_kind(kind).time_limits

@@ -126,7 +126,7 @@ class JobKind(ABC):
     #: the ``gloper submit NAME`` options only this kind (and those listing the same one) takes
     submit_options: ClassVar[tuple[SubmitOption, ...]] = ()
     #: ``(soft, hard)`` seconds for one task of this kind; ``GLOPER_<NAME>_[SOFT_]TIME_LIMIT``
-    #: overrides them for the built-in kinds (:meth:`gloper_jobs.settings.Settings.time_limits`)
+    #: overrides them for any kind (:meth:`gloper_jobs.settings.Settings.time_limit_overrides`)
     time_limits: ClassVar[tuple[int, int]] = defaults.TASK_TIME_LIMITS
     #: whether the kind reads an ``s3://`` dataset prefix itself (workers stream each photo)
     remote_datasets: ClassVar[bool] = False

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from sqlmodel import Session, col, select
 
 from gloper_jobs.data.datasets import DatasetItem
-from gloper_jobs.data.labels import load_label
+from gloper_jobs.data.labels import load_label, shape_mismatch
 from gloper_jobs.data.outputs import candidate_mask
 from gloper_jobs.exceptions import JobNotFoundError, LabelError
 from gloper_jobs.jobs.candidates import CandidateRecord
@@ -86,6 +86,9 @@ def score_item(session: Session, job: Job, item: Item) -> Scored:
     if not item.label_path:
         raise LabelError(f"{item.rel_path} has no label to score against")
     label = load_label(Path(item.label_path))
+    if source.height and source.width and (why := shape_mismatch(item.label_path, label.shape,
+                                                                  (source.height, source.width))):
+        raise LabelError(why)
     cands = session.exec(select(Candidate).where(Candidate.item_id == source.id)
                          .order_by(col(Candidate.name))).all()
     records = []

@@ -35,10 +35,12 @@ from gloper_jobs.store import repository as repo
 from gloper_jobs.store.models import Item, Job
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
     from typing import Any
 
     from sqlmodel import Session
 
+    from gloper_jobs.data.datasets import DatasetItem
     from gloper_jobs.jobs.context import WorkerContext
     from gloper_jobs.jobs.pipeline import ItemOutcome
     from gloper_jobs.settings import Settings
@@ -122,8 +124,9 @@ def record_extract_job(store: Store, settings: Settings, dataset: str | Path, me
     of raises :class:`InvalidParameterError`.
     """
     from gloper_jobs.inputs import list_items, source_of
+    from gloper_jobs.scoring.notes import SkipList, scan_notes
 
-    skipped: list[str] = []  # symlinks out of the root a folder scan left out
+    skipped = SkipList()  # symlinks out of the root a folder scan left out (the first lines, all counted)
     items, listed = list_items(dataset, manifest, skipped)
     from_manifest: dict[str, str] = {}
     if manifest is not None:  # a manifest's polarity column, under --polarity
@@ -132,9 +135,8 @@ def record_extract_job(store: Store, settings: Settings, dataset: str | Path, me
         items = list(items)
         from_manifest = {k: v for k, v in species_polarity(items, str(manifest)).items() if k not in (polarity or {})}
         polarity = {**from_manifest, **(polarity or {})}
-    if polarity:
-        items = list(items)  # a folder scan is a generator: read it once for the species
-        check_overrides(polarity, {it.species for it in items})
+    species: set[str] = set()  # the scan's species, noted as its items are recorded (one pass)
+    items = _noting_species(items, species)
     with store.session() as s:
         spec = replace(job_spec(settings, dataset, method, profile, params, foreground, session=s),
                        source=source_of(origin, listed))
@@ -154,8 +156,18 @@ def record_extract_job(store: Store, settings: Settings, dataset: str | Path, me
             if given:
                 store_overrides(s, job, given, by="--polarity")
         added = repo.add_items(s, job, items, batch=settings.submit_batch)
+        if polarity:  # raised inside the transaction: nothing of this submission is kept
+            check_overrides(polarity, species)
+        job.scan_notes = scan_notes(skipped, skipped.total)  # what this scan left out
         if job.n_items == 0:
             raise DatasetError(f"no photos under {dataset}; see `gloper run --help` for the layouts")
         job.queue = ExtractKind.queue_name(on_device or device_class(method))
         dl.reopen_job(s, job)
     return Submission(job, created, added, skipped=skipped)
+
+
+def _noting_species(items: Iterable[DatasetItem], species: set[str]) -> Iterator[DatasetItem]:
+    """``items`` as they come (a scan is read once, in batches), each one's species added to ``species``."""
+    for it in items:
+        species.add(it.species)
+        yield it

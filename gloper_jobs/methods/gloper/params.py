@@ -11,7 +11,7 @@ switches, :class:`DatasetModelParams` the dataset model's batches and checkpoint
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -206,10 +206,6 @@ class EngineOptions:
         p.validate()
         return p.engine_options(torch.device("cpu"))
 
-    def with_params(self, **params: Any) -> EngineOptions:
-        """The same switches with some settings changed (e.g. ``steps`` of a fine-tune)."""
-        return replace(self, params=replace(self.params, **params))
-
     def to_info(self) -> dict[str, Any]:
         """What the engine ran with, JSON-ready (``Segmentation.info["engine"]``)."""
         p = self.params
@@ -229,7 +225,7 @@ class DatasetModelParams(GloperFamily):
     16 and of ``2 * max(local_sizes)`` within 3/4 of ``size``). Default: S=256 with
     local sizes 16 and 32 (the per-photo profile's 8 and 16 windows, at twice the
     resolution), 300 steps of 4 crops of 192 px, about 6 minutes on a 2-core CPU.
-    ``python -m bench.model_sweep`` chose it: against S=128 with 8/16 it won in every
+    The retired ``bench.model_sweep`` (commit 9ad388b) chose it: against S=128 with 8/16 it won in every
     leave-one-species-out fold, on the ten examples (label-free Dice 0.649 vs 0.645)
     and a synthetic set of other species (0.917 vs 0.907); docs/benchmarks.md.
     """

@@ -23,7 +23,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -43,22 +43,16 @@ ForegroundFn = Callable[[np.ndarray], Any]
 CheckpointHook = Callable[[Path, int, list[float], float, int], None]
 
 
-@dataclass
-class PhotoSet:
-    """Training photos at the model's size: ``images`` ``Nx3xSxS uint8`` RGB, ``foreground``
-    ``NxSxS bool`` (True = animal); ``skipped`` lists ``(path, reason)`` of unreadable photos."""
+class TrainingPhotos(Protocol):
+    """What :func:`train_model` draws from: ``len()`` photos, ``take(idx)`` gives photos ``idx``
+    as ``Bx3xSxS uint8`` RGB and ``BxSxS bool`` foreground, ``skipped`` lists ``(path, reason)``
+    of those that could not be read (:class:`LazyPhotos`; the tests hold small sets in memory)."""
 
-    images: torch.Tensor
-    foreground: torch.Tensor
-    paths: list[str]
     skipped: list[tuple[str, str]]
 
-    def __len__(self) -> int:
-        return int(self.images.shape[0])
+    def __len__(self) -> int: ...
 
-    def take(self, idx: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Photos ``idx``: ``Bx3xSxS uint8`` and ``BxSxS bool``."""
-        return self.images[list(idx)], self.foreground[list(idx)]
+    def take(self, idx: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]: ...
 
 
 class LazyPhotos:
@@ -108,7 +102,7 @@ class LazyPhotos:
                 self._bad.add(i)
                 self.skipped.append((self.paths[i], str(exc)))
                 continue
-            self._cache[i] = _prepared(image, self.size, self.foreground_fn)
+            self._cache[i] = prepared_photo(image, self.size, self.foreground_fn)
             self.prepared += 1
             while len(self._cache) > self.keep:
                 self._cache.popitem(last=False)
@@ -116,36 +110,11 @@ class LazyPhotos:
         raise DatasetError(f"none of the {len(self)} photos could be read: {self.skipped[:3]}")
 
 
-def _prepared(image: np.ndarray, size: int, foreground_fn: ForegroundFn | None) -> tuple[torch.Tensor, torch.Tensor]:
+def prepared_photo(image: np.ndarray, size: int, foreground_fn: ForegroundFn | None) -> tuple[torch.Tensor, torch.Tensor]:
     """``HxWx3 uint8 RGB`` -> ``3xSxS uint8`` and its foreground ``SxS bool``."""
     fg = foreground_fn(image).mask if foreground_fn is not None else np.ones(image.shape[:2], dtype=bool)
     return (torch.from_numpy(resize_rgb_uint8(image, (size, size)).copy()).permute(2, 0, 1).contiguous(),
             torch.from_numpy(resize_mask(fg, (size, size))))
-
-
-def prepare_photos(paths: Sequence[Path], size: int, foreground_fn: ForegroundFn | None,
-                   max_pixels: int | None = None, progress: bool = False) -> PhotoSet:
-    """Load, mask and resize every photo to ``size x size`` (aspect not kept, as GloPER does).
-
-    ``foreground_fn`` gives the animal mask (None: the whole frame). A photo that cannot be
-    read is skipped and listed; :class:`DatasetError` when none is left.
-    """
-    from tqdm import tqdm
-
-    images, masks, kept, skipped = [], [], [], []
-    for path in tqdm(paths, desc="preparing photos", unit="photo", disable=not progress, dynamic_ncols=True):
-        try:
-            image = load_image(path, max_pixels) if max_pixels else load_image(path)
-        except GloperError as exc:
-            skipped.append((str(path), str(exc)))
-            continue
-        img, fg = _prepared(image, size, foreground_fn)
-        images.append(img)
-        masks.append(fg)
-        kept.append(str(path))
-    if not images:
-        raise DatasetError(f"none of the {len(paths)} photos could be read: {skipped[:3]}")
-    return PhotoSet(torch.stack(images), torch.stack(masks), kept, skipped)
 
 
 @dataclass(frozen=True)
@@ -246,7 +215,7 @@ def augment(images: torch.Tensor, foreground: torch.Tensor, crop: int,
     return torch.stack(out_i).float() / 255.0, torch.stack(out_f).float()
 
 
-def train_model(photos: PhotoSet | LazyPhotos, params: DatasetModelParams, out: Path, *, dataset: str,
+def train_model(photos: TrainingPhotos, params: DatasetModelParams, out: Path, *, dataset: str,
                 device: torch.device, progress: bool = True, on_checkpoint: CheckpointHook | None = None,
                 on_step: Callable[[int, float], None] | None = None) -> TrainResult:
     """Train (or resume training of) the model at ``out`` up to ``params.steps`` steps.
