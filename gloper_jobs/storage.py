@@ -25,6 +25,7 @@ from __future__ import annotations
 import errno
 import os
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
@@ -98,7 +99,7 @@ def write_bytes(location: str | Path, data: bytes) -> str:
         return url
     target = Path(location)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".partial-{os.getpid()}-{target.name}")
+    tmp = target.with_name(f".partial-{os.getpid()}-{threading.get_ident()}-{target.name}")
     tmp.write_bytes(data)
     os.replace(tmp, target)
     return str(target)
@@ -225,7 +226,7 @@ def get_file(url: str, local: Path) -> Path:
     """Stream one object to ``local`` (written under a temporary name, then renamed)."""
     fs, path = filesystem(url)
     local.parent.mkdir(parents=True, exist_ok=True)
-    tmp = local.with_name(f".partial-{os.getpid()}-{local.name}")
+    tmp = local.with_name(f".partial-{os.getpid()}-{threading.get_ident()}-{local.name}")
     _call(url, lambda: fs.get_file(path, str(tmp)))
     os.replace(tmp, local)
     return local

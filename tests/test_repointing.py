@@ -138,6 +138,31 @@ def test_a_decision_during_a_repoint_is_followed_and_both_are_recorded(
     assert {c for rel, c in _state(store, job_id).items() if rel.startswith("SpotsLight/")} == {"cluster_0"}
 
 
+def test_settling_one_species_reads_only_its_photos(qsettings: Settings, both: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from gloper_jobs.jobs import polarity
+
+    store = Store(qsettings.database_url)
+    job = run_dataset(both, "kmeans", qsettings, foreground=False, progress=False, store=store).job
+    before = job.species_polarity["calls"]  # type: ignore[index]
+    read: list[str | None] = []
+    real = polarity._done_items
+
+    def recording(session, job_id, species=None):  # type: ignore[no-untyped-def]
+        read.append(species)
+        return real(session, job_id, species)
+
+    monkeypatch.setattr(polarity, "_done_items", recording)
+    with store.session() as s:
+        call = settle_species(s, int(job.id or 0), "SpotsLight", "lighter", None, who="ana")
+    assert read == ["SpotsLight"]  # a click on a 10^5-photo job reads one species, not the archive
+    assert call["how"] == "person" and call["photos"] == 3 and call["suggestion"] is None
+    with store.session() as s:
+        after = s.get(Job, job.id).species_polarity["calls"]  # type: ignore[union-attr]
+    assert {sp: c for sp, c in after.items() if sp != "SpotsLight"} == {
+        sp: c for sp, c in before.items() if sp != "SpotsLight"}
+
+
 def test_settle_refuses_what_the_job_does_not_have(qsettings: Settings, both: Path) -> None:
     store = Store(qsettings.database_url)
     job_id = run_dataset(both, "kmeans", qsettings, foreground=False, progress=False, store=store).job.id

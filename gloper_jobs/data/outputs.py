@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ CHOICE_FILE = "choice.json"
 
 def _atomic_save(img: Image.Image, path: Path, **kwargs: object) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{TMP_MARK}{os.getpid()}-{path.name}")
+    tmp = path.with_name(f"{TMP_MARK}{os.getpid()}-{threading.get_ident()}-{path.name}")
     img.save(tmp, format="PNG", **kwargs)
     os.replace(tmp, path)
 
@@ -45,7 +46,7 @@ def write_choice(folder: Path, choice: str, candidates: Sequence[Any]) -> Path:
         ],
     }
     path = Path(folder) / CHOICE_FILE
-    tmp = path.with_name(f"{TMP_MARK}{os.getpid()}-{path.name}")
+    tmp = path.with_name(f"{TMP_MARK}{os.getpid()}-{threading.get_ident()}-{path.name}")
     tmp.write_text(json.dumps(doc, indent=1) + "\n")
     os.replace(tmp, path)
     return path

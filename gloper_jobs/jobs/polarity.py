@@ -180,16 +180,19 @@ def check_overrides(overrides: Mapping[str, str], species: Sequence[str] | set[s
             f"its species: {', '.join(sorted(set(species))) or 'none'}")
 
 
-def _done_items(session: Session, job_id: int) -> Iterator[Item]:
-    """The job's done items in id order, a page at a time (keyset pagination)."""
+def _done_items(session: Session, job_id: int, species: str | None = None) -> Iterator[Item]:
+    """The job's done items (of ``species`` only, when given) in id order, a page at a time
+    (keyset pagination)."""
     from sqlmodel import col, select
 
     from gloper_jobs.store.models import Item, ItemStatus
 
     last = 0
     while True:
-        page = session.exec(select(Item).where(Item.job_id == job_id, Item.status == ItemStatus.done.value,
-                                               col(Item.id) > last).order_by(col(Item.id)).limit(PAGE)).all()
+        query = select(Item).where(Item.job_id == job_id, Item.status == ItemStatus.done.value, col(Item.id) > last)
+        if species is not None:
+            query = query.where(Item.species == species)
+        page = session.exec(query.order_by(col(Item.id)).limit(PAGE)).all()
         if not page:
             return
         yield from page
@@ -215,7 +218,7 @@ def _now() -> str:
 
 
 def decide_species_polarity(session: Session, job: Job, overrides: Mapping[str, str] | None = None,
-                            who: str | None = None) -> dict[str, Any]:
+                            who: str | None = None, only: str | None = None) -> dict[str, Any]:
     """Record each species' call from its done items; re-pointing is left to
     :func:`gloper_jobs.jobs.repointing.repoint` (marked pending here when a call changed).
 
@@ -224,7 +227,9 @@ def decide_species_polarity(session: Session, job: Job, overrides: Mapping[str, 
     here, recorded as a decision of ``who``), a calibration's (the photos ran with a
     ``--settings-from`` job's polarity), a fixed ``--param polarity=``, else the paper's
     darker reading with the photos' vote as its suggestion. Items without polarity evidence
-    (methods with one reading) are left out. Returns ``job.species_polarity``.
+    (methods with one reading) are left out. ``only`` recomputes that species' call alone
+    (its photos are read, the other calls kept: a click on the review page of a 10^5-photo
+    job reads one species). Returns ``job.species_polarity``.
     """
     from gloper_jobs.jobs.calibration import SETTINGS_FROM
     from gloper_jobs.methods.choice import SPECIES_MARGIN, SPECIES_RULES
@@ -240,13 +245,15 @@ def decide_species_polarity(session: Session, job: Job, overrides: Mapping[str, 
                 {"polarity": polarity, "mask": None, "by": who or "gloper polarity", "at": now})
     calibration = (row.params or {}).get(SETTINGS_FROM)
     tallies: dict[str, _Tally] = {}
-    for item in _done_items(session, int(row.id or 0)):
+    old_calls = data.get("calls", {})
+    if only is not None and only not in old_calls:
+        only = None  # no call of it yet: decide every species
+    for item in _done_items(session, int(row.id or 0), only):
         info = (item.info or {}).get("polarity")
         if isinstance(info, dict) and isinstance(info.get("candidates"), dict):
             tallies.setdefault(item.species, _Tally()).add(item.rel_path, info, SPECIES_RULES,
                                                            calibration is not None)
-    old_calls = data.get("calls", {})
-    calls: dict[str, dict[str, Any]] = {}
+    calls: dict[str, dict[str, Any]] = dict(old_calls) if only is not None else {}
     for species, t in sorted(tallies.items()):
         vote = t.vote(SPECIES_MARGIN)
         says = vote.says
@@ -317,7 +324,7 @@ def settle_species(session: Session, job_id: int, species: str, polarity: str, m
     job.species_polarity = {**data, "decisions": decisions}
     session.add(job)
     session.flush()
-    return decide_species_polarity(session, job)["calls"].get(species, {})
+    return decide_species_polarity(session, job, only=species)["calls"].get(species, {})
 
 
 def store_overrides(session: Session, job: Job, overrides: Mapping[str, str], by: str = "--polarity") -> None:
