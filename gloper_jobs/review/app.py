@@ -36,6 +36,7 @@ from sqlmodel import select
 from werkzeug.exceptions import HTTPException
 
 from gloper_jobs.exceptions import GloperError, ImageLoadError, InvalidParameterError
+from gloper_jobs.reporting import when
 from gloper_jobs.review.background import Repointer
 from gloper_jobs.review.pages import (
     READINGS,
@@ -45,7 +46,6 @@ from gloper_jobs.review.pages import (
     queue,
     species_calls,
     species_page,
-    when,
 )
 from gloper_jobs.review.thumbs import ThumbCache
 from gloper_jobs.store import Candidate, Item, Job, Store

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlmodel import col, select
@@ -40,16 +39,6 @@ def mask_key(base: str) -> tuple[int, int, str]:
 def mask_label(base: str) -> str:
     """How a mask base is titled on the page (k-means' reading of its clusters is ``polarity``)."""
     return {"polarity": "clusters"}.get(base, base)
-
-
-def when(at: str | None) -> str:
-    """An ISO time as ``YYYY-MM-DD HH:MM UTC`` ('' for none; the text itself if it is no ISO time)."""
-    if not at:
-        return ""
-    try:
-        return f"{datetime.fromisoformat(at):%Y-%m-%d %H:%M} UTC"
-    except ValueError:
-        return at
 
 
 @dataclass
