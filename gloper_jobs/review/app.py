@@ -34,6 +34,7 @@ from flask import (
 )
 from sqlmodel import select
 from werkzeug.exceptions import HTTPException
+from werkzeug.wrappers import Response as BaseResponse
 
 from gloper_jobs.exceptions import GloperError, ImageLoadError, InvalidParameterError
 from gloper_jobs.reporting import when
@@ -112,7 +113,7 @@ def create_app(review: Review) -> Flask:
                         status=status, mimetype="text/plain")
 
     @app.before_request
-    def check_token() -> Response | None:
+    def check_token() -> BaseResponse | None:
         if request.method == "POST":
             g.token = request.form.get(TOKEN_FIELD)
             g.who = review.who(g.token)
@@ -179,7 +180,7 @@ def create_app(review: Review) -> Flask:
                     settled=settled, next_name=following)
 
     @app.post("/settle")
-    def settle() -> Response:
+    def settle() -> BaseResponse:
         name = request.form.get("species", "")
         polarity, _, mask = request.form.get("pick", "").partition(":")
         with review.lock, review.store.session() as s:
@@ -198,7 +199,7 @@ def create_app(review: Review) -> Flask:
         return redirect(url_for("species", name=following, settled=note), code=303)
 
     @app.post("/calibration")
-    def calibration() -> Response:
+    def calibration() -> BaseResponse:
         from gloper_jobs.jobs.polarity import save_as_calibration
 
         with review.lock, review.store.session() as s:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from sqlmodel import Session
 
+    from gloper_jobs.jobs.repointing import RepointSummary
     from gloper_jobs.store import Store
 
 
@@ -75,7 +76,7 @@ class Repointer:
                 self._state.update(started=time.time(), error=None, progress=None)
             try:
                 summary = repoint(self.store, self.job_id, self.batch, progress=self._progress)  # type: ignore[arg-type]
-                result: Any = dataclasses.asdict(summary) if dataclasses.is_dataclass(summary) else str(summary)
+                result: dict[str, Any] | None = dataclasses.asdict(summary)
                 error = None
             except Exception as exc:  # noqa: BLE001 - shown on the page; the next decision retries
                 result, error = None, f"{type(exc).__name__}: {exc}"
@@ -84,9 +85,9 @@ class Repointer:
                 self._state.update(finished=time.time(), result=result, error=error,
                                    passes=self._state["passes"] + 1)
 
-    def _progress(self, summary: Any) -> None:
+    def _progress(self, summary: RepointSummary) -> None:
         with self._lock:
-            self._state["progress"] = dataclasses.asdict(summary) if dataclasses.is_dataclass(summary) else None
+            self._state["progress"] = dataclasses.asdict(summary)
 
     def state(self) -> dict[str, Any]:
         """``running``, ``passes`` done, ``started`` / ``finished`` (epoch s) of the last pass,
