@@ -79,8 +79,7 @@ def _reading_pictures(session: Session, rec: PhotoRecord, call: dict[str, Any], 
     """One photo of a species in both readings of its call's mask (the method's own when the
     call names none), each drawn from the candidate's RLE in the store over the photo read
     once at ``side`` px; the call's reading marked ``chosen``."""
-    from gloper_jobs.jobs.polarity import reading_candidates
-    from gloper_jobs.jobs.repointing import target_of
+    from gloper_jobs.jobs.readings import reading_candidates, target_of
 
     info = (rec.item.info or {}).get("polarity") or {}
     by_name = {c.name: c for c in rec.candidates}

@@ -200,7 +200,7 @@ def create_app(review: Review) -> Flask:
 
     @app.post("/calibration")
     def calibration() -> BaseResponse:
-        from gloper_jobs.jobs.polarity import save_as_calibration
+        from gloper_jobs.jobs.repointing import save_as_calibration
 
         with review.lock, review.store.session() as s:
             try:

@@ -108,7 +108,7 @@ def species_page(session: Session, job: Job, species: str, page: int, per_page: 
     """Page ``page`` (1-based) of ``species``: ``per_page`` of its finished photos spread over
     all of them (:mod:`~gloper_jobs.review.sampling`), each with every candidate of each
     (mask, reading). Raises :class:`UnknownSpeciesError` for a species without a call."""
-    from gloper_jobs.jobs.polarity import reading_candidates
+    from gloper_jobs.jobs.readings import reading_candidates
 
     calls = species_calls(job)
     if species not in calls:
