@@ -92,8 +92,8 @@ def repoint_text(state: Mapping[str, Any]) -> str:
         return f"re-pointing failed: {state['error']} (the next decision tries again)"
     result = state["result"]
     if state["passes"] and isinstance(result, dict):
-        return (f"photos follow the calls: {result.get('repointed', 0)} re-pointed of {result.get('items', 0)} "
-                f"in {result.get('seconds', 0):.1f} s")
+        return (f"photos follow the calls: {state.get('repointed', 0)} re-pointed since this page started "
+                f"(last pass: {result.get('items', 0)} looked at in {result.get('seconds', 0):.1f} s)")
     return ""
 
 

@@ -53,7 +53,8 @@ class Repointer:
         self._wanted = False
         self._thread: threading.Thread | None = None
         self._state: dict[str, Any] = {"running": False, "passes": 0, "started": None, "finished": None,
-                                       "result": None, "error": None, "progress": None}
+                                       "result": None, "error": None, "progress": None,
+                                       "repointed": 0}
 
     def request(self) -> None:
         """Re-point the job now, or once more when the running pass ends."""
@@ -83,7 +84,8 @@ class Repointer:
                 traceback.print_exc()
             with self._lock:
                 self._state.update(finished=time.time(), result=result, error=error,
-                                   passes=self._state["passes"] + 1)
+                                   passes=self._state["passes"] + 1,
+                                   repointed=self._state["repointed"] + int((result or {}).get("repointed", 0)))
 
     def _progress(self, summary: RepointSummary) -> None:
         with self._lock:
@@ -91,7 +93,7 @@ class Repointer:
 
     def state(self) -> dict[str, Any]:
         """``running``, ``passes`` done, ``started`` / ``finished`` (epoch s) of the last pass,
-        its ``progress`` so far and ``result`` (:class:`~gloper_jobs.jobs.repointing.RepointSummary`
+        its ``progress`` so far and ``result``, ``repointed``: photos re-pointed by every pass so far, (:class:`~gloper_jobs.jobs.repointing.RepointSummary`
         as a dict) or ``error``."""
         with self._lock:
             return dict(self._state)

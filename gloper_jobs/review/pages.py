@@ -61,15 +61,10 @@ def queue(session: Session, job_id: int) -> list[QueueRow]:
 
 
 def next_species(session: Session, job_id: int, after: str) -> str | None:
-    """The species to look at after ``after``: the next one in the queue that no person has
-    settled (wrapping round), None when every species is settled."""
-    rows = queue(session, job_id)
-    names = [r.species for r in rows]
-    start = names.index(after) + 1 if after in names else 0
-    for r in rows[start:] + rows[:start]:
-        if r.species != after and r.call.get("how") != "person":
-            return r.species
-    return None
+    """The species to look at after ``after``: the first in the queue's order (the one a
+    decision matters most for) that no person has settled, None when every species is."""
+    return next((r.species for r in queue(session, job_id)
+                 if r.species != after and r.call.get("how") != "person"), None)
 
 
 @dataclass
