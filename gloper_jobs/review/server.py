@@ -36,6 +36,7 @@ class ReviewServer:
     tokens: dict[str, str]  # who -> token
     server: Any = field(repr=False)
     thread: threading.Thread | None = field(default=None, repr=False)
+    _stopping: threading.Event = field(default_factory=threading.Event, repr=False)
 
     def url(self, who: str) -> str:
         """The address ``who`` opens (with their token)."""
@@ -53,12 +54,21 @@ class ReviewServer:
             self.close()
 
     def run_in_thread(self) -> None:
-        """Serve from a background thread (tests and benchmarks)."""
-        self.thread = threading.Thread(target=self.server.run, name="gloper-review", daemon=True)
+        """Serve from a background thread (tests and benchmarks) until :meth:`close`."""
+        from waitress import wasyncore
+
+        def serve() -> None:
+            while not self._stopping.is_set():  # short rounds: close() is noticed within 0.2 s
+                wasyncore.loop(timeout=0.2, map=self.server._map, count=1)
+
+        self.thread = threading.Thread(target=serve, name="gloper-review", daemon=True)
         self.thread.start()
 
     def close(self) -> None:
         """Stop serving (a re-pointing pass that is running stops with the process, resumable)."""
+        self._stopping.set()
+        if self.thread is not None:
+            self.thread.join(5)
         try:
             self.server.task_dispatcher.shutdown(timeout=2)
         finally:
