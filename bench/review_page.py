@@ -34,6 +34,7 @@ from sqlalchemy import func, insert
 from sqlmodel import col, select
 
 from bench import OUT, examples, machine
+from gloper_jobs.data.outputs import CHOICE_FILE
 from gloper_jobs.jobs.runner import run_dataset
 from gloper_jobs.settings import Settings
 from gloper_jobs.store import Candidate, Item, Job, Store
@@ -44,8 +45,10 @@ CHUNK = 5000
 
 def add_fakes(store: Store, job_id: int, n: int) -> dict[str, int]:
     """Insert ``n`` done items into job ``job_id``, cycling over its real items: each copies
-    one's photo path, info, size, choice and candidates (RLEs; only the chosen one's PNG path).
-    Returns the photos per species."""
+    one's photo path, info, size, choice and candidates (RLEs), and gets a mask folder of its
+    own, as a photo of an archive has, holding a copy of its ``choice.json`` (the chosen
+    mask's path points there; re-pointing writes PNGs from the RLEs). Returns the photos
+    per species."""
     with store.session() as s:
         real = s.exec(select(Item).where(Item.job_id == job_id).order_by(col(Item.id))).all()
         cands = s.exec(select(Candidate).where(col(Candidate.item_id).in_([r.id for r in real]))).all()
@@ -69,15 +72,22 @@ def add_fakes(store: Store, job_id: int, n: int) -> dict[str, int]:
         items.clear()
         rows.clear()
 
+    chosen = {c.item_id: c for c in cands if c.is_choice and c.mask_path}
     for i in range(n):
         src = real[i % len(real)]
         item_id = next_id + i
-        items.append({**src.model_dump(exclude=skip), "id": item_id,
-                      "rel_path": f"{src.species}/fake-{i:06d}{Path(src.rel_path).suffix}", "image_id": str(i)})
+        rel = f"{src.species}/fake-{i:06d}{Path(src.rel_path).suffix}"
+        items.append({**src.model_dump(exclude=skip), "id": item_id, "rel_path": rel, "image_id": str(i)})
         counts[src.species] = counts.get(src.species, 0) + 1
+        own = chosen.get(int(src.id or 0))
+        folder = Path(own.mask_path).parent.parent.parent / rel if own else None
+        if own is not None and folder is not None:
+            folder.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(Path(own.mask_path).parent / CHOICE_FILE, folder / CHOICE_FILE)
         for c in by_item.get(int(src.id or 0), []):
+            path = str(folder / Path(c.mask_path).name) if c.is_choice and c.mask_path and folder else ""
             rows.append({**c.model_dump(exclude={"id", "item_id", "mask_path"}), "id": next_cand, "item_id": item_id,
-                         "mask_path": c.mask_path if c.is_choice else ""})
+                         "mask_path": path})
             next_cand += 1
         if len(items) >= CHUNK:
             flush()
