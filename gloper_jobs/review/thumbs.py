@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image
 
 from gloper_jobs.data.outputs import TMP_MARK, candidate_mask
-from gloper_jobs.remote import photo_location
+from gloper_jobs.jobs.item_files import photo_location
 from gloper_jobs.reporting.figures import jpeg_bytes, photo_thumbnail, reading_picture
 from gloper_jobs.store.models import Candidate, Item, Job
 
