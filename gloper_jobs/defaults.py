@@ -112,6 +112,14 @@ REPOINT_THREADS = 2
 REPORT_THUMB_SIDE = 256  # px, longest side of a gallery thumbnail
 REPORT_CANDIDATE_SIDE = 96  # px, a candidate's small mask beside it
 REPORT_GALLERY = 6  # photos at each end (best and worst) or in the sample
+REPORT_READING_SIDE = 280  # px, longest side of a species' photo in each reading (polarity table)
+
+# --- the review page (`gloper review`) ----------------------------------------
+REVIEW_PORT = 8642  # its default port; a busy one falls back to a free port
+REVIEW_PAGE_PHOTOS = 8  # photos of a species per page, spread over all of them
+REVIEW_THUMB_SIDE = 320  # px, longest side of its cached pictures (JPEG)
+REVIEW_CACHE_DIR = Path("~/.cache/gloper-jobs/review")  # those pictures, made once
+REVIEW_REPOINT_BATCH = 100  # items re-pointed a transaction after a decision (a click waits for at most one)
 
 # --- torch -------------------------------------------------------------------
 # torch.compile's kernels (Inductor/Triton) are cached here, so a restarted worker

@@ -40,6 +40,8 @@ GLOPER_RUN_PHOTOS          photos an embedded ``gloper run`` processes at once, 
                            threads sharing the cores (one per core, at most 4);
                            torch and the foreground model get cores / photos
                            threads each unless GLOPER_TORCH_THREADS says otherwise
+GLOPER_REVIEW_CACHE_DIR    where ``gloper review`` keeps the pictures it made once
+                           (``~/.cache/gloper-jobs/review``; a few hundred px each)
 GLOPER_EXAMPLES_DIR        the shared example photos, for tests and benchmarks
 GLOPER_SAM_CHECKPOINT      SAM weights: a ``sam_vit_*.pth`` file, or a folder holding
                            the published files (``sam_vit_h_4b8939.pth`` ...)
@@ -192,6 +194,8 @@ class Settings(BaseSettings):
     decode: defaults.DecodeMode = defaults.DECODE
     write_candidates: defaults.WriteCandidatesMode = defaults.WRITE_CANDIDATES
     run_photos: PositiveInt | None = None
+    # --- the review page (gloper review; expanded where used) ---
+    review_cache_dir: Path = defaults.REVIEW_CACHE_DIR
     examples_dir: Path | None = None
     sam_checkpoint: Path | None = None
     clipseg_weights: Path | None = None

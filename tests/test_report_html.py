@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import re
 import shutil
 import subprocess
@@ -85,6 +87,20 @@ def test_labelled_job_page(jobs: dict[str, str], tmp_path: Path) -> None:
     worst = text.index("Worst photos")
     assert best < worst < text.index("Failed photos")
     assert "cannot be read" in text or "broken.jpg:" in text
+    # the polarity table: every species' photo in both readings, large enough to judge a coat
+    section = html[html.index('id="polarity-table"'):]
+    section = section[:section.index("</table>")]
+    rows = section.split("<tr>")[2:]
+    assert len(rows) == len(SPECIES)
+    for row in rows:
+        pictures = re.findall(r'<img src="data:image/jpeg;base64,([^"]+)"', row)
+        assert len(pictures) == 2 and "darker: cluster_0" in row and "lighter: cluster_1" in row, row[:300]
+        assert "default" in row or "person" in row or "calibration" in row
+        sizes = {Image.open(io.BytesIO(base64.b64decode(p))).size for p in pictures}
+        assert len(sizes) == 1 and 240 <= max(next(iter(sizes))) <= 280  # 280 px, or the photo's own (Pandas: 252)
+        a, b = (np.asarray(Image.open(io.BytesIO(base64.b64decode(p))).convert("RGB"), dtype=np.float32)
+                for p in pictures)
+        assert np.abs(a - b).mean() > 5  # two different readings, not one picture twice
 
 
 def test_unlabelled_job_lists_its_photos(jobs: dict[str, str], tmp_path: Path) -> None:

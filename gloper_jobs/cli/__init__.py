@@ -2,6 +2,7 @@
 
 - :mod:`~gloper_jobs.cli.runs`: run and inspect (run, segment, methods, report, calibrate,
   calibration, polarity, jobs, status, export);
+- :mod:`~gloper_jobs.cli.review`: review (the page where a person settles each species' reading);
 - :mod:`~gloper_jobs.cli.queue`: the queue and its workers (submit KIND, resume,
   retry-failed, cancel, worker, flower, metrics), which need the ``[queue]`` extra;
 - :mod:`~gloper_jobs.cli.models`: train, models install;
@@ -18,7 +19,7 @@ from typing import TextIO
 
 import click
 
-from gloper_jobs.cli import data, models, queue, runs
+from gloper_jobs.cli import data, models, queue, review, runs
 from gloper_jobs.cli.common import GloperGroup
 
 
@@ -44,7 +45,7 @@ def _show_warning(message: Warning | str, category: type[Warning], filename: str
         _PYTHONS_SHOWWARNING(message, category, filename, lineno, file, line)
 
 
-for _module in (runs, queue, models, data):
+for _module in (runs, review, queue, models, data):
     for _command in _module.COMMANDS:
         main.add_command(_command)
 

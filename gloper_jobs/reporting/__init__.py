@@ -14,17 +14,38 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from sqlmodel import Session
 
 from gloper_jobs import defaults
+from gloper_jobs.data.outputs import candidate_mask
 from gloper_jobs.exceptions import GloperError
 from gloper_jobs.exports.records import PhotoRecord
 from gloper_jobs.jobs.item_files import photo_location
 from gloper_jobs.reporting.data import ReportData, as_row, gallery, gather
-from gloper_jobs.reporting.figures import distribution_plot, mask_thumbnail, overlay_thumbnail
+from gloper_jobs.reporting.figures import (
+    data_uri,
+    distribution_plot,
+    jpeg_bytes,
+    mask_thumbnail,
+    overlay_thumbnail,
+    photo_thumbnail,
+    reading_picture,
+)
 from gloper_jobs.storage import write_bytes
 from gloper_jobs.store.models import Job
 
 __all__ = ["render_html", "write_html_report"]
 
 MAX_ROWS = 2000  # photos listed in the page's table; the CSV export has them all
+
+
+def when(at: str | None) -> str:
+    """An ISO time as ``YYYY-MM-DD HH:MM UTC`` ('' for none; the text itself if it is no ISO time)."""
+    from datetime import datetime
+
+    if not at:
+        return ""
+    try:
+        return f"{datetime.fromisoformat(at):%Y-%m-%d %H:%M} UTC"
+    except ValueError:
+        return at
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
@@ -54,27 +75,53 @@ def _card(rec: PhotoRecord) -> dict[str, Any]:
     return card
 
 
-def _polarity(data: ReportData) -> list[dict[str, Any]]:
-    """Per species: the stored call (reading, how, score, disagreeing photos) and one photo's
-    mask in each reading, so a wrong call is seen (and corrected with `gloper polarity`)."""
+def _reading_pictures(session: Session, rec: PhotoRecord, call: dict[str, Any], side: int) -> list[dict[str, Any]]:
+    """One photo of a species in both readings of its call's mask (the method's own when the
+    call names none), each drawn from the candidate's RLE in the store over the photo read
+    once at ``side`` px; the call's reading marked ``chosen``."""
+    from gloper_jobs.jobs.readings import reading_candidates, target_of
+
+    info = (rec.item.info or {}).get("polarity") or {}
+    by_name = {c.name: c for c in rec.candidates}
+    readings = reading_candidates(session, int(rec.job.id or 0), int(rec.item.id or 0))
+    shown = []
+    for reading in ("darker", "lighter"):
+        name = target_of({**call, "polarity": reading}, info, readings)
+        if name in by_name:
+            shown.append((reading, by_name[str(name)]))
+    if not shown:
+        return []
+    try:
+        thumb: Any = photo_thumbnail(photo_location(rec.job, rec.item), side)
+    except Exception:  # noqa: BLE001 - a moved photo must not stop the report
+        thumb = None
+    out = []
+    for reading, cand in shown:
+        picture = None
+        if thumb is not None:
+            try:  # the store's RLE (every candidate has one); the PNG only for rows from before RLEs
+                mask = candidate_mask("" if cand.stored_rle else cand.mask_path, cand.stored_rle)
+                picture = data_uri(jpeg_bytes(reading_picture(thumb, mask)), "image/jpeg")
+            except (OSError, GloperError):
+                picture = None
+        out.append({"reading": reading, "name": cand.name, "thumb": picture, "dice": cand.dice,
+                    "path": rec.item.rel_path, "chosen": reading == call.get("polarity")})
+    return out
+
+
+def _polarity(session: Session, data: ReportData, side: int = defaults.REPORT_READING_SIDE) -> list[dict[str, Any]]:
+    """Per species: the stored call (reading, mask, how it was settled, by whom and when, the
+    photos' suggestion) and one photo in both readings, large enough to judge the coat, so a
+    wrong call is seen (and settled with `gloper review`)."""
     calls = (data.job.species_polarity or {}).get("calls", {})
+    first: dict[str, PhotoRecord] = {}
+    for r in data.done:
+        first.setdefault(r.item.species, r)
     rows: list[dict[str, Any]] = []
     for species, call in calls.items():
-        row: dict[str, Any] = {"species": species, **call, "readings": []}
-        rec = next((r for r in data.done if r.item.species == species), None)
-        options = ((rec.item.info or {}).get("polarity") or {}).get("candidates", {}) if rec else {}
-        by_name = {c.name: c for c in rec.candidates} if rec else {}
-        for reading in ("darker", "lighter"):
-            cand = by_name.get(options.get(reading, ""))
-            if rec is None or cand is None:
-                continue
-            try:
-                thumb: str | None = overlay_thumbnail(Path(rec.item.path), Path(cand.mask_path))
-            except Exception:  # noqa: BLE001 - a moved photo must not stop the report
-                thumb = None
-            row["readings"].append({"reading": reading, "name": cand.name, "thumb": thumb, "dice": cand.dice,
-                                    "path": rec.item.rel_path, "chosen": reading == call["polarity"]})
-        rows.append(row)
+        rec = first.get(species)
+        rows.append({"species": species, **call,
+                     "readings": _reading_pictures(session, rec, call, side) if rec else []})
     return rows
 
 
@@ -104,7 +151,7 @@ def render_html(session: Session, job: Job, gallery_size: int = defaults.REPORT_
         plot=plot, plot_title=plot_title,
         gallery=[(title, [_card(r) for r in recs]) for title, recs in gallery(data, gallery_size)],
         rows=[as_row(r) for r in data.records[:MAX_ROWS]], n_records=len(data.records),
-        failed=data.failed, fmt=_fmt, polarity=_polarity(data),
+        failed=data.failed, fmt=_fmt, polarity=_polarity(session, data), when=when,
     )
 
 

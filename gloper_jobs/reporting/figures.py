@@ -11,11 +11,14 @@ import numpy as np
 from PIL import Image
 
 from gloper_jobs import defaults
-from gloper_jobs.data.images import load_image
+from gloper_jobs.data.images import load_image, load_photo, resize_mask
 from gloper_jobs.data.outputs import read_mask
 from gloper_jobs.storage import local_copy
 
 OVERLAY_RGB = (255, 0, 64)
+#: a reading's picture: the pattern tinted this much, the rest of the photo kept at this brightness
+READING_TINT = 0.5
+READING_DIM = 0.4
 
 
 def data_uri(png: bytes, mime: str = "image/png") -> str:
@@ -81,3 +84,32 @@ def mask_thumbnail(mask_path: np.ndarray | Path | str, side: int = defaults.REPO
     mask = _mask(mask_path)
     h, w = _fit(mask.shape, side)
     return _encode(Image.fromarray(mask).convert("L").resize((w, h), Image.Resampling.BILINEAR))
+
+
+def photo_thumbnail(photo: Path | str, side: int) -> np.ndarray:
+    """The photo (a file or an ``s3://`` object) as ``hxwx3 uint8 RGB``, longest side
+    ``side`` (never upscaled), EXIF orientation applied; a JPEG is decoded at the smallest
+    DCT scale that keeps both sides at least ``side`` (Pillow's draft mode)."""
+    with local_copy(photo) as local:
+        image = load_photo(local, min_side=side).image
+    h, w = _fit(image.shape[:2], side)
+    return np.asarray(Image.fromarray(image).resize((w, h), Image.Resampling.LANCZOS))
+
+
+def reading_picture(thumb: np.ndarray, mask: np.ndarray) -> Image.Image:
+    """One reading over a photo: ``thumb`` (``hxwx3 uint8 RGB``) with ``mask`` (``HxW bool``
+    at any size, e.g. the method's working size, resized by nearest neighbour) tinted and
+    everything else dimmed, so the region read as the pattern stands out."""
+    h, w = thumb.shape[:2]
+    m = resize_mask(mask, (h, w))
+    out = thumb.astype(np.float32)
+    out[~m] *= READING_DIM
+    out[m] = out[m] * (1 - READING_TINT) + np.array(OVERLAY_RGB, dtype=np.float32) * READING_TINT
+    return Image.fromarray(out.clip(0, 255).astype(np.uint8))
+
+
+def jpeg_bytes(img: Image.Image, quality: int = 82) -> bytes:
+    """``img`` as JPEG bytes."""
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
