@@ -29,8 +29,9 @@ from gloper_jobs.testbed import services as qs
 from gloper_jobs.testbed.cluster import Cluster, candidate_rows, counts
 from gloper_jobs.testbed.netns import NetCluster
 
-#: what a worker logs for each result it dropped because its lease lapsed (jobs.recording)
-FENCED_MARK = "fenced off"
+#: what a worker logs for each result (or failure) it dropped because its lease lapsed
+#: (jobs.recording, jobs.execution)
+FENCED_MARKS = ("(stale result dropped)", "(stale failure dropped)")
 
 
 @dataclass
@@ -128,7 +129,8 @@ def claimed_after(store: Store, node: str, since: datetime) -> datetime | None:
 
 def fenced_writes(rig: Rig) -> int:
     """Results the workers dropped because their lease had lapsed (their log lines)."""
-    return sum(log.read_text(errors="replace").count(FENCED_MARK) for _, _, log in rig.cluster.workers)
+    texts = [log.read_text(errors="replace") for _, _, log in rig.cluster.workers]
+    return sum(text.count(mark) for text in texts for mark in FENCED_MARKS)
 
 
 def judge(store: Store, job_id: int, n_items: int) -> dict[str, int]:
@@ -136,3 +138,207 @@ def judge(store: Store, job_id: int, n_items: int) -> dict[str, int]:
     final = counts(store, job_id)
     return {"items": n_items, "done": final.get("done", 0), "lost": n_items - final.get("done", 0),
             "duplicate_rows": sum(1 for _, _, c in candidate_rows(store, job_id) if c > 1)}
+
+
+# --- the faults, run the same way by the tests and the benchmark --------------
+def _ns_inode(rig: Rig, node: str) -> str:
+    import os
+
+    return str(os.stat(f"/run/netns/{rig.net.ns(node)}").st_ino)
+
+
+def _submit(rig: Rig, args: Sequence[str]) -> int:
+    """Run ``gloper submit ARGS`` on the host; the job id (its last line)."""
+    return int(rig.cluster.gloper(*args, timeout=600).stdout.strip().splitlines()[-1])
+
+
+def _wait(predicate: object, timeout: float, what: str, rig: Rig) -> None:
+    assert callable(predicate)
+    rig.cluster.wait_for(predicate, timeout, what)
+
+
+def node_fault(rig: Rig, fault: str, submit: Sequence[str], probe: Sequence[str], *, seconds: float,
+               victim: str = "n1", other: str = "n2", hold: Path | None = None,
+               workdir: Path, concurrency: int = 2, drain_timeout: float = 900) -> dict[str, object]:
+    """One node fault on a fresh pair of nodes: ``cut`` (every packet dropped both ways),
+    ``no_store`` (the victim reaches Redis, not PostgreSQL) or ``no_broker`` (the reverse),
+    for ``seconds``, in the middle of the victim's items, then healed.
+
+    ``submit`` is the job's ``gloper submit`` arguments, ``probe`` a small job submitted at
+    the heal so that both nodes have work to be seen taking. With ``hold`` (the fake
+    method's ``hold`` file) the victim's running items stay running until 3 s after the
+    heal, so their late results meet the items' new holder (the fence). Returns what the
+    fault is judged by."""
+    from gloper_jobs.store.models import utcnow
+    from gloper_jobs.testbed.cluster import drained, items
+
+    cluster = rig.cluster
+    store = cluster.store()
+    job = _submit(rig, submit)
+    n_items = sum(counts(store, job).values())
+    workdir.mkdir(parents=True, exist_ok=True)
+    for node in (victim, other):
+        rig.start_node(node, "--concurrency", str(concurrency))
+    def victim_busy() -> bool:
+        rows = items(store, job).values()
+        mine = [i for i in rows if (i.worker or "").startswith(f"{victim}@")]
+        return any(i.status == "done" for i in mine) and any(i.status == "running" for i in mine)
+
+    _wait(victim_busy, 300, f"{victim} to finish an item and run another", rig)
+    if hold is not None:
+        hold.write_text(_ns_inode(rig, victim))
+    ports = {"cut": None, "no_store": [rig.pg.port], "no_broker": [rig.redis.port]}[fault]
+    rig.net.cut(victim, ports)
+    t_cut, at_cut = time.monotonic(), utcnow()
+    time.sleep(1.0)  # a write of the victim's in flight at the cut lands or not; none after it
+    held = {i.rel_path for i in items(store, job).values()
+            if i.status == "running" and (i.worker or "").startswith(f"{victim}@")}
+    taken_over: float | None = None
+    status_lost = False
+    while time.monotonic() - t_cut < seconds:  # watch the takeover and `gloper status` meanwhile
+        rows = items(store, job)
+        if taken_over is None and all(not (rows[p].worker or "").startswith(f"{victim}@") or rows[p].status == "done"
+                                      and (rows[p].worker or "").startswith(f"{other}@") for p in held):
+            taken_over = round(time.monotonic() - t_cut, 1)
+        if not status_lost:
+            text = cluster.gloper("status", str(job)).stdout
+            status_lost = "lost workers" in text and f"{victim}@" in text.split("lost workers", 1)[1]
+        time.sleep(1.0)
+    rig.net.heal(victim)
+    t_heal, at_heal = time.monotonic(), utcnow()
+    probe_job = _submit(rig, probe)
+    if hold is not None:
+        time.sleep(3)
+        hold.unlink()
+    back: dict[str, float | None] = {victim: None, other: None}
+    while time.monotonic() - t_heal < 120 and None in back.values():
+        for node in back:
+            if back[node] is None:
+                when = claimed_after(store, node, at_heal)
+                if when is not None:
+                    back[node] = round((when - at_heal).total_seconds(), 1)
+        time.sleep(0.5)
+    _wait(lambda: drained(store, job) and drained(store, probe_job), drain_timeout, "both jobs to drain", rig)
+    to_drained = round(time.monotonic() - t_heal, 1)
+    rows = items(store, job)
+    result: dict[str, object] = {
+        "fault": fault, "fault_s": seconds, **judge(store, job, n_items),
+        "probe": judge(store, probe_job, sum(counts(store, probe_job).values())),
+        "victim_items_at_cut": len(held),
+        "taken_over_s": taken_over,
+        "taken_over_by": sorted({(rows[p].worker or "?").split("@")[0] for p in held}),
+        "status_listed_lost": status_lost,
+        "heal_to_consuming_s": back,
+        "last_fault_to_drained_s": to_drained,
+        "stale_writes_fenced": fenced_writes(rig),
+        "max_deliveries": max(r.deliveries for r in rows.values()),
+        "cut_at": at_cut.isoformat(),
+    }
+    logs = [log for _, _, log in cluster.workers]
+    cluster.stop()
+    for log in logs:  # kept per fault (the next fault's nodes write new ones)
+        log.rename(workdir / log.name)
+    return result
+
+
+def slow_link(rig: Rig, submit: Sequence[str], *, delay: float, loss: int, workdir: Path,
+              slow: str = "n2", other: str = "n1", concurrency: int = 2,
+              drain_timeout: float = 900) -> dict[str, object]:
+    """A whole job with ``slow``'s link adding ``delay`` s each way (a relay) and dropping
+    ``loss`` % of its packets at random (both ways): nothing lost or doubled, both nodes work."""
+    from gloper_jobs.testbed.cluster import drained, items
+
+    cluster = rig.cluster
+    store = cluster.store()
+    rig.slow_link(slow, delay)
+    rig.net.lossy(slow, loss)
+    t0 = time.monotonic()
+    job = _submit(rig, submit)
+    n_items = sum(counts(store, job).values())
+    for node in (other, slow):
+        rig.start_node(node, "--concurrency", str(concurrency))
+    _wait(lambda: drained(store, job), drain_timeout, "the job to drain", rig)
+    job_s = round(time.monotonic() - t0, 1)
+    rows = items(store, job).values()
+    result: dict[str, object] = {
+        "fault": f"{delay * 1000:.0f} ms each way + {loss} % loss on {slow}'s link, whole job",
+        **judge(store, job, n_items),
+        "done_by": {n: sum(1 for r in rows if (r.worker or "").startswith(f"{n}@")) for n in (other, slow)},
+        "stale_writes_fenced": fenced_writes(rig), "max_deliveries": max(r.deliveries for r in rows),
+        "submit_to_drained_s": job_s, "heal_to_consuming_s": None, "last_fault_to_drained_s": 0.0,
+    }
+    logs = [log for _, _, log in cluster.workers]
+    cluster.stop()
+    rig.net.heal(slow)
+    rig.close()
+    workdir.mkdir(parents=True, exist_ok=True)
+    for log in logs:
+        log.rename(workdir / log.name)
+    return result
+
+
+def _queued_task_ids(rig: Rig) -> list[str]:
+    """The task ids of every message waiting in the Redis queues (kombu's JSON envelopes)."""
+    import json
+
+    import redis
+
+    client = redis.Redis.from_url(rig.cluster.broker_url)
+    ids = []
+    for key in client.keys("extract.cpu*"):
+        if client.type(key) == b"list":
+            ids += [json.loads(raw)["headers"]["id"] for raw in client.lrange(key, 0, -1)]
+    return ids
+
+
+def submitter_cut(rig: Rig, submit: Sequence[str], *, after_published: int, batch: int = 100,
+                  exit_timeout: float = 180) -> dict[str, object]:
+    """``gloper submit`` (no worker running) with the submitter's link cut once
+    ``after_published`` messages are in the queue; healed when it exited; then the same
+    command again. Judged by the rows, the messages (each item's once) and the second run."""
+    import redis
+
+    from gloper_jobs.testbed.cluster import GLOPER, items
+
+    cluster = rig.cluster
+    env = {**cluster.env, "GLOPER_SUBMIT_BATCH": str(batch)}
+    client = redis.Redis.from_url(cluster.broker_url, socket_timeout=5)
+    first = subprocess.Popen([*GLOPER, *submit], env=env, cwd=cluster.workdir, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and first.poll() is None:
+        if int(client.llen("extract.cpu")) >= after_published:
+            break
+        time.sleep(0.05)
+    else:
+        first.kill()
+        raise AssertionError(f"gloper submit published fewer than {after_published} messages before it ended")
+    rig.net.cut("host")
+    t_cut = time.monotonic()
+    try:
+        out, err = first.communicate(timeout=exit_timeout)
+    except subprocess.TimeoutExpired:
+        first.kill()
+        out, err = first.communicate()
+    cut_s = round(time.monotonic() - t_cut, 1)
+    rig.net.heal("host")
+    t_heal = time.monotonic()
+    second = subprocess.run([*GLOPER, *submit], env=env, cwd=cluster.workdir, capture_output=True, text=True,
+                            timeout=600)
+    store = cluster.store()
+    job = int(second.stdout.strip().splitlines()[-1]) if second.returncode == 0 else None
+    ids = _queued_task_ids(rig)
+    rows = items(store, job).values() if job is not None else []
+    unfinished = {r.id for r in rows if r.status in ("pending", "queued")}
+    queued_ids = {int(t.rsplit("-", 1)[1]) for t in ids}
+    return {
+        "fault": "submitter cut off mid `gloper submit`, then the same command again",
+        "items": len(rows), "first_exit": first.returncode, "first_error": (err.strip().splitlines() or [""])[-1],
+        "first_ran_after_cut_s": cut_s, "second_exit": second.returncode,
+        "second_output": second.stdout.strip().splitlines()[:2] + second.stderr.strip().splitlines()[-2:],
+        "messages": len(ids), "enqueued_twice": len(ids) - len(set(ids)),
+        "items_without_message": len(unfinished - queued_ids),
+        "lost": len(unfinished - queued_ids), "duplicate_rows": len(rows) - len({r.rel_path for r in rows}),
+        "heal_to_second_done_s": round(time.monotonic() - t_heal, 1),
+        "stale_writes_fenced": 0, "heal_to_consuming_s": None,
+    }
