@@ -21,9 +21,9 @@ _why = unavailable()
 pytestmark = [pytest.mark.queue, pytest.mark.skipif(_why is not None, reason=f"partition tests: {_why}")]
 
 #: the fault's length in the tests (the benchmark's is 90 s)
-FAULT_S = 30.0
+FAULT_S = 20.0
 #: the lease: shorter than the fault, so the cut-off node's items are taken over during it
-LEASE_S = 10.0
+LEASE_S = 8.0
 ENV = {
     "GLOPER_PLUGINS": "gloper_jobs.testbed.fake_methods",
     "GLOPER_STALE_SECONDS": str(LEASE_S), "GLOPER_HEARTBEAT_SECONDS": "2", "GLOPER_STRANDED_SECONDS": "30",
@@ -98,8 +98,7 @@ def test_slow_lossy_link_for_a_whole_job(tmp_path: Path) -> None:
 def test_submitter_cut_off_mid_submit_then_again(tmp_path: Path) -> None:
     from gloper_jobs.testbed.partition import partition_rig, submitter_cut
 
-    from gloper_jobs.data.synthetic import make_dataset as _make
-    _make(tmp_path / "big", per_species=500, size=8)  # 2,000 photos
+    make_dataset(tmp_path / "big", per_species=500, size=8)  # 2,000 photos
     submit = ["submit", "extract", str(tmp_path / "big"), "--method", "noop", "--no-foreground"]
     with partition_rig(tmp_path, ENV) as rig:
         result = submitter_cut(rig, submit, after_published=300)

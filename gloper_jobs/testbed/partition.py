@@ -16,10 +16,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlmodel import col, select
@@ -141,6 +141,17 @@ def judge(store: Store, job_id: int, n_items: int) -> dict[str, int]:
 
 
 # --- the faults, run the same way by the tests and the benchmark --------------
+def _utc(t: datetime) -> datetime:
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+def wait_ready(rig: Rig, nodes: Sequence[str], timeout: float = 240) -> None:
+    """Wait until every node's Celery worker says it is ready (a slow link's boot is slow)."""
+    logs = {name: log for name, _, log in rig.cluster.workers if name in nodes}
+    _wait(lambda: all(" ready." in log.read_text(errors="replace") for log in logs.values()), timeout,
+          f"{', '.join(nodes)} to be ready", rig)
+
+
 def _ns_inode(rig: Rig, node: str) -> str:
     import os
 
@@ -152,8 +163,7 @@ def _submit(rig: Rig, args: Sequence[str]) -> int:
     return int(rig.cluster.gloper(*args, timeout=600).stdout.strip().splitlines()[-1])
 
 
-def _wait(predicate: object, timeout: float, what: str, rig: Rig) -> None:
-    assert callable(predicate)
+def _wait(predicate: Callable[[], bool], timeout: float, what: str, rig: Rig) -> None:
     rig.cluster.wait_for(predicate, timeout, what)
 
 
@@ -193,17 +203,12 @@ def node_fault(rig: Rig, fault: str, submit: Sequence[str], probe: Sequence[str]
     time.sleep(1.0)  # a write of the victim's in flight at the cut lands or not; none after it
     held = {i.rel_path for i in items(store, job).values()
             if i.status == "running" and (i.worker or "").startswith(f"{victim}@")}
-    taken_over: float | None = None
     status_lost = False
-    while time.monotonic() - t_cut < seconds:  # watch the takeover and `gloper status` meanwhile
-        rows = items(store, job)
-        if taken_over is None and all(not (rows[p].worker or "").startswith(f"{victim}@") or rows[p].status == "done"
-                                      and (rows[p].worker or "").startswith(f"{other}@") for p in held):
-            taken_over = round(time.monotonic() - t_cut, 1)
+    while time.monotonic() - t_cut < seconds:  # `gloper status` meanwhile
         if not status_lost:
             text = cluster.gloper("status", str(job)).stdout
             status_lost = "lost workers" in text and f"{victim}@" in text.split("lost workers", 1)[1]
-        time.sleep(1.0)
+        time.sleep(min(2.0, max(0.0, seconds - (time.monotonic() - t_cut))))
     rig.net.heal(victim)
     t_heal, at_heal = time.monotonic(), utcnow()
     probe_job = _submit(rig, probe)
@@ -221,6 +226,10 @@ def node_fault(rig: Rig, fault: str, submit: Sequence[str], probe: Sequence[str]
     _wait(lambda: drained(store, job) and drained(store, probe_job), drain_timeout, "both jobs to drain", rig)
     to_drained = round(time.monotonic() - t_heal, 1)
     rows = items(store, job)
+    # when the other node claimed each of the victim's items (the last of them): the takeover
+    claims = [(_utc(started) - at_cut).total_seconds() for p in held
+              if (rows[p].worker or "").startswith(f"{other}@") and (started := rows[p].started_at) is not None]
+    taken_over = round(max(claims), 1) if held and len(claims) == len(held) else None
     result: dict[str, object] = {
         "fault": fault, "fault_s": seconds, **judge(store, job, n_items),
         "probe": judge(store, probe_job, sum(counts(store, probe_job).values())),
@@ -252,11 +261,14 @@ def slow_link(rig: Rig, submit: Sequence[str], *, delay: float, loss: int, workd
     store = cluster.store()
     rig.slow_link(slow, delay)
     rig.net.lossy(slow, loss)
+    for node in (other, slow):
+        rig.start_node(node, "--concurrency", str(concurrency))
+    t0 = time.monotonic()
+    wait_ready(rig, (other, slow))
+    ready_s = round(time.monotonic() - t0, 1)
     t0 = time.monotonic()
     job = _submit(rig, submit)
     n_items = sum(counts(store, job).values())
-    for node in (other, slow):
-        rig.start_node(node, "--concurrency", str(concurrency))
     _wait(lambda: drained(store, job), drain_timeout, "the job to drain", rig)
     job_s = round(time.monotonic() - t0, 1)
     rows = items(store, job).values()
@@ -265,7 +277,7 @@ def slow_link(rig: Rig, submit: Sequence[str], *, delay: float, loss: int, workd
         **judge(store, job, n_items),
         "done_by": {n: sum(1 for r in rows if (r.worker or "").startswith(f"{n}@")) for n in (other, slow)},
         "stale_writes_fenced": fenced_writes(rig), "max_deliveries": max(r.deliveries for r in rows),
-        "submit_to_drained_s": job_s, "heal_to_consuming_s": None, "last_fault_to_drained_s": 0.0,
+        "submit_to_drained_s": job_s, "nodes_ready_s": ready_s, "heal_to_consuming_s": None, "last_fault_to_drained_s": 0.0,
     }
     logs = [log for _, _, log in cluster.workers]
     cluster.stop()
