@@ -366,3 +366,50 @@ def test_windows_wrap_past_midnight_and_refuse_nonsense() -> None:
             Window.parse(bad)
     with pytest.raises(ConfigurationError, match="GLOPER_WINDOW"):
         Settings.from_env(window="8pm-6am")
+
+
+def test_broker_and_store_connections_have_timeouts_and_keepalives(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A link that drops every packet resets nothing: each connection needs its own deadline
+    (issue 30). The settings reach kombu's transport options and libpq's connect args."""
+    import socket
+
+    from gloper_jobs.store.db import make_engine
+    from workers.app import celery_config
+
+    monkeypatch.setenv("GLOPER_STORE_TCP_TIMEOUT", "7")
+    monkeypatch.setenv("GLOPER_BROKER_SOCKET_TIMEOUT", "9")
+    s = Settings.from_env()
+    opts = celery_config(s)["broker_transport_options"]
+    assert opts["socket_timeout"] == opts["socket_connect_timeout"] == 9
+    assert opts["socket_keepalive"] is True and opts["retry_on_timeout"] is True
+    assert opts["health_check_interval"] == s.broker_health_check == 10
+    assert opts["socket_keepalive_options"][socket.TCP_USER_TIMEOUT] == 9000
+    assert opts["socket_keepalive_options"][socket.TCP_KEEPIDLE] == s.tcp_keepalive_idle
+    seen: dict[str, object] = {}
+    monkeypatch.setattr("gloper_jobs.store.db.create_engine", lambda url, **kw: seen.update(kw))
+    make_engine("postgresql://u@db.invalid/x?keepalives_idle=30")
+    args = seen["connect_args"]
+    assert isinstance(args, dict)
+    assert args["tcp_user_timeout"] == 7000 and args["connect_timeout"] == 10 and args["keepalives"] == 1
+    assert "keepalives_idle" not in args  # what the URL names wins
+    monkeypatch.setenv("GLOPER_TCP_KEEPALIVE_COUNT", "0")
+    with pytest.raises(ConfigurationError, match="GLOPER_TCP_KEEPALIVE_COUNT"):
+        Settings.from_env()
+
+
+def test_status_lists_workers_silent_past_the_lease(settings: Settings, dataset: Path) -> None:
+    from gloper_jobs.jobs.progress import format_progress, job_progress
+
+    store = Store(settings.database_url)
+    sub = record_extract_job(store, settings, dataset, "kmeans")
+    enqueue_unfinished(store, sub.job, Recorder(), batch=100)
+    with store.session() as s:
+        ids = dl.ids_to_enqueue(s, sub.job.id, include_queued=True)
+        dl.claim(s, ids[0], cap=3, host="h", worker="cut@h:1", lease_seconds=30)
+        dl.claim(s, ids[1], cap=3, host="h", worker="live@h:2", lease_seconds=30)
+        s.get(Item, ids[0]).heartbeat_at = utcnow() - timedelta(seconds=95)  # cut off 95 s ago
+    with store.session() as s:
+        p = job_progress(s, s.get(Job, sub.job.id), settings.stale_seconds)
+    assert [w for w, _ in p.lost] == ["cut@h:1"]
+    text = format_progress(p)
+    assert "lost workers" in text and "cut@h:1" in text and "live@h:2" not in text.split("lost workers")[1]
