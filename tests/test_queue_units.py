@@ -413,3 +413,41 @@ def test_status_lists_workers_silent_past_the_lease(settings: Settings, dataset:
     assert [w for w, _ in p.lost] == ["cut@h:1"]
     text = format_progress(p)
     assert "lost workers" in text and "cut@h:1" in text and "live@h:2" not in text.split("lost workers")[1]
+
+
+class BrokerRecorder(Recorder):
+    """A :class:`Recorder` that can say which items the broker holds (what it was sent)."""
+
+    def held(self, job: Job) -> set[int]:
+        return set(self.ids)
+
+    def queue_length(self, job: Job) -> int:
+        return len(self.ids)
+
+    def broker_id(self) -> str:
+        return "run-1"
+
+
+def test_submitting_again_publishes_what_a_cut_off_submit_marked_but_never_sent(
+        settings: Settings, dataset: Path) -> None:
+    """A submitter cut off between marking a batch queued and publishing it (issue 30, fault d):
+    the same command again publishes that batch, and nothing the broker already holds."""
+    from gloper_jobs.jobs.kinds import SubmitRequest
+    from gloper_jobs.jobs.submission import submit
+
+    store = Store(settings.database_url)
+    pub = BrokerRecorder()
+    first = record_extract_job(store, settings, dataset, "kmeans")
+    with store.session() as s:  # batch 1 published; batch 2 marked queued, then the link went
+        sent = dl.take_pending(s, first.job.id, 2)
+    pub(first.job, sent)
+    with store.session() as s:
+        stranded = dl.take_pending(s, first.job.id, 1)
+        for i in (*sent, *stranded):
+            s.get(Item, i).queued_at = utcnow() - timedelta(seconds=30)
+    request = SubmitRequest(dataset=dataset, method="kmeans", profile=None, params={})
+    again = submit(store, settings, "extract", request, pub)
+    assert not again.created
+    rest = first.job.n_items - len(sent) - len(stranded)
+    assert again.enqueued == rest + len(stranded)
+    assert sorted(pub.ids) == sorted(set(pub.ids)) and len(pub.ids) == first.job.n_items  # each once
