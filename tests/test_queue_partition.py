@@ -33,9 +33,9 @@ ENV = {
 }
 
 
-def _jobs(tmp: Path, hold: Path | None = None) -> tuple[list[str], list[str]]:
-    """The main job (40 photos, 2 s each) and the probe submitted at the heal (40 photos, 1 s)."""
-    make_dataset(tmp / "photos", per_species=10, size=32)
+def _jobs(tmp: Path, hold: Path | None = None, photos: int = 40) -> tuple[list[str], list[str]]:
+    """The main job (``photos``, 2 s each) and the probe submitted at the heal (40 photos, 1 s)."""
+    make_dataset(tmp / "photos", per_species=photos // 4, size=32)
     make_dataset(tmp / "probe", per_species=10, size=32)
     base = ["submit", "extract", "--method", "slow_logger", "--no-foreground"]
     main = [*base[:2], str(tmp / "photos"), *base[2:], "--param", "seconds=2", "--param", f"log={tmp / 'runs.log'}"]
@@ -86,7 +86,7 @@ def test_node_reaches_one_server_only(tmp_path: Path, fault: str) -> None:
 def test_slow_lossy_link_for_a_whole_job(tmp_path: Path) -> None:
     from gloper_jobs.testbed.partition import partition_rig, slow_link
 
-    main, _ = _jobs(tmp_path)
+    main, _ = _jobs(tmp_path, photos=20)
     with partition_rig(tmp_path, ENV) as rig:
         result = slow_link(rig, main, delay=0.3, loss=5, workdir=tmp_path / "slow")
     print(result)
