@@ -194,6 +194,12 @@ STORE_TCP_TIMEOUT = 20.0
 TCP_KEEPALIVE_IDLE = 10
 TCP_KEEPALIVE_INTERVAL = 5
 TCP_KEEPALIVE_COUNT = 3
+# The reconciler and the broker check run on the worker's event loop (see
+# workers.runtime.Reconciler): over a slow link one pass can take seconds, during which the
+# worker takes no message. After a pass that took d s the next waits at least
+# d / RECONCILER_LOOP_SHARE - d s, so they hold the loop for at most this share of its time
+# (a pass of 20 ms on a healthy link changes nothing; other nodes reconcile too).
+RECONCILER_LOOP_SHARE = 0.2
 # Passwords copied from an example file: refused wherever a secret is read.
 PLACEHOLDER_SECRETS = ("change-me", "changeme", "password", "secret", "example")
 FLOWER_USER = "gloper"

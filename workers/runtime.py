@@ -89,6 +89,7 @@ class Reconciler(bootsteps.StartStopStep):
         self._watch: Any = None
         self._store: Any = None
         self._store_back_at = float("-inf")  # when the store answered again after an outage
+        self._not_before = float("-inf")  # no pass before this (a slow link: see _paced)
 
     def start(self, consumer: Any) -> None:
         from gloper_jobs.defaults import LOST_GRACE_SECONDS
@@ -109,14 +110,30 @@ class Reconciler(bootsteps.StartStopStep):
                 ref.cancel()
         self._timer_ref = self._watch_ref = None
 
+    def _paced(self) -> bool:
+        """Whether a pass may run now: after one that took ``d`` s the loop is left alone for
+        ``d / RECONCILER_LOOP_SHARE - d`` s, so that over a slow link (each store and Redis
+        round trip 0.6 s) these passes never starve the worker of messages."""
+        return time.monotonic() >= self._not_before
+
+    def _ran(self, started: float) -> None:
+        from gloper_jobs.defaults import RECONCILER_LOOP_SHARE
+
+        took = time.monotonic() - started
+        self._not_before = time.monotonic() + took * (1 / RECONCILER_LOOP_SHARE - 1)
+        if took > 1.0:
+            log.warning("reconciler pass took %.1f s (a slow link to the store or Redis): the next "
+                        "waits %.0f s", took, took * (1 / RECONCILER_LOOP_SHARE - 1))
+
     def _check_broker(self, app: Celery) -> None:
         """Publish again, at once, what a restarted or emptied Redis lost (:class:`BrokerWatch`)."""
         from gloper_jobs.store.db import Store
         from workers.publish import CeleryPublisher
 
         settings: Settings = app.gloper_settings
-        if self._watch is None:
+        if self._watch is None or not self._paced():
             return
+        started = time.monotonic()
         try:
             if self._store is None:
                 self._store = Store(settings.database_url, migrate=False)
@@ -127,6 +144,7 @@ class Reconciler(bootsteps.StartStopStep):
         finally:
             if self._store is not None:
                 self._store.dispose()  # hold no connection across the pool's forks
+            self._ran(started)
 
     def _pass(self, app: Celery) -> None:
         from gloper_jobs.jobs.publishing import reconcile  # torch-free: see that module
@@ -134,6 +152,9 @@ class Reconciler(bootsteps.StartStopStep):
         from workers.publish import CeleryPublisher
 
         settings: Settings = app.gloper_settings
+        if not self._paced():
+            return
+        started = time.monotonic()
         try:
             if self._store is None:
                 self._store = Store(settings.database_url, migrate=False)
@@ -154,6 +175,7 @@ class Reconciler(bootsteps.StartStopStep):
         finally:
             if self._store is not None:
                 self._store.dispose()  # hold no connection across the pool's forks
+            self._ran(started)
 
 
 class WindowStep(bootsteps.StartStopStep):
