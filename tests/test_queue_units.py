@@ -451,3 +451,26 @@ def test_submitting_again_publishes_what_a_cut_off_submit_marked_but_never_sent(
     rest = first.job.n_items - len(sent) - len(stranded)
     assert again.enqueued == rest + len(stranded)
     assert sorted(pub.ids) == sorted(set(pub.ids)) and len(pub.ids) == first.job.n_items  # each once
+
+
+def test_reconciler_passes_are_paced_after_a_slow_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Over a slow link a pass holds the worker's event loop for seconds: the next waits so
+    that passes take at most RECONCILER_LOOP_SHARE of the loop; a failed pass (an outage)
+    does not delay the next (issue 30)."""
+    from gloper_jobs.defaults import RECONCILER_LOOP_SHARE
+    from workers.runtime import Reconciler
+
+    clock = [100.0]
+    monkeypatch.setattr("workers.runtime.time.monotonic", lambda: clock[0])
+    r = Reconciler.__new__(Reconciler)  # the pacing alone, without a consumer
+    r._not_before = float("-inf")
+    assert r._paced()
+    clock[0] = 110.0
+    r._ran(100.0, ok=True)  # a pass of 10 s
+    wait = 10.0 * (1 / RECONCILER_LOOP_SHARE - 1)
+    clock[0] = 110.0 + wait - 0.1
+    assert not r._paced()
+    clock[0] = 110.0 + wait + 0.1
+    assert r._paced()
+    r._ran(clock[0] - 15.0, ok=False)  # 15 s timing out on a store that is down
+    assert r._paced()
