@@ -133,9 +133,9 @@ def test_a_lapsed_lease_fences_its_holders_late_result(pg_settings: Settings, jo
     a late failure are refused (LeaseLost) and write nothing, b's result stays (issue 30)."""
     from sqlmodel import select
 
+    from gloper_jobs.jobs.candidates import CandidateRecord
     from gloper_jobs.store import Candidate
     from gloper_jobs.store import repository as repo
-    from gloper_jobs.store.repository import CandidateRecord
 
     store = Store(pg_settings.database_url)
     pub = SlowRecorder()

@@ -404,7 +404,7 @@ def test_status_lists_workers_silent_past_the_lease(settings: Settings, dataset:
     sub = record_extract_job(store, settings, dataset, "kmeans")
     enqueue_unfinished(store, sub.job, Recorder(), batch=100)
     with store.session() as s:
-        ids = dl.ids_to_enqueue(s, sub.job.id, include_queued=True)
+        ids = ids_to_enqueue(s, sub.job.id, include_queued=True)
         dl.claim(s, ids[0], cap=3, host="h", worker="cut@h:1", lease_seconds=30)
         dl.claim(s, ids[1], cap=3, host="h", worker="live@h:2", lease_seconds=30)
         s.get(Item, ids[0]).heartbeat_at = utcnow() - timedelta(seconds=95)  # cut off 95 s ago
