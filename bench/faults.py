@@ -11,6 +11,19 @@ job: items lost, messages published twice, concurrent double runs, duplicate row
 whether the workers are alive, and the launchers' restarts.
 
     flock /tmp/gloper-heavy.lock python -m bench.faults --photos 160 --out faults
+
+``--partition`` runs the network faults of issue 30 instead, each on a 40-photo GloPER
+job (``--device-class cpu``, size 32, 2 steps, local sizes 4,8, no foreground: the
+cheapest real GloPER) on two worker nodes in network namespaces of their own, the head's
+Redis and PostgreSQL in a third, the submitter on the host
+(:mod:`gloper_jobs.testbed.partition`): one node cut off (every packet dropped both
+ways) for ``--fault-s`` (90) s, a node that reaches Redis but not PostgreSQL and the
+reverse for as long, 300 ms each way and 5 % loss on one node's link for a whole job,
+and the submitter cut off in the middle of `gloper submit` of 2,000 photos, then the
+same command again. At each heal a 40-photo probe job (the fake ``slow_logger``, 1 s a
+photo) gives both nodes work to be seen taking. JSON in ``bench/results/``:
+
+    flock /tmp/gloper-heavy.lock nice -n 5 python -m bench.faults --partition --out faults-partition
 """
 
 from __future__ import annotations
@@ -114,6 +127,56 @@ def _outage(cluster: Cluster, job: int, name: str, stop: Any, start: Any, second
     return {"fault": name, "outage_s": seconds, "recovery_s": _wait_progress(cluster, job, since)}
 
 
+#: the cheapest honest GloPER setting (the distributed quick start's)
+PARTITION_GLOPER = ["--method", "gloper", "--device-class", "cpu", "--no-foreground",
+                    "--param", "size=32", "--param", "steps=2", "--param", "local_sizes=4,8"]
+
+
+def partition(args: argparse.Namespace) -> Path:
+    """The network faults of issue 30 (see the module's docstring), one fresh job each."""
+    import json
+
+    from gloper_jobs.testbed.partition import node_fault, partition_rig, slow_link, submitter_cut
+
+    work = Path(tempfile.mkdtemp(prefix="gloper-partition-"))
+    env = {"GLOPER_PLUGINS": "gloper_jobs.testbed.fake_methods", "GLOPER_STALE_SECONDS": str(args.lease_s),
+           "GLOPER_HEARTBEAT_SECONDS": "5", "GLOPER_STRANDED_SECONDS": "60"}
+    t0 = time.monotonic()
+    faults: list[dict[str, Any]] = []
+    load_before = os.getloadavg()
+    with partition_rig(work, env) as rig:
+        for i, fault in enumerate(args.faults.split(",")):
+            photos = work / f"photos-{i}"  # a new dataset per fault: a new job
+            make_dataset(photos, per_species=args.photos // 4, size=32)
+            make_dataset(work / f"probe-{i}", per_species=10, size=32)
+            main_job = ["submit", "extract", str(photos), *PARTITION_GLOPER]
+            probe = ["submit", "extract", str(work / f"probe-{i}"), "--method", "slow_logger", "--no-foreground",
+                     "--param", "seconds=1"]
+            print(f"--- {fault}", flush=True)
+            if fault in ("cut", "no_store", "no_broker"):
+                faults.append(node_fault(rig, fault, main_job, probe, seconds=args.fault_s, workdir=work / fault))
+            elif fault == "slow":
+                faults.append(slow_link(rig, main_job, delay=0.3, loss=5, workdir=work / fault))
+            elif fault == "submit":
+                make_dataset(work / "big", per_species=500, size=8)
+                faults.append(submitter_cut(rig, ["submit", "extract", str(work / "big"), *PARTITION_GLOPER],
+                                            after_published=300))
+            print(json.dumps(faults[-1], default=str), flush=True)
+    result = {
+        "machine": machine(), "load_before": load_before, "load_after": os.getloadavg(),
+        "conditions": "2 shared cores; other sessions' work possibly running outside the heavy lock",
+        "job": f"{args.photos} photos, gloper " + " ".join(PARTITION_GLOPER[1:]),
+        "nodes": "2 x gloper worker --gpus cpu -c 2, each in its own network namespace",
+        "lease_s": args.lease_s, "fault_s": args.fault_s,
+        "netem": "absent from this kernel: the delay is a relay's (gloper_jobs.testbed.delay_relay), the loss nftables'",
+        "wall_s": round(time.monotonic() - t0, 1), "faults": faults,
+    }
+    out = Path(__file__).parent / "results" / f"{args.out}.json"
+    out.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    print(json.dumps(result, indent=2, default=str))
+    return out
+
+
 def main(argv: list[str] | None = None) -> Path:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--photos", type=int, default=160, help="photos in the job (a multiple of 4)")
@@ -124,7 +187,15 @@ def main(argv: list[str] | None = None) -> Path:
     ap.add_argument("--redis-empty", action="store_true",
                     help="Redis comes back from each outage with no data (its files deleted)")
     ap.add_argument("--out", default="faults")
+    ap.add_argument("--partition", action="store_true", help="the network faults of issue 30 instead")
+    ap.add_argument("--faults", default="cut,no_store,no_broker,slow,submit", help="with --partition: which")
+    ap.add_argument("--fault-s", type=float, default=90.0, help="with --partition: each node fault's length")
+    ap.add_argument("--lease-s", type=float, default=30.0, help="with --partition: GLOPER_STALE_SECONDS")
     args = ap.parse_args(argv)
+    if args.partition:
+        if args.photos == 160:
+            args.photos = 40
+        return partition(args)
     if args.kills and args.seconds <= 2 * VICTIM_AGE_S:
         ap.error(f"--seconds {args.seconds}: an item is killed once it has run {VICTIM_AGE_S} s, "
                  f"so with --kills each photo must take more than {2 * VICTIM_AGE_S} s")

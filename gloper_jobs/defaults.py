@@ -177,6 +177,29 @@ RESTART_GIVE_UP = 5
 SHUTDOWN_GRACE = 30.0
 # How often a worker with a --window checks whether to pause or resume consuming, s.
 WINDOW_CHECK_SECONDS = 5.0
+# --- network faults (issue 30): a link that drops every packet sends no reset, so each
+# connection needs its own deadline or it hangs for as long as the kernel lets it (~15 min).
+# Redis: synchronous commands (publish, LLEN) and connects give up after this, s; it is also
+# the sockets' TCP_USER_TIMEOUT (unacknowledged data older than this breaks the connection).
+BROKER_SOCKET_TIMEOUT = 15.0
+# kombu drops a BRPOP whose reply is overdue by this plus its 1 s timeout, and PINGs a
+# connection idle for longer before using it, s.
+BROKER_HEALTH_CHECK_SECONDS = 10.0
+# PostgreSQL (libpq): connect_timeout, s, and tcp_user_timeout, s: a query in flight on a
+# dead link fails after this (then the store is unreachable: the item retries).
+STORE_CONNECT_TIMEOUT = 10.0
+STORE_TCP_TIMEOUT = 20.0
+# TCP keepalive of every Redis and PostgreSQL socket: the first probe after this many s
+# idle, then one every interval; after count unanswered probes the connection is closed.
+TCP_KEEPALIVE_IDLE = 10
+TCP_KEEPALIVE_INTERVAL = 5
+TCP_KEEPALIVE_COUNT = 3
+# The reconciler and the broker check run on the worker's event loop (see
+# workers.runtime.Reconciler): over a slow link one pass can take seconds, during which the
+# worker takes no message. After a pass that took d s the next waits at least
+# d / RECONCILER_LOOP_SHARE - d s, so they hold the loop for at most this share of its time
+# (a pass of 20 ms on a healthy link changes nothing; other nodes reconcile too).
+RECONCILER_LOOP_SHARE = 0.2
 # Passwords copied from an example file: refused wherever a secret is read.
 PLACEHOLDER_SECRETS = ("change-me", "changeme", "password", "secret", "example")
 FLOWER_USER = "gloper"

@@ -98,14 +98,47 @@ GLOPER_VISIBILITY_TIMEOUT        Redis redelivers an unacknowledged task after
 GLOPER_MAX_DELIVERIES            deliveries of one item that end without a result
                                  (its worker died) before it is failed (3)
 GLOPER_HEARTBEAT_SECONDS         how often a running item's heartbeat is written (10)
-GLOPER_STALE_SECONDS             a running item whose heartbeat is older is stale:
-                                 ``gloper resume`` re-enqueues it (120)
+GLOPER_STALE_SECONDS             the lease: a running item whose heartbeat is older
+                                 is stale (the reconciler and ``gloper resume``
+                                 re-enqueue it) and its lease, extended by every
+                                 heartbeat, lapses after as long (120). Cost:
+                                 shorter takes a lost node's items over sooner
+                                 (lease + one reconciler pass) but a node whose
+                                 store pauses longer loses its items and its run
+                                 is wasted (its late result is fenced off)
 GLOPER_STRANDED_SECONDS          a queued item published longer ago than this
                                  whose message is not in the broker's queue is
                                  published again by the reconciler (600)
 GLOPER_BROKER_CHECK_SECONDS      how often each worker checks Redis for a restart
                                  (new run id) or a queue emptied under queued items,
                                  and publishes the lost items again (10)
+GLOPER_BROKER_SOCKET_TIMEOUT     Redis: a connect or a synchronous command
+                                 (publish, LLEN) gives up after this many s, and
+                                 unacknowledged data this old breaks the
+                                 connection (TCP_USER_TIMEOUT) (15). Cost: a
+                                 Redis that stalls longer (a huge fork for its
+                                 snapshot) is taken for a lost one: reconnect
+GLOPER_BROKER_HEALTH_CHECK       s: kombu drops a BRPOP whose reply is this much
+                                 overdue (past its 1 s timeout) and reconnects;
+                                 redis-py PINGs a connection idle longer before
+                                 using it (10). Cost: one PING per idle connection
+                                 per period. (Celery's ``broker_heartbeat`` is for
+                                 AMQP only: the Redis transport ignores it)
+GLOPER_STORE_CONNECT_TIMEOUT     PostgreSQL: libpq's connect_timeout, s (10).
+                                 Cost: a store farther than this (in round trips)
+                                 cannot be reached at all
+GLOPER_STORE_TCP_TIMEOUT         PostgreSQL: libpq's tcp_user_timeout, s: a query
+                                 in flight on a link that drops everything fails
+                                 after this (the item retries), instead of after
+                                 the kernel's ~15 min (20). Cost: a statement whose
+                                 packets go unacknowledged longer is cut off
+GLOPER_TCP_KEEPALIVE_IDLE        TCP keepalive of every Redis and PostgreSQL
+                                 socket: first probe after this many s idle (10)
+GLOPER_TCP_KEEPALIVE_INTERVAL    then one probe every this many s (5)
+GLOPER_TCP_KEEPALIVE_COUNT       unanswered probes before the connection is closed
+                                 (3): an idle connection to a vanished peer is
+                                 noticed in idle + interval x count s (25). Cost: a
+                                 40-byte packet per idle connection per interval
 GLOPER_SUBMIT_BATCH              items recorded and enqueued per batch (1000)
 GLOPER_WORKER_BOOT_TIMEOUT       seconds a new pool process may take to load its
                                  models before Celery gives up on it (300)
@@ -219,6 +252,13 @@ class Settings(BaseSettings):
     stale_seconds: PositiveFloat = defaults.STALE_SECONDS
     stranded_seconds: PositiveFloat = defaults.STRANDED_SECONDS
     broker_check_seconds: PositiveFloat = defaults.BROKER_CHECK_SECONDS
+    broker_socket_timeout: PositiveFloat = defaults.BROKER_SOCKET_TIMEOUT
+    broker_health_check: PositiveFloat = defaults.BROKER_HEALTH_CHECK_SECONDS
+    store_connect_timeout: PositiveFloat = defaults.STORE_CONNECT_TIMEOUT
+    store_tcp_timeout: PositiveFloat = defaults.STORE_TCP_TIMEOUT
+    tcp_keepalive_idle: PositiveInt = defaults.TCP_KEEPALIVE_IDLE
+    tcp_keepalive_interval: PositiveInt = defaults.TCP_KEEPALIVE_INTERVAL
+    tcp_keepalive_count: PositiveInt = defaults.TCP_KEEPALIVE_COUNT
     submit_batch: PositiveInt = defaults.SUBMIT_BATCH
     worker_boot_timeout: PositiveFloat = defaults.WORKER_BOOT_TIMEOUT
     worker_device: str | None = None
@@ -342,6 +382,34 @@ class Settings(BaseSettings):
         """``GLOPER_<KIND>_SOFT_TIME_LIMIT`` and ``GLOPER_<KIND>_TIME_LIMIT`` (None where unset
         for any kind; the kinds' own limits apply otherwise (:func:`gloper_jobs.jobs.kinds.time_limits`)."""
         return self.task_time_limits.get(f"{kind}_soft_time_limit"), self.task_time_limits.get(f"{kind}_time_limit")
+
+    def store_connect_args(self) -> dict[str, Any]:
+        """libpq options of every PostgreSQL connection: timeouts and keepalives (a link that
+        drops every packet resets nothing; without them a query waits ~15 min)."""
+        return {
+            "connect_timeout": max(1, round(self.store_connect_timeout)),
+            "tcp_user_timeout": round(self.store_tcp_timeout * 1000),  # ms
+            "keepalives": 1,
+            "keepalives_idle": self.tcp_keepalive_idle,
+            "keepalives_interval": self.tcp_keepalive_interval,
+            "keepalives_count": self.tcp_keepalive_count,
+        }
+
+    def broker_socket_options(self) -> dict[str, Any]:
+        """The Redis transport's socket options (kombu passes them to redis-py)."""
+        import socket
+
+        keepalive = {socket.TCP_KEEPIDLE: self.tcp_keepalive_idle, socket.TCP_KEEPINTVL: self.tcp_keepalive_interval,
+                     socket.TCP_KEEPCNT: self.tcp_keepalive_count,
+                     socket.TCP_USER_TIMEOUT: round(self.broker_socket_timeout * 1000)}
+        return {
+            "socket_timeout": self.broker_socket_timeout,
+            "socket_connect_timeout": self.broker_socket_timeout,
+            "socket_keepalive": True,
+            "socket_keepalive_options": keepalive,
+            "retry_on_timeout": True,
+            "health_check_interval": self.broker_health_check,
+        }
 
     @property
     def plugin_modules(self) -> list[str]:

@@ -11,6 +11,8 @@ command -v redis-server >/dev/null || need+=(redis-server)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || need+=(postgresql)
 command -v chromium >/dev/null || need+=(chromium)  # the HTML report test renders the page headless
 command -v chromedriver >/dev/null || need+=(chromium-driver)  # selenium drives it in the review page's tests
+command -v ip >/dev/null || need+=(iproute2)       # the partition tests' network namespaces
+command -v nft >/dev/null || need+=(nftables)      # and the faults on their links
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
   $SUDO apt-get update -qq && $SUDO apt-get install -y -qq "${need[@]}"

@@ -126,3 +126,53 @@ def test_the_lease_holder_may_claim_its_own_item_again(pg_settings: Settings, jo
     with store.session() as s:
         again = dl.claim(s, pub.ids[0], cap=4, host="h", worker="a:1", lease_seconds=30)
     assert again.skipped is None and again.deliveries == 2
+
+
+def test_a_lapsed_lease_fences_its_holders_late_result(pg_settings: Settings, job: Job) -> None:
+    """Node a is cut off past its lease; b claims and records the item; a's late result and
+    a late failure are refused (LeaseLost) and write nothing, b's result stays (issue 30)."""
+    from sqlmodel import select
+
+    from gloper_jobs.jobs.candidates import CandidateRecord
+    from gloper_jobs.store import Candidate
+    from gloper_jobs.store import repository as repo
+
+    store = Store(pg_settings.database_url)
+    pub = SlowRecorder()
+    enqueue_unfinished(store, job, pub, 100)
+    item = pub.ids[0]
+
+    def record(lease: dl.Lease | None, name: str) -> None:
+        with store.session() as s:
+            repo.record_success(s, item, [CandidateRecord(name, "", True, False, 0.5, None)], choice=name,
+                                seconds=1.0, width=8, height=8, foreground_fraction=None,
+                                foreground_fallback=None, note=None, host="h", device="cpu", lease=lease)
+
+    with store.session() as s:
+        a = dl.claim(s, item, cap=3, host="h", worker="a:1", lease_seconds=30)
+    lease_a = dl.Lease.of(a.item)
+    assert lease_a is not None and lease_a.owner == "a:1"
+    with store.session() as s:  # a is silent past its lease
+        s.get(Item, item).lease_expires_at = utcnow() - timedelta(seconds=1)
+    with store.session() as s:
+        b = dl.claim(s, item, cap=3, host="h", worker="b:2", lease_seconds=30)
+    lease_b = dl.Lease.of(b.item)
+    assert lease_b is not None and lease_b.epoch == lease_a.epoch + 1
+    record(lease_b, "from_b")
+    with pytest.raises(dl.LeaseLost, match="fenced off"):
+        record(lease_a, "from_a")
+    with pytest.raises(dl.LeaseLost), store.session() as s:
+        repo.record_failure(s, item, "late failure", None, lease=lease_a)
+    with store.session() as s:
+        row = s.get(Item, item)
+        names = s.exec(select(Candidate.name).where(Candidate.item_id == item)).all()
+    assert row.status == "done" and row.choice == "from_b" and row.error is None and list(names) == ["from_b"]
+    # a lease still holds when the reconciler queued the item again but nobody claimed it since
+    other = pub.ids[1]
+    with store.session() as s:
+        c = dl.claim(s, other, cap=3, host="h", worker="c:3", lease_seconds=30)
+        dl.requeue_stale(s, [other])
+    lease_c = dl.Lease.of(c.item)
+    with store.session() as s:
+        repo.record_failure(s, other, "bad photo", None, lease=lease_c)
+        assert s.get(Item, other).status == "failed"

@@ -366,3 +366,111 @@ def test_windows_wrap_past_midnight_and_refuse_nonsense() -> None:
             Window.parse(bad)
     with pytest.raises(ConfigurationError, match="GLOPER_WINDOW"):
         Settings.from_env(window="8pm-6am")
+
+
+def test_broker_and_store_connections_have_timeouts_and_keepalives(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A link that drops every packet resets nothing: each connection needs its own deadline
+    (issue 30). The settings reach kombu's transport options and libpq's connect args."""
+    import socket
+
+    from gloper_jobs.store.db import make_engine
+    from workers.app import celery_config
+
+    monkeypatch.setenv("GLOPER_STORE_TCP_TIMEOUT", "7")
+    monkeypatch.setenv("GLOPER_BROKER_SOCKET_TIMEOUT", "9")
+    s = Settings.from_env()
+    opts = celery_config(s)["broker_transport_options"]
+    assert opts["socket_timeout"] == opts["socket_connect_timeout"] == 9
+    assert opts["socket_keepalive"] is True and opts["retry_on_timeout"] is True
+    assert opts["health_check_interval"] == s.broker_health_check == 10
+    assert opts["socket_keepalive_options"][socket.TCP_USER_TIMEOUT] == 9000
+    assert opts["socket_keepalive_options"][socket.TCP_KEEPIDLE] == s.tcp_keepalive_idle
+    seen: dict[str, object] = {}
+    monkeypatch.setattr("gloper_jobs.store.db.create_engine", lambda url, **kw: seen.update(kw))
+    make_engine("postgresql://u@db.invalid/x?keepalives_idle=30")
+    args = seen["connect_args"]
+    assert isinstance(args, dict)
+    assert args["tcp_user_timeout"] == 7000 and args["connect_timeout"] == 10 and args["keepalives"] == 1
+    assert "keepalives_idle" not in args  # what the URL names wins
+    monkeypatch.setenv("GLOPER_TCP_KEEPALIVE_COUNT", "0")
+    with pytest.raises(ConfigurationError, match="GLOPER_TCP_KEEPALIVE_COUNT"):
+        Settings.from_env()
+
+
+def test_status_lists_workers_silent_past_the_lease(settings: Settings, dataset: Path) -> None:
+    from gloper_jobs.jobs.progress import format_progress, job_progress
+
+    store = Store(settings.database_url)
+    sub = record_extract_job(store, settings, dataset, "kmeans")
+    enqueue_unfinished(store, sub.job, Recorder(), batch=100)
+    with store.session() as s:
+        ids = ids_to_enqueue(s, sub.job.id, include_queued=True)
+        dl.claim(s, ids[0], cap=3, host="h", worker="cut@h:1", lease_seconds=30)
+        dl.claim(s, ids[1], cap=3, host="h", worker="live@h:2", lease_seconds=30)
+        s.get(Item, ids[0]).heartbeat_at = utcnow() - timedelta(seconds=95)  # cut off 95 s ago
+    with store.session() as s:
+        p = job_progress(s, s.get(Job, sub.job.id), settings.stale_seconds)
+    assert [w for w, _ in p.lost] == ["cut@h:1"]
+    text = format_progress(p)
+    assert "lost workers" in text and "cut@h:1" in text and "live@h:2" not in text.split("lost workers")[1]
+
+
+class BrokerRecorder(Recorder):
+    """A :class:`Recorder` that can say which items the broker holds (what it was sent)."""
+
+    def held(self, job: Job) -> set[int]:
+        return set(self.ids)
+
+    def queue_length(self, job: Job) -> int:
+        return len(self.ids)
+
+    def broker_id(self) -> str:
+        return "run-1"
+
+
+def test_submitting_again_publishes_what_a_cut_off_submit_marked_but_never_sent(
+        settings: Settings, dataset: Path) -> None:
+    """A submitter cut off between marking a batch queued and publishing it (issue 30, fault d):
+    the same command again publishes that batch, and nothing the broker already holds."""
+    from gloper_jobs.jobs.kinds import SubmitRequest
+    from gloper_jobs.jobs.submission import submit
+
+    store = Store(settings.database_url)
+    pub = BrokerRecorder()
+    first = record_extract_job(store, settings, dataset, "kmeans")
+    with store.session() as s:  # batch 1 published; batch 2 marked queued, then the link went
+        sent = dl.take_pending(s, first.job.id, 2)
+    pub(first.job, sent)
+    with store.session() as s:
+        stranded = dl.take_pending(s, first.job.id, 1)
+        for i in (*sent, *stranded):
+            s.get(Item, i).queued_at = utcnow() - timedelta(seconds=30)
+    request = SubmitRequest(dataset=dataset, method="kmeans", profile=None, params={})
+    again = submit(store, settings, "extract", request, pub)
+    assert not again.created
+    rest = first.job.n_items - len(sent) - len(stranded)
+    assert again.enqueued == rest + len(stranded)
+    assert sorted(pub.ids) == sorted(set(pub.ids)) and len(pub.ids) == first.job.n_items  # each once
+
+
+def test_reconciler_passes_are_paced_after_a_slow_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Over a slow link a pass holds the worker's event loop for seconds: the next waits so
+    that passes take at most RECONCILER_LOOP_SHARE of the loop; a failed pass (an outage)
+    does not delay the next (issue 30)."""
+    from gloper_jobs.defaults import RECONCILER_LOOP_SHARE
+    from workers.runtime import Reconciler
+
+    clock = [100.0]
+    monkeypatch.setattr("workers.runtime.time.monotonic", lambda: clock[0])
+    r = Reconciler.__new__(Reconciler)  # the pacing alone, without a consumer
+    r._not_before = float("-inf")
+    assert r._paced()
+    clock[0] = 110.0
+    r._ran(100.0, ok=True)  # a pass of 10 s
+    wait = 10.0 * (1 / RECONCILER_LOOP_SHARE - 1)
+    clock[0] = 110.0 + wait - 0.1
+    assert not r._paced()
+    clock[0] = 110.0 + wait + 0.1
+    assert r._paced()
+    r._ran(clock[0] - 15.0, ok=False)  # 15 s timing out on a store that is down
+    assert r._paced()

@@ -45,6 +45,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             # BRPOP over the queues in the order the worker lists them (urgent, normal,
             # bulk; see gloper_jobs.jobs.queues.with_priorities), not round robin.
             "queue_order_strategy": "priority",
+            # A link that drops every packet sends no reset: timeouts, keepalives and
+            # kombu's BRPOP health check end a dead connection so the consumer reconnects
+            # by itself after the heal (issue 30; celery#8030). GLOPER_BROKER_*, GLOPER_TCP_*.
+            **settings.broker_socket_options(),
         },
         # JSON only: a pickled message could run code on every node.
         "task_serializer": "json",

@@ -89,6 +89,7 @@ class Reconciler(bootsteps.StartStopStep):
         self._watch: Any = None
         self._store: Any = None
         self._store_back_at = float("-inf")  # when the store answered again after an outage
+        self._not_before = float("-inf")  # no pass before this (a slow link: see _paced)
 
     def start(self, consumer: Any) -> None:
         from gloper_jobs.defaults import LOST_GRACE_SECONDS
@@ -101,6 +102,7 @@ class Reconciler(bootsteps.StartStopStep):
                                                          (consumer.app,), priority=10)
         self._watch_ref = consumer.timer.call_repeatedly(settings.broker_check_seconds, self._check_broker,
                                                          (consumer.app,), priority=10)
+        self._not_before = float("-inf")
         self._check_broker(consumer.app)  # at once: a reconnect after an outage starts here
 
     def stop(self, consumer: Any) -> None:
@@ -109,24 +111,46 @@ class Reconciler(bootsteps.StartStopStep):
                 ref.cancel()
         self._timer_ref = self._watch_ref = None
 
+    def _paced(self) -> bool:
+        """Whether a pass may run now: after one that took ``d`` s the loop is left alone for
+        ``d / RECONCILER_LOOP_SHARE - d`` s, so that over a slow link (each store and Redis
+        round trip 0.6 s) these passes never starve the worker of messages."""
+        return time.monotonic() >= self._not_before
+
+    def _ran(self, started: float, ok: bool) -> None:
+        """Pace the next pass after one that succeeded slowly (a slow link); a failed one (an
+        outage) is not paced, so the first pass after it runs as soon as its timer says."""
+        from gloper_jobs.defaults import RECONCILER_LOOP_SHARE
+
+        if not ok:
+            return
+        took = time.monotonic() - started
+        self._not_before = time.monotonic() + took * (1 / RECONCILER_LOOP_SHARE - 1)
+        if took > 1.0:
+            log.warning("reconciler pass took %.1f s (a slow link to the store or Redis): the next "
+                        "waits %.0f s", took, took * (1 / RECONCILER_LOOP_SHARE - 1))
+
     def _check_broker(self, app: Celery) -> None:
         """Publish again, at once, what a restarted or emptied Redis lost (:class:`BrokerWatch`)."""
         from gloper_jobs.store.db import Store
         from workers.publish import CeleryPublisher
 
         settings: Settings = app.gloper_settings
-        if self._watch is None:
+        if self._watch is None or not self._paced():
             return
+        started, ok = time.monotonic(), False
         try:
             if self._store is None:
                 self._store = Store(settings.database_url, migrate=False)
             publisher = CeleryPublisher(app)
             self._watch.check(self._store, publisher, publisher)
+            ok = True
         except Exception as exc:  # noqa: BLE001 - store or broker down: the next check retries
             log.warning("broker check failed: %s", exc)
         finally:
             if self._store is not None:
                 self._store.dispose()  # hold no connection across the pool's forks
+            self._ran(started, ok)
 
     def _pass(self, app: Celery) -> None:
         from gloper_jobs.jobs.publishing import reconcile  # torch-free: see that module
@@ -134,6 +158,9 @@ class Reconciler(bootsteps.StartStopStep):
         from workers.publish import CeleryPublisher
 
         settings: Settings = app.gloper_settings
+        if not self._paced():
+            return
+        started, ok = time.monotonic(), False
         try:
             if self._store is None:
                 self._store = Store(settings.database_url, migrate=False)
@@ -149,11 +176,13 @@ class Reconciler(bootsteps.StartStopStep):
         except Exception as exc:  # noqa: BLE001 - the broker is down: the next pass retries
             log.warning("reconciler pass failed: %s", exc)
         else:
+            ok = True
             if self._store_back_at == float("inf"):
                 self._store_back_at = time.monotonic()
         finally:
             if self._store is not None:
                 self._store.dispose()  # hold no connection across the pool's forks
+            self._ran(started, ok)
 
 
 class WindowStep(bootsteps.StartStopStep):

@@ -15,6 +15,7 @@ import traceback
 from gloper_jobs.exceptions import GloperError, TransientError
 from gloper_jobs.jobs.context import WorkerContext
 from gloper_jobs.jobs.recording import (
+    FENCED,
     ItemResult,
     close_if_drained,
     finish_drained,
@@ -97,13 +98,17 @@ def execute_item(ctx: WorkerContext, item_id: int, retries: int = 0, last_attemp
     job = claim.job
     try:
         with Heartbeat(ctx.store, item_id, ctx.settings.heartbeat_seconds, ctx.worker, ctx.settings.stale_seconds):
-            return run_and_record(ctx, job, claim.item)
+            return run_and_record(ctx, job, claim.item, lease=dl.Lease.of(claim.item))
     except TransientError as exc:
         if last_attempt:
             message = f"gave up after {retries} retries of a transient error: {exc}"
-            with ctx.store.session() as s:
-                record_error(s, item_id, message)
-                drained = close_if_drained(s, job)
+            try:
+                with ctx.store.session() as s:
+                    record_error(s, item_id, message, lease=dl.Lease.of(claim.item))
+                    drained = close_if_drained(s, job)
+            except dl.LeaseLost as fenced:
+                log.warning("%s (stale failure dropped)", fenced)
+                return ItemResult(item_id, FENCED, str(fenced))
             if drained:
                 finish_drained(ctx.store, job)
             return ItemResult(item_id, ItemStatus.failed.value, message)

@@ -44,6 +44,9 @@ class JobProgress:
     stale: int
     workers: list[WorkerRow] = field(default_factory=list)
     errors: list[tuple[str, str]] = field(default_factory=list)
+    #: workers of this job silent for over ``stale_seconds`` while it has unfinished items:
+    #: (worker, seconds since its last heartbeat or finished item)
+    lost: list[tuple[str, float]] = field(default_factory=list)
 
     @property
     def remaining(self) -> int:
@@ -81,7 +84,23 @@ def job_progress(session: Session, job: Job, stale_seconds: float, n_errors: int
     ).all()
     progress.workers = [WorkerRow(h or "?", d or "?", w or "?", int(c), float(s or 0.0)) for h, d, w, c, s in rows]
     progress.errors = [(it.rel_path, it.error or "") for it in latest_errors(session, job_id, n_errors)]
+    if progress.remaining:
+        progress.lost = lost_workers(session, job_id, stale_seconds, now)
     return progress
+
+
+def lost_workers(session: Session, job_id: int, stale_seconds: float, now: datetime) -> list[tuple[str, float]]:
+    """Workers (``<node>:<pid>``) that worked on the job and gave no sign (a heartbeat, a
+    claim or a finished item) for over ``stale_seconds``: cut off, stopped or dead. Read
+    while the job has unfinished items (a live worker would be taking them)."""
+    last = func.max(func.coalesce(col(Item.heartbeat_at), col(Item.finished_at), col(Item.started_at)))
+    rows = session.execute(sa_select(col(Item.worker), last).where(
+        col(Item.job_id) == job_id, col(Item.worker).is_not(None)).group_by(col(Item.worker))).all()
+    lost = []
+    for worker, seen in rows:
+        if seen is not None and (age := (now - _aware(seen)).total_seconds()) > stale_seconds:
+            lost.append((str(worker), age))
+    return sorted(lost)
 
 
 def format_progress(p: JobProgress) -> str:
@@ -101,6 +120,9 @@ def format_progress(p: JobProgress) -> str:
         lines.append("  per worker:")
         for w in p.workers:
             lines.append(f"    {w.worker:<32} {w.device:<8} {w.done:>6} done  {w.mean_seconds:6.2f} s/photo")
+    if p.lost:
+        lines.append("  lost workers (no heartbeat or finished item for over the lease):")
+        lines.extend(f"    {worker:<32} last seen {age:.0f} s ago" for worker, age in p.lost)
     if p.errors:
         lines.append("  latest errors:")
         lines.extend(f"    {path}: {err.splitlines()[0] if err else ''}" for path, err in p.errors)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Sequence
 from itertools import groupby
-from typing import Protocol
+from typing import Protocol, cast
 
 from gloper_jobs.settings import Settings
 from gloper_jobs.store import Job, Store
@@ -134,7 +134,7 @@ class BrokerProbe(Protocol):
 
 
 def republish_lost(store: Store, publish: Publisher, probe: BrokerProbe, older_than: float,
-                   restarted: bool) -> int:
+                   restarted: bool, job_id: int | None = None) -> int:
     """Publish again the queued items whose message the broker lost (emptied or restarted).
 
     A job is looked at when the broker ``restarted`` (its run id changed) or when its
@@ -142,6 +142,9 @@ def republish_lost(store: Store, publish: Publisher, probe: BrokerProbe, older_t
     ago (after a restart: every queued item). Of those items, the ones whose message is neither waiting nor held by a worker
     are published again (in batches, until none is left). A message that still exists
     somewhere becomes a duplicate, which the item's lease drops. Returns how many.
+    With ``job_id`` only that job is looked at, whether its queue is empty or not (a
+    submitter cut off between marking a batch queued and publishing it: ``gloper submit``
+    run again publishes what it left, see :func:`republish_unpublished`).
     """
     total = 0
     if restarted:
@@ -149,9 +152,11 @@ def republish_lost(store: Store, publish: Publisher, probe: BrokerProbe, older_t
     with store.session() as s:
         job_ids = dl.jobs_with_queued(s, older_than)
     for jid in job_ids:
+        if job_id is not None and jid != job_id:
+            continue
         with store.session() as s:
             job = repo.get_job(s, jid)
-        if not restarted and probe.queue_length(job) > 0:
+        if not restarted and job_id is None and probe.queue_length(job) > 0:
             continue
         while True:
             with store.session() as s:
@@ -164,6 +169,17 @@ def republish_lost(store: Store, publish: Publisher, probe: BrokerProbe, older_t
             if not ids or len(locked) < STRANDED_PER_PASS:
                 break
     return total
+
+
+def republish_unpublished(store: Store, publish: Publisher, job_id: int, older_than: float) -> int:
+    """The queued items of job ``job_id`` marked over ``older_than`` s ago whose message is
+    neither waiting in the broker nor held by a worker, published again: a ``gloper
+    submit`` cut off between marking a batch queued and publishing it (or before it could
+    put the batch back to pending) left them so. Needs a publisher that can say what the
+    broker holds (``workers.publish.CeleryPublisher``); 0 with any other."""
+    if not callable(getattr(publish, "held", None)):
+        return 0
+    return republish_lost(store, publish, cast(BrokerProbe, publish), older_than, restarted=False, job_id=job_id)
 
 
 class BrokerWatch:

@@ -9,6 +9,7 @@ then run the kind's follow-up step outside it (:func:`finish_drained`).
 
 from __future__ import annotations
 
+import logging
 import traceback
 from dataclasses import dataclass
 from typing import Any
@@ -24,10 +25,15 @@ from gloper_jobs.store import repository as repo
 from gloper_jobs.store.db import Store
 from gloper_jobs.store.models import Item, ItemStatus, Job
 
+log = logging.getLogger(__name__)
+
+#: :attr:`ItemResult.status` of a result dropped because its lease lapsed (see deliveries.Lease)
+FENCED = "fenced"
+
 
 @dataclass(frozen=True)
 class ItemResult:
-    """What running one item did: ``done``, ``failed`` or ``skipped`` (with why)."""
+    """What running one item did: ``done``, ``failed``, ``skipped`` or ``fenced`` (with why)."""
 
     item_id: int
     status: str
@@ -44,20 +50,22 @@ def failure_message(exc: BaseException) -> str:
 
 
 def record_outcome(session: Session, item_id: int, outcome: ItemOutcome, host: str | None,
-                   device: str | None) -> None:
-    """Write an item's candidates and mark it done (in the caller's transaction)."""
+                   device: str | None, lease: dl.Lease | None = None) -> None:
+    """Write an item's candidates and mark it done (in the caller's transaction), only
+    while ``lease`` holds (:class:`~gloper_jobs.store.deliveries.LeaseLost` otherwise)."""
     repo.record_success(
         session, item_id, outcome.candidates, choice=outcome.choice, seconds=outcome.seconds,
         width=outcome.width, height=outcome.height, foreground_fraction=outcome.foreground_fraction,
         foreground_fallback=outcome.foreground_fallback, note=outcome.note, host=host, device=device,
-        info=outcome.info,
+        info=outcome.info, lease=lease,
     )
 
 
 def record_error(session: Session, item_id: int, message: str,
-                 status: str = ItemStatus.failed.value) -> None:
-    """Mark an item failed (or back to ``status``) with ``message`` and the traceback being handled."""
-    repo.record_failure(session, item_id, message, traceback.format_exc(), status=status)
+                 status: str = ItemStatus.failed.value, lease: dl.Lease | None = None) -> None:
+    """Mark an item failed (or back to ``status``) with ``message`` and the traceback being
+    handled (fenced by ``lease``)."""
+    repo.record_failure(session, item_id, message, traceback.format_exc(), status=status, lease=lease)
 
 
 def close_if_drained(session: Session, job: Job) -> bool:
@@ -96,26 +104,33 @@ def attempt(ctx: WorkerContext, job: Job, item: Item) -> ItemOutcome | ItemFailu
 
 
 def record_result(session: Session, ctx: WorkerContext, item_id: int,
-                  result: ItemOutcome | ItemFailure) -> ItemResult:
-    """Record what :func:`attempt` returned (in the caller's transaction)."""
+                  result: ItemOutcome | ItemFailure, lease: dl.Lease | None = None) -> ItemResult:
+    """Record what :func:`attempt` returned (in the caller's transaction; fenced by ``lease``)."""
     if isinstance(result, ItemFailure):
-        repo.record_failure(session, item_id, result.message, result.traceback)
+        repo.record_failure(session, item_id, result.message, result.traceback, lease=lease)
         return ItemResult(item_id, ItemStatus.failed.value, result.message)
-    record_outcome(session, item_id, result, host=ctx.host, device=ctx.device_label(result.device))
+    record_outcome(session, item_id, result, host=ctx.host, device=ctx.device_label(result.device), lease=lease)
     return ItemResult(item_id, ItemStatus.done.value)
 
 
-def run_and_record(ctx: WorkerContext, job: Job, item: Item) -> ItemResult:
+def run_and_record(ctx: WorkerContext, job: Job, item: Item, lease: dl.Lease | None = None) -> ItemResult:
     """Run ``item`` with its job's kind and record the outcome, or the error of a bad item.
 
     Any error but a :class:`TransientError` fails the item (message and traceback
     kept) and the run goes on; a transient one propagates for the caller to retry.
-    The job is closed when this was its last item.
+    The job is closed when this was its last item. With ``lease`` (a queue worker's
+    claim) the item is recorded only while the lease holds: a late result, after another
+    claim took the item, is dropped and logged (``fenced``) and nothing of it is written.
     """
     result = attempt(ctx, job, item)
-    with ctx.store.session() as s:
-        recorded = record_result(s, ctx, repo.require_id(item), result)
-        drained = close_if_drained(s, job)
+    item_id = repo.require_id(item)
+    try:
+        with ctx.store.session() as s:
+            recorded = record_result(s, ctx, item_id, result, lease=lease)
+            drained = close_if_drained(s, job)
+    except dl.LeaseLost as exc:
+        log.warning("%s (stale result dropped)", exc)
+        return ItemResult(item_id, FENCED, str(exc))
     if drained:
         finish_drained(ctx.store, job)
     return recorded

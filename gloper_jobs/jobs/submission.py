@@ -10,6 +10,7 @@ again finds the same job and adds no rows.
 
 from __future__ import annotations
 
+from gloper_jobs.defaults import LOST_GRACE_SECONDS
 from gloper_jobs.exceptions import InvalidParameterError
 from gloper_jobs.jobs.kinds import Submission, SubmitRequest, get_kind
 from gloper_jobs.jobs.publishing import (
@@ -18,6 +19,7 @@ from gloper_jobs.jobs.publishing import (
     reconcile,
     republish_stale,
     republish_stranded,
+    republish_unpublished,
 )
 from gloper_jobs.jobs.queues import check_priority
 from gloper_jobs.jobs.recording import close_if_drained, finish_drained
@@ -44,6 +46,8 @@ def submit(store: Store, settings: Settings, kind: str, request: SubmitRequest,
             repo.set_priority(s, repo.require_id(sub.job), priority)
         sub.job.priority = priority
     sub.enqueued = enqueue_unfinished(store, sub.job, publish, settings.submit_batch)
+    if not sub.created:  # what an earlier submit, cut off mid-publish, marked queued but never sent
+        sub.enqueued += republish_unpublished(store, publish, repo.require_id(sub.job), LOST_GRACE_SECONDS)
     return sub
 
 

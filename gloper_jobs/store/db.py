@@ -56,7 +56,20 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 10})
+    # libpq's timeouts and keepalives (GLOPER_STORE_*, GLOPER_TCP_*); any the URL names wins
+    args = {k: v for k, v in _store_network().items() if k not in parsed.query}
+    return create_engine(url, pool_pre_ping=True, connect_args=args)
+
+
+def _store_network() -> dict[str, Any]:
+    """The settings' libpq network options (their defaults where the environment is invalid:
+    the command that reads the settings reports that itself)."""
+    from gloper_jobs.settings import Settings
+
+    try:
+        return Settings.from_env().store_connect_args()
+    except ConfigurationError:
+        return Settings.model_construct().store_connect_args()
 
 
 def _alembic_config(engine: Engine) -> Config:

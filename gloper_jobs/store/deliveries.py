@@ -19,6 +19,11 @@ here, in the item row, so it survives any worker:
   the reconciler (:func:`gloper_jobs.jobs.publishing.reconcile`) to publish again.
 - Results are written by :func:`gloper_jobs.store.repository.record_success`, an
   upsert on ``(item_id, name)``: a redelivered item rewrites its rows, never adds.
+- A claimed item's outcome is *fenced* by its :class:`Lease`: the write applies only
+  while no later claim took the item (``attempts`` is the lease's epoch: every claim
+  counts one). A node cut off past its lease, whose item another node took and
+  recorded meanwhile, has its late result dropped (:class:`LeaseLost`), not written
+  over the other's.
 """
 
 from __future__ import annotations
@@ -53,6 +58,46 @@ class Claim:
     job: Job | None
     skipped: str | None = None
     deliveries: int = 0
+
+
+@dataclass(frozen=True)
+class Lease:
+    """What a claim holds: its owner (``<node>:<pid>``) and its epoch (the item's
+    ``attempts`` after the claim; any later claim, by anyone, counts one more)."""
+
+    owner: str
+    epoch: int
+
+    @classmethod
+    def of(cls, item: Item) -> Lease | None:
+        """The lease a just-claimed ``item`` row holds; None for an unleased one (the embedded run)."""
+        return cls(item.lease_owner, item.attempts) if item.lease_owner else None
+
+    def holds(self, item_id: int) -> ColumnElement[bool]:
+        """The WHERE clause of a write under this lease: no claim since ours, and the item
+        still unfinished (``running``, or ``queued`` again by a reconciler that found our
+        heartbeat stale but whose new message nobody has claimed yet)."""
+        return and_(col(Item.id) == item_id, col(Item.attempts) == self.epoch,
+                    col(Item.status).in_((ItemStatus.running.value, ItemStatus.queued.value)))
+
+
+class LeaseLost(Exception):  # noqa: N818 - a condition, as StopIteration is
+    """A write under a lease that another claim has taken since (raised before anything is
+    written; the caller's transaction rolls back)."""
+
+    def __init__(self, item_id: int, lease: Lease) -> None:
+        super().__init__(f"item {item_id}: result of {lease.owner} (lease epoch {lease.epoch}) fenced off: "
+                         "its lease lapsed and another claim took the item")
+        self.item_id, self.lease = item_id, lease
+
+
+def fenced_update(session: Session, item_id: int, lease: Lease | None, **values: Any) -> None:
+    """``UPDATE item SET values`` where ``lease`` still holds (any item when None);
+    :class:`LeaseLost` when it does not."""
+    where = lease.holds(item_id) if lease is not None else col(Item.id) == item_id
+    done = session.execute(update(Item).where(where).values(**values).returning(col(Item.id))).first()
+    if done is None and lease is not None:
+        raise LeaseLost(item_id, lease)
 
 
 #: how a worker tells whether a lease's owner process is gone (``<node>:<pid>`` on its host)

@@ -20,6 +20,7 @@ from sqlmodel import Session, col, select
 
 from gloper_jobs.data.datasets import DatasetItem
 from gloper_jobs.exceptions import JobNotFoundError
+from gloper_jobs.store.deliveries import Lease, fenced_update
 from gloper_jobs.store.models import Candidate, Item, ItemStatus, Job, JobStatus, utcnow
 
 if TYPE_CHECKING:
@@ -207,11 +208,21 @@ def record_success(session: Session, item_id: int, candidates: Sequence[Candidat
                    choice: str, seconds: float, width: int, height: int,
                    foreground_fraction: float | None, foreground_fallback: bool | None,
                    note: str | None, host: str | None, device: str | None,
-                   info: dict[str, Any] | None = None) -> None:
+                   info: dict[str, Any] | None = None, lease: Lease | None = None) -> None:
     """Write an item's candidates (upsert) and mark it done, in the caller's transaction.
 
-    ``info`` is the method's JSON-ready report on how it made the masks.
+    ``info`` is the method's JSON-ready report on how it made the masks. With ``lease``
+    (a queue worker's claim) the item is marked first and only while the lease holds:
+    otherwise :class:`~gloper_jobs.store.deliveries.LeaseLost` is raised before any
+    candidate is written.
     """
+    fenced_update(
+        session, item_id, lease,
+        status=ItemStatus.done.value, choice=choice, seconds=seconds, width=width, height=height,
+        foreground_fraction=foreground_fraction, foreground_fallback=foreground_fallback,
+        note=note, error=None, traceback=None, finished_at=utcnow(), heartbeat_at=utcnow(),
+        host=host, device=device, info=json.loads(json.dumps(info, default=str)) if info else None,
+    )
     for c in candidates:
         s = c.scores or {}
         values = {
@@ -225,24 +236,14 @@ def record_success(session: Session, item_id: int, candidates: Sequence[Candidat
             set_={k: stmt.excluded[k] for k in values if k not in ("item_id", "name")},
         )
         session.execute(stmt)
-    session.execute(
-        update(Item).where(col(Item.id) == item_id).values(
-            status=ItemStatus.done.value, choice=choice, seconds=seconds, width=width, height=height,
-            foreground_fraction=foreground_fraction, foreground_fallback=foreground_fallback,
-            note=note, error=None, traceback=None, finished_at=utcnow(), heartbeat_at=utcnow(),
-            host=host, device=device, info=json.loads(json.dumps(info, default=str)) if info else None,
-        )
-    )
 
 
 def record_failure(session: Session, item_id: int, error: str, traceback_text: str | None,
-                   status: str = ItemStatus.failed.value) -> None:
-    """Mark an item failed (or back to pending) with its message and traceback."""
-    session.execute(
-        update(Item).where(col(Item.id) == item_id).values(
-            status=status, error=error, traceback=traceback_text, finished_at=utcnow(),
-        )
-    )
+                   status: str = ItemStatus.failed.value, lease: Lease | None = None) -> None:
+    """Mark an item failed (or back to pending) with its message and traceback (fenced by
+    ``lease`` as in :func:`record_success`)."""
+    fenced_update(session, item_id, lease, status=status, error=error, traceback=traceback_text,
+                  finished_at=utcnow())
 
 
 def reset_items(session: Session, job_id: int, statuses: Sequence[str]) -> int:

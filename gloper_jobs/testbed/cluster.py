@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -68,12 +68,13 @@ class Cluster:
         return proc
 
     def start_worker(self, name: str, *extra: str, env: dict[str, str] | None = None,
-                     cwd: Path | None = None) -> subprocess.Popen[bytes]:
+                     cwd: Path | None = None, prefix: Sequence[str] = ()) -> subprocess.Popen[bytes]:
         """``gloper worker --gpus cpu``; ``env`` adds to (or overrides) the cluster's
-        environment and ``cwd`` replaces the working folder (a node of its own)."""
+        environment, ``cwd`` replaces the working folder (a node of its own) and ``prefix``
+        runs it elsewhere (``ip netns exec NODE``, :mod:`.netns`)."""
         log = (cwd or self.workdir) / f"worker-{name}.log"
         proc = subprocess.Popen(
-            [*GLOPER, "worker", "--gpus", "cpu", "--name", name,
+            [*prefix, *GLOPER, "worker", "--gpus", "cpu", "--name", name,
              "--loglevel", "INFO", *extra],
             env={**self.env, **(env or {})}, cwd=cwd or self.workdir, stdout=log.open("wb"),
             stderr=subprocess.STDOUT, start_new_session=True,

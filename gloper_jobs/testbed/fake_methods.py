@@ -14,6 +14,7 @@ import os
 import signal
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar, cast
 
 import numpy as np
@@ -57,13 +58,21 @@ class WorkerKiller(KMeansSegmenter):
         return super().segment(image, foreground, context)
 
 
+#: the longest a ``hold`` keeps a photo, s
+HOLD_MAX_S = 600.0
+
+
 @dataclass(frozen=True)
 class SlowLoggerParams(MethodParams):
-    """``seconds`` asleep per photo; each run appends ``start``/``end`` lines to ``log``."""
+    """``seconds`` asleep per photo; each run appends ``start``/``end`` lines to ``log``.
+    ``hold``: a file; while it exists and holds the inode of this process's network
+    namespace, photos are held before they finish (at most ``HOLD_MAX_S``): a partition
+    test keeps a cut-off node's items running until after the heal."""
 
     size: int = 32
     seconds: float = 2.0
     log: str = ""
+    hold: str = ""
 
     def validate(self) -> None:
         if self.seconds < 0:
@@ -85,9 +94,23 @@ class SlowLogger(Segmenter):
         name = context.name if context is not None and context.name else "?"
         self._log(p.log, f"start {name} {os.getpid()} {time.time():.3f}")
         time.sleep(p.seconds)
+        if p.hold:
+            self._held(Path(p.hold))
         self._log(p.log, f"end {name} {os.getpid()} {time.time():.3f}")
         mask = resize_mask(foreground, (p.size, p.size))
         return Segmentation({"all": mask}, "all")
+
+    @staticmethod
+    def _held(hold: Path) -> None:
+        here = str(os.stat("/proc/self/ns/net").st_ino)
+        deadline = time.monotonic() + HOLD_MAX_S
+        while time.monotonic() < deadline:
+            try:
+                if hold.read_text().strip() != here:
+                    return
+            except FileNotFoundError:
+                return
+            time.sleep(0.2)
 
     @staticmethod
     def _log(path: str, line: str) -> None:

@@ -28,11 +28,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_port(port: int, timeout: float = 20.0) -> None:
+def wait_port(port: int, timeout: float = 20.0, host: str = "127.0.0.1") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
+            s.settimeout(1.0)
+            if s.connect_ex((host, port)) == 0:
                 return
         time.sleep(0.05)
     raise TimeoutError(f"nothing listens on port {port} after {timeout} s")
@@ -40,27 +41,37 @@ def wait_port(port: int, timeout: float = 20.0) -> None:
 
 @dataclass
 class RedisServer:
-    """A redis-server on a free port with an append-only file, restartable (same data)."""
+    """A redis-server on a free port with an append-only file, restartable (same data).
+
+    ``binds`` are the addresses it listens on (the first is :attr:`url`'s) and ``prefix``
+    the argv that runs it elsewhere (``ip netns exec gpn-head``: see :mod:`.netns`)."""
 
     port: int
     workdir: Path
     proc: subprocess.Popen[bytes] | None = None
+    binds: tuple[str, ...] = ("127.0.0.1",)
+    prefix: tuple[str, ...] = ()
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return self.url_at(self.binds[0])
+
+    def url_at(self, address: str) -> str:
+        """The broker URL through ``address`` (one of ``binds``)."""
+        return f"redis://{address}:{self.port}/0"
 
     def start(self) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
         self.proc = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.workdir),
+            [*self.prefix, binary, "--port", str(self.port), "--bind", " ".join(self.binds),
+             "--protected-mode", "no", "--dir", str(self.workdir),
              "--appendonly", "yes", "--appendfsync", "everysec", "--save", "", "--daemonize", "no",
              "--logfile", str(self.workdir / "redis.log")],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
-        wait_port(self.port)
+        wait_port(self.port, host=self.binds[0])
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -88,8 +99,9 @@ class RedisServer:
         self.start()
 
 
-def start_redis() -> RedisServer:
-    server = RedisServer(free_port(), Path(tempfile.mkdtemp(prefix="gloper-redis-")))
+def start_redis(binds: tuple[str, ...] = ("127.0.0.1",), prefix: tuple[str, ...] = ()) -> RedisServer:
+    """A new redis-server listening on ``binds`` (run through ``prefix``, see :class:`RedisServer`)."""
+    server = RedisServer(free_port(), Path(tempfile.mkdtemp(prefix="gloper-redis-")), binds=binds, prefix=prefix)
     server.start()
     return server
 
@@ -104,32 +116,46 @@ def _pg_bin() -> Path | None:
 
 @dataclass
 class PostgresServer:
-    """A PostgreSQL cluster in a temp folder (run as the ``postgres`` user when we are root)."""
+    """A PostgreSQL cluster in a temp folder (run as the ``postgres`` user when we are root).
+
+    ``listen`` and ``prefix`` as for :class:`RedisServer` (addresses other than loopback
+    are trusted in ``pg_hba.conf``: throwaway servers on links a test made)."""
 
     port: int
     datadir: Path
     bindir: Path
     user: str | None
+    listen: tuple[str, ...] = ("127.0.0.1",)
+    prefix: tuple[str, ...] = ()
 
     @property
     def admin_url(self) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        return f"postgresql://postgres@{self.listen[0]}:{self.port}/postgres"
+
+    def url_at(self, address: str, database: str) -> str:
+        """The URL of ``database`` through ``address`` (one of ``listen``)."""
+        return f"postgresql://postgres@{address}:{self.port}/{database}"
 
     def _run(self, *argv: str) -> subprocess.CompletedProcess[bytes]:
         cmd = list(argv)
         if self.user:
             cmd = ["runuser", "-u", self.user, "--", *cmd]
-        return subprocess.run(cmd, check=True, capture_output=True, timeout=120)
+        return subprocess.run([*self.prefix, *cmd], check=True, capture_output=True, timeout=120)
 
     def start(self) -> None:
         self._run(str(self.bindir / "initdb"), "-D", str(self.datadir), "-U", "postgres", "-A", "trust",
                   "--no-sync", "-E", "UTF8")
+        others = [a for a in self.listen if a != "127.0.0.1"]
+        if others:
+            with (self.datadir / "pg_hba.conf").open("a") as hba:
+                hba.writelines(f"host all all {a}/32 trust\n" for a in others)
+                hba.write("host all all 10.231.0.0/16 trust\n")  # the clients on those links
         self.resume()
 
     def resume(self) -> None:
         """Start the (initialised) server again on the same port and data."""
         self._run(str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-w", "-l", str(self.datadir / "log"),
-                  "-o", f"-p {self.port} -k {self.datadir} -c listen_addresses=127.0.0.1 -c fsync=off "
+                  "-o", f"-p {self.port} -k {self.datadir} -c listen_addresses={','.join(self.listen)} -c fsync=off "
                         "-c max_connections=200", "start")
 
     def halt(self, mode: str = "fast") -> None:
@@ -144,7 +170,8 @@ class PostgresServer:
         shutil.rmtree(self.datadir.parent, ignore_errors=True)
 
 
-def start_postgres() -> PostgresServer:
+def start_postgres(listen: tuple[str, ...] = ("127.0.0.1",), prefix: tuple[str, ...] = ()) -> PostgresServer:
+    """A new PostgreSQL cluster listening on ``listen`` (see :class:`PostgresServer`)."""
     bindir = _pg_bin()
     if bindir is None:
         raise RuntimeError("PostgreSQL binaries not found (apt-get install postgresql)")
@@ -154,7 +181,7 @@ def start_postgres() -> PostgresServer:
         user = "postgres"
         pw = pwd.getpwnam(user)
         os.chown(root, pw.pw_uid, pw.pw_gid)
-    server = PostgresServer(free_port(), root / "data", bindir, user)
+    server = PostgresServer(free_port(), root / "data", bindir, user, listen=listen, prefix=prefix)
     server.start()
     return server
 
