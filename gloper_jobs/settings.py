@@ -334,7 +334,7 @@ class Settings(BaseSettings):
     @classmethod
     def _valid_window(cls, value: str | None) -> str | None:
         if value:
-            from gloper_jobs.jobs.window import Window
+            from gloper_jobs.window import Window
 
             try:
                 Window.parse(value)

@@ -192,7 +192,7 @@ def test_two_workers_sharing_no_folder_process_an_archive_that_lives_in_s3(
         models_dir: Path, examples_dir: Path) -> None:
     import time
 
-    from gloper_jobs.exports.rle import decode
+    from gloper_jobs.data.rle import decode
     from gloper_jobs.testbed.cluster import Cluster
     from tests.outputs_helpers import gloper
 
@@ -268,7 +268,7 @@ def test_two_workers_sharing_no_folder_process_an_archive_that_lives_in_s3(
 
 def test_dataset_model_trains_into_s3_and_each_worker_caches_it_by_checksum(
         s3: tuple[dict[str, str], s3fs.S3FileSystem], tmp_path: Path, synthetic_dir: Path) -> None:
-    from gloper_jobs.jobs.kinds.base import job_spec
+    from gloper_jobs.jobs.spec import job_spec
     from gloper_jobs.methods.registry import build_segmenter
     from gloper_jobs.store.model_registry import get_model
     from tests.outputs_helpers import gloper

@@ -11,7 +11,7 @@ import pytest
 from pycocotools.coco import COCO
 
 from gloper_jobs.data.outputs import CHOICE_FILE, read_mask
-from gloper_jobs.exports.rle import decode, encode
+from gloper_jobs.data.rle import decode, encode
 from tests.outputs_helpers import cli_env, gloper
 
 

@@ -107,3 +107,26 @@ def test_no_import_circles() -> None:
     assert _cycles(graph) == []
     # the checker finds a circle where there is one
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_the_library_never_imports_the_queue_side() -> None:
+    # workers/ and schedulers/ import gloper_jobs; the queue's commands plug into `gloper`
+    # through entry points (pyproject.toml), so no edge goes the other way
+    graph = _import_graph(REPO, ("gloper_jobs", "workers", "schedulers"))
+    back = sorted((m, t) for m, ts in graph.items() if m.startswith("gloper_jobs")
+                  for t in ts if t.split(".")[0] in ("workers", "schedulers"))
+    assert back == []
+    assert any(t.startswith("gloper_jobs") for t in graph["schedulers.cli"])  # it read that side too
+
+
+def test_the_queue_commands_are_plugged_in_by_entry_points() -> None:
+    from click.testing import CliRunner
+
+    from gloper_jobs.cli import main
+    from gloper_jobs.cli.common import extensions
+
+    plugged = {c.name for commands in extensions("gloper.commands") for c in commands}
+    assert {"submit", "worker", "resume", "retry-failed", "cancel", "flower", "metrics"} <= plugged
+    out = CliRunner().invoke(main, ["--help"]).output
+    assert all(f"  {name} " in out for name in plugged), out
+    assert [fn.__module__ for fn in extensions("gloper.status")] == ["schedulers.cli"]

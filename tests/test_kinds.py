@@ -30,10 +30,10 @@ from gloper_jobs.jobs.kinds import (
     get_kind,
     time_limits,
 )
-from gloper_jobs.jobs.kinds.base import job_spec
 from gloper_jobs.jobs.pipeline import ItemOutcome
 from gloper_jobs.jobs.recording import run_and_record
 from gloper_jobs.jobs.runner import run_dataset
+from gloper_jobs.jobs.spec import job_spec
 from gloper_jobs.jobs.submission import enqueue_unfinished, submit
 from gloper_jobs.methods.registry import register_segmenter
 from gloper_jobs.settings import Settings

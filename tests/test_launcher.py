@@ -65,7 +65,7 @@ def test_a_worker_that_dies_is_restarted_and_sigterm_stops_cold_after_the_grace(
 def test_the_window_step_pauses_and_resumes_the_queues_in_priority_order() -> None:
     from datetime import datetime, timedelta
 
-    from gloper_jobs.jobs.window import Window
+    from gloper_jobs.window import Window
     from workers.runtime import WindowStep
 
     class Consumer:  # the two calls Celery's consumer offers for this (celery inspect's cancel/add_consumer)

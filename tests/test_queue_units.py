@@ -354,7 +354,7 @@ def test_priority_levels_are_separate_queues_consumed_highest_first() -> None:
 def test_windows_wrap_past_midnight_and_refuse_nonsense() -> None:
     from datetime import time as t
 
-    from gloper_jobs.jobs.window import Window
+    from gloper_jobs.window import Window
 
     night = Window.parse("20:00-06:00")
     assert night.contains(t(23, 59)) and night.contains(t(0, 0)) and night.contains(t(20, 0))

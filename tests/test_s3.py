@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from gloper_jobs.data.outputs import read_mask
-from gloper_jobs.exports.rle import decode
+from gloper_jobs.data.rle import decode
 from tests.outputs_helpers import cli_env, gloper
 from tests.s3_server import archive_bucket, moto_s3
 

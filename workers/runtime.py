@@ -205,7 +205,7 @@ class WindowStep(bootsteps.StartStopStep):
 
     def start(self, consumer: Any) -> None:
         from gloper_jobs.defaults import WINDOW_CHECK_SECONDS
-        from gloper_jobs.jobs.window import Window
+        from gloper_jobs.window import Window
 
         settings: Settings = consumer.app.gloper_settings
         if not settings.window:

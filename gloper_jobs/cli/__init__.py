@@ -3,8 +3,10 @@
 - :mod:`~gloper_jobs.cli.runs`: run and inspect (run, segment, methods, report, calibrate,
   calibration, polarity, jobs, status, export);
 - :mod:`~gloper_jobs.cli.review`: review (the page where a person settles each species' reading);
-- :mod:`~gloper_jobs.cli.queue`: the queue and its workers (submit KIND, resume,
-  retry-failed, cancel, worker, flower, metrics), which need the ``[queue]`` extra;
+- the queue and its workers (submit KIND, resume, retry-failed, cancel, worker, flower,
+  metrics), which need the ``[queue]`` extra, come from ``schedulers.cli`` through the
+  entry point group ``gloper.commands``: the library never imports ``workers`` or
+  ``schedulers``, they import it;
 - :mod:`~gloper_jobs.cli.models`: train, models install;
 - :mod:`~gloper_jobs.cli.data`: make-synthetic, db upgrade.
 
@@ -19,8 +21,8 @@ from typing import TextIO
 
 import click
 
-from gloper_jobs.cli import data, models, queue, review, runs
-from gloper_jobs.cli.common import GloperGroup
+from gloper_jobs.cli import data, models, review, runs
+from gloper_jobs.cli.common import GloperGroup, extensions
 
 
 @click.group(cls=GloperGroup)
@@ -45,8 +47,11 @@ def _show_warning(message: Warning | str, category: type[Warning], filename: str
         _PYTHONS_SHOWWARNING(message, category, filename, lineno, file, line)
 
 
-for _module in (runs, review, queue, models, data):
+for _module in (runs, review, models, data):
     for _command in _module.COMMANDS:
+        main.add_command(_command)
+for _commands in extensions("gloper.commands"):  # the queue's commands (schedulers.cli)
+    for _command in _commands:
         main.add_command(_command)
 
 __all__ = ["main"]

@@ -38,3 +38,18 @@ def open_store(settings: Settings) -> Store:
     from gloper_jobs.store import Store
 
     return Store(settings.database_url)
+
+
+def extensions(group: str) -> list[Any]:
+    """The objects the installed packages register under the entry point ``group``
+    (``gloper.commands``: lists of click commands; ``gloper.status``: functions of the
+    settings that return lines), in name order. The ``workers``/``schedulers`` side plugs
+    in here, so the library never imports it; a package that is not installed adds nothing."""
+    from importlib.metadata import entry_points
+
+    return [ep.load() for ep in sorted(entry_points(group=group), key=lambda ep: ep.name)]
+
+
+def extension_lines(group: str, settings: Settings) -> list[str]:
+    """Every ``group`` extension called with ``settings``, their lines joined."""
+    return [line for fn in extensions(group) for line in fn(settings)]

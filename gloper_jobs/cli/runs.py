@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import click
 
 from gloper_jobs import defaults
-from gloper_jobs.cli.common import load_settings, open_store
+from gloper_jobs.cli.common import extension_lines, load_settings, open_store
 from gloper_jobs.cli.options import (
     manifest_option,
     method_option,
@@ -25,7 +25,7 @@ from gloper_jobs.cli.options import (
 from gloper_jobs.cli.options import parse_params as _params
 
 if TYPE_CHECKING:
-    from gloper_jobs.settings import Settings
+    pass
 
 
 @click.command()
@@ -129,7 +129,7 @@ def methods() -> None:
               help="Write a self-contained HTML report there (local or s3://) instead of printing.")
 def report(job_id: int | None, html_out: str | None) -> None:
     """Print a job's Dice table and failed photos (the newest job by default)."""
-    from gloper_jobs.scoring.reports import job_report
+    from gloper_jobs.reporting.text import job_report
     from gloper_jobs.store.repository import get_job
 
     store = open_store(load_settings())
@@ -269,27 +269,11 @@ def status(job_id: int | None, watch: float | None) -> None:
         if watch:
             click.clear()
         click.echo(format_progress(p))
-        paused = _paused_workers(settings)
-        if paused:
-            click.echo(f"  paused (outside their --window): {', '.join(paused)}")
+        for line in extension_lines("gloper.status", settings):  # the queue's live view, when installed
+            click.echo(line)
         if not watch or p.job.status in (JobStatus.done.value, JobStatus.cancelled.value):
             return
         time.sleep(watch)
-
-
-def _paused_workers(settings: Settings, timeout: float = 1.0) -> list[str]:
-    """Workers that answer but consume no queue (outside their ``--window``); [] when the
-    broker or the extra is missing (status reads the store, which is what matters)."""
-    try:
-        from schedulers.preflight import check_broker
-        from workers.app import make_app
-
-        check_broker(settings.broker_url, timeout=0.5,  # down: say nothing rather than hang on retries
-                     ssl_ca=str(settings.broker_ssl_ca) if settings.broker_ssl_ca else None)
-        queues = make_app(settings).control.inspect(timeout=timeout).active_queues() or {}
-    except Exception:  # noqa: BLE001 - a live view only; never fail `gloper status` on it
-        return []
-    return sorted(node for node, qs in queues.items() if not qs)
 
 
 @click.command()

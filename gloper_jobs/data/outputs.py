@@ -75,7 +75,7 @@ def candidate_mask(mask_path: str, rle: dict[str, Any] | None, size: tuple[int, 
     if not rle:
         raise FileNotFoundError("the candidate has no mask file and no RLE in the store")
     from gloper_jobs.data.images import resize_mask
-    from gloper_jobs.exports.rle import decode
+    from gloper_jobs.data.rle import decode
 
     h, w = rle["size"]
     mask = decode(str(rle["counts"]), h, w)

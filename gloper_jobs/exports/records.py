@@ -13,8 +13,8 @@ import numpy as np
 from sqlmodel import Session, col, select
 
 from gloper_jobs.data.outputs import candidate_mask
+from gloper_jobs.data.rle import Rle, encode
 from gloper_jobs.exceptions import GloperError
-from gloper_jobs.exports.rle import Rle, encode
 from gloper_jobs.store.models import Candidate, Item, Job
 
 

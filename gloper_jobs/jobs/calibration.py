@@ -85,7 +85,7 @@ def parse_grid(pairs: Sequence[str], base: dict[str, Any] | None = None,
 def calibration_spec(settings: Settings, dataset: Path, grid: list[dict[str, Any]], foreground: bool,
                      method: str = CALIBRATED_METHOD) -> JobSpec:
     """The job spec of a calibration job of ``method`` over ``grid`` (its identity includes the grid)."""
-    from gloper_jobs.jobs.kinds.base import job_spec
+    from gloper_jobs.jobs.spec import job_spec
 
     base = job_spec(settings, dataset, method, None, None, foreground)
     return replace(base, kind=KIND, method=method, params={"grid": grid})

@@ -17,8 +17,8 @@ from gloper_jobs import defaults
 from gloper_jobs.data.images import load_photo, resize_mask
 from gloper_jobs.data.labels import load_label, shape_mismatch
 from gloper_jobs.data.outputs import clean_partial, write_choice, write_mask, write_overlay
+from gloper_jobs.data.rle import encode
 from gloper_jobs.exceptions import LabelError
-from gloper_jobs.exports.rle import encode
 from gloper_jobs.foreground import ForegroundFn, whole_frame
 from gloper_jobs.foreground.rim import trim_rim
 from gloper_jobs.jobs.candidates import CandidateRecord

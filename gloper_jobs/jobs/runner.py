@@ -31,7 +31,6 @@ from gloper_jobs.jobs.recording import (
     record_result,
 )
 from gloper_jobs.scoring.notes import noticed
-from gloper_jobs.scoring.reports import job_report
 from gloper_jobs.settings import Settings
 from gloper_jobs.store import Item, ItemStatus, Job, Store
 from gloper_jobs.store import repository as repo
@@ -154,6 +153,10 @@ def run_dataset(
     with ctx.store.session() as s:
         job = repo.get_job(s, job_id)
         summary.job = job
+        from gloper_jobs.reporting.text import (
+            job_report,  # the reporting floor: loaded when a run ends
+        )
+
         summary.report = job_report(s, job)
         summary.noticed = noticed(s, job)
     return summary

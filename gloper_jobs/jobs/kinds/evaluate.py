@@ -31,8 +31,8 @@ from gloper_jobs.jobs.kinds.base import (
     Submission,
     SubmitOption,
     SubmitRequest,
-    job_spec,
 )
+from gloper_jobs.jobs.spec import job_spec
 from gloper_jobs.scoring.metrics import scores_at
 from gloper_jobs.store import deliveries as dl
 from gloper_jobs.store import repository as repo

@@ -21,7 +21,6 @@ from gloper_jobs.jobs.kinds.base import (
     SubmitOption,
     SubmitRequest,
     device_class,
-    job_spec,
     warn_if_another_rim_was_meant,
 )
 from gloper_jobs.jobs.polarity import (
@@ -30,6 +29,7 @@ from gloper_jobs.jobs.polarity import (
     parse_overrides,
     store_overrides,
 )
+from gloper_jobs.jobs.spec import job_spec
 from gloper_jobs.store import deliveries as dl
 from gloper_jobs.store import repository as repo
 from gloper_jobs.store.models import Item, Job
@@ -112,7 +112,7 @@ def record_extract_job(store: Store, settings: Settings, dataset: str | Path, me
 
     Its items go to ``extract.<device class>``: the method's own class, or
     ``on_device`` (``cpu`` sends GloPER to CPU workers). The method's parameters are
-    validated and make the job's identity (:func:`~gloper_jobs.jobs.kinds.base.job_spec`:
+    validated and make the job's identity (:func:`~gloper_jobs.jobs.spec.job_spec`:
     nothing is built, no weights load). With ``settings_from`` (a finished calibration job), each photo runs with
     its species' calibrated GloPER settings. Raises :class:`DatasetError` for an
     empty folder, :class:`ManifestError` for a bad manifest (before anything is written).

@@ -1,6 +1,11 @@
 """``gloper`` commands of the queue and its workers: submit, resume, retry-failed, cancel,
 worker, flower, metrics. Each parses, builds the objects, calls one function, prints.
 
+They join the ``gloper`` group through the entry point group ``gloper.commands``
+(pyproject.toml), so ``gloper_jobs`` never imports this package: the dependency runs one
+way, from here into the library. ``gloper status`` shows :func:`status_lines` through
+``gloper.status``.
+
 ``gloper submit KIND`` has one subcommand per registered job kind
 (:data:`gloper_jobs.jobs.kinds.KINDS`), with the kind's own options: a new kind needs
 no edit here. Celery and the ``workers``/``schedulers`` packages are imported inside
@@ -261,6 +266,27 @@ def metrics(port: int | None, address: str) -> None:
     click.echo(f"metrics on http://{address}:{port or settings.metrics_port}/metrics", err=True)
     while True:
         time.sleep(3600)
+
+
+def paused_workers(settings: Settings, timeout: float = 1.0) -> list[str]:
+    """Workers that answer but consume no queue (outside their ``--window``); [] when the
+    broker or the extra is missing (status reads the store, which is what matters)."""
+    try:
+        from schedulers.preflight import check_broker
+        from workers.app import make_app
+
+        check_broker(settings.broker_url, timeout=0.5,  # down: say nothing rather than hang on retries
+                     ssl_ca=str(settings.broker_ssl_ca) if settings.broker_ssl_ca else None)
+        queues = make_app(settings).control.inspect(timeout=timeout).active_queues() or {}
+    except Exception:  # noqa: BLE001 - a live view only; never fail `gloper status` on it
+        return []
+    return sorted(node for node, qs in queues.items() if not qs)
+
+
+def status_lines(settings: Settings) -> list[str]:
+    """What ``gloper status`` adds from the live queue: the workers paused by their window."""
+    paused = paused_workers(settings)
+    return [f"  paused (outside their --window): {', '.join(paused)}"] if paused else []
 
 
 COMMANDS = [submit, resume, retry_failed_cmd, cancel, worker, flower, metrics]
