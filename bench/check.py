@@ -10,7 +10,8 @@ memory spread over archive sizes). Timings get wide tolerances: the stored figur
 their machine and load, and another CPU or a busy one is not a regression.
 
 Without ``--quick`` every check runs the bench as its results file was made (minutes to
-hours: quality, held_out, gloper_speed, archive_throughput, faults, pool_speed, export_scale,
+hours: quality, held_out, gloper_speed, archive_throughput, faults (and its network partitions),
+polarity_species, repoint_scale, review_page, pool_speed, export_scale,
 memory_scale). ``--quick`` runs the checks that have a small configuration whose figures are
 comparable with the stored ones (k-means and watershed on the same photos, the export's
 rows, the memory spread on smaller archives), a minute or two on 2 cores; the test suite
@@ -82,12 +83,14 @@ class Check:
     out_flag: str = "--out"
     #: ``gloper`` commands run first (``make-synthetic``), as ``args`` may name what they make
     setup: tuple[tuple[str, ...], ...] = ()
+    #: the bench module when it is not ``name`` (two checks of one bench)
+    bench: str | None = None
 
     def command(self, quick: bool, out: Path) -> list[str]:
         args = self.quick if quick and self.quick is not None else self.args
         if self.out_flag == "--out-name":  # benches that take a name under bench/out/
-            return [sys.executable, "-m", f"bench.{self.name}", *args, "--out", out.stem]
-        return [sys.executable, "-m", f"bench.{self.name}", *args, self.out_flag, str(out)]
+            return [sys.executable, "-m", f"bench.{self.bench or self.name}", *args, "--out", out.stem]
+        return [sys.executable, "-m", f"bench.{self.bench or self.name}", *args, self.out_flag, str(out)]
 
 
 def _dice(method: str, group: str, figure: str, tolerance: float = 0.01) -> Metric:
@@ -141,6 +144,22 @@ CHECKS: tuple[Check, ...] = (
     Check("faults", "faults.json", ("--photos", "320", "--seconds", "3"),
           (Metric("lost", "equal", 0), Metric("duplicate_rows", "equal", 0),
            Metric("unrecoverable_errors", "equal", 0)), out_flag="--out-name"),
+    Check("faults_partition", "faults-partition.json", ("--partition",),
+          tuple(Metric(f"faults.{i}.{k}", "equal", 0, "issue 30: nothing lost or written twice")
+                for i in range(5) for k in ("lost", "duplicate_rows")),
+          out_flag="--out-name", bench="faults"),
+    Check("polarity_species", "polarity-species-review.json", ("--methods", "kmeans"),
+          (Metric("methods.kmeans.policy_worst.darker.all.worst_loss", "equal", 0,
+                  "[review]: the default never falls below the darker reading"),
+           Metric("methods.kmeans.summary.shared.darker", "abs", 0.01),
+           Metric("methods.kmeans.summary.synthetic.oracle-polarity", "abs", 0.02))),
+    Check("repoint_scale", "repoint-scale-100k.json", ("--items", "100000", "--kill-after", "60"),
+          (Metric("ok", "equal", True, "every photo re-pointed through a kill"),
+           Metric("check.not_repointed", "equal", 0),
+           Metric("repoint_items_per_s", "rel", 0.5, "the stored CPU and load"))),
+    Check("review_page", "review-page.json", (),
+          (Metric("click.answer_s", "at_most", 2.0, "[review]: a click settles a species at 10^5 photos"),
+           Metric("index_s", "at_most", 2.0))),
     Check("pool_speed", "pool-speed.json", (),
           (Metric("kill.replacement_over_fresh", "abs", 0.3, "a replacement pool process is as fast as the first"),),
           out_flag="--out-name"),
