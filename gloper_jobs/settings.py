@@ -427,12 +427,23 @@ class Settings(BaseSettings):
             return cls(**clean)  # type: ignore[arg-type]
         except ValidationError as exc:
             problems = "; ".join(
-                f"{_variable(str(err['loc'][-1]) if err['loc'][0] == 'task_time_limits' else '_'.join(str(p) for p in err['loc']))}: {err['msg']}" if err["loc"]
+                f"{_variable(str(err['loc'][-1]) if err['loc'][0] == 'task_time_limits' else '_'.join(str(p) for p in err['loc']))}: {_message(err)}" if err["loc"]
                 else str(err["msg"])  # a check of the whole object names its variable itself
                 for err in exc.errors()
             )
             raise ConfigurationError(f"invalid settings: {problems}") from exc
 
+
+
+def _message(err: Any) -> str:
+    """pydantic's message for one bad value, with the fix spelled out: the choices of a
+    ``Literal`` (``'fast': use one of working, full``), a positive number for a positive field."""
+    if err.get("type") == "literal_error":
+        choices = re.findall(r"'([^']*)'", str((err.get("ctx") or {}).get("expected", "")))
+        return f"{err.get('input')!r}: use one of {', '.join(choices)}"
+    if err.get("type") == "greater_than" and (err.get("ctx") or {}).get("gt") == 0:
+        return f"{err['msg']} (got {err.get('input')!r}): use a positive number"
+    return str(err["msg"])
 
 
 def _variable(name: str) -> str:
