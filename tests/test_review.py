@@ -241,6 +241,10 @@ def test_two_people_deciding_at_once_the_later_wins_and_both_are_kept(jobs: dict
             # the decisions saved as a calibration for later jobs
             alice.get(server.base + "/")
             alice.find_element(By.ID, "save-calibration").click()
+            from selenium.webdriver.support.ui import WebDriverWait
+
+            # the click posts the form and a new page answers: wait for it, not for a fixed time
+            WebDriverWait(alice, 60).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#calibration b"))
             saved = int(alice.find_element(By.CSS_SELECTOR, "#calibration b").text)
             assert f"--settings-from {saved}" in alice.find_element(By.ID, "calibration").text
     finally:
